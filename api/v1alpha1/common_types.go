@@ -1,0 +1,143 @@
+package v1alpha1
+
+// Chain names the iptables-style chain a rule belongs to.
+// +kubebuilder:validation:Enum=Input;Forward;Output
+type Chain string
+
+const (
+	ChainInput   Chain = "Input"
+	ChainForward Chain = "Forward"
+	ChainOutput  Chain = "Output"
+)
+
+// Chains lists every chain in the order nodefw programs them.
+var Chains = []Chain{ChainInput, ChainForward, ChainOutput}
+
+// Action is what a matching rule does to a packet, as an iptables target.
+// +kubebuilder:validation:Enum=Accept;Drop;Reject
+type Action string
+
+const (
+	ActionAccept Action = "Accept"
+	ActionDrop   Action = "Drop"
+	ActionReject Action = "Reject"
+)
+
+// ChainPolicy is a chain's default action, as set by `iptables -P`.
+// +kubebuilder:validation:Enum=Accept;Drop
+type ChainPolicy string
+
+const (
+	ChainPolicyAccept ChainPolicy = "Accept"
+	ChainPolicyDrop   ChainPolicy = "Drop"
+)
+
+// Protocol is a layer-4 protocol, as matched by `iptables -p`.
+// +kubebuilder:validation:Enum=TCP;UDP;SCTP;ICMP;ICMPv6
+type Protocol string
+
+const (
+	ProtocolTCP    Protocol = "TCP"
+	ProtocolUDP    Protocol = "UDP"
+	ProtocolSCTP   Protocol = "SCTP"
+	ProtocolICMP   Protocol = "ICMP"
+	ProtocolICMPv6 Protocol = "ICMPv6"
+)
+
+// HasPorts reports whether the protocol carries ports.
+func (p Protocol) HasPorts() bool {
+	return p == ProtocolTCP || p == ProtocolUDP || p == ProtocolSCTP
+}
+
+// ConnState is a conntrack state, as matched by `-m conntrack --ctstate`.
+// +kubebuilder:validation:Enum=New;Established;Related;Invalid
+type ConnState string
+
+const (
+	ConnStateNew         ConnState = "New"
+	ConnStateEstablished ConnState = "Established"
+	ConnStateRelated     ConnState = "Related"
+	ConnStateInvalid     ConnState = "Invalid"
+)
+
+// PolicyMode says whether a policy's drops are enforced or only counted.
+// +kubebuilder:validation:Enum=Enforce;Audit
+type PolicyMode string
+
+const (
+	PolicyModeEnforce PolicyMode = "Enforce"
+	PolicyModeAudit   PolicyMode = "Audit"
+)
+
+// PortRange is an inclusive range of destination ports, as `--dport port:endPort`.
+// +kubebuilder:validation:XValidation:rule="!has(self.endPort) || self.endPort >= self.port",message="endPort must not be below port",fieldPath=".endPort"
+type PortRange struct {
+	// port is the first destination port of the range (iptables `--dport`).
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+
+	// endPort is the last destination port of the range, inclusive
+	// (`--dport port:endPort`). Omitted means the single port `port`.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	EndPort int32 `json:"endPort,omitempty"`
+}
+
+// Last returns the last port of the range.
+func (p PortRange) Last() int32 {
+	if p.EndPort == 0 {
+		return p.Port
+	}
+	return p.EndPort
+}
+
+// DefaultActions are the chain policies, as `iptables -P CHAIN TARGET`.
+type DefaultActions struct {
+	// input is the policy of the Input chain (`iptables -P INPUT`).
+	// +optional
+	Input ChainPolicy `json:"input,omitempty"`
+
+	// forward is the policy of the Forward chain (`iptables -P FORWARD`).
+	// +optional
+	Forward ChainPolicy `json:"forward,omitempty"`
+
+	// output is the policy of the Output chain (`iptables -P OUTPUT`).
+	// +optional
+	Output ChainPolicy `json:"output,omitempty"`
+}
+
+// For returns the policy set for a chain, or "" when none is set.
+func (d DefaultActions) For(c Chain) ChainPolicy {
+	switch c {
+	case ChainInput:
+		return d.Input
+	case ChainForward:
+		return d.Forward
+	case ChainOutput:
+		return d.Output
+	}
+	return ""
+}
+
+// Set sets the policy of a chain.
+func (d *DefaultActions) Set(c Chain, p ChainPolicy) {
+	switch c {
+	case ChainInput:
+		d.Input = p
+	case ChainForward:
+		d.Forward = p
+	case ChainOutput:
+		d.Output = p
+	}
+}
+
+// Condition types and reasons shared by both kinds. They follow kstatus:
+// Ready is always present; Reconciling and Stalled appear only while true.
+const (
+	ConditionReady       = "Ready"
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
+)

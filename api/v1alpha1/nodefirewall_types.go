@@ -1,0 +1,163 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// NodeFirewallRule is one resolved rule of a node. It carries the fields of
+// the policy rule it came from plus the policy's name and mode. The
+// controller writes these; the agent checks them again before programming,
+// since a hand-written NodeFirewall bypasses the policy's CEL validation.
+type NodeFirewallRule struct {
+	// policy is the NodeFirewallPolicy the rule came from.
+	// +required
+	Policy string `json:"policy"`
+
+	// mode is the policy's mode: in Audit mode Drop and Reject only count and log.
+	// +optional
+	Mode PolicyMode `json:"mode,omitempty"`
+
+	// name is the rule's name within its policy.
+	// +required
+	Name string `json:"name"`
+
+	// chain is Input, Forward or Output.
+	// +required
+	Chain Chain `json:"chain"`
+
+	// action is Accept, Drop or Reject.
+	// +required
+	Action Action `json:"action"`
+
+	// protocol is the layer-4 protocol (`-p`); omitted means any.
+	// +optional
+	Protocol Protocol `json:"protocol,omitempty"`
+
+	// ports are destination port ranges, inclusive (`--dport`).
+	// +optional
+	// +listType=atomic
+	Ports []PortRange `json:"ports,omitempty"`
+
+	// sources are source addresses or CIDRs (`-s`).
+	// +optional
+	// +listType=atomic
+	Sources []string `json:"sources,omitempty"`
+
+	// destinations are destination addresses or CIDRs (`-d`).
+	// +optional
+	// +listType=atomic
+	Destinations []string `json:"destinations,omitempty"`
+
+	// inInterface is the input interface (`-i`), `+` as a trailing wildcard.
+	// +optional
+	InInterface string `json:"inInterface,omitempty"`
+
+	// outInterface is the output interface (`-o`), `+` as a trailing wildcard.
+	// +optional
+	OutInterface string `json:"outInterface,omitempty"`
+
+	// states are conntrack states (`--ctstate`).
+	// +optional
+	// +listType=atomic
+	States []ConnState `json:"states,omitempty"`
+
+	// log logs matches, rate-limited.
+	// +optional
+	Log bool `json:"log,omitempty"`
+}
+
+// PolicyReference names a policy at the generation that was resolved.
+type PolicyReference struct {
+	// name is the NodeFirewallPolicy's name.
+	// +required
+	Name string `json:"name"`
+
+	// generation is the policy's metadata.generation that was resolved.
+	// +required
+	Generation int64 `json:"generation"`
+}
+
+// NodeFirewallSpec is a node's resolved firewall: what its agent programs.
+type NodeFirewallSpec struct {
+	// rules are the node's rules in evaluation order: by policy priority,
+	// then policy name, then the order within the policy.
+	// +optional
+	// +listType=atomic
+	Rules []NodeFirewallRule `json:"rules,omitempty"`
+
+	// defaultActions are the resolved chain policies; every chain is set.
+	// +optional
+	DefaultActions DefaultActions `json:"defaultActions,omitempty"`
+
+	// auditedChains are the chains whose Drop default action comes from a
+	// policy in Audit mode: the drop is only counted and logged.
+	// +optional
+	// +listType=set
+	AuditedChains []Chain `json:"auditedChains,omitempty"`
+
+	// policies are the policies that select this node, with the generation
+	// resolved, in evaluation order.
+	// +optional
+	// +listType=atomic
+	Policies []PolicyReference `json:"policies,omitempty"`
+}
+
+// NodeFirewallStatus is written by the node's agent.
+type NodeFirewallStatus struct {
+	// observedGeneration is the NodeFirewall generation the agent last acted on.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// ruleCount is the number of rules the agent programmed.
+	// +optional
+	RuleCount int32 `json:"ruleCount,omitempty"`
+
+	// lastAppliedTime is when the ruleset was last committed to the kernel.
+	// +optional
+	LastAppliedTime *metav1.Time `json:"lastAppliedTime,omitempty"`
+
+	// lastError is the error of the last failed apply, empty after a success.
+	// +optional
+	LastError string `json:"lastError,omitempty"`
+
+	// conditions: Ready is True once observedGeneration is in the kernel.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// NodeFirewall is the resolved firewall of one node, named after the node.
+// The controller writes its spec; the node's agent writes its status.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=nfw
+// +kubebuilder:printcolumn:name="Rules",type=integer,JSONPath=`.status.ruleCount`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Applied",type=date,JSONPath=`.status.lastAppliedTime`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type NodeFirewall struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the node's resolved firewall, written by the controller.
+	// +optional
+	Spec NodeFirewallSpec `json:"spec,omitempty"`
+
+	// status is written by the node's agent.
+	// +optional
+	Status NodeFirewallStatus `json:"status,omitempty"`
+}
+
+// NodeFirewallList is a list of NodeFirewall.
+// +kubebuilder:object:root=true
+type NodeFirewallList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []NodeFirewall `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&NodeFirewall{}, &NodeFirewallList{})
+}

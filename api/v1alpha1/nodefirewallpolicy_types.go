@@ -1,0 +1,190 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Rule is one firewall rule: the match of an iptables rule plus its target.
+// A packet takes the action of the first rule that matches it, as in an
+// iptables chain.
+// +kubebuilder:validation:XValidation:rule="!has(self.ports) || size(self.ports) == 0 || (has(self.protocol) && self.protocol in ['TCP', 'UDP', 'SCTP'])",message="ports require protocol TCP, UDP or SCTP",fieldPath=".ports"
+// +kubebuilder:validation:XValidation:rule="!has(self.inInterface) || self.chain != 'Output'",message="inInterface is not allowed on the Output chain (iptables forbids -i in OUTPUT)",fieldPath=".inInterface"
+// +kubebuilder:validation:XValidation:rule="!has(self.outInterface) || self.chain != 'Input'",message="outInterface is not allowed on the Input chain (iptables forbids -o in INPUT)",fieldPath=".outInterface"
+type Rule struct {
+	// name identifies the rule within its policy. It appears in logs, metrics
+	// and the rendered ruleset.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// chain is the chain the rule is appended to: Input (iptables INPUT),
+	// Forward (FORWARD) or Output (OUTPUT).
+	// +required
+	Chain Chain `json:"chain"`
+
+	// action is the rule's target: Accept (ACCEPT), Drop (DROP) or Reject
+	// (REJECT, answered with an ICMP port-unreachable as iptables does by
+	// default).
+	// +required
+	Action Action `json:"action"`
+
+	// protocol is the layer-4 protocol (`-p`). Omitted means any protocol.
+	// +optional
+	Protocol Protocol `json:"protocol,omitempty"`
+
+	// ports are the destination ports (`--dport`, or `-m multiport --dports`
+	// with `port:endPort` ranges). Omitted means any port. Only with protocol
+	// TCP, UDP or SCTP.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	Ports []PortRange `json:"ports,omitempty"`
+
+	// sources are the source addresses or CIDRs (`-s`), IPv4 or IPv6.
+	// Omitted means any source.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="self.all(a, isIP(a) || isCIDR(a))",message="sources must be IP addresses or CIDRs"
+	Sources []string `json:"sources,omitempty"`
+
+	// destinations are the destination addresses or CIDRs (`-d`), IPv4 or
+	// IPv6. Omitted means any destination.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="self.all(a, isIP(a) || isCIDR(a))",message="destinations must be IP addresses or CIDRs"
+	Destinations []string `json:"destinations,omitempty"`
+
+	// inInterface is the interface the packet arrived on (`-i`). A trailing
+	// `+` matches every interface whose name starts with the rest, as in
+	// iptables. Not allowed on the Output chain.
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	// +kubebuilder:validation:Pattern=`^([A-Za-z0-9_.@:-]{1,15}\+?|\+)$`
+	InInterface string `json:"inInterface,omitempty"`
+
+	// outInterface is the interface the packet leaves by (`-o`), with the
+	// same `+` wildcard. Not allowed on the Input chain.
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	// +kubebuilder:validation:Pattern=`^([A-Za-z0-9_.@:-]{1,15}\+?|\+)$`
+	OutInterface string `json:"outInterface,omitempty"`
+
+	// states are conntrack states (`-m conntrack --ctstate`). The rule
+	// matches a packet in any of them. Omitted means any state.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=4
+	States []ConnState `json:"states,omitempty"`
+
+	// log logs matching packets to the kernel log, rate-limited, with a
+	// prefix naming the policy and rule (as a LOG rule before the target).
+	// +optional
+	Log bool `json:"log,omitempty"`
+}
+
+// MaxPolicyRules bounds the rules of one policy.
+const MaxPolicyRules = 512
+
+// NodeFirewallPolicySpec declares firewall rules for the nodes its selector picks.
+type NodeFirewallPolicySpec struct {
+	// nodeSelector picks the nodes the policy applies to. `{}` selects
+	// every node; matchLabels and matchExpressions both work.
+	// +required
+	NodeSelector metav1.LabelSelector `json:"nodeSelector"`
+
+	// priority orders policies on a node: lower is evaluated first, and ties
+	// are broken by name. Rules of an earlier policy come before those of a
+	// later one in each chain.
+	// +optional
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	Priority int32 `json:"priority,omitempty"`
+
+	// mode is Enforce (the default) or Audit. In Audit mode, Drop and Reject
+	// rules and a default Drop only count and log the packets they would
+	// have dropped; nothing is dropped.
+	// +optional
+	// +kubebuilder:default=Enforce
+	Mode PolicyMode `json:"mode,omitempty"`
+
+	// defaultActions are the chain policies (`iptables -P`). When several
+	// policies on a node set the same chain, the one evaluated first wins and
+	// the disagreement is reported in status. When none sets it, Accept.
+	// +optional
+	DefaultActions *DefaultActions `json:"defaultActions,omitempty"`
+
+	// rules are evaluated in order within each chain; the first match decides.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=512
+	Rules []Rule `json:"rules,omitempty"`
+}
+
+// NodeFirewallPolicyStatus is the policy's roll-up of its nodes' reports.
+type NodeFirewallPolicyStatus struct {
+	// observedGeneration is the policy generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// matchedNodes counts the nodes the selector picks.
+	// +optional
+	MatchedNodes int32 `json:"matchedNodes"`
+
+	// appliedNodes counts the matched nodes whose agent reports this
+	// generation of the policy programmed.
+	// +optional
+	AppliedNodes int32 `json:"appliedNodes"`
+
+	// failedNodes counts the matched nodes whose agent failed to program it.
+	// +optional
+	FailedNodes int32 `json:"failedNodes"`
+
+	// conditions are Ready, and Reconciling and Stalled while they are true.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// NodeFirewallPolicy declares ordered host-firewall rules for a set of nodes.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=nfp
+// +kubebuilder:printcolumn:name="Priority",type=integer,JSONPath=`.spec.priority`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="Matched",type=integer,JSONPath=`.status.matchedNodes`
+// +kubebuilder:printcolumn:name="Applied",type=integer,JSONPath=`.status.appliedNodes`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type NodeFirewallPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the policy as the user wrote it. The controller never writes it.
+	// +required
+	Spec NodeFirewallPolicySpec `json:"spec"`
+
+	// status is written by the controller.
+	// +optional
+	Status NodeFirewallPolicyStatus `json:"status,omitempty"`
+}
+
+// NodeFirewallPolicyList is a list of NodeFirewallPolicy.
+// +kubebuilder:object:root=true
+type NodeFirewallPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []NodeFirewallPolicy `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&NodeFirewallPolicy{}, &NodeFirewallPolicyList{})
+}

@@ -1,0 +1,121 @@
+// Package compile turns a node's resolved NodeFirewallSpec into the nftables
+// ruleset its agent programs. It is pure: no kernel and no API calls. The
+// Ruleset model is what both the text renderer (golden files, `nodefw render`)
+// and the netlink adapter in internal/nft consume.
+package compile
+
+import "net/netip"
+
+// Names of everything nodefw creates. The table is configurable per agent
+// (--table); the chains are fixed.
+const (
+	DefaultTable = "nodefw"
+
+	ChainInput   = "input"
+	ChainForward = "forward"
+	ChainOutput  = "output"
+)
+
+// Hook is the netfilter hook a base chain attaches to.
+type Hook string
+
+const (
+	HookInput   Hook = "input"
+	HookForward Hook = "forward"
+	HookOutput  Hook = "output"
+)
+
+// Verdict is what a rule or chain policy does with a packet.
+type Verdict string
+
+const (
+	// VerdictNone means the rule has no verdict: evaluation continues
+	// (used for log-only and audit rules).
+	VerdictNone   Verdict = ""
+	VerdictAccept Verdict = "accept"
+	VerdictDrop   Verdict = "drop"
+	// VerdictReject answers like iptables' default REJECT: ICMP (or ICMPv6)
+	// port-unreachable, for every protocol.
+	VerdictReject Verdict = "reject"
+)
+
+// Family restricts a rule to one IP family.
+type Family uint8
+
+const (
+	FamilyAny Family = iota
+	FamilyIPv4
+	FamilyIPv6
+)
+
+// CtState bits, as the kernel's conntrack state mask.
+type CtState uint32
+
+const (
+	CtStateInvalid     CtState = 1 << 0
+	CtStateEstablished CtState = 1 << 1
+	CtStateRelated     CtState = 1 << 2
+	CtStateNew         CtState = 1 << 3
+)
+
+// PortInterval is an inclusive range of ports.
+type PortInterval struct {
+	First, Last uint16
+}
+
+// Log asks a rule to log matches, rate-limited.
+type Log struct {
+	// Prefix is the kernel log prefix, at most 127 bytes.
+	Prefix string
+	// RatePerMinute limits logged packets.
+	RatePerMinute uint32
+	// Burst is the limit's burst.
+	Burst uint32
+}
+
+// Rule is one nftables rule. Every set field must match (AND); within a
+// list any element may match (OR). Empty fields match anything.
+type Rule struct {
+	// Family restricts the rule to IPv4 or IPv6. It is set whenever
+	// addresses or an ICMP protocol are matched.
+	Family Family
+	// L4Proto is the IP protocol number (meta l4proto); 0 means any.
+	L4Proto uint8
+	// DPorts are destination port intervals (th dport); needs L4Proto.
+	DPorts []PortInterval
+	// ICMPTypes match ICMP or ICMPv6 types, per L4Proto.
+	ICMPTypes []uint8
+	// SAddrs and DAddrs are source and destination prefixes, all of Family.
+	SAddrs []netip.Prefix
+	DAddrs []netip.Prefix
+	// IIfName and OIfName match interface names; a trailing "+" matches
+	// any name with that prefix, as iptables' -i/-o do.
+	IIfName string
+	OIfName string
+	// CtStates matches any of the given conntrack states; 0 means any.
+	CtStates CtState
+	// Counter counts packets and bytes.
+	Counter bool
+	// Log logs matches, rate-limited, before the verdict.
+	Log *Log
+	// Verdict is the rule's verdict; VerdictNone lets evaluation go on.
+	Verdict Verdict
+	// Comment says where the rule came from (policy/rule), < 128 bytes.
+	Comment string
+}
+
+// Chain is a base chain of the nodefw table.
+type Chain struct {
+	Name     string
+	Hook     Hook
+	Priority int32
+	// Policy is the chain's default verdict: accept or drop.
+	Policy Verdict
+	Rules  []Rule
+}
+
+// Ruleset is the whole table one agent owns.
+type Ruleset struct {
+	Table  string
+	Chains []Chain
+}
