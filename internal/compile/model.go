@@ -67,14 +67,24 @@ type PortInterval struct {
 type Log struct {
 	// Prefix is the kernel log prefix, at most 127 bytes.
 	Prefix string
-	// RatePerMinute limits logged packets.
+	// RatePerMinute limits logged packets; 0 means no limit. The limit
+	// gates only the log: a rule's Counter comes before it and counts
+	// every match (counter, limit, log, in that order).
 	RatePerMinute uint32
-	// Burst is the limit's burst.
+	// Burst is the limit's burst, in packets.
 	Burst uint32
 }
 
 // Rule is one nftables rule. Every set field must match (AND); within a
 // list any element may match (OR). Empty fields match anything.
+//
+// A Rule with Log always has VerdictNone: an over-limit packet stops at the
+// limit, so a verdict in the same rule would be skipped for it. Compile
+// emits a separate log rule ahead of the verdict rule instead.
+//
+// Compile emits lists in canonical form: DPorts sorted, merged and
+// non-overlapping; SAddrs and DAddrs masked, sorted and non-overlapping
+// (adjacent prefixes may remain); ICMPTypes sorted.
 type Rule struct {
 	// Family restricts the rule to IPv4 or IPv6. It is set whenever
 	// addresses or an ICMP protocol are matched.

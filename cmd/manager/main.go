@@ -1,0 +1,109 @@
+// Command manager runs nodefw's central controller: it resolves every
+// NodeFirewallPolicy against every Node into per-node NodeFirewall objects
+// and rolls the node agents' reports up into policy status.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"os"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/controllers"
+)
+
+func main() {
+	var (
+		metricsAddr      string
+		probeAddr        string
+		secureMetrics    bool
+		enableHTTP2      bool
+		leaderElect      bool
+		kubeconfig       string
+		qps              float64
+		burst            int
+		writeConcurrency int
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address the metrics endpoint binds to, e.g. :8443 (HTTPS) or :8080 (HTTP). 0 disables it.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to. 0 disables them.")
+	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization.")
+	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Enable HTTP/2 for the metrics server (off by default: HTTP/2 Rapid Reset).")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one manager replica is active.")
+	flag.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig; in-cluster config when empty.")
+	flag.Float64Var(&qps, "kube-api-qps", 200, "Queries per second to the API server.")
+	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
+	flag.IntVar(&writeConcurrency, "write-concurrency", 16, "Parallel NodeFirewall and status writes per resolve.")
+	opts := zap.Options{Development: false}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	setupLog := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(fwv1.AddToScheme(scheme))
+
+	if kubeconfig != "" {
+		if err := os.Setenv("KUBECONFIG", kubeconfig); err != nil {
+			setupLog.Error(err, "setting KUBECONFIG")
+			os.Exit(1)
+		}
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		setupLog.Error(err, "loading kubeconfig")
+		os.Exit(1)
+	}
+	cfg.QPS, cfg.Burst = float32(qps), burst
+
+	var tlsOpts []func(*tls.Config)
+	if !enableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics, TLSOpts: tlsOpts}
+	if secureMetrics {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsOpts,
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         leaderElect,
+		LeaderElectionID:       "nodefw-controller.firewall.nodefw.io",
+	})
+	if err != nil {
+		setupLog.Error(err, "creating manager")
+		os.Exit(1)
+	}
+	if err := (&controllers.NodeFirewallPolicyReconciler{
+		Client:           mgr.GetClient(),
+		Recorder:         mgr.GetEventRecorder("nodefw-controller"),
+		WriteConcurrency: writeConcurrency,
+	}).SetupWithManager(mgr); err != nil {
+		setupLog.Error(err, "creating controller")
+		os.Exit(1)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		setupLog.Error(err, "adding health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		setupLog.Error(err, "adding ready check")
+		os.Exit(1)
+	}
+	setupLog.Info("starting manager")
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		setupLog.Error(err, "running manager")
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,395 @@
+package compile
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"unicode/utf8"
+
+	"github.com/nodefw/nodefw/api/v1alpha1"
+)
+
+// ChainPriority is the priority of nodefw's base chains: filter + 10.
+//
+// Every table's base chains on a hook see each packet in priority order,
+// and accept only ends the chain it is in, so an accept here can never
+// override a drop in another table, nor theirs a drop here: the order
+// decides only whose drop, reject or log comes first. iptables-nft's filter
+// chains sit at filter (0), and so do kube-proxy's filter-input,
+// filter-forward and filter-output chains in its own kube-proxy table in
+// nftables mode (older releases used dstnat - 10, i.e. -110); between
+// tables at equal priority the order is undefined. filter + 10 runs after
+// both, deterministically, so Kubernetes' own rejects (services without
+// endpoints) answer first. On the output hook it is also after DNAT
+// (dstnat, -100), as iptables' filter OUTPUT is, so rules match translated
+// addresses just as the iptables rules they replace did.
+const ChainPriority int32 = 10
+
+// Log rate for log and audit rules: enough to see what a rule does without
+// letting a flood fill the kernel log.
+const (
+	LogRatePerMinute = 10
+	LogBurst         = 5
+)
+
+// Kernel limits: NF_LOG_PREFIXLEN and the nftables comment size both
+// include the terminating NUL.
+const (
+	maxLogPrefix = 127
+	maxComment   = 127
+)
+
+// IP protocol numbers.
+const (
+	protoICMP   = 1
+	protoTCP    = 6
+	protoUDP    = 17
+	protoICMPv6 = 58
+	protoSCTP   = 132
+)
+
+// ICMPv6 neighbour discovery (RFC 4861): router solicitation and
+// advertisement, neighbour solicitation and advertisement, redirect.
+// Without them IPv6 stops working within minutes.
+var ndTypes = []uint8{133, 134, 135, 136, 137}
+
+var l4Protos = map[v1alpha1.Protocol]uint8{
+	v1alpha1.ProtocolTCP:    protoTCP,
+	v1alpha1.ProtocolUDP:    protoUDP,
+	v1alpha1.ProtocolSCTP:   protoSCTP,
+	v1alpha1.ProtocolICMP:   protoICMP,
+	v1alpha1.ProtocolICMPv6: protoICMPv6,
+}
+
+var ctStates = map[v1alpha1.ConnState]CtState{
+	v1alpha1.ConnStateNew:         CtStateNew,
+	v1alpha1.ConnStateEstablished: CtStateEstablished,
+	v1alpha1.ConnStateRelated:     CtStateRelated,
+	v1alpha1.ConnStateInvalid:     CtStateInvalid,
+}
+
+// tableName is what nft accepts unquoted as a table name.
+var tableName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,254}$`)
+
+// chainName is the nftables chain of an API chain.
+func chainName(c v1alpha1.Chain) string {
+	switch c {
+	case v1alpha1.ChainInput:
+		return ChainInput
+	case v1alpha1.ChainForward:
+		return ChainForward
+	case v1alpha1.ChainOutput:
+		return ChainOutput
+	}
+	return ""
+}
+
+func chainHook(c v1alpha1.Chain) Hook {
+	switch c {
+	case v1alpha1.ChainInput:
+		return HookInput
+	case v1alpha1.ChainForward:
+		return HookForward
+	}
+	return HookOutput
+}
+
+// Compile turns a node's resolved firewall into the ruleset its agent
+// programs: the input, forward and output base chains, each with the
+// implicit accepts, then the node's rules of that chain in order, then the
+// chain policy. The result depends only on its arguments.
+func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
+	if err := Validate(spec); err != nil {
+		return nil, err
+	}
+	if err := validateOptions(opts); err != nil {
+		return nil, err
+	}
+	rs := &Ruleset{Table: opts.table()}
+	for _, c := range v1alpha1.Chains {
+		ch := Chain{
+			Name:     chainName(c),
+			Hook:     chainHook(c),
+			Priority: ChainPriority,
+			Policy:   VerdictAccept,
+			Rules:    implicitRules(c, opts),
+		}
+		for _, r := range spec.Rules {
+			if r.Chain == c {
+				ch.Rules = append(ch.Rules, expandRule(r)...)
+			}
+		}
+		if spec.DefaultActions.For(c) == v1alpha1.ChainPolicyDrop {
+			if slices.Contains(spec.AuditedChains, c) {
+				// Count and log what the policy would drop; drop nothing.
+				ch.Rules = append(ch.Rules, Rule{
+					Counter: true,
+					Log:     newLog("nodefw-audit default-drop " + ch.Name + ": "),
+					Comment: "nodefw: audit default-drop",
+				})
+			} else {
+				ch.Policy = VerdictDrop
+			}
+		}
+		rs.Chains = append(rs.Chains, ch)
+	}
+	return rs, nil
+}
+
+// RuleCount is the number of rules in all chains.
+func (r *Ruleset) RuleCount() int {
+	n := 0
+	for _, c := range r.Chains {
+		n += len(c.Rules)
+	}
+	return n
+}
+
+func validateOptions(opts Options) error {
+	var errs []error
+	if !tableName.MatchString(opts.table()) {
+		errs = append(errs, fmt.Errorf("table: %q is not a table name", opts.Table))
+	}
+	for i, f := range opts.FailsafeInbound {
+		if err := validateFailsafe(f); err != nil {
+			errs = append(errs, fmt.Errorf("failsafeInbound[%d]: %w", i, err))
+		}
+	}
+	for i, f := range opts.FailsafeOutbound {
+		if err := validateFailsafe(f); err != nil {
+			errs = append(errs, fmt.Errorf("failsafeOutbound[%d]: %w", i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// implicitRules are the accepts every chain starts with, so that no policy
+// can break established connections, local traffic, IPv6 or the failsafe
+// ports. Only the failsafes count: the others match most traffic and tell
+// nothing.
+func implicitRules(c v1alpha1.Chain, opts Options) []Rule {
+	rules := []Rule{{
+		CtStates: CtStateEstablished | CtStateRelated,
+		Verdict:  VerdictAccept,
+		Comment:  "nodefw: established,related",
+	}}
+	var failsafes []Failsafe
+	switch c {
+	case v1alpha1.ChainInput:
+		rules = append(rules, Rule{IIfName: "lo", Verdict: VerdictAccept, Comment: "nodefw: loopback"})
+		failsafes = opts.FailsafeInbound
+	case v1alpha1.ChainOutput:
+		rules = append(rules, Rule{OIfName: "lo", Verdict: VerdictAccept, Comment: "nodefw: loopback"})
+		failsafes = opts.FailsafeOutbound
+	default:
+		return rules
+	}
+	rules = append(rules, Rule{
+		Family:    FamilyIPv6,
+		L4Proto:   protoICMPv6,
+		ICMPTypes: slices.Clone(ndTypes),
+		Verdict:   VerdictAccept,
+		Comment:   "nodefw: icmpv6 neighbour discovery",
+	})
+	// One rule per protocol, in a fixed order whatever the flag's order.
+	for _, p := range []v1alpha1.Protocol{v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP, v1alpha1.ProtocolSCTP} {
+		var ports []PortInterval
+		for _, f := range failsafes {
+			if f.Protocol == p {
+				ports = append(ports, f.Ports)
+			}
+		}
+		if len(ports) == 0 {
+			continue
+		}
+		rules = append(rules, Rule{
+			L4Proto: l4Protos[p],
+			DPorts:  canonicalPorts(ports),
+			Counter: true,
+			Verdict: VerdictAccept,
+			Comment: "nodefw: failsafe " + protoName(l4Protos[p]),
+		})
+	}
+	return rules
+}
+
+// familyMatch is the address part of one expanded rule.
+type familyMatch struct {
+	family       Family
+	saddr, daddr []netip.Prefix
+}
+
+// familyMatches splits a rule's addresses by IP family: nftables matches
+// ip and ip6 addresses separately. A family is left out when the rule's
+// sources, destinations or protocol leave nothing of it to match.
+func familyMatches(r v1alpha1.NodeFirewallRule) []familyMatch {
+	protoFamily := FamilyAny
+	switch r.Protocol {
+	case v1alpha1.ProtocolICMP:
+		protoFamily = FamilyIPv4
+	case v1alpha1.ProtocolICMPv6:
+		protoFamily = FamilyIPv6
+	}
+	if len(r.Sources) == 0 && len(r.Destinations) == 0 {
+		return []familyMatch{{family: protoFamily}}
+	}
+	src := splitByFamily(r.Sources)
+	dst := splitByFamily(r.Destinations)
+	var out []familyMatch
+	for _, f := range []Family{FamilyIPv4, FamilyIPv6} {
+		if protoFamily != FamilyAny && protoFamily != f {
+			continue
+		}
+		if (len(r.Sources) > 0 && len(src[f]) == 0) || (len(r.Destinations) > 0 && len(dst[f]) == 0) {
+			continue
+		}
+		out = append(out, familyMatch{family: f, saddr: src[f], daddr: dst[f]})
+	}
+	return out
+}
+
+// splitByFamily parses validated addresses into canonical prefix lists,
+// indexed by Family.
+func splitByFamily(addrs []string) [3][]netip.Prefix {
+	var out [3][]netip.Prefix
+	for _, a := range addrs {
+		p, _ := parseAddress(a)
+		f := FamilyIPv6
+		if p.Addr().Is4() {
+			f = FamilyIPv4
+		}
+		out[f] = append(out[f], p)
+	}
+	out[FamilyIPv4] = canonicalPrefixes(out[FamilyIPv4])
+	out[FamilyIPv6] = canonicalPrefixes(out[FamilyIPv6])
+	return out
+}
+
+// expandRule turns one API rule into its nftables rules: per IP family, an
+// optional log rule and then the verdict rule, or in Audit mode a single
+// counting and logging rule in place of a Drop or Reject.
+func expandRule(r v1alpha1.NodeFirewallRule) []Rule {
+	name := r.Policy + "/" + r.Name
+	base := Rule{
+		L4Proto: l4Protos[r.Protocol],
+		IIfName: interfaceMatch(r.InInterface),
+		OIfName: interfaceMatch(r.OutInterface),
+		Comment: truncate(name, maxComment),
+	}
+	for _, s := range r.States {
+		base.CtStates |= ctStates[s]
+	}
+	if len(r.Ports) > 0 {
+		ports := make([]PortInterval, len(r.Ports))
+		for i, p := range r.Ports {
+			ports[i] = PortInterval{First: uint16(p.Port), Last: uint16(p.Last())}
+		}
+		base.DPorts = canonicalPorts(ports)
+	}
+	audit := r.Mode == v1alpha1.PolicyModeAudit && r.Action != v1alpha1.ActionAccept
+
+	var out []Rule
+	for _, m := range familyMatches(r) {
+		rule := base
+		rule.Family, rule.SAddrs, rule.DAddrs = m.family, m.saddr, m.daddr
+		rule.DPorts = slices.Clone(base.DPorts)
+		if audit {
+			rule.Counter = true
+			rule.Log = newLog(logPrefix("nodefw-audit ", name))
+			out = append(out, rule)
+			continue
+		}
+		if r.Log {
+			// A separate rule: its rate limit must not gate the verdict.
+			logRule := rule
+			logRule.DPorts = slices.Clone(rule.DPorts)
+			logRule.SAddrs = slices.Clone(rule.SAddrs)
+			logRule.DAddrs = slices.Clone(rule.DAddrs)
+			logRule.Log = newLog(logPrefix("nodefw ", name))
+			out = append(out, logRule)
+		}
+		rule.Counter = true
+		rule.Verdict = verdicts[r.Action]
+		out = append(out, rule)
+	}
+	return out
+}
+
+var verdicts = map[v1alpha1.Action]Verdict{
+	v1alpha1.ActionAccept: VerdictAccept,
+	v1alpha1.ActionDrop:   VerdictDrop,
+	v1alpha1.ActionReject: VerdictReject,
+}
+
+// interfaceMatch maps the API's interface field to the model's: a lone "+"
+// matches every interface, which is no condition at all.
+func interfaceMatch(name string) string {
+	if name == "+" {
+		return ""
+	}
+	return name
+}
+
+func newLog(prefix string) *Log {
+	return &Log{Prefix: prefix, RatePerMinute: LogRatePerMinute, Burst: LogBurst}
+}
+
+// logPrefix is head + name + ": ", shortening the name to fit the kernel's
+// limit so the prefix still ends with ": ".
+func logPrefix(head, name string) string {
+	return head + truncate(name, maxLogPrefix-len(head)-len(": ")) + ": "
+}
+
+// truncate shortens s to at most n bytes without splitting a character.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// canonicalPorts sorts intervals and merges overlapping or adjacent ones:
+// the kernel rejects overlapping elements in an interval set.
+func canonicalPorts(ps []PortInterval) []PortInterval {
+	ps = slices.Clone(ps)
+	slices.SortFunc(ps, func(a, b PortInterval) int {
+		return cmp.Or(cmp.Compare(a.First, b.First), cmp.Compare(a.Last, b.Last))
+	})
+	out := ps[:0]
+	for _, p := range ps {
+		if n := len(out); n > 0 && uint32(p.First) <= uint32(out[n-1].Last)+1 {
+			out[n-1].Last = max(out[n-1].Last, p.Last)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// canonicalPrefixes sorts prefixes of one family and drops those another
+// one covers: the kernel rejects overlapping elements in an interval set.
+func canonicalPrefixes(ps []netip.Prefix) []netip.Prefix {
+	if len(ps) == 0 {
+		return nil
+	}
+	ps = slices.Clone(ps)
+	slices.SortFunc(ps, func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	out := ps[:0]
+	for _, p := range ps {
+		// Sorted by address, shorter first: only the last kept prefix can
+		// cover p.
+		if n := len(out); n > 0 && out[n-1].Contains(p.Addr()) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}

@@ -1,0 +1,152 @@
+package compile
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/nodefw/nodefw/api/v1alpha1"
+)
+
+// validRule is a rule that uses every field; cases break one thing each.
+func validRule() v1alpha1.NodeFirewallRule {
+	return v1alpha1.NodeFirewallRule{
+		Policy:       "infra.example",
+		Mode:         v1alpha1.PolicyModeEnforce,
+		Name:         "web",
+		Chain:        v1alpha1.ChainForward,
+		Action:       v1alpha1.ActionAccept,
+		Protocol:     v1alpha1.ProtocolTCP,
+		Ports:        []v1alpha1.PortRange{{Port: 80}, {Port: 8000, EndPort: 8080}, {Port: 65535, EndPort: 65535}},
+		Sources:      []string{"10.0.0.0/8", "10.1.2.3/8", "192.168.1.1", "2001:db8::/32", "::1"},
+		Destinations: []string{"0.0.0.0/0", "::/0"},
+		InInterface:  "eth+",
+		OutInterface: "vlan.10@eth0",
+		States:       []v1alpha1.ConnState{v1alpha1.ConnStateNew, v1alpha1.ConnStateEstablished, v1alpha1.ConnStateRelated, v1alpha1.ConnStateInvalid},
+		Log:          true,
+	}
+}
+
+func TestValidateAccepts(t *testing.T) {
+	specs := map[string]v1alpha1.NodeFirewallSpec{
+		"empty": {},
+		"every field": {
+			Rules: []v1alpha1.NodeFirewallRule{validRule()},
+			DefaultActions: v1alpha1.DefaultActions{
+				Input: v1alpha1.ChainPolicyDrop, Forward: v1alpha1.ChainPolicyAccept,
+			},
+			AuditedChains: []v1alpha1.Chain{v1alpha1.ChainInput, v1alpha1.ChainOutput},
+		},
+		"wildcards and bare names": {Rules: []v1alpha1.NodeFirewallRule{
+			{Policy: "p", Name: "a", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionDrop, InInterface: "+"},
+			{Policy: "p", Name: "b", Chain: v1alpha1.ChainOutput, Action: v1alpha1.ActionReject, OutInterface: "abcdefghijklmno+"},
+			{Policy: "p", Name: "c", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept, Protocol: v1alpha1.ProtocolICMPv6, Mode: v1alpha1.PolicyModeAudit},
+		}},
+	}
+	for name, spec := range specs {
+		if err := Validate(spec); err != nil {
+			t.Errorf("%s: Validate: %v", name, err)
+		}
+	}
+}
+
+func TestValidateRejects(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*v1alpha1.NodeFirewallSpec)
+		want   string
+	}{
+		{"empty policy", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Policy = "" }, "rules[0].policy: "},
+		{"bad policy", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Policy = `a"b` }, `rules[0].policy: "a\"b" is not a policy name`},
+		{"bad mode", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Mode = "enforce" }, `rules[0].mode: "enforce" is not Enforce or Audit`},
+		{"empty name", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Name = "" }, "rules[0].name: "},
+		{"bad name", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Name = "Web" }, `rules[0].name: "Web" is not a rule name`},
+		{"long name", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Name = strings.Repeat("a", 64) }, "rules[0].name: "},
+		{"empty chain", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Chain = "" }, `rules[0].chain: "" is not Input, Forward or Output`},
+		{"bad chain", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Chain = "INPUT" }, `rules[0].chain: "INPUT" is not`},
+		{"empty action", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Action = "" }, `rules[0].action: "" is not Accept, Drop or Reject`},
+		{"bad action", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Action = "Log" }, `rules[0].action: "Log" is not`},
+		{"bad protocol", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Protocol = "tcp" }, `rules[0].protocol: "tcp" is not TCP, UDP, SCTP, ICMP or ICMPv6`},
+		{"ports without protocol", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Protocol = "" }, `rules[0].ports: ports require protocol TCP, UDP or SCTP, not ""`},
+		{"ports with ICMP", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Protocol = v1alpha1.ProtocolICMP }, `rules[0].ports: ports require protocol TCP, UDP or SCTP, not "ICMP"`},
+		{"port zero", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Ports[0].Port = 0 }, "rules[0].ports[0].port: 0 is not in 1-65535"},
+		{"port negative", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Ports[1].Port = -1 }, "rules[0].ports[1].port: -1 is not in 1-65535"},
+		{"port too big", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Ports[0].Port = 65536 }, "rules[0].ports[0].port: 65536 is not in 1-65535"},
+		{"endPort below port", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Ports[1].EndPort = 7999 }, "rules[0].ports[1].endPort: 7999 is below port 8000"},
+		{"endPort too big", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Ports[2].EndPort = 65536 }, "rules[0].ports[2].endPort: 65536 is above 65535"},
+		{"endPort negative", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Ports[0].EndPort = -5 }, "rules[0].ports[0].endPort: -5 is below port 80"},
+		{"bad source", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Sources[2] = "example.com" }, `rules[0].sources[2]: "example.com" is not an IP address or CIDR`},
+		{"source bad bits", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Sources[0] = "10.0.0.0/33" }, `rules[0].sources[0]: "10.0.0.0/33" is not`},
+		{"source zone", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Sources[4] = "fe80::1%eth0" }, `rules[0].sources[4]: "fe80::1%eth0" is not`},
+		{"source empty", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Sources[1] = "" }, `rules[0].sources[1]: "" is not`},
+		{"source range", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Sources[1] = "10.0.0.1-10.0.0.9" }, `rules[0].sources[1]: `},
+		{"bad destination", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Destinations[1] = "::/129" }, `rules[0].destinations[1]: "::/129" is not`},
+		{"inInterface too long", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].InInterface = strings.Repeat("e", 16) }, "rules[0].inInterface: "},
+		{"inInterface bad char", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].InInterface = "eth 0" }, `rules[0].inInterface: "eth 0" is not an interface name`},
+		{"inInterface star", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].InInterface = "eth*" }, `rules[0].inInterface: "eth*" is not`},
+		{"inInterface inner plus", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].InInterface = "eth+0" }, `rules[0].inInterface: "eth+0" is not`},
+		{"inInterface double plus", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].InInterface = "eth++" }, `rules[0].inInterface: "eth++" is not`},
+		{"outInterface bad", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].OutInterface = "++" }, `rules[0].outInterface: "++" is not`},
+		{"inInterface on Output", func(s *v1alpha1.NodeFirewallSpec) {
+			s.Rules[0].Chain, s.Rules[0].OutInterface = v1alpha1.ChainOutput, ""
+		}, "rules[0].inInterface: not allowed on the Output chain"},
+		{"outInterface on Input", func(s *v1alpha1.NodeFirewallSpec) {
+			s.Rules[0].Chain, s.Rules[0].InInterface = v1alpha1.ChainInput, ""
+		}, "rules[0].outInterface: not allowed on the Input chain"},
+		{"bad state", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].States[3] = "Untracked" }, `rules[0].states[3]: "Untracked" is not New, Established, Related or Invalid`},
+		{"second rule", func(s *v1alpha1.NodeFirewallSpec) {
+			r := validRule()
+			r.Ports[0].EndPort = 1
+			s.Rules = append(s.Rules, validRule(), validRule(), r)
+		}, "rules[3].ports[0].endPort: 1 is below port 80"},
+		{"bad input policy", func(s *v1alpha1.NodeFirewallSpec) { s.DefaultActions.Input = "Reject" }, `defaultActions.input: "Reject" is not Accept or Drop`},
+		{"bad forward policy", func(s *v1alpha1.NodeFirewallSpec) { s.DefaultActions.Forward = "drop" }, `defaultActions.forward: "drop" is not Accept or Drop`},
+		{"bad output policy", func(s *v1alpha1.NodeFirewallSpec) { s.DefaultActions.Output = "x" }, `defaultActions.output: "x" is not Accept or Drop`},
+		{"bad audited chain", func(s *v1alpha1.NodeFirewallSpec) {
+			s.AuditedChains = []v1alpha1.Chain{v1alpha1.ChainInput, "PREROUTING"}
+		}, `auditedChains[1]: "PREROUTING" is not Input, Forward or Output`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := v1alpha1.NodeFirewallSpec{Rules: []v1alpha1.NodeFirewallRule{validRule()}}
+			tt.mutate(&spec)
+			err := Validate(spec)
+			if err == nil {
+				t.Fatalf("Validate accepted the spec, want an error containing %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Validate error:\n%v\nwant it to contain %q", err, tt.want)
+			}
+			if _, err := Compile(spec, Options{}); err == nil {
+				t.Errorf("Compile accepted a spec Validate rejects")
+			}
+		})
+	}
+}
+
+// TestValidateJoinsErrorsInOrder checks that every problem is reported, in
+// field order, and that the message is stable.
+func TestValidateJoinsErrorsInOrder(t *testing.T) {
+	spec := v1alpha1.NodeFirewallSpec{
+		Rules: []v1alpha1.NodeFirewallRule{
+			validRule(),
+			{Policy: "p", Name: "r", Chain: v1alpha1.ChainInput, Action: "Allow", Ports: []v1alpha1.PortRange{{Port: 0, EndPort: 70000}}, OutInterface: "eth0"},
+		},
+		DefaultActions: v1alpha1.DefaultActions{Output: "Reject"},
+		AuditedChains:  []v1alpha1.Chain{"nat"},
+	}
+	want := strings.Join([]string{
+		`rules[1].action: "Allow" is not Accept, Drop or Reject`,
+		`rules[1].ports: ports require protocol TCP, UDP or SCTP, not ""`,
+		`rules[1].ports[0].port: 0 is not in 1-65535`,
+		`rules[1].ports[0].endPort: 70000 is above 65535`,
+		`rules[1].outInterface: not allowed on the Input chain`,
+		`defaultActions.output: "Reject" is not Accept or Drop`,
+		`auditedChains[0]: "nat" is not Input, Forward or Output`,
+	}, "\n")
+	for range 3 {
+		err := Validate(spec)
+		if err == nil || err.Error() != want {
+			t.Fatalf("Validate error:\n%v\nwant:\n%s", err, want)
+		}
+	}
+}

@@ -1,0 +1,69 @@
+package importer
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
+
+	"github.com/nodefw/nodefw/api/v1alpha1"
+)
+
+// FuzzImport checks that Import never panics, accepts any input that has
+// no over-long line, is deterministic, and produces a policy that passes
+// the API's checks and survives a YAML round trip.
+func FuzzImport(f *testing.F) {
+	for _, s := range []string{
+		seedRules,
+		seedNAT,
+		saveFile,
+		"",
+		"*filter\n:INPUT DROP [0:0]\nCOMMIT\n",
+		"-I INPUT 1 -p tcp --dport 1 -j ACCEPT\n-I INPUT 3 -j DROP\n",
+		"-A INPUT -p tcp -m multiport --dports 1:2,3,4:65535 -m comment --comment \"x\" -j REJECT --reject-with tcp-reset\n",
+		"iptables -A INPUT \\\n -s 10.0.0.0/255.255.0.0 -i eth+ -j ACCEPT\n",
+		"-A INPUT -s ! 1.2.3.4 -m state --state NEW,NEW,INVALID -j DROP\n",
+		"-A FORWARD -i + -o cali+ -d ::1,fe80::/10 -p ipv6-icmp -j ACCEPT\n",
+		"[1:2] -A OUTPUT -p sctp --dport :9 -j DROP\n-F\n-P OUTPUT DROP\n",
+		"-A INPUT -m comment --comment '\\\"' -j ACCEPT \"\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, input string) {
+		res, err := Import(strings.NewReader(input), Options{Name: "fuzz"})
+		if err != nil {
+			for _, l := range strings.Split(input, "\n") {
+				if len(l) > maxLineBytes/2 {
+					return
+				}
+			}
+			t.Fatalf("Import: %v", err)
+		}
+		checkResult(t, input, res)
+		if res.Policy.Name != "fuzz" {
+			t.Errorf("policy name %q", res.Policy.Name)
+		}
+
+		again, err := Import(strings.NewReader(input), Options{Name: "fuzz"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(res, again); diff != "" {
+			t.Fatalf("Import is not deterministic (-first +second):\n%s", diff)
+		}
+
+		var b bytes.Buffer
+		if err := WriteYAML(&b, res.Policy); err != nil {
+			t.Fatalf("WriteYAML: %v", err)
+		}
+		var back v1alpha1.NodeFirewallPolicy
+		if err := yaml.UnmarshalStrict(b.Bytes(), &back); err != nil {
+			t.Fatalf("YAML does not parse back: %v\n%s", err, b.String())
+		}
+		if diff := cmp.Diff(res.Policy, &back); diff != "" {
+			t.Fatalf("YAML round trip mismatch (-want +got):\n%s", diff)
+		}
+	})
+}

@@ -1,0 +1,179 @@
+package resolve
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+)
+
+const controlPlaneLabel = "node-role.kubernetes.io/control-plane"
+
+func node(name string, lbls map[string]string) corev1.Node {
+	return corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls}}
+}
+
+func policy(name string, prio int32, sel metav1.LabelSelector, mutate ...func(*fwv1.NodeFirewallPolicy)) fwv1.NodeFirewallPolicy {
+	p := fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 1},
+		Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: sel, Priority: prio, Mode: fwv1.PolicyModeEnforce},
+	}
+	for _, m := range mutate {
+		m(&p)
+	}
+	return p
+}
+
+func withRules(rules ...fwv1.Rule) func(*fwv1.NodeFirewallPolicy) {
+	return func(p *fwv1.NodeFirewallPolicy) { p.Spec.Rules = rules }
+}
+
+func withDefaults(d fwv1.DefaultActions) func(*fwv1.NodeFirewallPolicy) {
+	return func(p *fwv1.NodeFirewallPolicy) { p.Spec.DefaultActions = &d }
+}
+
+func withMode(m fwv1.PolicyMode) func(*fwv1.NodeFirewallPolicy) {
+	return func(p *fwv1.NodeFirewallPolicy) { p.Spec.Mode = m }
+}
+
+func tcp(name string, port int32) fwv1.Rule {
+	return fwv1.Rule{Name: name, Chain: fwv1.ChainInput, Action: fwv1.ActionAccept, Protocol: fwv1.ProtocolTCP, Ports: []fwv1.PortRange{{Port: port}}}
+}
+
+func resolved(policy string, r fwv1.Rule) fwv1.NodeFirewallRule {
+	return fwv1.NodeFirewallRule{
+		Policy: policy, Mode: fwv1.PolicyModeEnforce, Name: r.Name, Chain: r.Chain, Action: r.Action,
+		Protocol: r.Protocol, Ports: r.Ports, Sources: r.Sources, Destinations: r.Destinations,
+		InInterface: r.InInterface, OutInterface: r.OutInterface, States: r.States, Log: r.Log,
+	}
+}
+
+var (
+	allAccept = fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyAccept}
+	cpSel     = metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: controlPlaneLabel, Operator: metav1.LabelSelectorOpExists}}}
+	workerSel = metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: controlPlaneLabel, Operator: metav1.LabelSelectorOpDoesNotExist}}}
+)
+
+func TestFor(t *testing.T) {
+	apiserver, etcd, kubelet := tcp("kube-apiserver", 6443), tcp("etcd", 2379), tcp("kubelet", 10250)
+	etcd.Ports = []fwv1.PortRange{{Port: 2379, EndPort: 2380}}
+	nodes := []corev1.Node{
+		node("cp-1", map[string]string{controlPlaneLabel: ""}),
+		node("worker-1", map[string]string{"zone": "a"}),
+		node("worker-2", nil),
+	}
+	tests := []struct {
+		name     string
+		policies []fwv1.NodeFirewallPolicy
+		nodes    []corev1.Node
+		want     Result
+	}{{
+		name:  "no policies: every node gets an accept-all spec",
+		nodes: nodes,
+		want: Result{
+			Nodes:   map[string]fwv1.NodeFirewallSpec{"cp-1": {DefaultActions: allAccept}, "worker-1": {DefaultActions: allAccept}, "worker-2": {DefaultActions: allAccept}},
+			Matches: map[string][]string{},
+		},
+	}, {
+		name: "matchExpressions split control plane and workers",
+		policies: []fwv1.NodeFirewallPolicy{
+			policy("cp", 100, cpSel, withRules(apiserver, etcd), withDefaults(fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop})),
+			policy("worker", 100, workerSel, withRules(kubelet)),
+		},
+		nodes: nodes,
+		want: Result{
+			Nodes: map[string]fwv1.NodeFirewallSpec{
+				"cp-1": {
+					Rules:          []fwv1.NodeFirewallRule{resolved("cp", apiserver), resolved("cp", etcd)},
+					DefaultActions: fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyAccept},
+					Policies:       []fwv1.PolicyReference{{Name: "cp", Generation: 1}},
+				},
+				"worker-1": {Rules: []fwv1.NodeFirewallRule{resolved("worker", kubelet)}, DefaultActions: allAccept, Policies: []fwv1.PolicyReference{{Name: "worker", Generation: 1}}},
+				"worker-2": {Rules: []fwv1.NodeFirewallRule{resolved("worker", kubelet)}, DefaultActions: allAccept, Policies: []fwv1.PolicyReference{{Name: "worker", Generation: 1}}},
+			},
+			Matches: map[string][]string{"cp": {"cp-1"}, "worker": {"worker-1", "worker-2"}},
+		},
+	}, {
+		name: "priority orders rules, ties broken by name, and the first default wins with a conflict reported",
+		policies: []fwv1.NodeFirewallPolicy{
+			policy("b-late", 500, metav1.LabelSelector{}, withRules(kubelet), withDefaults(fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop})),
+			policy("a-tie", 10, metav1.LabelSelector{}, withRules(etcd)),
+			policy("z-first", 10, metav1.LabelSelector{MatchLabels: map[string]string{"zone": "a"}}, withRules(apiserver), withDefaults(fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop})),
+		},
+		nodes: nodes[1:2],
+		want: Result{
+			Nodes: map[string]fwv1.NodeFirewallSpec{
+				"worker-1": {
+					Rules:          []fwv1.NodeFirewallRule{resolved("a-tie", etcd), resolved("z-first", apiserver), resolved("b-late", kubelet)},
+					DefaultActions: fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop},
+					Policies:       []fwv1.PolicyReference{{Name: "a-tie", Generation: 1}, {Name: "z-first", Generation: 1}, {Name: "b-late", Generation: 1}},
+				},
+			},
+			Matches: map[string][]string{"a-tie": {"worker-1"}, "b-late": {"worker-1"}, "z-first": {"worker-1"}},
+			Problems: []Problem{{
+				Policy: "b-late", Reason: ReasonDefaultActionConflict,
+				Message: `spec.defaultActions.input=Accept is overridden by policy "z-first" (Drop), evaluated first, on 1 node(s): [worker-1]`,
+			}},
+		},
+	}, {
+		name: "an audit policy's default drop marks the chain audited",
+		policies: []fwv1.NodeFirewallPolicy{
+			policy("audit", 1, metav1.LabelSelector{}, withMode(fwv1.PolicyModeAudit), withDefaults(fwv1.DefaultActions{Output: fwv1.ChainPolicyDrop}), withRules(kubelet)),
+		},
+		nodes: nodes[2:],
+		want: Result{
+			Nodes: map[string]fwv1.NodeFirewallSpec{
+				"worker-2": {
+					Rules:          []fwv1.NodeFirewallRule{func() fwv1.NodeFirewallRule { r := resolved("audit", kubelet); r.Mode = fwv1.PolicyModeAudit; return r }()},
+					DefaultActions: fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop},
+					AuditedChains:  []fwv1.Chain{fwv1.ChainOutput},
+					Policies:       []fwv1.PolicyReference{{Name: "audit", Generation: 1}},
+				},
+			},
+			Matches: map[string][]string{"audit": {"worker-2"}},
+		},
+	}, {
+		name: "an invalid selector selects nothing and is reported",
+		policies: []fwv1.NodeFirewallPolicy{
+			policy("bad", 1, metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "zone", Operator: metav1.LabelSelectorOpIn}}}, withRules(kubelet)),
+		},
+		nodes: nodes[1:2],
+		want: Result{
+			Nodes:   map[string]fwv1.NodeFirewallSpec{"worker-1": {DefaultActions: allAccept}},
+			Matches: map[string][]string{"bad": {}},
+			Problems: []Problem{{
+				Policy: "bad", Reason: ReasonInvalidSelector,
+				Message: "spec.nodeSelector: values: Invalid value: null: for 'in', 'notin' operators, values set can't be empty",
+			}},
+		},
+	}, {
+		name: "a policy that matches nothing has an empty match list",
+		policies: []fwv1.NodeFirewallPolicy{
+			policy("nothing", 1, metav1.LabelSelector{MatchLabels: map[string]string{"gpu": "true"}}, withRules(kubelet)),
+		},
+		nodes: nodes[1:2],
+		want: Result{
+			Nodes:   map[string]fwv1.NodeFirewallSpec{"worker-1": {DefaultActions: allAccept}},
+			Matches: map[string][]string{"nothing": {}},
+		},
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := For(tc.policies, tc.nodes)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("For() mismatch (-want +got):\n%s", diff)
+			}
+			// Deterministic: the same input in reverse order gives the same result.
+			rev := make([]fwv1.NodeFirewallPolicy, len(tc.policies))
+			for i := range tc.policies {
+				rev[len(rev)-1-i] = tc.policies[i]
+			}
+			if diff := cmp.Diff(got, For(rev, tc.nodes)); diff != "" {
+				t.Errorf("For() depends on input order (-first +reversed):\n%s", diff)
+			}
+		})
+	}
+}

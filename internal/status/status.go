@@ -1,0 +1,196 @@
+// Package status computes the kstatus-style status of policies and node
+// firewalls. It is pure: the controller and agent call it and write the
+// result only when it differs from what is stored.
+//
+// Conditions follow kstatus and cluster-api: Ready is always present with
+// the current observedGeneration; Reconciling and Stalled appear only while
+// true, so Argo CD and Flux read InProgress, Current and Failed correctly.
+package status
+
+import (
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/resolve"
+)
+
+// Condition reasons, CamelCase as Kubernetes conventions ask.
+const (
+	ReasonApplied         = "Applied"
+	ReasonNoMatchingNodes = "NoMatchingNodes"
+	ReasonProgressing     = "Progressing"
+	ReasonApplyFailed     = "ApplyFailed"
+	ReasonInvalidSpec     = "InvalidSpec"
+	ReasonReverted        = "Reverted"
+	ReasonInvalidSelector = string(resolve.ReasonInvalidSelector)
+
+	// ConditionDefaultActionConflict is True while another policy evaluated
+	// first overrides one of this policy's default actions on some node.
+	ConditionDefaultActionConflict = string(resolve.ReasonDefaultActionConflict)
+)
+
+// NodeState is what a node's NodeFirewall says about one policy.
+type NodeState int
+
+const (
+	StatePending NodeState = iota
+	StateApplied
+	StateFailed
+)
+
+// PolicyOnNode reports whether nfw has the given generation of a policy
+// programmed, failed to program it, or has not acted on it yet.
+func PolicyOnNode(nfw *fwv1.NodeFirewall, policy string, generation int64) NodeState {
+	if nfw == nil {
+		return StatePending
+	}
+	found := false
+	for _, ref := range nfw.Spec.Policies {
+		if ref.Name == policy && ref.Generation == generation {
+			found = true
+			break
+		}
+	}
+	if !found || nfw.Status.ObservedGeneration != nfw.Generation {
+		return StatePending
+	}
+	ready := meta.FindStatusCondition(nfw.Status.Conditions, fwv1.ConditionReady)
+	switch {
+	case ready == nil || ready.ObservedGeneration != nfw.Generation:
+		return StatePending
+	case ready.Status == metav1.ConditionTrue:
+		return StateApplied
+	default:
+		return StateFailed
+	}
+}
+
+// Policy computes a policy's status from the nodes it matches, their
+// NodeFirewalls (by node name) and the resolver's problems for it. It
+// starts from the stored conditions so unchanged ones keep their times.
+func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.NodeFirewall, problems []resolve.Problem) fwv1.NodeFirewallPolicyStatus {
+	gen := p.Generation
+	st := fwv1.NodeFirewallPolicyStatus{
+		ObservedGeneration: gen,
+		MatchedNodes:       int32(len(matched)),
+		Conditions:         append([]metav1.Condition(nil), p.Status.Conditions...),
+	}
+	var failed []string
+	for _, n := range matched {
+		switch PolicyOnNode(nfws[n], p.Name, gen) {
+		case StateApplied:
+			st.AppliedNodes++
+		case StateFailed:
+			st.FailedNodes++
+			failed = append(failed, n)
+		}
+	}
+
+	var invalid, conflicts []string
+	for _, pr := range problems {
+		switch pr.Reason {
+		case resolve.ReasonInvalidSelector:
+			invalid = append(invalid, pr.Message)
+		case resolve.ReasonDefaultActionConflict:
+			conflicts = append(conflicts, pr.Message)
+		}
+	}
+
+	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen})
+	}
+	switch {
+	case len(invalid) > 0:
+		msg := strings.Join(invalid, "; ")
+		set(fwv1.ConditionReady, metav1.ConditionFalse, ReasonInvalidSelector, msg)
+		set(fwv1.ConditionStalled, metav1.ConditionTrue, ReasonInvalidSelector, msg)
+		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
+	case len(failed) > 0:
+		msg := fmt.Sprintf("%d of %d matched nodes failed to apply: %s", len(failed), len(matched), listSome(failed))
+		set(fwv1.ConditionReady, metav1.ConditionFalse, ReasonApplyFailed, msg)
+		set(fwv1.ConditionStalled, metav1.ConditionTrue, ReasonApplyFailed, msg)
+		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
+	case len(matched) == 0:
+		set(fwv1.ConditionReady, metav1.ConditionTrue, ReasonNoMatchingNodes, "spec.nodeSelector matches no node")
+		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
+		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionStalled)
+	case int(st.AppliedNodes) == len(matched):
+		set(fwv1.ConditionReady, metav1.ConditionTrue, ReasonApplied, fmt.Sprintf("applied on all %d matched nodes", len(matched)))
+		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
+		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionStalled)
+	default:
+		msg := fmt.Sprintf("applied on %d of %d matched nodes", st.AppliedNodes, len(matched))
+		set(fwv1.ConditionReady, metav1.ConditionFalse, ReasonProgressing, msg)
+		set(fwv1.ConditionReconciling, metav1.ConditionTrue, ReasonProgressing, msg)
+		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionStalled)
+	}
+	if len(conflicts) > 0 {
+		set(ConditionDefaultActionConflict, metav1.ConditionTrue, ConditionDefaultActionConflict, strings.Join(conflicts, "; "))
+	} else {
+		meta.RemoveStatusCondition(&st.Conditions, ConditionDefaultActionConflict)
+	}
+	return st
+}
+
+// Reconciling marks a policy as seen but not yet acted on, so that kstatus
+// reads InProgress from the first moment rather than Current.
+func Reconciling(p *fwv1.NodeFirewallPolicy) fwv1.NodeFirewallPolicyStatus {
+	st := *p.Status.DeepCopy()
+	st.ObservedGeneration = p.Generation
+	for _, t := range []string{fwv1.ConditionReady, fwv1.ConditionReconciling} {
+		s := metav1.ConditionFalse
+		if t == fwv1.ConditionReconciling {
+			s = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: ReasonProgressing, Message: "resolving", ObservedGeneration: p.Generation})
+	}
+	return st
+}
+
+// NodeApplied is the status of a NodeFirewall whose generation is in the kernel.
+func NodeApplied(nfw *fwv1.NodeFirewall, rules int, at metav1.Time) fwv1.NodeFirewallStatus {
+	st := *nfw.Status.DeepCopy()
+	st.ObservedGeneration = nfw.Generation
+	st.RuleCount = int32(rules)
+	st.LastAppliedTime = &at
+	st.LastError = ""
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type: fwv1.ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonApplied,
+		Message: fmt.Sprintf("%d rules programmed", rules), ObservedGeneration: nfw.Generation,
+	})
+	meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
+	meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionStalled)
+	return st
+}
+
+// NodeFailed is the status of a NodeFirewall whose generation could not be
+// programmed; the previous ruleset stays in the kernel.
+func NodeFailed(nfw *fwv1.NodeFirewall, reason string, err error) fwv1.NodeFirewallStatus {
+	st := *nfw.Status.DeepCopy()
+	st.ObservedGeneration = nfw.Generation
+	st.LastError = err.Error()
+	msg := fmt.Sprintf("keeping the previous ruleset: %v", err)
+	if len(msg) > 32000 {
+		msg = msg[:32000]
+	}
+	for _, t := range []string{fwv1.ConditionReady, fwv1.ConditionStalled} {
+		s := metav1.ConditionFalse
+		if t == fwv1.ConditionStalled {
+			s = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: nfw.Generation})
+	}
+	meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
+	return st
+}
+
+func listSome(names []string) string {
+	if len(names) > 5 {
+		return strings.Join(names[:5], ", ") + fmt.Sprintf(" and %d more", len(names)-5)
+	}
+	return strings.Join(names, ", ")
+}
