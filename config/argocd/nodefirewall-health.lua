@@ -2,14 +2,13 @@
 -- firewall of one node, whose status the node's agent writes.
 --
 -- Follows kstatus, the conditions the agent writes:
---   no status or no conditions                 -> Progressing
+--   no status or no conditions                  -> Progressing
 --   status.observedGeneration < generation      -> Progressing
 --   Reconciling=True                            -> Progressing
 --   Stalled=True                                -> Degraded
 --   Ready=True                                  -> Healthy
---   Ready=False with reason Failed, Reverted
---   or Halted                                   -> Degraded
---   Ready=False or Unknown otherwise, no Ready  -> Progressing
+--   Ready=False, reason Failed/Reverted/Halted  -> Degraded
+--   Ready=False otherwise, Unknown, or no Ready -> Progressing
 -- Uses only the base and table libraries, which Argo CD always opens.
 
 local degradedReasons = { Failed = true, Reverted = true, Halted = true }

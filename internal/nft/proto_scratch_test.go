@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"testing"
@@ -21,10 +22,10 @@ func TestScratchEcho(t *testing.T) {
 	var nl *netlink.Conn
 	c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(int(f.Fd())), nftables.WithSockOptions(func(c *netlink.Conn) error {
 		nl = c
-		if err := c.SetReadBuffer(16 << 20); err != nil {
+		if err := c.SetReadBuffer(256 << 20); err != nil {
 			return err
 		}
-		return c.SetWriteBuffer(16 << 20)
+		return c.SetWriteBuffer(256 << 20)
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -36,12 +37,12 @@ func TestScratchEcho(t *testing.T) {
 	c.AddTable(tb)
 	ch := c.AddChain(&nftables.Chain{Table: tb, Name: "input", Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter})
 	for i := 0; i < 10000; i++ {
-		s := &nftables.Set{Table: tb, Anonymous: true, Constant: true, Interval: true, KeyType: nftables.TypeInetService}
+		s := &nftables.Set{ID: uint32(2*i + 1), Name: fmt.Sprintf("__set%d", 2*i), Table: tb, Anonymous: true, Constant: true, Interval: true, KeyType: nftables.TypeInetService}
 		els := []nftables.SetElement{{Key: []byte{0, 0}, IntervalEnd: true}, {Key: []byte{0, 22}}, {Key: []byte{0, 23}, IntervalEnd: true}, {Key: []byte{1, 0}}, {Key: []byte{2, 0}, IntervalEnd: true}}
 		if err := c.AddSet(s, els); err != nil {
 			t.Fatal(err)
 		}
-		s2 := &nftables.Set{Table: tb, Anonymous: true, Constant: true, Interval: true, KeyType: nftables.TypeIPAddr}
+		s2 := &nftables.Set{ID: uint32(2*i + 2), Name: fmt.Sprintf("__set%d", 2*i+1), Table: tb, Anonymous: true, Constant: true, Interval: true, KeyType: nftables.TypeIPAddr}
 		els2 := []nftables.SetElement{{Key: []byte{0, 0, 0, 0}, IntervalEnd: true}, {Key: []byte{10, 0, 0, 0}}, {Key: []byte{11, 0, 0, 0}, IntervalEnd: true}, {Key: []byte{192, 168, 0, 0}}, {Key: []byte{192, 169, 0, 0}, IntervalEnd: true}}
 		if err := c.AddSet(s2, els2); err != nil {
 			t.Fatal(err)

@@ -1,0 +1,162 @@
+// Command agent is nodefw's node agent. It runs on every node (a DaemonSet),
+// watches only its own node's NodeFirewall, and programs it into one
+// nftables table through netlink, in one atomic transaction per change.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/agent"
+	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/nft"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		kubeconfig    string
+		nodeName      string
+		table         string
+		netnsPath     string
+		resync        time.Duration
+		inbound       string
+		outbound      string
+		metricsAddr   string
+		probeAddr     string
+		secureMetrics bool
+		cleanup       bool
+		qps           float64
+		burst         int
+	)
+	flag.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig; in-cluster config when empty.")
+	flag.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "Name of this node (default $NODE_NAME).")
+	flag.StringVar(&table, "table", compile.DefaultTable, "The one nftables table (family inet) the agent owns.")
+	flag.StringVar(&netnsPath, "netns", "", "Program the network namespace at this path instead of the agent's own.")
+	flag.DurationVar(&resync, "resync-period", 10*time.Second, "How often the kernel table is compared with the desired ruleset and repaired.")
+	flag.StringVar(&inbound, "failsafe-inbound", compile.FormatFailsafes(compile.DefaultFailsafeInbound()),
+		`Inbound ports accepted before any rule, as "tcp:22,tcp:2379-2380,udp:67-68", or "none".`)
+	flag.StringVar(&outbound, "failsafe-outbound", compile.FormatFailsafes(compile.DefaultFailsafeOutbound()),
+		`Outbound ports accepted before any rule, as "udp:53,tcp:6443", or "none".`)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":9861", "Address of the metrics endpoint; 0 disables it.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":9862", "Address of the health probes; 0 disables them.")
+	flag.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization.")
+	flag.BoolVar(&cleanup, "cleanup", false, "Delete the agent's table and exit.")
+	flag.Float64Var(&qps, "kube-api-qps", 20, "Queries per second to the API server.")
+	flag.IntVar(&burst, "kube-api-burst", 40, "Burst of queries to the API server.")
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+
+	fw, err := nft.New(netnsPath, table)
+	if err != nil {
+		return fmt.Errorf("opening nftables: %w", err)
+	}
+	defer fw.Close()
+	if cleanup {
+		return fw.Delete()
+	}
+	if nodeName == "" {
+		return fmt.Errorf("--node-name (or $NODE_NAME) is required")
+	}
+	in, err := compile.ParseFailsafes(inbound)
+	if err != nil {
+		return fmt.Errorf("--failsafe-inbound: %w", err)
+	}
+	out, err := compile.ParseFailsafes(outbound)
+	if err != nil {
+		return fmt.Errorf("--failsafe-outbound: %w", err)
+	}
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(fwv1.AddToScheme(scheme))
+	if kubeconfig != "" {
+		if err := os.Setenv("KUBECONFIG", kubeconfig); err != nil {
+			return err
+		}
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = float32(qps), burst
+
+	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}}
+	if secureMetrics {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsOpts,
+		HealthProbeBindAddress: probeAddr,
+		Cache: cache.Options{
+			// Watch only this node's NodeFirewall, filtered by the API server,
+			// so that no agent receives the updates of other nodes.
+			ByObject: map[client.Object]cache.ByObject{
+				&fwv1.NodeFirewall{}: {Field: fields.OneTermEqualSelector("metadata.name", nodeName)},
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+
+	r := &agent.Reconciler{
+		Client:       mgr.GetClient(),
+		Recorder:     mgr.GetEventRecorder("nodefw-agent"),
+		Firewall:     fw,
+		Metrics:      agent.NewMetrics(metrics.Registry),
+		NodeName:     nodeName,
+		Compile:      compile.Options{Table: table, FailsafeInbound: in, FailsafeOutbound: out},
+		ResyncPeriod: resync,
+	}
+	// Errors back off to at most the resync period: no hot loop while the
+	// API server is away, and no long stall after it returns.
+	limiter := workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](200*time.Millisecond, resync)
+	if err := ctrl.NewControllerManagedBy(mgr).
+		Named("nodefirewall-agent").
+		For(&fwv1.NodeFirewall{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 1, RateLimiter: limiter}).
+		Complete(r); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	ctx := ctrl.SetupSignalHandler()
+	ctrl.Log.Info("starting agent", "node", nodeName, "table", table, "netns", netnsPath)
+	// Fail-static: on exit the table stays in the kernel.
+	return mgr.Start(ctx)
+}

@@ -1,0 +1,340 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/status"
+)
+
+const timeout = 15 * time.Second
+
+func getNFW(name string) (*fwv1.NodeFirewall, error) {
+	nfw := &fwv1.NodeFirewall{}
+	err := k8sClient.Get(context.Background(), client.ObjectKey{Name: name}, nfw)
+	return nfw, err
+}
+
+func getPolicy(name string) (*fwv1.NodeFirewallPolicy, error) {
+	p := &fwv1.NodeFirewallPolicy{}
+	err := k8sClient.Get(context.Background(), client.ObjectKey{Name: name}, p)
+	return p, err
+}
+
+// ack simulates a node agent reporting its NodeFirewall's generation applied
+// (or failed).
+func ack(t *testing.T, node string, ok bool) {
+	t.Helper()
+	eventually(t, timeout, func() error {
+		nfw, err := getNFW(node)
+		if err != nil {
+			return err
+		}
+		if ok {
+			nfw.Status = status.NodeApplied(nfw, len(nfw.Spec.Rules), metav1.Now())
+		} else {
+			nfw.Status = status.NodeFailed(nfw, status.ReasonApplyFailed, fmt.Errorf("netlink: operation not permitted"))
+		}
+		return k8sClient.Status().Update(context.Background(), nfw)
+	})
+}
+
+func ruleNames(spec fwv1.NodeFirewallSpec) []string {
+	var out []string
+	for _, r := range spec.Rules {
+		out = append(out, r.Policy+"/"+r.Name)
+	}
+	return out
+}
+
+func expectRules(t *testing.T, node string, want []string) {
+	t.Helper()
+	eventually(t, timeout, func() error {
+		nfw, err := getNFW(node)
+		if err != nil {
+			return err
+		}
+		if diff := cmp.Diff(want, ruleNames(nfw.Spec)); diff != "" {
+			return fmt.Errorf("rules of %s (-want +got):\n%s", node, diff)
+		}
+		return nil
+	})
+}
+
+func condition(p *fwv1.NodeFirewallPolicy, t string) *metav1.Condition {
+	return meta.FindStatusCondition(p.Status.Conditions, t)
+}
+
+type wantStatus struct {
+	matched, applied, failed int32
+	ready                    metav1.ConditionStatus
+	reason                   string
+	reconciling, stalled     bool
+}
+
+func expectStatus(t *testing.T, name string, want wantStatus) {
+	t.Helper()
+	eventually(t, timeout, func() error {
+		p, err := getPolicy(name)
+		if err != nil {
+			return err
+		}
+		ready := condition(p, fwv1.ConditionReady)
+		got := wantStatus{matched: p.Status.MatchedNodes, applied: p.Status.AppliedNodes, failed: p.Status.FailedNodes,
+			reconciling: meta.IsStatusConditionTrue(p.Status.Conditions, fwv1.ConditionReconciling),
+			stalled:     meta.IsStatusConditionTrue(p.Status.Conditions, fwv1.ConditionStalled)}
+		if ready != nil {
+			got.ready, got.reason = ready.Status, ready.Reason
+			if ready.ObservedGeneration != p.Generation {
+				return fmt.Errorf("Ready.observedGeneration %d, generation %d", ready.ObservedGeneration, p.Generation)
+			}
+		}
+		if p.Status.ObservedGeneration != p.Generation {
+			return fmt.Errorf("status.observedGeneration %d, generation %d", p.Status.ObservedGeneration, p.Generation)
+		}
+		for _, c := range p.Status.Conditions {
+			if (c.Type == fwv1.ConditionReconciling || c.Type == fwv1.ConditionStalled) && c.Status != metav1.ConditionTrue {
+				return fmt.Errorf("condition %s present while %s; kstatus wants it only while True", c.Type, c.Status)
+			}
+		}
+		if diff := cmp.Diff(want, got, cmp.AllowUnexported(wantStatus{})); diff != "" {
+			return fmt.Errorf("status of %s (-want +got):\n%s", name, diff)
+		}
+		return nil
+	})
+}
+
+func tcpRule(name string, port int32) fwv1.Rule {
+	return fwv1.Rule{Name: name, Chain: fwv1.ChainInput, Action: fwv1.ActionAccept, Protocol: fwv1.ProtocolTCP, Ports: []fwv1.PortRange{{Port: port}}}
+}
+
+func selectorFor(key string, op metav1.LabelSelectorOperator) metav1.LabelSelector {
+	return metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: key, Operator: op}}}
+}
+
+func TestResolvesPoliciesIntoNodeFirewalls(t *testing.T) {
+	role := "test1.nodefw.io/control-plane"
+	newNode(t, "t1-cp", map[string]string{role: ""})
+	newNode(t, "t1-worker", map[string]string{"t1": "worker"})
+	newPolicy(t, &fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "t1-cp"},
+		Spec: fwv1.NodeFirewallPolicySpec{
+			NodeSelector:   selectorFor(role, metav1.LabelSelectorOpExists),
+			Priority:       100,
+			DefaultActions: &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop},
+			Rules:          []fwv1.Rule{tcpRule("kube-apiserver", 6443), tcpRule("kubelet", 10250)},
+		},
+	})
+	newPolicy(t, &fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "t1-worker"},
+		Spec: fwv1.NodeFirewallPolicySpec{
+			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"t1": "worker"}},
+			Priority:     100,
+			Rules:        []fwv1.Rule{tcpRule("kubelet", 10250)},
+		},
+	})
+
+	expectRules(t, "t1-cp", []string{"t1-cp/kube-apiserver", "t1-cp/kubelet"})
+	expectRules(t, "t1-worker", []string{"t1-worker/kubelet"})
+	nfw, err := getNFW("t1-cp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nfw.Spec.DefaultActions.Input != fwv1.ChainPolicyDrop || nfw.Spec.DefaultActions.Output != fwv1.ChainPolicyAccept {
+		t.Errorf("defaultActions = %+v, want input Drop, output Accept", nfw.Spec.DefaultActions)
+	}
+	if refs := nfw.OwnerReferences; len(refs) != 1 || refs[0].Kind != "Node" || refs[0].Name != "t1-cp" {
+		t.Errorf("ownerReferences = %+v, want the Node t1-cp", refs)
+	}
+
+	// Until the agent reports, the policy is Reconciling.
+	expectStatus(t, "t1-cp", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: status.ReasonProgressing, reconciling: true})
+	ack(t, "t1-cp", true)
+	expectStatus(t, "t1-cp", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+
+	// A failing node stalls the worker policy.
+	ack(t, "t1-worker", false)
+	expectStatus(t, "t1-worker", wantStatus{matched: 1, failed: 1, ready: metav1.ConditionFalse, reason: status.ReasonApplyFailed, stalled: true})
+	ack(t, "t1-worker", true)
+	expectStatus(t, "t1-worker", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+
+	// A spec change makes the policy progress again until the node acks the new generation.
+	p, _ := getPolicy("t1-cp")
+	p.Spec.Rules = append(p.Spec.Rules, tcpRule("etcd", 2379))
+	if err := k8sClient.Update(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	expectRules(t, "t1-cp", []string{"t1-cp/kube-apiserver", "t1-cp/kubelet", "t1-cp/etcd"})
+	expectStatus(t, "t1-cp", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: status.ReasonProgressing, reconciling: true})
+	ack(t, "t1-cp", true)
+	expectStatus(t, "t1-cp", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+}
+
+func TestReactsToNodeChanges(t *testing.T) {
+	newPolicy(t, &fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "t2-gpu"},
+		Spec: fwv1.NodeFirewallPolicySpec{
+			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"t2": "gpu"}},
+			Rules:        []fwv1.Rule{tcpRule("dcgm", 9400)},
+		},
+	})
+	// No node yet: Ready with a reason that says so, never stuck Reconciling.
+	expectStatus(t, "t2-gpu", wantStatus{ready: metav1.ConditionTrue, reason: status.ReasonNoMatchingNodes})
+
+	// A new node gets its NodeFirewall.
+	n := newNode(t, "t2-node", map[string]string{"t2": "cpu"})
+	expectRules(t, "t2-node", nil)
+
+	// Relabelling it brings the policy's rules.
+	n.Labels["t2"] = "gpu"
+	if err := k8sClient.Update(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	expectRules(t, "t2-node", []string{"t2-gpu/dcgm"})
+	expectStatus(t, "t2-gpu", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: status.ReasonProgressing, reconciling: true})
+	ack(t, "t2-node", true)
+	expectStatus(t, "t2-gpu", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+
+	// Deleting the node deletes its NodeFirewall (envtest has no garbage
+	// collector, so this is the controller's own doing).
+	if err := k8sClient.Delete(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, timeout, func() error {
+		if _, err := getNFW("t2-node"); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("NodeFirewall t2-node still there: %v", err)
+		}
+		return nil
+	})
+	expectStatus(t, "t2-gpu", wantStatus{ready: metav1.ConditionTrue, reason: status.ReasonNoMatchingNodes})
+}
+
+func TestPolicyDeleteRemovesRules(t *testing.T) {
+	newNode(t, "t3-node", map[string]string{"t3": "yes"})
+	p := newPolicy(t, &fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "t3-policy"},
+		Spec: fwv1.NodeFirewallPolicySpec{
+			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"t3": "yes"}},
+			Rules:        []fwv1.Rule{tcpRule("ssh", 22)},
+		},
+	})
+	expectRules(t, "t3-node", []string{"t3-policy/ssh"})
+	if err := k8sClient.Delete(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	expectRules(t, "t3-node", nil)
+}
+
+func TestDefaultActionConflictIsReported(t *testing.T) {
+	newNode(t, "t4-node", map[string]string{"t4": "yes"})
+	sel := metav1.LabelSelector{MatchLabels: map[string]string{"t4": "yes"}}
+	newPolicy(t, &fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "t4-first"},
+		Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: sel, Priority: 10, DefaultActions: &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop}},
+	})
+	newPolicy(t, &fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "t4-second"},
+		Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: sel, Priority: 20, DefaultActions: &fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept}},
+	})
+	eventually(t, timeout, func() error {
+		p, err := getPolicy("t4-second")
+		if err != nil {
+			return err
+		}
+		c := condition(p, status.ConditionDefaultActionConflict)
+		if c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("no DefaultActionConflict condition yet: %+v", p.Status.Conditions)
+		}
+		return nil
+	})
+	nfw, err := getNFW("t4-node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nfw.Spec.DefaultActions.Input != fwv1.ChainPolicyDrop {
+		t.Errorf("input default = %s, want Drop from the policy evaluated first", nfw.Spec.DefaultActions.Input)
+	}
+}
+
+// TestResyncWithNothingChangedWritesNothing checks that a resolve over an
+// unchanged cluster moves no resourceVersion and never touches a policy spec.
+func TestResyncWithNothingChangedWritesNothing(t *testing.T) {
+	newNode(t, "t5-node", map[string]string{"t5": "yes"})
+	newPolicy(t, &fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "t5-policy"},
+		Spec: fwv1.NodeFirewallPolicySpec{
+			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"t5": "yes"}},
+			Rules:        []fwv1.Rule{tcpRule("ssh", 22)},
+		},
+	})
+	ack(t, "t5-node", true)
+	expectStatus(t, "t5-policy", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+
+	versions := func() map[string]string {
+		out := map[string]string{}
+		var ps fwv1.NodeFirewallPolicyList
+		var ns fwv1.NodeFirewallList
+		if err := k8sClient.List(context.Background(), &ps); err != nil {
+			t.Fatal(err)
+		}
+		if err := k8sClient.List(context.Background(), &ns); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ps.Items {
+			out["nfp/"+p.Name] = p.ResourceVersion
+		}
+		for _, n := range ns.Items {
+			out["nfw/"+n.Name] = n.ResourceVersion
+		}
+		return out
+	}
+	// Let other tests' writes settle, then resolve twice by hand.
+	var before map[string]string
+	eventually(t, timeout, func() error {
+		before = versions()
+		time.Sleep(time.Second)
+		if diff := cmp.Diff(before, versions()); diff != "" {
+			return fmt.Errorf("cluster still settling: %s", diff)
+		}
+		return nil
+	})
+	for range 2 {
+		if _, err := reconciler.Reconcile(context.Background(), clusterKey); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if diff := cmp.Diff(before, versions()); diff != "" {
+		t.Errorf("a no-op resync moved resourceVersions (-before +after):\n%s", diff)
+	}
+
+	// The controller's field manager owns only status on the policy.
+	p, err := getPolicy("t5-policy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range p.ManagedFields {
+		if mf.Manager == FieldManager && mf.Subresource != "status" {
+			t.Errorf("controller manages %q fields outside status: %s", mf.Operation, mf.FieldsV1.String())
+		}
+	}
+}
+
+func TestInvalidSelectorStalls(t *testing.T) {
+	newPolicy(t, &fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "t6-bad"},
+		Spec: fwv1.NodeFirewallPolicySpec{
+			NodeSelector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "zone", Operator: "Near", Values: []string{"a"}}}},
+		},
+	})
+	expectStatus(t, "t6-bad", wantStatus{ready: metav1.ConditionFalse, reason: status.ReasonInvalidSelector, stalled: true})
+}
+

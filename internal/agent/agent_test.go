@@ -1,0 +1,259 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/status"
+)
+
+// fakeFirewall stands in for the kernel: it holds one ruleset.
+type fakeFirewall struct {
+	table    *compile.Ruleset
+	applies  int
+	deletes  int
+	applyErr error
+}
+
+func (f *fakeFirewall) Apply(rs *compile.Ruleset) error {
+	if f.applyErr != nil {
+		return f.applyErr
+	}
+	f.applies++
+	f.table = rs
+	return nil
+}
+
+func (f *fakeFirewall) InSync(rs *compile.Ruleset) (bool, error) {
+	return f.table != nil && cmp.Equal(f.table, rs), nil
+}
+
+func (f *fakeFirewall) Delete() error {
+	f.deletes++
+	f.table = nil
+	return nil
+}
+
+const node = "worker-1"
+
+func kubelet() fwv1.NodeFirewallRule {
+	return fwv1.NodeFirewallRule{Policy: "worker", Mode: fwv1.PolicyModeEnforce, Name: "kubelet", Chain: fwv1.ChainInput,
+		Action: fwv1.ActionAccept, Protocol: fwv1.ProtocolTCP, Ports: []fwv1.PortRange{{Port: 10250}}}
+}
+
+func setup(t *testing.T, spec fwv1.NodeFirewallSpec) (*Reconciler, *fakeFirewall, client.Client) {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	utilruntime.Must(fwv1.AddToScheme(scheme))
+	nfw := &fwv1.NodeFirewall{ObjectMeta: metav1.ObjectMeta{Name: node, Generation: 1}, Spec: spec}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(nfw).WithStatusSubresource(&fwv1.NodeFirewall{}).Build()
+	fw := &fakeFirewall{}
+	return &Reconciler{
+		Client: c, Firewall: fw, Metrics: NewMetrics(nil), NodeName: node, ResyncPeriod: time.Second,
+	}, fw, c
+}
+
+func reconcileOnce(t *testing.T, r *Reconciler) error {
+	t.Helper()
+	res, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKey{Name: node}})
+	if err == nil && res.RequeueAfter != r.ResyncPeriod {
+		t.Errorf("RequeueAfter = %v, want the resync period %v", res.RequeueAfter, r.ResyncPeriod)
+	}
+	return err
+}
+
+func get(t *testing.T, c client.Client) *fwv1.NodeFirewall {
+	t.Helper()
+	nfw := &fwv1.NodeFirewall{}
+	if err := c.Get(context.Background(), client.ObjectKey{Name: node}, nfw); err != nil {
+		t.Fatal(err)
+	}
+	return nfw
+}
+
+func ready(nfw *fwv1.NodeFirewall) metav1.Condition {
+	if c := meta.FindStatusCondition(nfw.Status.Conditions, fwv1.ConditionReady); c != nil {
+		return *c
+	}
+	return metav1.Condition{}
+}
+
+func TestAppliesAndReports(t *testing.T) {
+	spec := fwv1.NodeFirewallSpec{Rules: []fwv1.NodeFirewallRule{kubelet()}, DefaultActions: fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop}}
+	r, fw, c := setup(t, spec)
+	if err := reconcileOnce(t, r); err != nil {
+		t.Fatal(err)
+	}
+	want, err := compile.Compile(spec, r.Compile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, fw.table); diff != "" {
+		t.Errorf("kernel table (-want +got):\n%s", diff)
+	}
+	nfw := get(t, c)
+	if got := ready(nfw); got.Status != metav1.ConditionTrue || got.Reason != status.ReasonApplied || got.ObservedGeneration != nfw.Generation {
+		t.Errorf("Ready = %+v, want True/Applied at generation %d", got, nfw.Generation)
+	}
+	if nfw.Status.ObservedGeneration != nfw.Generation || nfw.Status.RuleCount != int32(want.RuleCount()) || nfw.Status.LastAppliedTime == nil {
+		t.Errorf("status = %+v", nfw.Status)
+	}
+	if !sliceHas(nfw.Finalizers, Finalizer) {
+		t.Errorf("finalizers = %v, want %s", nfw.Finalizers, Finalizer)
+	}
+	if got := testutil.ToFloat64(r.Metrics.Applies); got != 1 {
+		t.Errorf("applies metric = %v, want 1", got)
+	}
+
+	// A second pass with nothing changed neither applies nor writes.
+	rv := nfw.ResourceVersion
+	if err := reconcileOnce(t, r); err != nil {
+		t.Fatal(err)
+	}
+	if fw.applies != 1 || get(t, c).ResourceVersion != rv {
+		t.Errorf("idle resync applied %d times and moved resourceVersion %s -> %s", fw.applies, rv, get(t, c).ResourceVersion)
+	}
+}
+
+func TestRepairsDrift(t *testing.T) {
+	r, fw, _ := setup(t, fwv1.NodeFirewallSpec{Rules: []fwv1.NodeFirewallRule{kubelet()}})
+	if err := reconcileOnce(t, r); err != nil {
+		t.Fatal(err)
+	}
+	fw.table = nil // someone ran `nft flush ruleset`
+	if err := reconcileOnce(t, r); err != nil {
+		t.Fatal(err)
+	}
+	if fw.table == nil || fw.applies != 2 {
+		t.Fatalf("table not restored: applies=%d", fw.applies)
+	}
+	if got := testutil.ToFloat64(r.Metrics.DriftRepairs); got != 1 {
+		t.Errorf("drift repairs metric = %v, want 1", got)
+	}
+}
+
+func TestAdoptsExistingTableWithoutReapplying(t *testing.T) {
+	spec := fwv1.NodeFirewallSpec{Rules: []fwv1.NodeFirewallRule{kubelet()}}
+	r, fw, c := setup(t, spec)
+	rs, _ := compile.Compile(spec, r.Compile)
+	fw.table = rs // left by the previous agent process (fail-static)
+	if err := reconcileOnce(t, r); err != nil {
+		t.Fatal(err)
+	}
+	if fw.applies != 0 {
+		t.Errorf("restart re-applied an up-to-date table %d times", fw.applies)
+	}
+	if got := ready(get(t, c)); got.Status != metav1.ConditionTrue {
+		t.Errorf("Ready = %+v after adoption", got)
+	}
+}
+
+func TestRefusesInvalidSpecAndKeepsPreviousRuleset(t *testing.T) {
+	r, fw, c := setup(t, fwv1.NodeFirewallSpec{Rules: []fwv1.NodeFirewallRule{kubelet()}})
+	if err := reconcileOnce(t, r); err != nil {
+		t.Fatal(err)
+	}
+	good := fw.table
+
+	// A hand-written NodeFirewall that bypasses the policy's validation.
+	nfw := get(t, c)
+	bad := kubelet()
+	bad.Sources = []string{"10.0.0.300/8"}
+	nfw.Spec.Rules = []fwv1.NodeFirewallRule{bad}
+	nfw.Generation = 2
+	if err := c.Update(context.Background(), nfw); err != nil {
+		t.Fatal(err)
+	}
+	if err := reconcileOnce(t, r); err != nil {
+		t.Fatal(err)
+	}
+	if !cmp.Equal(good, fw.table) {
+		t.Error("the previous ruleset was replaced by an invalid one")
+	}
+	got := get(t, c)
+	if c := ready(got); c.Status != metav1.ConditionFalse || c.Reason != status.ReasonInvalidSpec {
+		t.Errorf("Ready = %+v, want False/InvalidSpec", c)
+	}
+	if got.Status.LastError == "" {
+		t.Error("lastError is empty")
+	}
+}
+
+func TestApplyFailureIsReported(t *testing.T) {
+	r, fw, c := setup(t, fwv1.NodeFirewallSpec{Rules: []fwv1.NodeFirewallRule{kubelet()}})
+	fw.applyErr = errors.New("netlink receive: no buffer space available")
+	if err := reconcileOnce(t, r); err == nil {
+		t.Fatal("Reconcile succeeded although the apply failed")
+	}
+	if got := ready(get(t, c)); got.Status != metav1.ConditionFalse || got.Reason != status.ReasonApplyFailed {
+		t.Errorf("Ready = %+v, want False/ApplyFailed", got)
+	}
+	if got := testutil.ToFloat64(r.Metrics.ApplyErrors); got != 1 {
+		t.Errorf("apply errors metric = %v, want 1", got)
+	}
+}
+
+func TestDeletionRemovesOnlyTheTableAndFinalizer(t *testing.T) {
+	r, fw, c := setup(t, fwv1.NodeFirewallSpec{Rules: []fwv1.NodeFirewallRule{kubelet()}})
+	if err := reconcileOnce(t, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(context.Background(), get(t, c)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKey{Name: node}}); err != nil {
+		t.Fatal(err)
+	}
+	if fw.deletes != 1 || fw.table != nil {
+		t.Errorf("table not deleted: deletes=%d", fw.deletes)
+	}
+	if err := c.Get(context.Background(), client.ObjectKey{Name: node}, &fwv1.NodeFirewall{}); err == nil {
+		t.Error("NodeFirewall still present after its finalizer was released")
+	}
+}
+
+func TestMissingNodeFirewallKeepsRules(t *testing.T) {
+	r, fw, c := setup(t, fwv1.NodeFirewallSpec{Rules: []fwv1.NodeFirewallRule{kubelet()}})
+	if err := reconcileOnce(t, r); err != nil {
+		t.Fatal(err)
+	}
+	// The object vanishes without the finalizer running (for example it
+	// was force-removed): the rules stay, fail-static.
+	nfw := get(t, c)
+	nfw.Finalizers = nil
+	if err := c.Update(context.Background(), nfw); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(context.Background(), nfw); err != nil {
+		t.Fatal(err)
+	}
+	if err := reconcileOnce(t, r); err != nil {
+		t.Fatal(err)
+	}
+	if fw.table == nil || fw.deletes != 0 {
+		t.Error("rules were removed although no cleanup was asked for")
+	}
+}
+
+func sliceHas(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
