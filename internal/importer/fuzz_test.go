@@ -1,6 +1,9 @@
 package importer
 
 import (
+	"os"
+	"fmt"
+	"time"
 	"bytes"
 	"strings"
 	"testing"
@@ -32,6 +35,9 @@ func FuzzImport(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, input string) {
+		lf, _ := os.OpenFile("/tmp/imp/calls.txt", os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		fmt.Fprintf(lf, "%s %d\n", time.Now().Format("15:04:05.000"), len(input))
+		lf.Close()
 		res, err := Import(strings.NewReader(input), Options{Name: "fuzz"})
 		if err != nil {
 			for _, l := range strings.Split(input, "\n") {

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/importer"
+)
+
+// runImport translates iptables-save or iptables -S output into policy YAML.
+// Every line it cannot translate is reported on stderr with its number.
+func runImport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("import", flag.ContinueOnError)
+	file := fs.String("f", "-", "iptables-save or iptables -S output to read; - for stdin.")
+	name := fs.String("name", "", "The policy's name.")
+	selector := fs.String("node-selector", "", "matchLabels for the policy's node selector, as k=v,k2=v2; empty selects every node.")
+	priority := fs.Int("priority", 0, "The policy's priority (0-10000); 0 leaves the default.")
+	mode := fs.String("mode", "", "Enforce or Audit; empty leaves the default (Enforce).")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	in := stdin
+	if *file != "-" {
+		f, err := os.Open(*file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	sel, err := metav1.ParseToLabelSelector(*selector)
+	if err != nil {
+		return fmt.Errorf("--node-selector: %w", err)
+	}
+	if *priority < 0 || *priority > 10000 {
+		return fmt.Errorf("--priority: %s is outside 0-10000", strconv.Itoa(*priority))
+	}
+	res, err := importer.Import(in, importer.Options{
+		Name: *name, NodeSelector: *sel, Priority: int32(*priority), Mode: fwv1.PolicyMode(*mode),
+	})
+	if err != nil {
+		return err
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(stderr, "line %d: %s: %s\n", w.Line, w.Reason, w.Text)
+	}
+	return importer.WriteYAML(stdout, res.Policy)
+}

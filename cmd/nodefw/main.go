@@ -1,0 +1,51 @@
+// Command nodefw is the user's CLI: import iptables rules as policies,
+// render the ruleset a node would get, and summarise the cluster's status.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `nodefw: declarative node host firewalls for Kubernetes.
+
+Usage:
+  nodefw import [-f iptables-save.txt] [--name NAME] [--node-selector k=v,...] [--priority N]
+      Translate iptables-save or iptables -S output into NodeFirewallPolicy YAML.
+  nodefw render -f policy.yaml [--node-labels k=v,...] [--node-name NAME]
+      Print the exact nftables ruleset a node with those labels would get.
+  nodefw status [--kubeconfig PATH]
+      Summarise every policy and node firewall in the cluster.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "import":
+		err = runImport(args[1:], stdin, stdout, stderr)
+	case "render":
+		err = runRender(args[1:], stdout)
+	case "status":
+		err = runStatus(args[1:], stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "nodefw: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "nodefw:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/resolve"
+)
+
+// runRender prints the ruleset a node with the given labels would get from
+// the policies in the given files, offline, for review in pull requests.
+func runRender(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("render", flag.ContinueOnError)
+	var files multiFlag
+	fs.Var(&files, "f", "Policy YAML file (repeatable; - for stdin).")
+	nodeLabels := fs.String("node-labels", "", "The node's labels, as k=v,k2=v2.")
+	nodeName := fs.String("node-name", "node", "The node's name.")
+	table := fs.String("table", compile.DefaultTable, "The agent's table name.")
+	inbound := fs.String("failsafe-inbound", compile.FormatFailsafes(compile.DefaultFailsafeInbound()), "The agent's inbound failsafe ports.")
+	outbound := fs.String("failsafe-outbound", compile.FormatFailsafes(compile.DefaultFailsafeOutbound()), "The agent's outbound failsafe ports.")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return errors.New("render: -f is required")
+	}
+	var policies []fwv1.NodeFirewallPolicy
+	for _, f := range files {
+		ps, err := readPolicies(f)
+		if err != nil {
+			return err
+		}
+		policies = append(policies, ps...)
+	}
+	lbls, err := labels.ConvertSelectorToLabelsMap(*nodeLabels)
+	if err != nil {
+		return fmt.Errorf("--node-labels: %w", err)
+	}
+	in, err := compile.ParseFailsafes(*inbound)
+	if err != nil {
+		return fmt.Errorf("--failsafe-inbound: %w", err)
+	}
+	out, err := compile.ParseFailsafes(*outbound)
+	if err != nil {
+		return fmt.Errorf("--failsafe-outbound: %w", err)
+	}
+	node := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: *nodeName, Labels: lbls}}
+	res := resolve.For(policies, []corev1.Node{node})
+	for _, p := range res.Problems {
+		fmt.Fprintf(os.Stderr, "warning: policy %s: %s\n", p.Policy, p.Message)
+	}
+	rs, err := compile.Compile(res.Nodes[node.Name], compile.Options{Table: *table, FailsafeInbound: in, FailsafeOutbound: out})
+	if err != nil {
+		return err
+	}
+	var matched []string
+	for _, ref := range res.Nodes[node.Name].Policies {
+		matched = append(matched, ref.Name)
+	}
+	fmt.Fprintf(stdout, "# node %s %v: policies %s\n", node.Name, lbls, strings.Join(matched, ", "))
+	_, err = io.WriteString(stdout, compile.Render(rs))
+	return err
+}
+
+// readPolicies reads every NodeFirewallPolicy from a multi-document YAML
+// file, applying the CRD's defaults.
+func readPolicies(path string) ([]fwv1.NodeFirewallPolicy, error) {
+	var data []byte
+	var err error
+	if path == "-" {
+		data, err = io.ReadAll(os.Stdin)
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []fwv1.NodeFirewallPolicy
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if meta.Kind != "NodeFirewallPolicy" {
+			continue
+		}
+		var p fwv1.NodeFirewallPolicy
+		if err := yaml.UnmarshalStrict(doc, &p); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if p.Spec.Mode == "" {
+			p.Spec.Mode = fwv1.PolicyModeEnforce
+		}
+		// Apply the CRD's default priority only when the field is absent.
+		var raw struct {
+			Spec struct {
+				Priority *int32 `json:"priority"`
+			} `json:"spec"`
+		}
+		if err := yaml.Unmarshal(doc, &raw); err == nil && raw.Spec.Priority == nil {
+			p.Spec.Priority = 1000
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
