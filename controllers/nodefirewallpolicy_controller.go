@@ -84,7 +84,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	// Mark newly seen generations as Reconciling first, so a policy never
 	// reads Current before its nodes have been resolved.
 	if err := r.markReconciling(ctx, policies.Items); err != nil {
-		return reconcile.Result{}, err
+		return retryOnConflict(err)
 	}
 
 	desired := resolve.For(policies.Items, nodes.Items)
@@ -160,7 +160,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		}
 	}
 	if err := r.parallel(ctx, writes); err != nil {
-		return reconcile.Result{}, err
+		return retryOnConflict(err)
 	}
 
 	problems := map[string][]resolve.Problem{}
@@ -186,10 +186,19 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		})
 	}
 	if err := r.parallel(ctx, writes); err != nil {
-		return reconcile.Result{}, err
+		return retryOnConflict(err)
 	}
 	logger.V(1).Info("resolved", "policies", len(policies.Items), "nodes", len(nodes.Items))
 	return reconcile.Result{RequeueAfter: requeue}, nil
+}
+
+// retryOnConflict turns an optimistic-concurrency conflict (an agent wrote
+// status between our read and our write) into a quiet, quick retry.
+func retryOnConflict(err error) (reconcile.Result, error) {
+	if apierrors.IsConflict(err) {
+		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
+	}
+	return reconcile.Result{}, err
 }
 
 // markReconciling writes Reconciling=True for policies whose current

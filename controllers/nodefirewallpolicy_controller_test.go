@@ -276,6 +276,7 @@ func TestResyncWithNothingChangedWritesNothing(t *testing.T) {
 			Rules:        []fwv1.Rule{tcpRule("ssh", 22)},
 		},
 	})
+	expectRules(t, "t5-node", []string{"t5-policy/ssh"})
 	ack(t, "t5-node", true)
 	expectStatus(t, "t5-policy", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
 
@@ -337,4 +338,3 @@ func TestInvalidSelectorStalls(t *testing.T) {
 	})
 	expectStatus(t, "t6-bad", wantStatus{ready: metav1.ConditionFalse, reason: status.ReasonInvalidSelector, stalled: true})
 }
-
