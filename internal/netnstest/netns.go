@@ -1,0 +1,230 @@
+// Package netnstest creates throwaway network namespaces, wires them
+// together with veth pairs and sends real packets between them, so that
+// privileged tests (and demos) can check what a firewall actually does.
+//
+// Everything here needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and the ip
+// command from iproute2. Namespace names always start with Prefix, so a
+// namespace leaked by a crashed test is easy to recognise.
+package netnstest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Prefix starts the name of every namespace this package creates.
+const Prefix = "nfwt-"
+
+// NetnsDir is where `ip netns` keeps its namespace files.
+const NetnsDir = "/run/netns"
+
+// SkipReason is the reason tests are skipped when not run as root.
+const SkipReason = "needs root for network namespaces"
+
+// RequireRoot skips the test unless it runs as root.
+func RequireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip(SkipReason)
+	}
+}
+
+// NS is a named network namespace created with `ip netns add`.
+type NS struct {
+	name string
+	tb   testing.TB
+
+	mu      sync.Mutex
+	closers []io.Closer
+	closed  bool
+}
+
+// createMu serialises `ip netns add`: concurrent first calls race while
+// setting up the shared mount of the namespace directory.
+var createMu sync.Mutex
+
+// Create creates the namespace Prefix+name (name is used as is when it
+// already starts with Prefix) with its loopback up and IPv6 duplicate
+// address detection off. The caller must Close it.
+func Create(name string) (*NS, error) {
+	if !strings.HasPrefix(name, Prefix) {
+		name = Prefix + name
+	}
+	if name == Prefix || strings.ContainsAny(name, "/ \t\n") {
+		return nil, fmt.Errorf("netnstest: invalid namespace name %q", name)
+	}
+	createMu.Lock()
+	out, err := exec.Command("ip", "netns", "add", name).CombinedOutput()
+	createMu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("ip netns add %s: %v: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	ns := &NS{name: name}
+	if err := ns.setup(); err != nil {
+		_ = ns.Close()
+		return nil, err
+	}
+	return ns, nil
+}
+
+func (n *NS) setup() error {
+	if err := n.ip("link", "set", "lo", "up"); err != nil {
+		return err
+	}
+	// Addresses are usable at once: no duplicate address detection.
+	return n.Do(func() error {
+		for _, p := range []string{"all", "default"} {
+			if err := writeSysctl("net/ipv6/conf/"+p+"/accept_dad", "0"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// NewNS creates a namespace for a test, named Prefix+name plus a random
+// suffix so parallel tests and packages never collide, and deletes it when
+// the test ends. It skips the test when not run as root.
+func NewNS(tb testing.TB, name string) *NS {
+	tb.Helper()
+	RequireRoot(tb)
+	if name == "" {
+		name = "ns"
+	}
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		tb.Fatal(err)
+	}
+	ns, err := Create(Prefix + strings.TrimPrefix(name, Prefix) + "-" + hex.EncodeToString(b[:]))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ns.tb = tb
+	tb.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			tb.Errorf("closing namespace: %v", err)
+		}
+	})
+	return ns
+}
+
+// Name is the namespace's name, as `ip netns` knows it.
+func (n *NS) Name() string { return n.name }
+
+// Path is the namespace file, suitable for setns(2).
+func (n *NS) Path() string { return filepath.Join(NetnsDir, n.name) }
+
+// String returns the name.
+func (n *NS) String() string { return n.name }
+
+// Close stops the listeners started in the namespace and deletes it, which
+// also destroys its interfaces. Closing twice is a no-op.
+func (n *NS) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	closers := n.closers
+	n.closers = nil
+	n.mu.Unlock()
+
+	var errs []error
+	for i := len(closers) - 1; i >= 0; i-- {
+		if err := closers[i].Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if out, err := exec.Command("ip", "netns", "delete", n.name).CombinedOutput(); err != nil {
+		errs = append(errs, fmt.Errorf("ip netns delete %s: %v: %s", n.name, err, strings.TrimSpace(string(out))))
+	}
+	return errors.Join(errs...)
+}
+
+// track registers c to be closed with the namespace.
+func (n *NS) track(c io.Closer) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.closers = append(n.closers, c)
+}
+
+// Exec runs a command inside the namespace (`ip netns exec`) and returns its
+// combined output.
+func (n *NS) Exec(args ...string) (string, error) {
+	if len(args) == 0 {
+		return "", errors.New("netnstest: Exec needs a command")
+	}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s (in %s): %v: %s", strings.Join(args, " "), n.name, err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// MustExec is Exec that fails the test on error. It panics on error for a
+// namespace made by Create.
+func (n *NS) MustExec(args ...string) string {
+	out, err := n.Exec(args...)
+	if err != nil {
+		if n.tb != nil {
+			n.tb.Helper()
+			n.tb.Fatal(err)
+		}
+		panic(err)
+	}
+	return out
+}
+
+// ip runs `ip -n NAME args...`.
+func (n *NS) ip(args ...string) error {
+	out, err := exec.Command("ip", append([]string{"-n", n.name}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip -n %s %s: %v: %s", n.name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Do runs fn on an OS thread that has entered the namespace. Sockets that
+// fn creates belong to the namespace and stay there afterwards, so they may
+// be used from any goroutine. Goroutines that fn starts do not run in the
+// namespace. The thread is never handed back to the Go scheduler: it ends
+// with fn, so no other goroutine can ever run in the wrong namespace.
+func (n *NS) Do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		// Deliberately never unlocked: the runtime terminates a locked
+		// thread when its goroutine exits.
+		runtime.LockOSThread()
+		f, err := os.Open(n.Path())
+		if err != nil {
+			errc <- err
+			return
+		}
+		err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+		f.Close()
+		if err != nil {
+			errc <- fmt.Errorf("setns %s: %w", n.name, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+func writeSysctl(key, value string) error {
+	return os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644)
+}

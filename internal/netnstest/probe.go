@@ -1,0 +1,351 @@
+package netnstest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// Verdict is what happened to a probe.
+type Verdict int
+
+const (
+	// Accepted: the TCP handshake completed, or the UDP echo came back.
+	Accepted Verdict = iota + 1
+	// Dropped: no answer before the timeout (or the local stack refused to
+	// send, as when the sender's own output chain drops).
+	Dropped
+	// Rejected: an ICMP unreachable (or a TCP reset) came back.
+	Rejected
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Accepted:
+		return "Accepted"
+	case Dropped:
+		return "Dropped"
+	case Rejected:
+		return "Rejected"
+	}
+	return fmt.Sprintf("Verdict(%d)", int(v))
+}
+
+// DefaultTimeout is how long a probe waits for an answer before it counts
+// as Dropped.
+var DefaultTimeout = 300 * time.Millisecond
+
+type probeConfig struct {
+	src     netip.Addr
+	timeout time.Duration
+}
+
+// ProbeOption configures a probe.
+type ProbeOption func(*probeConfig)
+
+// WithSource binds the probe to a source address of the sending namespace.
+func WithSource(addr netip.Addr) ProbeOption {
+	return func(c *probeConfig) { c.src = addr }
+}
+
+// WithTimeout sets how long the probe waits before reporting Dropped.
+func WithTimeout(d time.Duration) ProbeOption {
+	return func(c *probeConfig) { c.timeout = d }
+}
+
+func newProbeConfig(opts []ProbeOption) probeConfig {
+	c := probeConfig{timeout: DefaultTimeout}
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
+}
+
+// ProbeTCP connects from a namespace to addr:port and reports whether the
+// connection was accepted, dropped or rejected. The error is only for
+// failures of the probe itself. Probes are independent and may run in
+// parallel.
+func ProbeTCP(from *NS, addr netip.Addr, port uint16, opts ...ProbeOption) (Verdict, error) {
+	cfg := newProbeConfig(opts)
+	var v Verdict
+	err := from.Do(func() error {
+		d := net.Dialer{Timeout: cfg.timeout}
+		if cfg.src.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: cfg.src.AsSlice(), Zone: cfg.src.Zone()}
+		}
+		c, err := d.Dial("tcp", netip.AddrPortFrom(addr, port).String())
+		if err == nil {
+			c.Close()
+			v = Accepted
+			return nil
+		}
+		v, err = classify(err)
+		return err
+	})
+	return v, err
+}
+
+// ProbeUDP sends a datagram from a namespace to addr:port, where a server
+// started with ServeUDPEcho should echo it, and reports whether the echo
+// came back (Accepted), nothing came back (Dropped) or an ICMP unreachable
+// came back (Rejected; a connected UDP socket reports it as ECONNREFUSED).
+// The datagram is resent a few times within the timeout.
+func ProbeUDP(from *NS, addr netip.Addr, port uint16, opts ...ProbeOption) (Verdict, error) {
+	cfg := newProbeConfig(opts)
+	var v Verdict
+	err := from.Do(func() error {
+		var d net.Dialer
+		if cfg.src.IsValid() {
+			d.LocalAddr = &net.UDPAddr{IP: cfg.src.AsSlice(), Zone: cfg.src.Zone()}
+		}
+		c, err := d.Dial("udp", netip.AddrPortFrom(addr, port).String())
+		if err != nil {
+			v, err = classify(err)
+			return err
+		}
+		defer c.Close()
+		v, err = udpExchange(c, cfg.timeout)
+		return err
+	})
+	return v, err
+}
+
+func udpExchange(c net.Conn, timeout time.Duration) (Verdict, error) {
+	token := make([]byte, 16)
+	if _, err := rand.Read(token); err != nil {
+		return 0, err
+	}
+	const tries = 3
+	deadline := time.Now().Add(timeout)
+	buf := make([]byte, 64)
+	for i := 0; i < tries; i++ {
+		if _, err := c.Write(token); err != nil {
+			return classify(err)
+		}
+		slice := time.Now().Add(timeout / tries)
+		if i == tries-1 || slice.After(deadline) {
+			slice = deadline
+		}
+		if err := c.SetReadDeadline(slice); err != nil {
+			return 0, err
+		}
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					break
+				}
+				return classify(err)
+			}
+			if bytes.Equal(buf[:n], token) {
+				return Accepted, nil
+			}
+		}
+	}
+	return Dropped, nil
+}
+
+// classify maps a socket error to a verdict; errors that say nothing about
+// the firewall are returned.
+func classify(err error) (Verdict, error) {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return Dropped, nil
+	case errors.Is(err, syscall.ECONNREFUSED),
+		errors.Is(err, syscall.EHOSTUNREACH),
+		errors.Is(err, syscall.ENETUNREACH),
+		errors.Is(err, syscall.EACCES):
+		return Rejected, nil
+	case errors.Is(err, syscall.EPERM):
+		// The sender's own output hook dropped the packet.
+		return Dropped, nil
+	}
+	return 0, err
+}
+
+// ExpectTCP probes with ProbeTCP and fails the test unless the verdict is want.
+func ExpectTCP(tb testing.TB, from *NS, addr netip.Addr, port uint16, want Verdict, opts ...ProbeOption) {
+	tb.Helper()
+	got, err := ProbeTCP(from, addr, port, opts...)
+	if err != nil {
+		tb.Errorf("tcp %s -> %s: %v", from, netip.AddrPortFrom(addr, port), err)
+	} else if got != want {
+		tb.Errorf("tcp %s -> %s: %v, want %v", from, netip.AddrPortFrom(addr, port), got, want)
+	}
+}
+
+// ExpectUDP probes with ProbeUDP and fails the test unless the verdict is want.
+func ExpectUDP(tb testing.TB, from *NS, addr netip.Addr, port uint16, want Verdict, opts ...ProbeOption) {
+	tb.Helper()
+	got, err := ProbeUDP(from, addr, port, opts...)
+	if err != nil {
+		tb.Errorf("udp %s -> %s: %v", from, netip.AddrPortFrom(addr, port), err)
+	} else if got != want {
+		tb.Errorf("udp %s -> %s: %v, want %v", from, netip.AddrPortFrom(addr, port), got, want)
+	}
+}
+
+// multiCloser closes a group of listeners once.
+type multiCloser struct {
+	once    sync.Once
+	closers []io.Closer
+	wg      sync.WaitGroup
+	err     error
+}
+
+func (m *multiCloser) Close() error {
+	m.once.Do(func() {
+		var errs []error
+		for _, c := range m.closers {
+			if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+		m.wg.Wait()
+		m.err = errors.Join(errs...)
+	})
+	return m.err
+}
+
+// ServeTCP listens on the given TCP ports on every address of the
+// namespace, IPv4 and IPv6, accepting and at once closing connections. The
+// listeners stop when the returned closer or the namespace is closed.
+func (n *NS) ServeTCP(ports ...uint16) (io.Closer, error) {
+	m := &multiCloser{}
+	err := n.Do(func() error {
+		for _, p := range ports {
+			l, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
+			if err != nil {
+				return err
+			}
+			m.closers = append(m.closers, l)
+		}
+		return nil
+	})
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	for _, c := range m.closers {
+		l := c.(net.Listener)
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			for {
+				conn, err := l.Accept()
+				if err != nil {
+					if errors.Is(err, net.ErrClosed) {
+						return
+					}
+					continue
+				}
+				conn.Close()
+			}
+		}()
+	}
+	n.track(m)
+	return m, nil
+}
+
+// ServeUDPEcho runs UDP echo servers on the given ports on every address
+// of the namespace, IPv4 and IPv6. Replies leave from the address the
+// request was sent to, so probes of any local address work. The servers
+// stop when the returned closer or the namespace is closed.
+func (n *NS) ServeUDPEcho(ports ...uint16) (io.Closer, error) {
+	m := &multiCloser{}
+	var loops []func()
+	err := n.Do(func() error {
+		for _, p := range ports {
+			c4, err := net.ListenPacket("udp4", fmt.Sprintf("0.0.0.0:%d", p))
+			if err != nil {
+				return err
+			}
+			m.closers = append(m.closers, c4)
+			pc4 := ipv4.NewPacketConn(c4)
+			if err := pc4.SetControlMessage(ipv4.FlagDst, true); err != nil {
+				return err
+			}
+			loops = append(loops, func() { echo4(pc4) })
+
+			c6, err := net.ListenPacket("udp6", fmt.Sprintf("[::]:%d", p))
+			if err != nil {
+				return err
+			}
+			m.closers = append(m.closers, c6)
+			pc6 := ipv6.NewPacketConn(c6)
+			if err := pc6.SetControlMessage(ipv6.FlagDst, true); err != nil {
+				return err
+			}
+			loops = append(loops, func() { echo6(pc6) })
+		}
+		return nil
+	})
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	for _, loop := range loops {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			loop()
+		}()
+	}
+	n.track(m)
+	return m, nil
+}
+
+func echo4(pc *ipv4.PacketConn) {
+	buf := make([]byte, 2048)
+	for {
+		n, cm, src, err := pc.ReadFrom(buf)
+		if err != nil {
+			if isClosed(err) {
+				return
+			}
+			continue
+		}
+		var reply *ipv4.ControlMessage
+		if cm != nil {
+			reply = &ipv4.ControlMessage{Src: cm.Dst}
+		}
+		_, _ = pc.WriteTo(buf[:n], reply, src)
+	}
+}
+
+func echo6(pc *ipv6.PacketConn) {
+	buf := make([]byte, 2048)
+	for {
+		n, cm, src, err := pc.ReadFrom(buf)
+		if err != nil {
+			if isClosed(err) {
+				return
+			}
+			continue
+		}
+		var reply *ipv6.ControlMessage
+		if cm != nil {
+			reply = &ipv6.ControlMessage{Src: cm.Dst}
+		}
+		_, _ = pc.WriteTo(buf[:n], reply, src)
+	}
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) || errors.Is(err, context.Canceled)
+}

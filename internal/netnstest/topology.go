@@ -1,0 +1,228 @@
+package netnstest
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+)
+
+// LinkUp brings an interface of the namespace up.
+func (n *NS) LinkUp(dev string) error {
+	return n.ip("link", "set", dev, "up")
+}
+
+// AddAddr adds addresses in CIDR form ("192.0.2.1/24", "2001:db8::1/64")
+// to an interface. IPv6 addresses skip duplicate address detection, so
+// every address is usable at once. Extra addresses on one interface serve as
+// additional probe sources (see WithSource).
+func (n *NS) AddAddr(dev string, prefixes ...string) error {
+	for _, s := range prefixes {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return err
+		}
+		args := []string{"addr", "add", p.String(), "dev", dev}
+		if p.Addr().Is6() {
+			args = append(args, "nodad")
+		}
+		if err := n.ip(args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddRoute adds a route: dst is a CIDR or "default"; via is a gateway
+// address. A "default" route goes to the family of via.
+func (n *NS) AddRoute(dst, via string) error {
+	gw, err := netip.ParseAddr(via)
+	if err != nil {
+		return err
+	}
+	args := []string{"route", "add", dst, "via", gw.String()}
+	if gw.Is6() {
+		args = append([]string{"-6"}, args...)
+	}
+	return n.ip(args...)
+}
+
+// EnableForwarding turns on IPv4 and IPv6 forwarding in the namespace.
+func (n *NS) EnableForwarding() error {
+	return n.Do(func() error {
+		if err := writeSysctl("net/ipv4/ip_forward", "1"); err != nil {
+			return err
+		}
+		return writeSysctl("net/ipv6/conf/all/forwarding", "1")
+	})
+}
+
+// Veth joins two namespaces with a veth pair, aDev in a and bDev in b, and
+// brings both ends up. The pair is created directly inside the namespaces
+// and disappears with them.
+func Veth(a *NS, aDev string, b *NS, bDev string) error {
+	if err := a.ip("link", "add", aDev, "type", "veth", "peer", "name", bDev, "netns", b.name); err != nil {
+		return err
+	}
+	if err := a.LinkUp(aDev); err != nil {
+		return err
+	}
+	return b.LinkUp(bDev)
+}
+
+// Addresses of the topologies, from the documentation ranges.
+var (
+	ClientV4 = netip.MustParseAddr("192.0.2.1")
+	HostV4   = netip.MustParseAddr("192.0.2.2")
+	ClientV6 = netip.MustParseAddr("2001:db8:1::1")
+	HostV6   = netip.MustParseAddr("2001:db8:1::2")
+
+	RouterClientV4 = netip.MustParseAddr("192.0.2.254")
+	RouterClientV6 = netip.MustParseAddr("2001:db8:1::fe")
+	RouterServerV4 = netip.MustParseAddr("198.51.100.254")
+	RouterServerV6 = netip.MustParseAddr("2001:db8:2::fe")
+	ServerV4       = netip.MustParseAddr("198.51.100.1")
+	ServerV6       = netip.MustParseAddr("2001:db8:2::1")
+)
+
+// Pair is a client namespace and a host namespace joined by one veth pair,
+// both called "eth0": client 192.0.2.1 and 2001:db8:1::1, host 192.0.2.2
+// and 2001:db8:1::2. The host plays the node whose firewall is tested.
+type Pair struct {
+	Client, Host *NS
+}
+
+// NewPair creates a Pair, or fails; the caller must Close it.
+func NewPair(name string) (*Pair, error) {
+	c, err := Create(name + "-client")
+	if err != nil {
+		return nil, err
+	}
+	h, err := Create(name + "-host")
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	p := &Pair{Client: c, Host: h}
+	if err := p.wire(); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// NewTestPair creates a Pair for a test and deletes it when the test ends.
+func NewTestPair(tb testing.TB) *Pair {
+	tb.Helper()
+	p := &Pair{Client: NewNS(tb, "client"), Host: NewNS(tb, "host")}
+	if err := p.wire(); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+func (p *Pair) wire() error {
+	if err := Veth(p.Client, "eth0", p.Host, "eth0"); err != nil {
+		return err
+	}
+	if err := p.Client.AddAddr("eth0", prefix(ClientV4, 24), prefix(ClientV6, 64)); err != nil {
+		return err
+	}
+	return p.Host.AddAddr("eth0", prefix(HostV4, 24), prefix(HostV6, 64))
+}
+
+// Close deletes both namespaces.
+func (p *Pair) Close() error {
+	err1 := p.Client.Close()
+	err2 := p.Host.Close()
+	if err1 != nil {
+		return err1
+	}
+	return err2
+}
+
+// Routed is client — router — server: the router forwards between a
+// client link ("eth0" in the client, "eth-c" in the router; 192.0.2.0/24,
+// 2001:db8:1::/64) and a server link ("eth-s" in the router, "eth0" in the
+// server; 198.51.100.0/24, 2001:db8:2::/64). The router plays the node
+// whose Forward chain is tested; it owns .254 and ::fe on both links.
+type Routed struct {
+	Client, Router, Server *NS
+}
+
+// NewRouted creates a Routed topology, or fails; the caller must Close it.
+func NewRouted(name string) (*Routed, error) {
+	r := &Routed{}
+	var err error
+	if r.Client, err = Create(name + "-client"); err != nil {
+		return nil, err
+	}
+	if r.Router, err = Create(name + "-router"); err != nil {
+		r.Client.Close()
+		return nil, err
+	}
+	if r.Server, err = Create(name + "-server"); err != nil {
+		r.Client.Close()
+		r.Router.Close()
+		return nil, err
+	}
+	if err := r.wire(); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// NewTestRouted creates a Routed topology for a test and deletes it when
+// the test ends.
+func NewTestRouted(tb testing.TB) *Routed {
+	tb.Helper()
+	r := &Routed{Client: NewNS(tb, "client"), Router: NewNS(tb, "router"), Server: NewNS(tb, "server")}
+	if err := r.wire(); err != nil {
+		tb.Fatal(err)
+	}
+	return r
+}
+
+func (r *Routed) wire() error {
+	steps := []func() error{
+		func() error { return Veth(r.Client, "eth0", r.Router, "eth-c") },
+		func() error { return Veth(r.Server, "eth0", r.Router, "eth-s") },
+		func() error { return r.Client.AddAddr("eth0", prefix(ClientV4, 24), prefix(ClientV6, 64)) },
+		func() error { return r.Server.AddAddr("eth0", prefix(ServerV4, 24), prefix(ServerV6, 64)) },
+		func() error {
+			return r.Router.AddAddr("eth-c", prefix(RouterClientV4, 24), prefix(RouterClientV6, 64))
+		},
+		func() error {
+			return r.Router.AddAddr("eth-s", prefix(RouterServerV4, 24), prefix(RouterServerV6, 64))
+		},
+		func() error { return r.Router.EnableForwarding() },
+		func() error { return r.Client.AddRoute("default", RouterClientV4.String()) },
+		func() error { return r.Client.AddRoute("default", RouterClientV6.String()) },
+		func() error { return r.Server.AddRoute("default", RouterServerV4.String()) },
+		func() error { return r.Server.AddRoute("default", RouterServerV6.String()) },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close deletes the three namespaces.
+func (r *Routed) Close() error {
+	var first error
+	for _, ns := range []*NS{r.Client, r.Router, r.Server} {
+		if ns == nil {
+			continue
+		}
+		if err := ns.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func prefix(a netip.Addr, bits int) string {
+	return fmt.Sprintf("%s/%d", a, bits)
+}
