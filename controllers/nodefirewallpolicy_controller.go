@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/compile"
 	"github.com/nodefw/nodefw/internal/resolve"
 	"github.com/nodefw/nodefw/internal/status"
 )
@@ -55,6 +56,9 @@ type NodeFirewallPolicyReconciler struct {
 	Recorder events.EventRecorder
 	// WriteConcurrency bounds parallel NodeFirewall and status writes.
 	WriteConcurrency int
+	// FailsafeInbound and FailsafeOutbound are the agents' failsafe ports,
+	// used to warn about rules they shadow.
+	FailsafeInbound, FailsafeOutbound []compile.Failsafe
 }
 
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallpolicies,verbs=get;list;watch
@@ -166,6 +170,10 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	problems := map[string][]resolve.Problem{}
 	for _, pr := range desired.Problems {
 		problems[pr.Policy] = append(problems[pr.Policy], pr)
+	}
+	for i := range policies.Items {
+		p := &policies.Items[i]
+		problems[p.Name] = append(problems[p.Name], resolve.FailsafeShadows(p, r.FailsafeInbound, r.FailsafeOutbound)...)
 	}
 	writes = writes[:0]
 	for i := range policies.Items {

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -337,4 +338,30 @@ func TestInvalidSelectorStalls(t *testing.T) {
 		},
 	})
 	expectStatus(t, "t6-bad", wantStatus{ready: metav1.ConditionFalse, reason: status.ReasonInvalidSelector, stalled: true})
+}
+
+func TestFailsafeShadowIsReported(t *testing.T) {
+	newPolicy(t, &fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "t7-no-ssh"},
+		Spec: fwv1.NodeFirewallPolicySpec{
+			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"t7": "none"}},
+			Rules: []fwv1.Rule{{Name: "no-ssh", Chain: fwv1.ChainInput, Action: fwv1.ActionDrop, Protocol: fwv1.ProtocolTCP,
+				Ports: []fwv1.PortRange{{Port: 22}}}},
+		},
+	})
+	eventually(t, timeout, func() error {
+		p, err := getPolicy("t7-no-ssh")
+		if err != nil {
+			return err
+		}
+		c := condition(p, status.ConditionFailsafeShadowed)
+		if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "no-ssh") {
+			return fmt.Errorf("no FailsafeShadowed condition naming the rule: %+v", p.Status.Conditions)
+		}
+		// A warning, not a failure: the policy is still Ready.
+		if !meta.IsStatusConditionTrue(p.Status.Conditions, fwv1.ConditionReady) {
+			return fmt.Errorf("policy not Ready: %+v", p.Status.Conditions)
+		}
+		return nil
+	})
 }

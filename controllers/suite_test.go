@@ -20,6 +20,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/compile"
 )
 
 // The suite shares one API server and one running controller.
@@ -71,6 +72,8 @@ func runSuite(m *testing.M) int {
 		Client:           mgr.GetClient(),
 		Recorder:         mgr.GetEventRecorder("nodefw-controller"),
 		WriteConcurrency: 8,
+		FailsafeInbound:  compile.DefaultFailsafeInbound(),
+		FailsafeOutbound: compile.DefaultFailsafeOutbound(),
 	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
 		fmt.Fprintf(os.Stderr, "setting up controller: %v\n", err)

@@ -19,6 +19,7 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/controllers"
+	"github.com/nodefw/nodefw/internal/compile"
 )
 
 func main() {
@@ -32,6 +33,8 @@ func main() {
 		qps              float64
 		burst            int
 		writeConcurrency int
+		inbound          string
+		outbound         string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address the metrics endpoint binds to, e.g. :8443 (HTTPS) or :8080 (HTTP). 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to. 0 disables them.")
@@ -42,11 +45,26 @@ func main() {
 	flag.Float64Var(&qps, "kube-api-qps", 200, "Queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
 	flag.IntVar(&writeConcurrency, "write-concurrency", 16, "Parallel NodeFirewall and status writes per resolve.")
+	flag.StringVar(&inbound, "failsafe-inbound", compile.FormatFailsafes(compile.DefaultFailsafeInbound()),
+		"The agents' inbound failsafe ports, to warn in status about rules they shadow.")
+	flag.StringVar(&outbound, "failsafe-outbound", compile.FormatFailsafes(compile.DefaultFailsafeOutbound()),
+		"The agents' outbound failsafe ports, to warn in status about rules they shadow.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	setupLog := ctrl.Log.WithName("setup")
+
+	in, err := compile.ParseFailsafes(inbound)
+	if err != nil {
+		setupLog.Error(err, "parsing --failsafe-inbound")
+		os.Exit(1)
+	}
+	out, err := compile.ParseFailsafes(outbound)
+	if err != nil {
+		setupLog.Error(err, "parsing --failsafe-outbound")
+		os.Exit(1)
+	}
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -89,6 +107,8 @@ func main() {
 		Client:           mgr.GetClient(),
 		Recorder:         mgr.GetEventRecorder("nodefw-controller"),
 		WriteConcurrency: writeConcurrency,
+		FailsafeInbound:  in,
+		FailsafeOutbound: out,
 	}).SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "creating controller")
 		os.Exit(1)

@@ -31,6 +31,10 @@ const (
 	// ConditionDefaultActionConflict is True while another policy evaluated
 	// first overrides one of this policy's default actions on some node.
 	ConditionDefaultActionConflict = string(resolve.ReasonDefaultActionConflict)
+
+	// ConditionFailsafeShadowed is True while a Drop or Reject rule covers a
+	// failsafe port that nodes accept before any rule.
+	ConditionFailsafeShadowed = string(resolve.ReasonFailsafeShadowed)
 )
 
 // NodeState is what a node's NodeFirewall says about one policy.
@@ -90,13 +94,15 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 		}
 	}
 
-	var invalid, conflicts []string
+	var invalid, conflicts, shadowed []string
 	for _, pr := range problems {
 		switch pr.Reason {
 		case resolve.ReasonInvalidSelector:
 			invalid = append(invalid, pr.Message)
 		case resolve.ReasonDefaultActionConflict:
 			conflicts = append(conflicts, pr.Message)
+		case resolve.ReasonFailsafeShadowed:
+			shadowed = append(shadowed, pr.Message)
 		}
 	}
 
@@ -128,10 +134,17 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 		set(fwv1.ConditionReconciling, metav1.ConditionTrue, ReasonProgressing, msg)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionStalled)
 	}
-	if len(conflicts) > 0 {
-		set(ConditionDefaultActionConflict, metav1.ConditionTrue, ConditionDefaultActionConflict, strings.Join(conflicts, "; "))
-	} else {
-		meta.RemoveStatusCondition(&st.Conditions, ConditionDefaultActionConflict)
+	// Warnings that do not stop the policy from being Ready: present only
+	// while true.
+	for _, w := range []struct {
+		condition string
+		messages  []string
+	}{{ConditionDefaultActionConflict, conflicts}, {ConditionFailsafeShadowed, shadowed}} {
+		if len(w.messages) > 0 {
+			set(w.condition, metav1.ConditionTrue, w.condition, strings.Join(w.messages, "; "))
+		} else {
+			meta.RemoveStatusCondition(&st.Conditions, w.condition)
+		}
 	}
 	return st
 }
