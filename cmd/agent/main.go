@@ -7,6 +7,8 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"time"
 
@@ -54,6 +56,8 @@ func run() error {
 		cleanup       bool
 		qps           float64
 		burst         int
+		confirmWait   time.Duration
+		confirmAddr   string
 	)
 	flag.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig; in-cluster config when empty.")
 	flag.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "Name of this node (default $NODE_NAME).")
@@ -70,6 +74,10 @@ func run() error {
 	flag.BoolVar(&cleanup, "cleanup", false, "Delete the agent's table and exit.")
 	flag.Float64Var(&qps, "kube-api-qps", 20, "Queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 40, "Burst of queries to the API server.")
+	flag.DurationVar(&confirmWait, "confirm-timeout", 10*time.Second,
+		"After each new ruleset, how long the control plane may stay unreachable before the agent reverts to the previous ruleset; 0 disables the check.")
+	flag.StringVar(&confirmAddr, "confirm-endpoint", "",
+		"host:port the node must still reach after an apply (default: the API server from the kubeconfig).")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -130,6 +138,16 @@ func run() error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
+	var confirm agent.Confirmer
+	if confirmWait > 0 {
+		if confirmAddr == "" {
+			if confirmAddr, err = hostPort(cfg.Host); err != nil {
+				return fmt.Errorf("--confirm-endpoint: %w", err)
+			}
+		}
+		confirm = &agent.TCPConfirmer{Endpoint: confirmAddr, NetnsPath: netnsPath}
+	}
+
 	r := &agent.Reconciler{
 		Client:       mgr.GetClient(),
 		Recorder:     mgr.GetEventRecorder("nodefw-agent"),
@@ -138,6 +156,9 @@ func run() error {
 		NodeName:     nodeName,
 		Compile:      compile.Options{Table: table, FailsafeInbound: in, FailsafeOutbound: out},
 		ResyncPeriod: resync,
+
+		Confirm:        confirm,
+		ConfirmTimeout: confirmWait,
 	}
 	// Errors back off to at most the resync period: no hot loop while the
 	// API server is away, and no long stall after it returns.
@@ -159,4 +180,24 @@ func run() error {
 	ctrl.Log.Info("starting agent", "node", nodeName, "table", table, "netns", netnsPath)
 	// Fail-static: on exit the table stays in the kernel.
 	return mgr.Start(ctx)
+}
+
+// hostPort turns the API server URL into the host:port to dial.
+func hostPort(rawURL string) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", err
+	}
+	if u.Host == "" {
+		// A bare host:port, as some kubeconfigs write it.
+		return rawURL, nil
+	}
+	if u.Port() != "" {
+		return u.Host, nil
+	}
+	port := "443"
+	if u.Scheme == "http" {
+		port = "80"
+	}
+	return net.JoinHostPort(u.Hostname(), port), nil
 }

@@ -52,12 +52,21 @@ type Reconciler struct {
 	Compile      compile.Options
 	ResyncPeriod time.Duration
 
+	// Confirm, when set, is asked after each new ruleset; if the control
+	// plane was reachable before and stays unreachable for ConfirmTimeout,
+	// the previous ruleset is restored and the generation is refused.
+	Confirm        Confirmer
+	ConfirmTimeout time.Duration
+
 	mu sync.Mutex
 	// applied is the ruleset last committed by this process and the
 	// NodeFirewall generation it came from; nil until the first apply or
 	// adoption. It is what drift repair restores.
 	applied    *compile.Ruleset
 	appliedGen int64
+	// revertedGen is a generation that cut the node off and was reverted;
+	// it is not tried again until the NodeFirewall changes.
+	revertedGen int64
 }
 
 // The agent's RBAC. Patch on nodefirewalls is only for the agent's own
@@ -109,6 +118,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return resync, r.writeStatus(ctx, nfw, status.NodeFailed(nfw, status.ReasonInvalidSpec, err))
 	}
 
+	if nfw.Generation == r.revertedGen {
+		// Keep the ruleset we reverted to until the NodeFirewall changes.
+		if err := r.repairDrift(ctx, nfw); err != nil {
+			logger.Error(err, "repairing drift of the previous ruleset")
+		}
+		return resync, nil
+	}
+
 	inSync, err := r.Firewall.InSync(rs)
 	if err != nil {
 		logger.Error(err, "reading the kernel ruleset")
@@ -122,6 +139,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		r.applied, r.appliedGen = rs, nfw.Generation
 	default:
 		drift := r.applied != nil && r.appliedGen == nfw.Generation
+		reachableBefore := !drift && r.Confirm != nil && r.Confirm.Reachable(ctx)
+		previous := r.applied
 		if err := r.apply(rs); err != nil {
 			logger.Error(err, "applying ruleset")
 			r.event(nfw, corev1.EventTypeWarning, status.ReasonApplyFailed, "Apply failed: %v", err)
@@ -129,6 +148,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 				logger.Error(serr, "writing status")
 			}
 			return reconcile.Result{}, err
+		}
+		if reachableBefore && !r.confirm(ctx) {
+			return resync, r.revert(ctx, nfw, previous)
 		}
 		r.applied, r.appliedGen = rs, nfw.Generation
 		if drift {
@@ -174,6 +196,42 @@ func (r *Reconciler) apply(rs *compile.Ruleset) error {
 	r.Metrics.Applies.Inc()
 	r.Metrics.RulesProgrammed.Set(float64(rs.RuleCount()))
 	return nil
+}
+
+// confirm waits up to ConfirmTimeout for the control plane to be reachable
+// under the new ruleset.
+func (r *Reconciler) confirm(ctx context.Context) bool {
+	deadline := time.Now().Add(r.ConfirmTimeout)
+	for {
+		if r.Confirm.Reachable(ctx) {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// revert restores the ruleset that was in place before a generation that
+// cut the node off from its control plane, and reports Reverted.
+func (r *Reconciler) revert(ctx context.Context, nfw *fwv1.NodeFirewall, previous *compile.Ruleset) error {
+	logger := log.FromContext(ctx)
+	var err error
+	if previous != nil {
+		err = r.apply(previous)
+	} else {
+		// There was no ruleset of ours before: going back means none.
+		err = r.Firewall.Delete()
+	}
+	if err != nil {
+		return fmt.Errorf("reverting after losing the control plane: %w", err)
+	}
+	r.applied, r.revertedGen = previous, nfw.Generation
+	cause := fmt.Errorf("generation %d cut the node off from its control plane within %v; reverted to the previous ruleset", nfw.Generation, r.ConfirmTimeout)
+	logger.Error(cause, "reverted")
+	r.event(nfw, corev1.EventTypeWarning, status.ReasonReverted, "%v", cause)
+	return r.writeStatus(ctx, nfw, status.NodeFailed(nfw, status.ReasonReverted, cause))
 }
 
 // repairDrift restores the last applied ruleset if the kernel lost it.

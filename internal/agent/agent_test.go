@@ -257,3 +257,56 @@ func sliceHas(s []string, v string) bool {
 	}
 	return false
 }
+
+// apiConfirmer is reachable unless the fake kernel holds a rule from the
+// policy "lockout", standing in for a rule that drops the API server.
+type apiConfirmer struct{ fw *fakeFirewall }
+
+func (c apiConfirmer) Reachable(context.Context) bool {
+	if c.fw.table == nil {
+		return true
+	}
+	for _, ch := range c.fw.table.Chains {
+		for _, r := range ch.Rules {
+			if r.Comment == "lockout/drop-api" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func TestRevertsARulesetThatCutsOffTheControlPlane(t *testing.T) {
+	r, fw, c := setup(t, fwv1.NodeFirewallSpec{Rules: []fwv1.NodeFirewallRule{kubelet()}})
+	r.Confirm, r.ConfirmTimeout = apiConfirmer{fw}, 300*time.Millisecond
+	if err := reconcileOnce(t, r); err != nil {
+		t.Fatal(err)
+	}
+	good := fw.table
+
+	nfw := get(t, c)
+	nfw.Spec.Rules = append(nfw.Spec.Rules, fwv1.NodeFirewallRule{Policy: "lockout", Name: "drop-api", Chain: fwv1.ChainOutput,
+		Action: fwv1.ActionDrop, Protocol: fwv1.ProtocolTCP, Ports: []fwv1.PortRange{{Port: 6443}}})
+	nfw.Generation = 2
+	if err := c.Update(context.Background(), nfw); err != nil {
+		t.Fatal(err)
+	}
+	if err := reconcileOnce(t, r); err != nil {
+		t.Fatal(err)
+	}
+	if !cmp.Equal(good, fw.table) {
+		t.Fatal("the ruleset that cut off the control plane was not reverted")
+	}
+	got := get(t, c)
+	if cond := ready(got); cond.Status != metav1.ConditionFalse || cond.Reason != status.ReasonReverted || cond.ObservedGeneration != 2 {
+		t.Errorf("Ready = %+v, want False/Reverted at generation 2", cond)
+	}
+	// The refused generation is not retried in a loop.
+	applies := fw.applies
+	if err := reconcileOnce(t, r); err != nil {
+		t.Fatal(err)
+	}
+	if fw.applies != applies {
+		t.Errorf("the reverted generation was applied again")
+	}
+}

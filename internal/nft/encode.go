@@ -345,8 +345,15 @@ func ruleFamily(r *compile.Rule) (compile.Family, error) {
 	return fam, nil
 }
 
-// match adds the rule's matches.
+// match adds the rule's matches, in the order iptables users read them:
+// interfaces, addresses, protocol and ports, then conntrack state.
 func (b *ruleBuilder) match(r *compile.Rule, fam compile.Family) error {
+	if err := b.ifname(expr.MetaKeyIIFNAME, r.IIfName); err != nil {
+		return err
+	}
+	if err := b.ifname(expr.MetaKeyOIFNAME, r.OIfName); err != nil {
+		return err
+	}
 	switch fam {
 	case compile.FamilyIPv4:
 		b.add(&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg}, cmpEq([]byte{unix.NFPROTO_IPV4}))
@@ -384,12 +391,6 @@ func (b *ruleBuilder) match(r *compile.Rule, fam compile.Family) error {
 			}
 			b.add(b.lookup(kt, false, elems))
 		}
-	}
-	if err := b.ifname(expr.MetaKeyIIFNAME, r.IIfName); err != nil {
-		return err
-	}
-	if err := b.ifname(expr.MetaKeyOIFNAME, r.OIfName); err != nil {
-		return err
 	}
 	if r.CtStates != 0 {
 		b.add(
