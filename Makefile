@@ -79,7 +79,12 @@ run: manifests generate ## Run the controller against the cluster in ~/.kube/con
 
 .PHONY: demo
 demo: deps build envtest ## Run the whole job locally: control plane, three namespace nodes, agents, probes (root).
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go run ./cmd/demo $(DEMO_FLAGS)
+	go build -o $(LOCALBIN)/demo ./cmd/demo
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec $(LOCALBIN)/demo --bin-dir $(LOCALBIN) $(DEMO_FLAGS)
+
+.PHONY: e2e
+e2e: deps envtest ## Run the end-to-end suite: real packets through the sample policies (root).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test -count=1 -v -timeout 15m ./test/e2e/
 
 .PHONY: docker-build
 docker-build: ## Build the manager and agent images.

@@ -91,7 +91,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		return retryOnConflict(err)
 	}
 
-	desired := resolve.For(policies.Items, nodes.Items)
+	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfwList.Items})
 
 	existing := make(map[string]*fwv1.NodeFirewall, len(nfwList.Items))
 	for i := range nfwList.Items {

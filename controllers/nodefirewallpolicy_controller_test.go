@@ -334,7 +334,7 @@ func TestInvalidSelectorStalls(t *testing.T) {
 	newPolicy(t, &fwv1.NodeFirewallPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "t6-bad"},
 		Spec: fwv1.NodeFirewallPolicySpec{
-			NodeSelector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "zone", Operator: "Near", Values: []string{"a"}}}},
+			NodeSelector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "not a valid key", Operator: metav1.LabelSelectorOpExists}}},
 		},
 	})
 	expectStatus(t, "t6-bad", wantStatus{ready: metav1.ConditionFalse, reason: status.ReasonInvalidSelector, stalled: true})
@@ -364,4 +364,74 @@ func TestFailsafeShadowIsReported(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func policyGeneration(t *testing.T, node, policy string) int64 {
+	t.Helper()
+	nfw, err := getNFW(node)
+	if err != nil {
+		return -1
+	}
+	for _, ref := range nfw.Spec.Policies {
+		if ref.Name == policy {
+			return ref.Generation
+		}
+	}
+	return 0
+}
+
+func TestStagedRolloutAdvancesAndHalts(t *testing.T) {
+	sel := metav1.LabelSelector{MatchLabels: map[string]string{"t8": "yes"}}
+	nodes := []string{"t8-a", "t8-b", "t8-c"}
+	for _, n := range nodes {
+		newNode(t, n, map[string]string{"t8": "yes"})
+	}
+	p := newPolicy(t, &fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "t8-staged"},
+		Spec: fwv1.NodeFirewallPolicySpec{
+			NodeSelector: sel,
+			Rollout:      &fwv1.RolloutStrategy{MaxUnavailable: 1},
+			Rules:        []fwv1.Rule{tcpRule("v1", 1111)},
+		},
+	})
+	gens := func() []int64 {
+		var out []int64
+		for _, n := range nodes {
+			out = append(out, policyGeneration(t, n, p.Name))
+		}
+		return out
+	}
+	expectGens := func(want ...int64) {
+		t.Helper()
+		eventually(t, timeout, func() error {
+			if diff := cmp.Diff(want, gens()); diff != "" {
+				return fmt.Errorf("policy generation per node (-want +got):\n%s", diff)
+			}
+			return nil
+		})
+	}
+	// A new policy also rolls out one node at a time.
+	expectGens(1, 0, 0)
+	ack(t, "t8-a", true)
+	expectGens(1, 1, 0)
+	ack(t, "t8-b", true)
+	expectGens(1, 1, 1)
+	ack(t, "t8-c", true)
+	expectStatus(t, p.Name, wantStatus{matched: 3, applied: 3, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+
+	// A change: the first node takes generation 2, fails, and the rollout halts.
+	cur, _ := getPolicy(p.Name)
+	cur.Spec.Rules = []fwv1.Rule{tcpRule("v2", 2222)}
+	if err := k8sClient.Update(context.Background(), cur); err != nil {
+		t.Fatal(err)
+	}
+	expectGens(2, 1, 1)
+	expectRules(t, "t8-b", []string{"t8-staged/v1"})
+	ack(t, "t8-a", false)
+	expectStatus(t, p.Name, wantStatus{matched: 3, failed: 1, ready: metav1.ConditionFalse, reason: status.ReasonRolloutHalted, stalled: true})
+	// Halted means halted: the other nodes stay on generation 1.
+	time.Sleep(time.Second)
+	if diff := cmp.Diff([]int64{2, 1, 1}, gens()); diff != "" {
+		t.Errorf("the rollout went on after a failure (-want +got):\n%s", diff)
+	}
 }

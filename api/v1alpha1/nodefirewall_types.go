@@ -75,6 +75,15 @@ type PolicyReference struct {
 	// generation is the policy's metadata.generation that was resolved.
 	// +required
 	Generation int64 `json:"generation"`
+
+	// mode is the policy's mode at that generation.
+	// +optional
+	Mode PolicyMode `json:"mode,omitempty"`
+
+	// defaultActions are the policy's default actions at that generation, so
+	// that a staged rollout can keep a node on it.
+	// +optional
+	DefaultActions *DefaultActions `json:"defaultActions,omitempty"`
 }
 
 // NodeFirewallSpec is a node's resolved firewall: what its agent programs.

@@ -88,6 +88,16 @@ type Rule struct {
 	Log bool `json:"log,omitempty"`
 }
 
+// RolloutStrategy stages a policy change across its nodes.
+type RolloutStrategy struct {
+	// maxUnavailable is how many nodes may be taking the new generation at
+	// once: nodes that were given it and have not yet reported it applied.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	MaxUnavailable int32 `json:"maxUnavailable"`
+}
+
 // MaxPolicyRules bounds the rules of one policy.
 const MaxPolicyRules = 512
 
@@ -96,6 +106,7 @@ type NodeFirewallPolicySpec struct {
 	// nodeSelector picks the nodes the policy applies to. `{}` selects
 	// every node; matchLabels and matchExpressions both work.
 	// +required
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn'] ? has(e.values) && size(e.values) > 0 : e.operator in ['Exists', 'DoesNotExist'] && (!has(e.values) || size(e.values) == 0))",message="matchExpressions: operator must be In or NotIn with values, or Exists or DoesNotExist without",fieldPath=".matchExpressions"
 	NodeSelector metav1.LabelSelector `json:"nodeSelector"`
 
 	// priority orders policies on a node: lower is evaluated first, and ties
@@ -119,6 +130,12 @@ type NodeFirewallPolicySpec struct {
 	// the disagreement is reported in status. When none sets it, Accept.
 	// +optional
 	DefaultActions *DefaultActions `json:"defaultActions,omitempty"`
+
+	// rollout, when set, stages a change: only maxUnavailable nodes at a time
+	// take a new generation of the policy, the others keep the previous
+	// one, and the rollout halts when a node fails or reverts.
+	// +optional
+	Rollout *RolloutStrategy `json:"rollout,omitempty"`
 
 	// rules are evaluated in order within each chain; the first match decides.
 	// +optional

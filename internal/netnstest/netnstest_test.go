@@ -80,6 +80,7 @@ func TestPairProbes(t *testing.T) {
 		type filter hook input priority 0; policy accept;
 		ip saddr `+second+` drop
 		tcp dport 8080 ip saddr 192.0.2.1 reject
+		tcp dport 8080 ip6 saddr 2001:db8:1::1 reject
 	}
 }`)
 	src := WithSource(netip.MustParseAddr(second))
@@ -87,7 +88,17 @@ func TestPairProbes(t *testing.T) {
 	ExpectUDP(t, p.Client, HostV4, 5353, Dropped, src)
 	ExpectTCP(t, p.Client, HostV4, 8080, Rejected)
 	ExpectUDP(t, p.Client, HostV4, 5353, Accepted)
-	ExpectTCP(t, p.Client, HostV6, 8080, Accepted)
+	// An ICMPv6 unreachable for a SYN shows at once, not at the next
+	// retransmission a second later.
+	start := time.Now()
+	ExpectTCP(t, p.Client, HostV6, 8080, Rejected, WithTimeout(3*time.Second))
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("rejection took %v", d)
+	}
+	if err := p.Host.AddAddr("eth0", "2001:db8:1::3/64"); err != nil {
+		t.Fatal(err)
+	}
+	ExpectUDP(t, p.Client, netip.MustParseAddr("2001:db8:1::3"), 5353, Accepted)
 
 	// Probes run in parallel.
 	var wg sync.WaitGroup
@@ -96,7 +107,8 @@ func TestPairProbes(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			ExpectUDP(t, p.Client, HostV6, 5353, Accepted)
-			ExpectTCP(t, p.Client, HostV6, 8080, Accepted, WithTimeout(time.Second))
+			ExpectUDP(t, p.Client, HostV4, 5353, Accepted, WithSource(ClientV4))
+			ExpectTCP(t, p.Client, HostV6, 8081, Rejected, WithTimeout(time.Second))
 		}()
 	}
 	wg.Wait()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 // Verdict is what happened to a probe.
@@ -82,20 +84,130 @@ func ProbeTCP(from *NS, addr netip.Addr, port uint16, opts ...ProbeOption) (Verd
 	cfg := newProbeConfig(opts)
 	var v Verdict
 	err := from.Do(func() error {
-		d := net.Dialer{Timeout: cfg.timeout}
-		if cfg.src.IsValid() {
-			d.LocalAddr = &net.TCPAddr{IP: cfg.src.AsSlice(), Zone: cfg.src.Zone()}
-		}
-		c, err := d.Dial("tcp", netip.AddrPortFrom(addr, port).String())
-		if err == nil {
-			c.Close()
-			v = Accepted
-			return nil
-		}
-		v, err = classify(err)
+		var err error
+		v, err = tcpConnect(cfg.src, addr, port, cfg.timeout)
 		return err
 	})
 	return v, err
+}
+
+// tcpConnect connects with raw system calls rather than the net package so
+// that it can read ICMP errors from the socket's error queue. The kernel
+// keeps an ICMP error for a SYN as a soft error, to be acted on only at the
+// next retransmission, when it arrives while the connecting call still holds
+// the socket, as happens between namespaces on one machine; the error queue
+// reports it at once.
+func tcpConnect(src, dst netip.Addr, port uint16, timeout time.Duration) (Verdict, error) {
+	dst = dst.Unmap()
+	family, level, opt := unix.AF_INET, unix.IPPROTO_IP, unix.IP_RECVERR
+	if dst.Is6() {
+		family, level, opt = unix.AF_INET6, unix.IPPROTO_IPV6, unix.IPV6_RECVERR
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, os.NewSyscallError("socket", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, level, opt, 1); err != nil {
+		return 0, os.NewSyscallError("setsockopt", err)
+	}
+	if src.IsValid() {
+		sa, err := sockaddr(src, 0)
+		if err != nil {
+			return 0, err
+		}
+		if err := unix.Bind(fd, sa); err != nil {
+			return 0, os.NewSyscallError("bind", err)
+		}
+	}
+	sa, err := sockaddr(dst, port)
+	if err != nil {
+		return 0, err
+	}
+	switch err := unix.Connect(fd, sa); err {
+	case nil:
+		return Accepted, nil
+	case unix.EINPROGRESS:
+	default:
+		return classify(os.NewSyscallError("connect", err))
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return Dropped, nil
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, os.NewSyscallError("poll", err)
+		}
+		if n == 0 {
+			continue
+		}
+		if errno := errorQueue(fd); errno != 0 {
+			return classify(os.NewSyscallError("connect", errno))
+		}
+		soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil {
+			return 0, os.NewSyscallError("getsockopt", err)
+		}
+		if soErr != 0 {
+			return classify(os.NewSyscallError("connect", syscall.Errno(soErr)))
+		}
+		if fds[0].Revents&unix.POLLOUT != 0 {
+			if _, err := unix.Getpeername(fd); err == nil {
+				return Accepted, nil
+			}
+		}
+		if fds[0].Revents&unix.POLLERR == 0 {
+			continue
+		}
+		// An error with nothing to report: wait for the rest.
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// errorQueue returns the errno of the first ICMP error queued on a socket
+// with IP_RECVERR or IPV6_RECVERR set, or 0.
+func errorQueue(fd int) syscall.Errno {
+	oob := make([]byte, 512)
+	buf := make([]byte, 512)
+	_, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+	if err != nil {
+		return 0
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		return 0
+	}
+	for _, m := range msgs {
+		if (m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_RECVERR) ||
+			(m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_RECVERR) {
+			if len(m.Data) >= 4 {
+				return syscall.Errno(binary.NativeEndian.Uint32(m.Data[:4]))
+			}
+		}
+	}
+	return 0
+}
+
+func sockaddr(a netip.Addr, port uint16) (unix.Sockaddr, error) {
+	if a.Is4() || a.Is4In6() {
+		return &unix.SockaddrInet4{Port: int(port), Addr: a.Unmap().As4()}, nil
+	}
+	sa := &unix.SockaddrInet6{Port: int(port), Addr: a.As16()}
+	if z := a.Zone(); z != "" {
+		ifi, err := net.InterfaceByName(z)
+		if err != nil {
+			return nil, err
+		}
+		sa.ZoneId = uint32(ifi.Index)
+	}
+	return sa, nil
 }
 
 // ProbeUDP sends a datagram from a namespace to addr:port, where a server

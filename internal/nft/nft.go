@@ -33,7 +33,7 @@ type Programmer struct {
 	mu     sync.Mutex
 	closed bool
 	conn   *nftables.Conn
-	nl   *netlink.Conn // the socket under conn, for buffer sizing
+	nl     *netlink.Conn // the socket under conn, for buffer sizing
 }
 
 // New returns a Programmer for the inet table named table (compile.DefaultTable

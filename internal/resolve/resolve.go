@@ -46,24 +46,48 @@ type Result struct {
 	Problems []Problem
 }
 
+// Input is everything the resolver reads.
+type Input struct {
+	Policies []fwv1.NodeFirewallPolicy
+	Nodes    []corev1.Node
+	// Current are the NodeFirewalls as they are, with their agents'
+	// status. Only staged rollouts read them, to keep nodes that have not
+	// been admitted to a new generation on the one they have.
+	Current []fwv1.NodeFirewall
+}
+
+// contribution is what one policy puts on one node.
+type contribution struct {
+	ref   fwv1.PolicyReference
+	rules []fwv1.NodeFirewallRule
+}
+
 // compiledPolicy is a policy prepared once for matching against every node.
 type compiledPolicy struct {
 	policy   *fwv1.NodeFirewallPolicy
 	selector labels.Selector
-	rules    []fwv1.NodeFirewallRule
-	ref      fwv1.PolicyReference
+	latest   contribution
+	// heldBack are the nodes a staged rollout keeps on their current
+	// generation of this policy.
+	heldBack map[string]bool
 }
 
-// For resolves every policy against every node.
+// For resolves every policy against every node, with no current state: a
+// staged rollout admits its first nodes.
 func For(policies []fwv1.NodeFirewallPolicy, nodes []corev1.Node) Result {
+	return Resolve(Input{Policies: policies, Nodes: nodes})
+}
+
+// Resolve resolves every policy against every node.
+func Resolve(in Input) Result {
 	res := Result{
-		Nodes:   make(map[string]fwv1.NodeFirewallSpec, len(nodes)),
-		Matches: make(map[string][]string, len(policies)),
+		Nodes:   make(map[string]fwv1.NodeFirewallSpec, len(in.Nodes)),
+		Matches: make(map[string][]string, len(in.Policies)),
 	}
 
-	compiled := make([]compiledPolicy, 0, len(policies))
-	for i := range policies {
-		p := &policies[i]
+	compiled := make([]compiledPolicy, 0, len(in.Policies))
+	for i := range in.Policies {
+		p := &in.Policies[i]
 		res.Matches[p.Name] = []string{}
 		sel, err := metav1.LabelSelectorAsSelector(&p.Spec.NodeSelector)
 		if err != nil {
@@ -77,8 +101,7 @@ func For(policies []fwv1.NodeFirewallPolicy, nodes []corev1.Node) Result {
 		compiled = append(compiled, compiledPolicy{
 			policy:   p,
 			selector: sel,
-			rules:    nodeRules(p),
-			ref:      fwv1.PolicyReference{Name: p.Name, Generation: p.Generation},
+			latest:   contribution{ref: reference(p), rules: nodeRules(p)},
 		})
 	}
 	// Lowest priority first, ties broken by name.
@@ -90,36 +113,63 @@ func For(policies []fwv1.NodeFirewallPolicy, nodes []corev1.Node) Result {
 		return a.Name < b.Name
 	})
 
-	conflicts := map[conflictKey][]string{}
-	matched := make([]*compiledPolicy, 0, len(compiled))
-	for i := range nodes {
-		node := &nodes[i]
-		set := labels.Set(node.Labels)
-		matched = matched[:0]
-		nRules := 0
+	// Match every node once; remember the matches in evaluation order.
+	matchedBy := make([][]int, len(in.Nodes))
+	for i := range in.Nodes {
+		set := labels.Set(in.Nodes[i].Labels)
 		for j := range compiled {
 			if compiled[j].selector.Matches(set) {
-				matched = append(matched, &compiled[j])
-				nRules += len(compiled[j].rules)
+				matchedBy[i] = append(matchedBy[i], j)
+				name := compiled[j].policy.Name
+				res.Matches[name] = append(res.Matches[name], in.Nodes[i].Name)
 			}
 		}
+	}
+	for _, names := range res.Matches {
+		sort.Strings(names)
+	}
+
+	current := make(map[string]*fwv1.NodeFirewall, len(in.Current))
+	for i := range in.Current {
+		current[in.Current[i].Name] = &in.Current[i]
+	}
+	for j := range compiled {
+		if compiled[j].policy.Spec.Rollout != nil {
+			res.Problems = append(res.Problems, stage(&compiled[j], res.Matches[compiled[j].policy.Name], current)...)
+		}
+	}
+
+	conflicts := map[conflictKey][]string{}
+	contribs := make([]contribution, 0, len(compiled))
+	for i := range in.Nodes {
+		node := &in.Nodes[i]
+		contribs = contribs[:0]
+		nRules := 0
+		for _, j := range matchedBy[i] {
+			cp := &compiled[j]
+			c := cp.latest
+			if cp.heldBack[node.Name] {
+				var ok bool
+				if c, ok = previous(current[node.Name], cp.policy.Name); !ok {
+					continue
+				}
+			}
+			contribs = append(contribs, c)
+			nRules += len(c.rules)
+		}
 		spec := fwv1.NodeFirewallSpec{}
-		if len(matched) > 0 {
-			spec.Policies = make([]fwv1.PolicyReference, 0, len(matched))
+		if len(contribs) > 0 {
+			spec.Policies = make([]fwv1.PolicyReference, 0, len(contribs))
 		}
 		if nRules > 0 {
 			spec.Rules = make([]fwv1.NodeFirewallRule, 0, nRules)
 		}
-		for _, cp := range matched {
-			res.Matches[cp.policy.Name] = append(res.Matches[cp.policy.Name], node.Name)
-			spec.Policies = append(spec.Policies, cp.ref)
-			spec.Rules = append(spec.Rules, cp.rules...)
+		for _, c := range contribs {
+			spec.Policies = append(spec.Policies, c.ref)
+			spec.Rules = append(spec.Rules, c.rules...)
 		}
-		resolveDefaults(&spec, matched, node.Name, conflicts)
+		resolveDefaults(&spec, contribs, node.Name, conflicts)
 		res.Nodes[node.Name] = spec
-	}
-	for _, names := range res.Matches {
-		sort.Strings(names)
 	}
 	res.Problems = append(res.Problems, conflictProblems(conflicts)...)
 	sort.Slice(res.Problems, func(i, j int) bool {
@@ -135,12 +185,46 @@ func For(policies []fwv1.NodeFirewallPolicy, nodes []corev1.Node) Result {
 	return res
 }
 
+// reference is how a node firewall records a policy: its generation, mode
+// and default actions, enough to keep the node on it during a rollout.
+func reference(p *fwv1.NodeFirewallPolicy) fwv1.PolicyReference {
+	ref := fwv1.PolicyReference{Name: p.Name, Generation: p.Generation, Mode: mode(p)}
+	if d := p.Spec.DefaultActions; d != nil && *d != (fwv1.DefaultActions{}) {
+		ref.DefaultActions = d.DeepCopy()
+	}
+	return ref
+}
+
+func mode(p *fwv1.NodeFirewallPolicy) fwv1.PolicyMode {
+	if p.Spec.Mode == "" {
+		return fwv1.PolicyModeEnforce
+	}
+	return p.Spec.Mode
+}
+
+// previous is the contribution a policy has on a node's current firewall.
+func previous(nfw *fwv1.NodeFirewall, policy string) (contribution, bool) {
+	if nfw == nil {
+		return contribution{}, false
+	}
+	for _, ref := range nfw.Spec.Policies {
+		if ref.Name != policy {
+			continue
+		}
+		c := contribution{ref: ref}
+		for _, r := range nfw.Spec.Rules {
+			if r.Policy == policy {
+				c.rules = append(c.rules, r)
+			}
+		}
+		return c, true
+	}
+	return contribution{}, false
+}
+
 // nodeRules converts a policy's rules into the resolved form, once per policy.
 func nodeRules(p *fwv1.NodeFirewallPolicy) []fwv1.NodeFirewallRule {
-	mode := p.Spec.Mode
-	if mode == "" {
-		mode = fwv1.PolicyModeEnforce
-	}
+	mode := mode(p)
 	out := make([]fwv1.NodeFirewallRule, len(p.Spec.Rules))
 	for i, r := range p.Spec.Rules {
 		out[i] = fwv1.NodeFirewallRule{
@@ -171,21 +255,22 @@ type conflictKey struct {
 
 // resolveDefaults sets every chain's default action: the first policy in
 // evaluation order that sets a chain wins; later disagreeing ones are noted.
-func resolveDefaults(spec *fwv1.NodeFirewallSpec, matched []*compiledPolicy, node string, conflicts map[conflictKey][]string) {
+func resolveDefaults(spec *fwv1.NodeFirewallSpec, contribs []contribution, node string, conflicts map[conflictKey][]string) {
 	for _, chain := range fwv1.Chains {
-		var winner *compiledPolicy
+		var winner *fwv1.PolicyReference
 		var action fwv1.ChainPolicy
-		for _, cp := range matched {
-			da := cp.policy.Spec.DefaultActions
-			if da == nil || da.For(chain) == "" {
+		for i := range contribs {
+			ref := &contribs[i].ref
+			if ref.DefaultActions == nil || ref.DefaultActions.For(chain) == "" {
 				continue
 			}
+			set := ref.DefaultActions.For(chain)
 			if winner == nil {
-				winner, action = cp, da.For(chain)
+				winner, action = ref, set
 				continue
 			}
-			if da.For(chain) != action {
-				k := conflictKey{loser: cp.policy.Name, winner: winner.policy.Name, chain: chain, lost: da.For(chain), won: action}
+			if set != action {
+				k := conflictKey{loser: ref.Name, winner: winner.Name, chain: chain, lost: set, won: action}
 				conflicts[k] = append(conflicts[k], node)
 			}
 		}
@@ -193,7 +278,7 @@ func resolveDefaults(spec *fwv1.NodeFirewallSpec, matched []*compiledPolicy, nod
 			action = fwv1.ChainPolicyAccept
 		}
 		spec.DefaultActions.Set(chain, action)
-		if winner != nil && action == fwv1.ChainPolicyDrop && winner.policy.Spec.Mode == fwv1.PolicyModeAudit {
+		if winner != nil && action == fwv1.ChainPolicyDrop && winner.Mode == fwv1.PolicyModeAudit {
 			spec.AuditedChains = append(spec.AuditedChains, chain)
 		}
 	}

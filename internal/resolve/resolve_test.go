@@ -51,6 +51,10 @@ func resolved(policy string, r fwv1.Rule) fwv1.NodeFirewallRule {
 	}
 }
 
+func ref(name string, mode fwv1.PolicyMode, d *fwv1.DefaultActions) fwv1.PolicyReference {
+	return fwv1.PolicyReference{Name: name, Generation: 1, Mode: mode, DefaultActions: d}
+}
+
 var (
 	allAccept = fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyAccept}
 	cpSel     = metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: controlPlaneLabel, Operator: metav1.LabelSelectorOpExists}}}
@@ -89,10 +93,10 @@ func TestFor(t *testing.T) {
 				"cp-1": {
 					Rules:          []fwv1.NodeFirewallRule{resolved("cp", apiserver), resolved("cp", etcd)},
 					DefaultActions: fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyAccept},
-					Policies:       []fwv1.PolicyReference{{Name: "cp", Generation: 1}},
+					Policies:       []fwv1.PolicyReference{ref("cp", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop})},
 				},
-				"worker-1": {Rules: []fwv1.NodeFirewallRule{resolved("worker", kubelet)}, DefaultActions: allAccept, Policies: []fwv1.PolicyReference{{Name: "worker", Generation: 1}}},
-				"worker-2": {Rules: []fwv1.NodeFirewallRule{resolved("worker", kubelet)}, DefaultActions: allAccept, Policies: []fwv1.PolicyReference{{Name: "worker", Generation: 1}}},
+				"worker-1": {Rules: []fwv1.NodeFirewallRule{resolved("worker", kubelet)}, DefaultActions: allAccept, Policies: []fwv1.PolicyReference{ref("worker", fwv1.PolicyModeEnforce, nil)}},
+				"worker-2": {Rules: []fwv1.NodeFirewallRule{resolved("worker", kubelet)}, DefaultActions: allAccept, Policies: []fwv1.PolicyReference{ref("worker", fwv1.PolicyModeEnforce, nil)}},
 			},
 			Matches: map[string][]string{"cp": {"cp-1"}, "worker": {"worker-1", "worker-2"}},
 		},
@@ -109,7 +113,8 @@ func TestFor(t *testing.T) {
 				"worker-1": {
 					Rules:          []fwv1.NodeFirewallRule{resolved("a-tie", etcd), resolved("z-first", apiserver), resolved("b-late", kubelet)},
 					DefaultActions: fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop},
-					Policies:       []fwv1.PolicyReference{{Name: "a-tie", Generation: 1}, {Name: "z-first", Generation: 1}, {Name: "b-late", Generation: 1}},
+					Policies: []fwv1.PolicyReference{ref("a-tie", fwv1.PolicyModeEnforce, nil), ref("z-first", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop}),
+						ref("b-late", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop})},
 				},
 			},
 			Matches: map[string][]string{"a-tie": {"worker-1"}, "b-late": {"worker-1"}, "z-first": {"worker-1"}},
@@ -130,7 +135,7 @@ func TestFor(t *testing.T) {
 					Rules:          []fwv1.NodeFirewallRule{func() fwv1.NodeFirewallRule { r := resolved("audit", kubelet); r.Mode = fwv1.PolicyModeAudit; return r }()},
 					DefaultActions: fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop},
 					AuditedChains:  []fwv1.Chain{fwv1.ChainOutput},
-					Policies:       []fwv1.PolicyReference{{Name: "audit", Generation: 1}},
+					Policies:       []fwv1.PolicyReference{ref("audit", fwv1.PolicyModeAudit, &fwv1.DefaultActions{Output: fwv1.ChainPolicyDrop})},
 				},
 			},
 			Matches: map[string][]string{"audit": {"worker-2"}},

@@ -91,7 +91,7 @@ func (c *ksCluster) applied(t *testing.T, nodes ...string) {
 	for _, n := range nodes {
 		nfw := c.nfws[n]
 		nfw.Status = status.NodeApplied(nfw, 4, ksAt)
-		if got := status.PolicyOnNode(nfw, c.policy.Name, c.policy.Generation); got != status.StateApplied {
+		if got := resolve.PolicyOnNode(nfw, c.policy.Name, c.policy.Generation); got != resolve.StateApplied {
 			t.Fatalf("PolicyOnNode(%s) = %v after NodeApplied, want StateApplied", n, got)
 		}
 	}
@@ -103,7 +103,7 @@ func (c *ksCluster) failed(t *testing.T, nodes ...string) {
 	for _, n := range nodes {
 		nfw := c.nfws[n]
 		nfw.Status = status.NodeFailed(nfw, status.ReasonApplyFailed, errors.New("netlink: operation not permitted"))
-		if got := status.PolicyOnNode(nfw, c.policy.Name, c.policy.Generation); got != status.StateFailed {
+		if got := resolve.PolicyOnNode(nfw, c.policy.Name, c.policy.Generation); got != resolve.StateFailed {
 			t.Fatalf("PolicyOnNode(%s) = %v after NodeFailed, want StateFailed", n, got)
 		}
 	}

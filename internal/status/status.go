@@ -27,6 +27,7 @@ const (
 	ReasonInvalidSpec     = "InvalidSpec"
 	ReasonReverted        = "Reverted"
 	ReasonInvalidSelector = string(resolve.ReasonInvalidSelector)
+	ReasonRolloutHalted   = string(resolve.ReasonRolloutHalted)
 
 	// ConditionDefaultActionConflict is True while another policy evaluated
 	// first overrides one of this policy's default actions on some node.
@@ -36,42 +37,6 @@ const (
 	// failsafe port that nodes accept before any rule.
 	ConditionFailsafeShadowed = string(resolve.ReasonFailsafeShadowed)
 )
-
-// NodeState is what a node's NodeFirewall says about one policy.
-type NodeState int
-
-const (
-	StatePending NodeState = iota
-	StateApplied
-	StateFailed
-)
-
-// PolicyOnNode reports whether nfw has the given generation of a policy
-// programmed, failed to program it, or has not acted on it yet.
-func PolicyOnNode(nfw *fwv1.NodeFirewall, policy string, generation int64) NodeState {
-	if nfw == nil {
-		return StatePending
-	}
-	found := false
-	for _, ref := range nfw.Spec.Policies {
-		if ref.Name == policy && ref.Generation == generation {
-			found = true
-			break
-		}
-	}
-	if !found || nfw.Status.ObservedGeneration != nfw.Generation {
-		return StatePending
-	}
-	ready := meta.FindStatusCondition(nfw.Status.Conditions, fwv1.ConditionReady)
-	switch {
-	case ready == nil || ready.ObservedGeneration != nfw.Generation:
-		return StatePending
-	case ready.Status == metav1.ConditionTrue:
-		return StateApplied
-	default:
-		return StateFailed
-	}
-}
 
 // Policy computes a policy's status from the nodes it matches, their
 // NodeFirewalls (by node name) and the resolver's problems for it. It
@@ -85,16 +50,16 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 	}
 	var failed []string
 	for _, n := range matched {
-		switch PolicyOnNode(nfws[n], p.Name, gen) {
-		case StateApplied:
+		switch resolve.PolicyOnNode(nfws[n], p.Name, gen) {
+		case resolve.StateApplied:
 			st.AppliedNodes++
-		case StateFailed:
+		case resolve.StateFailed:
 			st.FailedNodes++
 			failed = append(failed, n)
 		}
 	}
 
-	var invalid, conflicts, shadowed []string
+	var invalid, conflicts, shadowed, halted []string
 	for _, pr := range problems {
 		switch pr.Reason {
 		case resolve.ReasonInvalidSelector:
@@ -103,6 +68,8 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 			conflicts = append(conflicts, pr.Message)
 		case resolve.ReasonFailsafeShadowed:
 			shadowed = append(shadowed, pr.Message)
+		case resolve.ReasonRolloutHalted:
+			halted = append(halted, pr.Message)
 		}
 	}
 
@@ -114,6 +81,11 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 		msg := strings.Join(invalid, "; ")
 		set(fwv1.ConditionReady, metav1.ConditionFalse, ReasonInvalidSelector, msg)
 		set(fwv1.ConditionStalled, metav1.ConditionTrue, ReasonInvalidSelector, msg)
+		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
+	case len(halted) > 0:
+		msg := strings.Join(halted, "; ")
+		set(fwv1.ConditionReady, metav1.ConditionFalse, ReasonRolloutHalted, msg)
+		set(fwv1.ConditionStalled, metav1.ConditionTrue, ReasonRolloutHalted, msg)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 	case len(failed) > 0:
 		msg := fmt.Sprintf("%d of %d matched nodes failed to apply: %s", len(failed), len(matched), listSome(failed))

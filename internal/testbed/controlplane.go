@@ -54,10 +54,24 @@ func StartControlPlane(crdDir, dir string) (*ControlPlane, error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run through make, which builds kube-apiserver and etcd")
 	}
+	// etcd's data and the API server's certificates live under dir, so
+	// that removing dir removes everything, and a process left over from a
+	// crashed run can be recognised by its arguments.
+	certDir, dataDir := filepath.Join(dir, "apiserver"), filepath.Join(dir, "etcd")
+	for _, d := range []string{certDir, dataDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     []string{crdDir},
 		ErrorIfCRDPathMissing: true,
+		// A busy machine (a parallel `go test ./...`) can be slow to start
+		// kube-apiserver.
+		ControlPlaneStartTimeout: 2 * time.Minute,
 	}
+	env.ControlPlane.APIServer = &envtest.APIServer{CertDir: certDir}
+	env.ControlPlane.Etcd = &envtest.Etcd{DataDir: dataDir}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting the control plane: %w", err)

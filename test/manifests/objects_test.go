@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -218,15 +217,12 @@ func sortedRules(perms map[rule]bool) []string {
 	return out
 }
 
-// diff is cmp.Diff with a hint of what was compared.
+// diff is cmp.Diff, cut short: a CRD's diff can run to pages.
 func diff(want, got any) string {
-	return cmp.Diff(want, got)
-}
-
-// firstLine shortens an error for a failure message.
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
+	const max = 4000
+	d := cmp.Diff(want, got)
+	if len(d) > max {
+		d = d[:max] + fmt.Sprintf("\n... (%d more bytes)", len(d)-max)
 	}
-	return s
+	return d
 }

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const (
+	workerSample       = "../../config/samples/firewall_v1alpha1_nodefirewallpolicy_worker.yaml"
+	controlPlaneSample = "../../config/samples/firewall_v1alpha1_nodefirewallpolicy_control_plane.yaml"
+	strictOutputSample = "../../config/samples/firewall_v1alpha1_nodefirewallpolicy_strict_output.yaml"
+)
+
+// Rules of the samples, as rendered.
+var (
+	workerRules = []string{
+		`meta l4proto udp th dport 8472 counter accept comment "worker/flannel-vxlan"`,
+		`meta l4proto tcp th dport 10250 counter accept comment "worker/kubelet"`,
+		`meta l4proto tcp th dport 30000-32767 counter accept comment "worker/nodeports"`,
+		`ip saddr 10.244.0.0/16 counter accept comment "worker/pod-cidr-from"`,
+		`ip daddr 10.244.0.0/16 counter accept comment "worker/pod-cidr-to"`,
+	}
+	controlPlaneRules = []string{
+		`meta l4proto udp th dport 8472 counter accept comment "control-plane/flannel-vxlan"`,
+		`meta l4proto tcp th dport 6443 counter accept comment "control-plane/kube-apiserver"`,
+		`meta l4proto tcp th dport 2379-2380 counter accept comment "control-plane/etcd"`,
+		`meta l4proto tcp th dport 10250 counter accept comment "control-plane/kubelet"`,
+		`meta l4proto tcp th dport 10251 counter accept comment "control-plane/kube-scheduler"`,
+		`meta l4proto tcp th dport 10252 counter accept comment "control-plane/kube-controller-manager"`,
+		`ip saddr 10.244.0.0/16 counter accept comment "control-plane/pod-cidr-from"`,
+		`ip daddr 10.244.0.0/16 counter accept comment "control-plane/pod-cidr-to"`,
+	}
+)
+
+func TestRenderSamples(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		// want are lines the ruleset must hold, wantNot substrings no
+		// line may hold.
+		want    []string
+		wantNot []string
+	}{
+		{
+			name: "worker sample, worker node",
+			args: []string{"-f", workerSample, "--node-labels", "zone=a"},
+			want: append([]string{
+				"# node node zone=a: policies worker",
+				"type filter hook input priority 10; policy drop;",
+				"type filter hook forward priority 10; policy accept;",
+			}, workerRules...),
+			wantNot: []string{"control-plane/", "kube-apiserver", "2379-2380 counter accept comment"},
+		},
+		{
+			name: "worker sample, control-plane node",
+			args: []string{"-f", workerSample, "--node-labels", "node-role.kubernetes.io/control-plane="},
+			want: []string{
+				"# node node node-role.kubernetes.io/control-plane=: policies \n",
+				"type filter hook input priority 10; policy accept;",
+			},
+			wantNot: []string{"worker/"},
+		},
+		{
+			name: "both samples, worker node",
+			args: []string{"-f", workerSample, "-f", controlPlaneSample, "--node-labels", "zone=a", "--node-name", "w1"},
+			want: append([]string{
+				"# node w1 zone=a: policies worker",
+				"type filter hook input priority 10; policy drop;",
+			}, workerRules...),
+			wantNot: []string{"control-plane/", "th dport 6443 counter"},
+		},
+		{
+			name: "both samples, control-plane node",
+			args: []string{"-f", workerSample, "-f", controlPlaneSample, "--node-labels", "node-role.kubernetes.io/control-plane="},
+			want: append([]string{
+				"policies control-plane",
+				"type filter hook input priority 10; policy drop;",
+			}, controlPlaneRules...),
+			wantNot: []string{"worker/", "30000-32767"},
+		},
+		{
+			name: "failsafes",
+			args: []string{"-f", workerSample},
+			want: []string{
+				`meta l4proto tcp th dport { 22, 2379-2380, 6443, 10250 } counter accept comment "nodefw: failsafe tcp"`,
+				`meta l4proto udp th dport 67-68 counter accept comment "nodefw: failsafe udp"`,
+				`meta l4proto tcp th dport { 53, 6443 } counter accept comment "nodefw: failsafe tcp"`,
+				`meta l4proto udp th dport { 53, 67-68 } counter accept comment "nodefw: failsafe udp"`,
+			},
+		},
+		{
+			name:    "no failsafes",
+			args:    []string{"-f", workerSample, "--failsafe-inbound", "none", "--failsafe-outbound", "none"},
+			want:    workerRules,
+			wantNot: []string{"failsafe"},
+		},
+		{
+			name: "other failsafes and table",
+			args: []string{"-f", workerSample, "--failsafe-inbound", "tcp:2222", "--failsafe-outbound", "none", "--table", "fw"},
+			want: []string{
+				"table inet fw {",
+				`meta l4proto tcp th dport 2222 counter accept comment "nodefw: failsafe tcp"`,
+			},
+			wantNot: []string{"table inet nodefw", "6443"},
+		},
+		{
+			name: "audit mode",
+			args: []string{"-f", strictOutputSample},
+			want: []string{
+				"type filter hook output priority 10; policy accept;",
+				`ip daddr 192.168.0.10 counter accept comment "strict-output/to-control-plane"`,
+				`counter limit rate 10/minute burst 5 packets log prefix "nodefw-audit default-drop output: " comment "nodefw: audit default-drop"`,
+			},
+			wantNot: []string{"policy drop;"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, stderr := runCLI(t, "", append([]string{"render"}, tt.args...)...)
+			if code != 0 {
+				t.Fatalf("exit code %d\nstderr:\n%s", code, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("ruleset does not contain %q:\n%s", w, out)
+				}
+			}
+			for _, w := range tt.wantNot {
+				if strings.Contains(out, w) {
+					t.Errorf("ruleset contains %q:\n%s", w, out)
+				}
+			}
+			nftCheck(t, out)
+		})
+	}
+}
+
+// TestRenderIsReproducible checks that the same input renders the same
+// text, whatever the order of the files: a diff in review then means a
+// change in the ruleset.
+func TestRenderIsReproducible(t *testing.T) {
+	args := []string{"render", "-f", workerSample, "-f", controlPlaneSample, "-f", strictOutputSample, "--node-labels", "zone=a,node-role.kubernetes.io/worker="}
+	_, first, _ := runCLI(t, "", args...)
+	_, again, _ := runCLI(t, "", args...)
+	reversed := []string{"render", "-f", strictOutputSample, "-f", controlPlaneSample, "-f", workerSample, "--node-labels", "node-role.kubernetes.io/worker=,zone=a"}
+	_, rev, _ := runCLI(t, "", reversed...)
+	if first != again || first != rev {
+		t.Errorf("renderings differ:\n%s\n---\n%s\n---\n%s", first, again, rev)
+	}
+	if !strings.Contains(first, "policies worker, strict-output") {
+		t.Errorf("policies not in evaluation order:\n%s", first)
+	}
+}
+
+func TestRenderMultiDocumentAndDefaults(t *testing.T) {
+	// A file mixing kinds, as a kustomize build prints it: only policies
+	// count, and an absent priority takes the CRD's default (1000), so
+	// "late" with priority 2000 comes after "default".
+	const manifests = `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: unrelated
+---
+apiVersion: firewall.nodefw.io/v1alpha1
+kind: NodeFirewallPolicy
+metadata:
+  name: late
+spec:
+  nodeSelector: {}
+  priority: 2000
+  rules:
+    - {name: ssh, chain: Input, protocol: TCP, ports: [{port: 2222}], action: Drop}
+---
+apiVersion: firewall.nodefw.io/v1alpha1
+kind: NodeFirewallPolicy
+metadata:
+  name: default
+spec:
+  nodeSelector: {}
+  rules:
+    - {name: web, chain: Input, protocol: TCP, ports: [{port: 443}], action: Accept}
+`
+	path := filepath.Join(t.TempDir(), "all.yaml")
+	if err := os.WriteFile(path, []byte(manifests), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCLI(t, "", "render", "-f", path)
+	if code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, stderr)
+	}
+	web := strings.Index(out, `comment "default/web"`)
+	ssh := strings.Index(out, `meta l4proto tcp th dport 2222 counter drop comment "late/ssh"`)
+	if web < 0 || ssh < 0 || web > ssh {
+		t.Errorf("want default/web before late/ssh:\n%s", out)
+	}
+	nftCheck(t, out)
+}
+
+func TestRenderRejectsUnknownFields(t *testing.T) {
+	const policy = `apiVersion: firewall.nodefw.io/v1alpha1
+kind: NodeFirewallPolicy
+metadata:
+  name: typo
+spec:
+  nodeSelector: {}
+  rules:
+    - {name: ssh, chain: Input, protocol: TCP, port: 22, action: Accept}
+`
+	path := filepath.Join(t.TempDir(), "typo.yaml")
+	if err := os.WriteFile(path, []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runCLI(t, "", "render", "-f", path)
+	if code != 1 || !strings.Contains(stderr, "port") {
+		t.Errorf("exit code %d, stderr %q: want 1 and the unknown field named", code, stderr)
+	}
+}
+
+// nftCheck has nft parse and check the ruleset against the kernel without
+// committing it (`nft -c`), when nft is installed and we may use it.
+func nftCheck(t *testing.T, ruleset string) {
+	t.Helper()
+	nft, err := exec.LookPath("nft")
+	if err != nil {
+		t.Log("nft not installed: ruleset not checked by nft")
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Log("not root: ruleset not checked by nft")
+		return
+	}
+	cmd := exec.Command(nft, "-c", "-f", "-")
+	cmd.Stdin = strings.NewReader(ruleset)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Errorf("nft -c -f - rejects the ruleset: %v\n%s\nruleset:\n%s", err, stderr.String(), ruleset)
+	}
+}

@@ -1,0 +1,81 @@
+package testbed
+
+import "strings"
+
+// Port is a probed port and what it is for.
+type Port struct {
+	Proto Proto
+	Port  uint16
+	Note  string
+}
+
+// The ports of the classic hardening table that config/samples implements,
+// and their neighbours that no policy opens.
+var (
+	// ControlPlaneAccepted are the ports a control-plane node accepts.
+	ControlPlaneAccepted = []Port{
+		{UDP, 8472, "flannel VXLAN"},
+		{TCP, 6443, "kube-apiserver"},
+		{TCP, 2379, "etcd client"},
+		{TCP, 2380, "etcd peer"},
+		{TCP, 10250, "kubelet"},
+		{TCP, 10251, "kube-scheduler"},
+		{TCP, 10252, "kube-controller-manager"},
+	}
+	// ControlPlaneDropped are ports next to them, and others nobody opens.
+	ControlPlaneDropped = []Port{
+		{TCP, 2378, "below etcd"},
+		{TCP, 2381, "above etcd"},
+		{TCP, 10249, "below kubelet"},
+		{TCP, 10253, "above controller-manager"},
+		{TCP, 30080, "NodePort (workers only)"},
+		{TCP, 8080, "not listed"},
+	}
+	// WorkerAccepted are the ports a worker accepts.
+	WorkerAccepted = []Port{
+		{UDP, 8472, "flannel VXLAN"},
+		{TCP, 10250, "kubelet"},
+		{TCP, 30000, "NodePort range start"},
+		{TCP, 31000, "NodePort"},
+		{TCP, 32767, "NodePort range end"},
+	}
+	// WorkerDropped are ports a worker drops.
+	WorkerDropped = []Port{
+		{TCP, 29999, "below NodePort range"},
+		{TCP, 8080, "not listed"},
+	}
+)
+
+// Checks builds one check per port, from one host to another, all
+// expecting want.
+func (c *Cluster) Checks(from, to string, want Verdict, ports ...Port) []Check {
+	f, t := c.Host(from), c.Host(to)
+	out := make([]Check, 0, len(ports))
+	for _, p := range ports {
+		out = append(out, Check{From: f, To: t, Proto: p.Proto, Port: p.Port, Want: want, Note: p.Note})
+	}
+	return out
+}
+
+// PodCheck is a TCP probe from one pod (or node) to another pod's
+// listener, which crosses the nodes' Forward chains.
+func (c *Cluster) PodCheck(from, to string, want Verdict) Check {
+	note := "pod to pod, forwarded"
+	if !strings.HasSuffix(from, "/pod") {
+		note = "node to pod"
+	}
+	return Check{From: c.Host(from), To: c.Host(to), Proto: TCP, Port: PodTCPPort, Want: want, Note: note}
+}
+
+// SeedChecks are the probes of the hardening table with the samples
+// applied: worker-1 to cp-1, cp-1 to worker-1, and a pod on worker-1 to a
+// pod on worker-2.
+func (c *Cluster) SeedChecks() []Check {
+	var out []Check
+	out = append(out, c.Checks("worker-1", "cp-1", Accepted, ControlPlaneAccepted...)...)
+	out = append(out, c.Checks("worker-1", "cp-1", Dropped, ControlPlaneDropped...)...)
+	out = append(out, c.Checks("cp-1", "worker-1", Accepted, WorkerAccepted...)...)
+	out = append(out, c.Checks("cp-1", "worker-1", Dropped, WorkerDropped...)...)
+	out = append(out, c.PodCheck("worker-1/pod", "worker-2/pod", Accepted))
+	return out
+}

@@ -1,0 +1,227 @@
+package manifests
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apiserver/pkg/admission/plugin/policy/validating"
+	"k8s.io/apiserver/pkg/cel/openapi/resolver"
+	"k8s.io/client-go/discovery"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+)
+
+const nodeNameExtra = "authentication.kubernetes.io/node-name"
+
+// TestAgentAdmissionPolicy applies config/default's admission policy and
+// the agent's RBAC to a real API server, then acts as the agent of node-a.
+func TestAgentAdmissionPolicy(t *testing.T) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, or set it to the directory that hack/envtest-assets.sh prints (kube-apiserver and etcd)")
+	}
+	objs := buildKustomize(t, "config/default")
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(fwv1.AddToScheme(scheme))
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(repoRoot, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		Scheme:                scheme,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("starting envtest: %v", err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+
+	admin, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The policy, and the agent's ClusterRole and binding, as deployed.
+	for _, k := range []objKey{
+		{"ValidatingAdmissionPolicy", "", admissionPolicy},
+		{"ValidatingAdmissionPolicyBinding", "", admissionPolicy},
+		{"ClusterRole", "", agentRole},
+		{"ClusterRoleBinding", "", "nodefw-agent-rolebinding"},
+	} {
+		if err := admin.Create(ctx, objs.get(t, k.Kind, k.Namespace, k.Name).DeepCopy()); err != nil {
+			t.Fatalf("creating %s: %v", k, err)
+		}
+	}
+	// RBAC to create and delete too, so that what refuses those below is
+	// the policy.
+	wider := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "test-agent-create-delete"},
+		Rules: []rbacv1.PolicyRule{{
+			APIGroups: []string{fwGroup}, Resources: []string{"nodefirewalls"}, Verbs: []string{"create", "delete"},
+		}},
+	}
+	widerBinding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "test-agent-create-delete"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: wider.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: agentName, Namespace: agentNamespace}},
+	}
+	for _, o := range []client.Object{wider, widerBinding} {
+		if err := admin.Create(ctx, o); err != nil {
+			t.Fatalf("creating %s: %v", o.GetName(), err)
+		}
+	}
+
+	spec := fwv1.NodeFirewallSpec{DefaultActions: fwv1.DefaultActions{
+		Input: fwv1.ChainPolicyAccept, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyAccept,
+	}}
+	for _, name := range []string{"node-a", "node-b"} {
+		nfw := &fwv1.NodeFirewall{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}
+		if err := admin.Create(ctx, nfw); err != nil {
+			t.Fatalf("creating NodeFirewall %s: %v", name, err)
+		}
+	}
+
+	// The agent of node-a, as its pod-bound token authenticates it.
+	agentA := impersonate(t, cfg, scheme, map[string][]string{nodeNameExtra: {"node-a"}})
+
+	// Policies take effect a moment after they are created: wait until
+	// the agent of node-a is refused node-b's status.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := writeStatus(ctx, agentA, "node-b", 1)
+		if isPolicyDenial(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the admission policy never took effect; last answer: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// Type-check the policy against the CRD's schema as the API server's
+	// status controller would (envtest runs no controller manager): the
+	// expressions must compile against NodeFirewall's fields. The broken
+	// copy shows that the check sees those fields at all.
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checker := &validating.TypeChecker{
+		SchemaResolver: &resolver.ClientDiscoveryResolver{Discovery: dc},
+		RestMapper:     admin.RESTMapper(),
+	}
+	vap := into[admissionv1.ValidatingAdmissionPolicy](t, objs.get(t, "ValidatingAdmissionPolicy", "", admissionPolicy))
+	for _, w := range checker.Check(vap) {
+		t.Errorf("policy type-check warning at %s: %s", w.FieldRef, w.Warning)
+	}
+	broken := vap.DeepCopy()
+	broken.Spec.Validations = []admissionv1.Validation{{Expression: "object.spec.noSuchField == 1"}}
+	if len(checker.Check(broken)) == 0 {
+		t.Error("the type check does not see NodeFirewall's schema: it passed an unknown field")
+	}
+
+	allowed := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Errorf("%s: refused: %v", what, err)
+		}
+	}
+	denied := func(what string, err error, reason string) {
+		t.Helper()
+		switch {
+		case err == nil:
+			t.Errorf("%s: allowed, want refused by the admission policy", what)
+		case !isPolicyDenial(err):
+			t.Errorf("%s: refused, but not by the admission policy: %v", what, err)
+		case !strings.Contains(err.Error(), reason):
+			t.Errorf("%s: refused for another reason than %q: %v", what, reason, err)
+		}
+	}
+
+	// What the agent does: its own node's status and its finalizer.
+	allowed("status of its own NodeFirewall", writeStatus(ctx, agentA, "node-a", 3))
+	allowed("adding its finalizer", patch(ctx, agentA, "node-a", `{"metadata":{"finalizers":["`+agentFinalizer+`"]}}`))
+	allowed("removing its finalizer", patch(ctx, agentA, "node-a", `{"metadata":{"finalizers":null}}`))
+
+	// What it may not.
+	denied("status of another node's NodeFirewall", writeStatus(ctx, agentA, "node-b", 3), "may only write NodeFirewall node-a")
+	denied("finalizer on another node's NodeFirewall",
+		patch(ctx, agentA, "node-b", `{"metadata":{"finalizers":["`+agentFinalizer+`"]}}`), "may only write NodeFirewall node-a")
+	denied("spec of its own NodeFirewall", patch(ctx, agentA, "node-a", `{"spec":{"defaultActions":{"input":"Drop"}}}`), "spec")
+	denied("labels of its own NodeFirewall", patch(ctx, agentA, "node-a", `{"metadata":{"labels":{"x":"y"}}}`), "labels")
+	denied("another finalizer on its own NodeFirewall",
+		patch(ctx, agentA, "node-a", `{"metadata":{"finalizers":["example.com/other"]}}`), "only its own finalizer")
+	denied("creating a NodeFirewall", agentA.Create(ctx, &fwv1.NodeFirewall{ObjectMeta: metav1.ObjectMeta{Name: "node-a-2"}}), "CREATE")
+	denied("deleting its own NodeFirewall", agentA.Delete(ctx, &fwv1.NodeFirewall{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}), "DELETE")
+
+	// A token that names no node gets nothing.
+	unbound := impersonate(t, cfg, scheme, nil)
+	denied("status write with a token naming no node", writeStatus(ctx, unbound, "node-a", 4), "names no node")
+
+	// The policy concerns the agent alone: anyone else is left to RBAC.
+	allowed("an administrator changing node-b's spec", patch(ctx, admin, "node-b", `{"spec":{"defaultActions":{"input":"Drop"}}}`))
+	got := &fwv1.NodeFirewall{}
+	if err := admin.Get(ctx, client.ObjectKey{Name: "node-a"}, got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.DefaultActions.Input != fwv1.ChainPolicyAccept || got.Status.RuleCount != 3 {
+		t.Errorf("node-a after the agent's attempts: spec %+v, status ruleCount %d; want the spec untouched and ruleCount 3",
+			got.Spec.DefaultActions, got.Status.RuleCount)
+	}
+}
+
+// impersonate returns a client acting as the agent's service account, with
+// the given user extras.
+func impersonate(t *testing.T, cfg *rest.Config, scheme *runtime.Scheme, extra map[string][]string) client.Client {
+	t.Helper()
+	c := rest.CopyConfig(cfg)
+	c.Impersonate = rest.ImpersonationConfig{
+		UserName: agentUser,
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + agentNamespace, "system:authenticated"},
+		Extra:    extra,
+	}
+	cl, err := client.New(c, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// writeStatus updates the status of a NodeFirewall, as the agent does.
+func writeStatus(ctx context.Context, c client.Client, name string, rules int32) error {
+	nfw := &fwv1.NodeFirewall{}
+	if err := c.Get(ctx, client.ObjectKey{Name: name}, nfw); err != nil {
+		return err
+	}
+	nfw.Status.RuleCount = rules
+	nfw.Status.ObservedGeneration = nfw.Generation
+	return c.Status().Update(ctx, nfw)
+}
+
+// patch merge-patches a NodeFirewall.
+func patch(ctx context.Context, c client.Client, name, data string) error {
+	nfw := &fwv1.NodeFirewall{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	return c.Patch(ctx, nfw, client.RawPatch(types.MergePatchType, []byte(data)))
+}
+
+// isPolicyDenial reports whether err is nodefw's admission policy refusing
+// a request.
+func isPolicyDenial(err error) bool {
+	return err != nil && (apierrors.IsForbidden(err) || apierrors.IsInvalid(err)) &&
+		strings.Contains(err.Error(), admissionPolicy)
+}
