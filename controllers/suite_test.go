@@ -5,16 +5,20 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -54,6 +58,8 @@ func runSuite(m *testing.M) int {
 	}
 	defer func() { _ = env.Stop() }()
 
+	// Many objects are written in the fan-out test: no client-side throttling.
+	cfg.QPS, cfg.Burst = 2000, 4000
 	k8sClient, err = client.New(cfg, client.Options{Scheme: testScheme})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "creating client: %v\n", err)
@@ -69,7 +75,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	reconciler = &NodeFirewallPolicyReconciler{
-		Client:           mgr.GetClient(),
+		Client:           countWrites(mgr.GetClient()),
 		Recorder:         mgr.GetEventRecorder("nodefw-controller"),
 		WriteConcurrency: 8,
 		FailsafeInbound:  compile.DefaultFailsafeInbound(),
@@ -94,6 +100,57 @@ func zapLevel() zapcore.Level {
 		return -1
 	}
 	return 1
+}
+
+// controllerWrites counts the controller's API writes by kind and verb.
+var controllerWrites sync.Map // "Kind/verb" -> *atomic.Int64
+
+func countWrite(obj client.Object, verb string) {
+	kind := fmt.Sprintf("%T", obj)
+	v, _ := controllerWrites.LoadOrStore(kind+"/"+verb, new(atomic.Int64))
+	v.(*atomic.Int64).Add(1)
+}
+
+func writesSnapshot() map[string]int64 {
+	out := map[string]int64{}
+	controllerWrites.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return out
+}
+
+// noWatch adapts the manager's cached client to the interceptor, which
+// wants a watching client; the controller never watches through it.
+type noWatch struct{ client.Client }
+
+func (noWatch) Watch(context.Context, client.ObjectList, ...client.ListOption) (watch.Interface, error) {
+	return nil, fmt.Errorf("watch is not supported")
+}
+
+func countWrites(c client.Client) client.Client {
+	return interceptor.NewClient(noWatch{c}, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			countWrite(obj, "create")
+			return c.Create(ctx, obj, opts...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			countWrite(obj, "update")
+			return c.Update(ctx, obj, opts...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			countWrite(obj, "patch")
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			countWrite(obj, "delete")
+			return c.Delete(ctx, obj, opts...)
+		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			countWrite(obj, sub+"-update")
+			return c.SubResource(sub).Update(ctx, obj, opts...)
+		},
+	})
 }
 
 // eventually polls cond until it returns nil or the timeout passes.

@@ -1,0 +1,159 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/status"
+)
+
+// fanOutNodes is the cluster size of the fan-out test; `make bench` sets
+// NODEFW_FANOUT_NODES=1000.
+func fanOutNodes() int {
+	if n, err := strconv.Atoi(os.Getenv("NODEFW_FANOUT_NODES")); err == nil && n > 0 {
+		return n
+	}
+	return 100
+}
+
+// simulateAgents acknowledges every NodeFirewall of the given nodes whose
+// generation has not been reported yet, as node agents would, until ctx ends.
+func simulateAgents(ctx context.Context, t *testing.T, prefix string) {
+	for ctx.Err() == nil {
+		var list fwv1.NodeFirewallList
+		if err := k8sClient.List(ctx, &list); err != nil {
+			continue
+		}
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 32)
+		for i := range list.Items {
+			nfw := &list.Items[i]
+			if len(nfw.Name) < len(prefix) || nfw.Name[:len(prefix)] != prefix || nfw.Status.ObservedGeneration == nfw.Generation {
+				continue
+			}
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				nfw.Status = status.NodeApplied(nfw, len(nfw.Spec.Rules), metav1.Now())
+				_ = k8sClient.Status().Update(ctx, nfw)
+			}()
+		}
+		wg.Wait()
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestFanOut measures one policy change that touches half of the cluster's
+// nodes: the time until the policy is Ready again with simulated agents, and
+// the writes the controller made. Nodes whose rules did not change must not
+// be written.
+func TestFanOut(t *testing.T) {
+	n := fanOutNodes()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	prefix := "t10-"
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			half := "even"
+			if i%2 == 1 {
+				half = "odd"
+			}
+			newNode(t, fmt.Sprintf("%snode-%04d", prefix, i), map[string]string{"t10": "yes", "t10-half": half})
+		}()
+	}
+	wg.Wait()
+	go simulateAgents(ctx, t, prefix)
+
+	base := newPolicy(t, &fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "t10-base"},
+		Spec: fwv1.NodeFirewallPolicySpec{
+			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"t10": "yes"}},
+			Rules:        []fwv1.Rule{tcpRule("ssh", 22)},
+		},
+	})
+	odd := newPolicy(t, &fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "t10-odd"},
+		Spec: fwv1.NodeFirewallPolicySpec{
+			NodeSelector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "t10-half", Operator: metav1.LabelSelectorOpIn, Values: []string{"odd"}}}},
+			Rules: []fwv1.Rule{tcpRule("v1", 1000)},
+		},
+	})
+	ready := func(name string, timeout time.Duration) time.Duration {
+		start := time.Now()
+		eventually(t, timeout, func() error {
+			p, err := getPolicy(name)
+			if err != nil {
+				return err
+			}
+			c := condition(p, fwv1.ConditionReady)
+			if c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != p.Generation {
+				return fmt.Errorf("%s not Ready: applied %d of %d", name, p.Status.AppliedNodes, p.Status.MatchedNodes)
+			}
+			return nil
+		})
+		return time.Since(start)
+	}
+	ready(base.Name, 120*time.Second)
+	ready(odd.Name, 120*time.Second)
+
+	versions := map[string]string{}
+	var list fwv1.NodeFirewallList
+	if err := k8sClient.List(ctx, &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, nfw := range list.Items {
+		versions[nfw.Name] = nfw.ResourceVersion
+	}
+
+	before := writesSnapshot()
+	start := time.Now()
+	cur, _ := getPolicy(odd.Name)
+	cur.Spec.Rules = []fwv1.Rule{tcpRule("v2", 2000)}
+	if err := k8sClient.Update(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	ready(odd.Name, 120*time.Second)
+	elapsed := time.Since(start)
+	after := writesSnapshot()
+	writes := map[string]int64{}
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			writes[k] = d
+		}
+	}
+
+	// Only the odd half's NodeFirewalls may have been written by the controller.
+	if err := k8sClient.List(ctx, &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, nfw := range list.Items {
+		var i int
+		if _, err := fmt.Sscanf(nfw.Name, prefix+"node-%d", &i); err != nil {
+			continue
+		}
+		if i%2 == 0 && versions[nfw.Name] != nfw.ResourceVersion {
+			t.Errorf("NodeFirewall %s changed although its rules did not", nfw.Name)
+		}
+	}
+	nfwUpdates := writes["*v1alpha1.NodeFirewall/update"]
+	if want := int64(n / 2); nfwUpdates != want {
+		t.Errorf("controller updated %d NodeFirewalls, want %d (the odd half)", nfwUpdates, want)
+	}
+	t.Logf("fan-out: %d nodes, one policy change touching %d: Ready after %v; controller writes %v", n, n/2, elapsed.Round(time.Millisecond), writes)
+	fmt.Printf("FANOUT nodes=%d touched=%d ready_ms=%d nfw_updates=%d writes=%v\n", n, n/2, elapsed.Milliseconds(), nfwUpdates, writes)
+}
