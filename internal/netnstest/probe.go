@@ -95,7 +95,7 @@ func ProbeTCP(from *NS, addr netip.Addr, port uint16, opts ...ProbeOption) (Verd
 // that it can read ICMP errors from the socket's error queue. The kernel
 // keeps an ICMP error for a SYN as a soft error, to be acted on only at the
 // next retransmission, when it arrives while the connecting call still holds
-// the socket, as happens between namespaces on one machine; the error queue
+// the socket, as happens when both ends share one kernel; the error queue
 // reports it at once.
 func tcpConnect(src, dst netip.Addr, port uint16, timeout time.Duration) (Verdict, error) {
 	dst = dst.Unmap()

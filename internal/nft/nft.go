@@ -159,7 +159,11 @@ func (p *Programmer) checkTable(rs *compile.Ruleset) error {
 // Apply replaces the table with rs in one netlink batch, which the kernel
 // commits atomically: add the table (so that deleting it cannot fail),
 // delete it, then add it again with its chains, sets and rules. Other
-// tables are not touched. On error the kernel keeps the previous table.
+// tables are not touched. A model rule that both logs and has a verdict
+// becomes two kernel rules, since an exceeded log limit would otherwise skip
+// the verdict. When the kernel refuses the batch it keeps the previous table
+// whole; when reading its answer fails (say, ENOBUFS) the batch may have
+// been committed, and InSync tells.
 func (p *Programmer) Apply(rs *compile.Ruleset) error {
 	if err := p.checkTable(rs); err != nil {
 		return err
@@ -401,18 +405,4 @@ func (p *Programmer) drift(c *nftables.Conn, kt *nftables.Table, pl *plan) (stri
 		}
 	}
 	return "", nil
-}
-
-// RuleCount is the number of kernel rules rs is programmed as: a rule that
-// both logs and has a verdict takes two.
-func RuleCount(rs *compile.Ruleset) (int, error) {
-	pl, err := buildPlan(rs, "")
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, c := range pl.chains {
-		n += len(c.rules)
-	}
-	return n, nil
 }

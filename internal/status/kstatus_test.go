@@ -324,6 +324,36 @@ func TestKstatusPolicy(t *testing.T) {
 			want: kstatus.CurrentStatus,
 		},
 		{
+			name: "rollout halted",
+			build: func(t *testing.T) *fwv1.NodeFirewallPolicy {
+				c := ksResolve(t, ksPolicy(), ksNodes("a", "b"))
+				c.applied(t, "a")
+				c.probs = append(c.probs, resolve.Problem{
+					Policy: "worker", Reason: resolve.ReasonRolloutHalted,
+					Message: "node b reverted generation 1: rollout halted",
+				})
+				return c.rollUp()
+			},
+			want: kstatus.FailedStatus,
+		},
+		{
+			name: "all nodes applied, a rule shadowed by a failsafe port",
+			build: func(t *testing.T) *fwv1.NodeFirewallPolicy {
+				c := ksResolve(t, ksPolicy(), ksNodes("a"))
+				c.applied(t, "a")
+				c.probs = append(c.probs, resolve.Problem{
+					Policy: "worker", Reason: resolve.ReasonFailsafeShadowed,
+					Message: "rule no-ssh drops TCP 22, which the failsafe ports accept first",
+				})
+				p := c.rollUp()
+				if !ksHasTrue(p.Status.Conditions, status.ConditionFailsafeShadowed) {
+					t.Fatalf("conditions %+v: want %s=True", p.Status.Conditions, status.ConditionFailsafeShadowed)
+				}
+				return p
+			},
+			want: kstatus.CurrentStatus,
+		},
+		{
 			name: "stale observedGeneration: spec edited after the roll-up",
 			build: func(t *testing.T) *fwv1.NodeFirewallPolicy {
 				c := ksResolve(t, ksPolicy(), ksNodes("a", "b"))
@@ -418,6 +448,15 @@ func TestKstatusNodeFirewall(t *testing.T) {
 			build: func(t *testing.T) *fwv1.NodeFirewall {
 				n := nfw(t)
 				n.Status = status.NodeFailed(n, status.ReasonInvalidSpec, errors.New("rules[0].sources[0]: not an address"))
+				return n
+			},
+			want: kstatus.FailedStatus,
+		},
+		{
+			name: "NodeFailed, reverted after losing the control plane",
+			build: func(t *testing.T) *fwv1.NodeFirewall {
+				n := nfw(t)
+				n.Status = status.NodeFailed(n, status.ReasonReverted, errors.New("generation 1 cut the node off from its control plane"))
 				return n
 			},
 			want: kstatus.FailedStatus,

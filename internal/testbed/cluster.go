@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -214,7 +216,22 @@ func (c *Cluster) start(ctx context.Context) error {
 		return err
 	}
 
-	c.logf("starting one agent per node (resync every %s)", c.opts.ResyncPeriod)
+	c.logf("starting listeners: TCP %s and UDP echo %s in every node, TCP %d in every pod; "+
+		"tcp/6443 of the control plane leads to the API server",
+		portList(NodeTCPPorts), portList(NodeUDPPorts), PodTCPPort)
+	if err := c.startListeners(); err != nil {
+		return err
+	}
+
+	// Agents confirm every new ruleset by reaching the API server from
+	// inside their node, as on a real node: through the control plane's
+	// tcp/6443 on the LAN.
+	cpAddrs := c.ControlPlaneAddrs()
+	if len(cpAddrs) == 0 {
+		return errors.New("the topology has no control-plane node")
+	}
+	confirm := netip.AddrPortFrom(cpAddrs[0], APIServerPort).String()
+	c.logf("starting one agent per node (resync every %s, rulesets confirmed by reaching %s)", c.opts.ResyncPeriod, confirm)
 	for _, n := range c.Nodes {
 		n.Agent, err = StartProcess(c.Dir, "agent-"+n.Name, filepath.Join(binDir, "agent"),
 			"--kubeconfig", c.Kubeconfig,
@@ -223,16 +240,11 @@ func (c *Cluster) start(ctx context.Context) error {
 			"--metrics-bind-address", "0",
 			"--health-probe-bind-address", "0",
 			"--resync-period", c.opts.ResyncPeriod.String(),
-			"--failsafe-inbound", c.opts.FailsafeInbound)
+			"--failsafe-inbound", c.opts.FailsafeInbound,
+			"--confirm-endpoint", confirm)
 		if err != nil {
 			return err
 		}
-	}
-
-	c.logf("starting listeners: TCP %s and UDP echo %s in every node, TCP %d in every pod",
-		portList(NodeTCPPorts), portList(NodeUDPPorts), PodTCPPort)
-	if err := c.startListeners(); err != nil {
-		return err
 	}
 
 	c.logf("waiting for every agent to program its node")
@@ -414,9 +426,23 @@ func (c *Cluster) createNodes(ctx context.Context) error {
 	return nil
 }
 
+// APIServerPort is where control-plane nodes serve the API server on the LAN.
+const APIServerPort = 6443
+
 func (c *Cluster) startListeners() error {
+	u, err := url.Parse(c.ControlPlane.Config.Host)
+	if err != nil {
+		return fmt.Errorf("API server address %q: %w", c.ControlPlane.Config.Host, err)
+	}
 	for _, n := range c.Nodes {
-		if err := n.NS.ServeTCP(NodeTCPPorts...); err != nil {
+		ports := NodeTCPPorts
+		if n.ControlPlane {
+			ports = slices.DeleteFunc(slices.Clone(ports), func(p uint16) bool { return p == APIServerPort })
+			if err := n.NS.ServeTCPProxy(APIServerPort, u.Host); err != nil {
+				return err
+			}
+		}
+		if err := n.NS.ServeTCP(ports...); err != nil {
 			return err
 		}
 		if err := n.NS.ServeUDPEcho([]netip.Addr{n.Addr, n.Gateway}, NodeUDPPorts...); err != nil {

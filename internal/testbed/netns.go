@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -266,4 +267,53 @@ func (n *NS) ServeUDPEcho(addrs []netip.Addr, ports ...uint16) error {
 		}()
 	}
 	return nil
+}
+
+// ServeTCPProxy listens on port on every IPv4 address of the namespace and
+// relays each connection to upstream (host:port), dialled from the
+// machine's own namespace. It makes a service of the machine, such as the
+// API server on loopback, reachable from inside the namespace.
+func (n *NS) ServeTCPProxy(port uint16, upstream string) error {
+	var l net.Listener
+	err := n.Do(func() error {
+		var err error
+		l, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
+		if err != nil {
+			return fmt.Errorf("listening on tcp/%d in %s: %w", port, n.Name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	n.track(l)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			go relay(c, upstream)
+		}
+	}()
+	return nil
+}
+
+// relay copies between down and a new connection to upstream until either
+// side closes. Goroutines that are not locked to a thread run in the
+// machine's own namespace, so the dial reaches the machine's loopback.
+func relay(down net.Conn, upstream string) {
+	defer down.Close()
+	up, err := net.DialTimeout("tcp", upstream, 5*time.Second)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(up, down); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(down, up); done <- struct{}{} }()
+	<-done
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 )
@@ -34,6 +36,7 @@ func TestAgentAdmissionPolicy(t *testing.T) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		t.Fatal("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, or set it to the directory that hack/envtest-assets.sh prints (kube-apiserver and etcd)")
 	}
+	log.SetLogger(logr.Discard())
 	objs := buildKustomize(t, "config/default")
 
 	scheme := runtime.NewScheme()
@@ -96,14 +99,16 @@ func TestAgentAdmissionPolicy(t *testing.T) {
 		}
 	}
 
-	// The agent of node-a, as its pod-bound token authenticates it.
+	// The agent of node-a, as its pod-bound token authenticates it, and
+	// the agent with a token that names no node.
 	agentA := impersonate(t, cfg, scheme, map[string][]string{nodeNameExtra: {"node-a"}})
+	unbound := impersonate(t, cfg, scheme, nil)
 
 	// Policies take effect a moment after they are created: wait until
-	// the agent of node-a is refused node-b's status.
+	// the token naming no node is refused.
 	deadline := time.Now().Add(time.Minute)
 	for {
-		err := writeStatus(ctx, agentA, "node-b", 1)
+		err := writeStatus(ctx, unbound, "node-a", 1)
 		if isPolicyDenial(err) {
 			break
 		}
@@ -115,8 +120,10 @@ func TestAgentAdmissionPolicy(t *testing.T) {
 
 	// Type-check the policy against the CRD's schema as the API server's
 	// status controller would (envtest runs no controller manager): the
-	// expressions must compile against NodeFirewall's fields. The broken
-	// copy shows that the check sees those fields at all.
+	// expressions must compile against NodeFirewall's fields. The policy
+	// matches every version ('*'), which the checker skips, so it checks a
+	// copy naming the served one. The broken copy shows that the check
+	// sees NodeFirewall's fields at all.
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -126,6 +133,7 @@ func TestAgentAdmissionPolicy(t *testing.T) {
 		RestMapper:     admin.RESTMapper(),
 	}
 	vap := into[admissionv1.ValidatingAdmissionPolicy](t, objs.get(t, "ValidatingAdmissionPolicy", "", admissionPolicy))
+	vap.Spec.MatchConstraints.ResourceRules[0].APIVersions = []string{fwv1.GroupVersion.Version}
 	for _, w := range checker.Check(vap) {
 		t.Errorf("policy type-check warning at %s: %s", w.FieldRef, w.Warning)
 	}
@@ -170,7 +178,6 @@ func TestAgentAdmissionPolicy(t *testing.T) {
 	denied("deleting its own NodeFirewall", agentA.Delete(ctx, &fwv1.NodeFirewall{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}), "DELETE")
 
 	// A token that names no node gets nothing.
-	unbound := impersonate(t, cfg, scheme, nil)
 	denied("status write with a token naming no node", writeStatus(ctx, unbound, "node-a", 4), "names no node")
 
 	// The policy concerns the agent alone: anyone else is left to RBAC.
