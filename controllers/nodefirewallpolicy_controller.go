@@ -239,6 +239,12 @@ func (r *NodeFirewallPolicyReconciler) createNodeFirewall(ctx context.Context, n
 		}
 		return nil, err
 	}
+	// Reconciling until the agent reports, so kstatus never reads Current
+	// before anything is in the kernel. Best effort: the agent may be first.
+	nfw.Status = status.NodeWaiting(nfw)
+	if err := r.Status().Update(ctx, nfw, client.FieldOwner(FieldManager)); err != nil && !apierrors.IsConflict(err) {
+		return nil, err
+	}
 	return nfw, nil
 }
 

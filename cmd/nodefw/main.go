@@ -11,9 +11,10 @@ import (
 const usage = `nodefw: declarative node host firewalls for Kubernetes.
 
 Usage:
-  nodefw import [-f iptables-save.txt] [--name NAME] [--node-selector k=v,...] [--priority N]
+  nodefw import [-f iptables-save.txt] [--name NAME] [--node-selector k=v,...] [--priority N] [--mode Enforce|Audit]
       Translate iptables-save or iptables -S output into NodeFirewallPolicy YAML.
-  nodefw render -f policy.yaml [--node-labels k=v,...] [--node-name NAME]
+  nodefw render -f policy.yaml [--node-labels k=v,...] [--node-name NAME] [--table NAME]
+                [--failsafe-inbound LIST] [--failsafe-outbound LIST]
       Print the exact nftables ruleset a node with those labels would get.
   nodefw status [--kubeconfig PATH]
       Summarise every policy and node firewall in the cluster.
@@ -33,7 +34,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "import":
 		err = runImport(args[1:], stdin, stdout, stderr)
 	case "render":
-		err = runRender(args[1:], stdout)
+		err = runRender(args[1:], stdin, stdout, stderr)
 	case "status":
 		err = runStatus(args[1:], stdout)
 	case "help", "-h", "--help":

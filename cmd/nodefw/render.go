@@ -23,7 +23,7 @@ import (
 
 // runRender prints the ruleset a node with the given labels would get from
 // the policies in the given files, offline, for review in pull requests.
-func runRender(args []string, stdout io.Writer) error {
+func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("render", flag.ContinueOnError)
 	var files multiFlag
 	fs.Var(&files, "f", "Policy YAML file (repeatable; - for stdin).")
@@ -40,7 +40,7 @@ func runRender(args []string, stdout io.Writer) error {
 	}
 	var policies []fwv1.NodeFirewallPolicy
 	for _, f := range files {
-		ps, err := readPolicies(f)
+		ps, err := readPolicies(f, stdin)
 		if err != nil {
 			return err
 		}
@@ -61,7 +61,7 @@ func runRender(args []string, stdout io.Writer) error {
 	node := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: *nodeName, Labels: lbls}}
 	res := resolve.For(policies, []corev1.Node{node})
 	for _, p := range res.Problems {
-		fmt.Fprintf(os.Stderr, "warning: policy %s: %s\n", p.Policy, p.Message)
+		fmt.Fprintf(stderr, "warning: policy %s: %s\n", p.Policy, p.Message)
 	}
 	rs, err := compile.Compile(res.Nodes[node.Name], compile.Options{Table: *table, FailsafeInbound: in, FailsafeOutbound: out})
 	if err != nil {
@@ -78,11 +78,11 @@ func runRender(args []string, stdout io.Writer) error {
 
 // readPolicies reads every NodeFirewallPolicy from a multi-document YAML
 // file, applying the CRD's defaults.
-func readPolicies(path string) ([]fwv1.NodeFirewallPolicy, error) {
+func readPolicies(path string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, error) {
 	var data []byte
 	var err error
 	if path == "-" {
-		data, err = io.ReadAll(os.Stdin)
+		data, err = io.ReadAll(stdin)
 	} else {
 		data, err = os.ReadFile(path)
 	}

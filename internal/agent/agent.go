@@ -227,6 +227,9 @@ func (r *Reconciler) revert(ctx context.Context, nfw *fwv1.NodeFirewall, previou
 	if err != nil {
 		return fmt.Errorf("reverting after losing the control plane: %w", err)
 	}
+	if previous == nil {
+		r.Metrics.RulesProgrammed.Set(0)
+	}
 	r.applied, r.revertedGen = previous, nfw.Generation
 	cause := fmt.Errorf("generation %d cut the node off from its control plane within %v; reverted to the previous ruleset", nfw.Generation, r.ConfirmTimeout)
 	logger.Error(cause, "reverted")

@@ -4,7 +4,10 @@
 // and the netlink adapter in internal/nft consume.
 package compile
 
-import "net/netip"
+import (
+	"net/netip"
+	"strconv"
+)
 
 // Names of everything nodefw creates. The table is configurable per agent
 // (--table); the chains are fixed.
@@ -15,6 +18,18 @@ const (
 	ChainForward = "forward"
 	ChainOutput  = "output"
 )
+
+// SetName names the set that holds run n (counted from 1 per chain) of a
+// chain for one IP family, as "<chain>-run-<n>-v4". Sets keyed on
+// protocol, destination port and addresses take that name; sets keyed on
+// protocol and addresses alone add "-noports".
+func SetName(chain string, run int, fam Family, ports bool) string {
+	name := chain + "-run-" + strconv.Itoa(run) + "-" + fam.String()
+	if !ports {
+		name += "-noports"
+	}
+	return name
+}
 
 // Hook is the netfilter hook a base chain attaches to.
 type Hook string
@@ -47,6 +62,17 @@ const (
 	FamilyIPv4
 	FamilyIPv6
 )
+
+// String returns "v4", "v6" or "any".
+func (f Family) String() string {
+	switch f {
+	case FamilyIPv4:
+		return "v4"
+	case FamilyIPv6:
+		return "v6"
+	}
+	return "any"
+}
 
 // CtState bits, as the kernel's conntrack state mask.
 type CtState uint32
@@ -108,6 +134,12 @@ type Rule struct {
 	Counter bool
 	// Log logs matches, rate-limited, before the verdict.
 	Log *Log
+	// Lookup names a set of the ruleset: the rule matches when the packet,
+	// of the set's family, has a key (the set's Fields, in order) inside
+	// one of the set's elements. A packet whose destination port cannot be
+	// read (no transport header, or not the first fragment) never matches
+	// a set keyed on FieldDPort.
+	Lookup string
 	// Verdict is the rule's verdict; VerdictNone lets evaluation go on.
 	Verdict Verdict
 	// Comment says where the rule came from (policy/rule), < 128 bytes.
@@ -124,8 +156,80 @@ type Chain struct {
 	Rules  []Rule
 }
 
+// SetField is one field of a set's key.
+type SetField uint8
+
+const (
+	// FieldL4Proto is the IP protocol (meta l4proto), one byte.
+	FieldL4Proto SetField = iota + 1
+	// FieldDPort is the destination port (th dport), two bytes.
+	FieldDPort
+	// FieldSAddr and FieldDAddr are the source and destination address of
+	// the set's family (ip or ip6 saddr and daddr).
+	FieldSAddr
+	FieldDAddr
+)
+
+// String returns the field's nft expression for an IP family.
+func (f SetField) String() string {
+	switch f {
+	case FieldL4Proto:
+		return "meta l4proto"
+	case FieldDPort:
+		return "th dport"
+	case FieldSAddr:
+		return "saddr"
+	case FieldDAddr:
+		return "daddr"
+	}
+	return "field(" + strconv.Itoa(int(f)) + ")"
+}
+
+// ProtoRange is an inclusive range of IP protocol numbers; 0-255 is any.
+type ProtoRange struct {
+	First, Last uint8
+}
+
+// AddrRange is an inclusive range of addresses of one family.
+type AddrRange struct {
+	First, Last netip.Addr
+}
+
+// SetElement is one element of a concatenated interval set: an inclusive
+// range per field. Only the set's Fields are meaningful.
+type SetElement struct {
+	L4Proto ProtoRange
+	DPort   PortInterval
+	SAddr   AddrRange
+	DAddr   AddrRange
+}
+
+// Set is a named interval set whose key concatenates Fields, the
+// kernel's pipapo sets. Compile emits its elements disjoint and sorted, as
+// the kernel refuses elements that overlap.
+type Set struct {
+	Name string
+	// Family is FamilyIPv4 or FamilyIPv6: the family of the addresses.
+	Family   Family
+	Fields   []SetField
+	Elements []SetElement
+}
+
 // Ruleset is the whole table one agent owns.
 type Ruleset struct {
 	Table  string
 	Chains []Chain
+	// Sets are the named sets the chains' Lookup rules refer to, in the
+	// order of the rules that first use them.
+	Sets []Set
+}
+
+// Set returns the named set, or nil.
+func (r *Ruleset) Set(name string) *Set {
+	for i := range r.Sets {
+		if r.Sets[i].Name == name {
+			return &r.Sets[i]
+		}
+	}
+	return nil
 }

@@ -400,8 +400,7 @@ func TestKstatusReconcilingAfterFailure(t *testing.T) {
 	p.Status = status.Reconciling(p)
 	res := ksCompute(t, p, false)
 	if res.Status != kstatus.InProgressStatus {
-		t.Skipf("known bug in status.Reconciling, which keeps the previous generation's Stalled=True: "+
-			"kstatus = %s (%q), want InProgress", res.Status, res.Message)
+		t.Errorf("kstatus = %s (%q), want InProgress: a leftover Stalled=True must not stay beside Reconciling", res.Status, res.Message)
 	}
 }
 

@@ -10,6 +10,7 @@ package status
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -133,6 +134,10 @@ func Reconciling(p *fwv1.NodeFirewallPolicy) fwv1.NodeFirewallPolicyStatus {
 		}
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: ReasonProgressing, Message: "resolving", ObservedGeneration: p.Generation})
 	}
+	// The previous generation's failure does not describe this one; kstatus
+	// would read a leftover Stalled as Failed.
+	meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionStalled)
+	st.AppliedNodes, st.FailedNodes = 0, 0
 	return st
 }
 
@@ -158,10 +163,7 @@ func NodeFailed(nfw *fwv1.NodeFirewall, reason string, err error) fwv1.NodeFirew
 	st := *nfw.Status.DeepCopy()
 	st.ObservedGeneration = nfw.Generation
 	st.LastError = err.Error()
-	msg := fmt.Sprintf("keeping the previous ruleset: %v", err)
-	if len(msg) > 32000 {
-		msg = msg[:32000]
-	}
+	msg := truncate(fmt.Sprintf("keeping the previous ruleset: %v", err), 32000)
 	for _, t := range []string{fwv1.ConditionReady, fwv1.ConditionStalled} {
 		s := metav1.ConditionFalse
 		if t == fwv1.ConditionStalled {
@@ -171,6 +173,33 @@ func NodeFailed(nfw *fwv1.NodeFirewall, reason string, err error) fwv1.NodeFirew
 	}
 	meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 	return st
+}
+
+// NodeWaiting is the status of a NodeFirewall the controller just created:
+// Reconciling until the node's agent reports, so that kstatus reads
+// InProgress rather than Current before anything is in the kernel.
+func NodeWaiting(nfw *fwv1.NodeFirewall) fwv1.NodeFirewallStatus {
+	st := *nfw.Status.DeepCopy()
+	for _, t := range []string{fwv1.ConditionReady, fwv1.ConditionReconciling} {
+		s := metav1.ConditionFalse
+		if t == fwv1.ConditionReconciling {
+			s = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: ReasonProgressing,
+			Message: "waiting for the node agent", ObservedGeneration: nfw.Generation})
+	}
+	return st
+}
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 character.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func listSome(names []string) string {

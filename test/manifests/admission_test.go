@@ -4,12 +4,16 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,8 +34,8 @@ import (
 
 const nodeNameExtra = "authentication.kubernetes.io/node-name"
 
-// TestAgentAdmissionPolicy applies config/default's admission policy and
-// the agent's RBAC to a real API server, then acts as the agent of node-a.
+// TestAgentAdmissionPolicy creates config/default's objects in a real API
+// server, then acts as the agent of node-a against the admission policy.
 func TestAgentAdmissionPolicy(t *testing.T) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		t.Fatal("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, or set it to the directory that hack/envtest-assets.sh prints (kube-apiserver and etcd)")
@@ -55,21 +59,44 @@ func TestAgentAdmissionPolicy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 
-	admin, err := client.New(cfg, client.Options{Scheme: scheme})
+	warned := &warnings{}
+	adminCfg := rest.CopyConfig(cfg)
+	adminCfg.WarningHandler = warned
+	admin, err := client.New(adminCfg, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The policy, and the agent's ClusterRole and binding, as deployed.
-	for _, k := range []objKey{
-		{"ValidatingAdmissionPolicy", "", admissionPolicy},
-		{"ValidatingAdmissionPolicyBinding", "", admissionPolicy},
-		{"ClusterRole", "", agentRole},
-		{"ClusterRoleBinding", "", "nodefw-agent-rolebinding"},
-	} {
-		if err := admin.Create(ctx, objs.get(t, k.Kind, k.Namespace, k.Name).DeepCopy()); err != nil {
+
+	// The whole install, as deployed: namespaces first. envtest installed
+	// the CRDs from config/crd/bases, which config/default holds unchanged.
+	// The API server validates every object, and Pod Security admission
+	// warns of a pod template its namespace's level would refuse: there
+	// must be no warning at all.
+	keys := objs.keys()
+	sort.SliceStable(keys, func(i, j int) bool { return keys[i].Kind == "Namespace" && keys[j].Kind != "Namespace" })
+	for _, k := range keys {
+		if k.Kind == "CustomResourceDefinition" {
+			continue
+		}
+		if err := admin.Create(ctx, objs[k].DeepCopy()); err != nil {
 			t.Fatalf("creating %s: %v", k, err)
 		}
+		for _, w := range warned.take() {
+			t.Errorf("creating %s: warning: %s", k, w)
+		}
 	}
+	// That check sees Pod Security: the manager on the host's network is
+	// warned of.
+	bad := into[appsv1.Deployment](t, objs.get(t, "Deployment", managerNamespace, managerName))
+	bad.Name = "test-host-network"
+	bad.Spec.Template.Spec.HostNetwork = true
+	if err := admin.Create(ctx, bad, client.DryRunAll); err != nil {
+		t.Fatalf("dry-run of a hostNetwork Deployment: %v", err)
+	}
+	if w := warned.take(); !slices.ContainsFunc(w, func(s string) bool { return strings.Contains(s, "PodSecurity") }) {
+		t.Errorf("a hostNetwork Deployment in %s drew no Pod Security warning (warnings: %q)", managerNamespace, w)
+	}
+
 	// RBAC to create and delete too, so that what refuses those below is
 	// the policy.
 	wider := &rbacv1.ClusterRole{
@@ -190,6 +217,27 @@ func TestAgentAdmissionPolicy(t *testing.T) {
 		t.Errorf("node-a after the agent's attempts: spec %+v, status ruleCount %d; want the spec untouched and ruleCount 3",
 			got.Spec.DefaultActions, got.Status.RuleCount)
 	}
+}
+
+// warnings collects the API server's warnings.
+type warnings struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.list = append(w.list, text)
+}
+
+// take returns the warnings so far and forgets them.
+func (w *warnings) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	list := w.list
+	w.list = nil
+	return list
 }
 
 // impersonate returns a client acting as the agent's service account, with

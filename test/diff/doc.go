@@ -1,0 +1,22 @@
+// Package diff is the differential test of nodefw's ruleset against
+// iptables: the same NodeFirewallSpec is loaded two ways, each in its own
+// network namespace, and real TCP and UDP probes must get the same verdict
+// from both.
+//
+//   - The reference: the spec rendered by internal/iptables and loaded with
+//     iptables-nft-restore and ip6tables-nft-restore into router "iptables".
+//   - The agent's path: compile.Compile without failsafes and
+//     nft.Programmer.Apply into router "nodefw".
+//
+// Each router forwards between a client namespace (several source
+// addresses) and a server namespace. Probes go client to router (Input),
+// client to server and back (Forward), and router to client and server
+// (Output, dialled from inside the router).
+//
+// The tests run as root and fail, rather than skip, without it:
+//
+//	go test ./test/diff/ -diff.seed=7 -diff.count=200
+//
+// A mismatch prints the rule set in both renderings, the probe and both
+// verdicts, then shrinks the rule set to a minimal reproducer.
+package diff

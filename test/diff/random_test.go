@@ -1,0 +1,38 @@
+package diff
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/nodefw/nodefw/internal/compile"
+)
+
+// TestRandomRuleSets loads random rule sets both ways and compares the
+// verdicts of a probe matrix: every source and destination pair of every
+// chain, over TCP and UDP, on the ports at, around and between the edges of
+// the rule set's port ranges.
+func TestRandomRuleSets(t *testing.T) {
+	tp := env(t)
+	seed, count := *seedFlag, *countFlag
+	first, last := 0, count-1
+	if *onlyFlag >= 0 {
+		first, last = *onlyFlag, *onlyFlag
+	}
+	start := time.Now()
+	var st stats
+	ps := pairs(true)
+	for i := first; i <= last; i++ {
+		rng := rand.New(rand.NewPCG(seed, uint64(i)))
+		spec := randomSpec(rng)
+		if err := compile.Validate(spec); err != nil {
+			t.Fatalf("set %d: the generator made an invalid rule set: %v", i, err)
+		}
+		ports := probePorts(rng, spec)
+		c := newRuleCase(fmt.Sprintf("set %d (-diff.seed=%d -diff.set=%d)", i, seed, i), spec)
+		tp.check(t, c, matrix(ps, ports, ports), &st)
+	}
+	t.Logf("%d rule sets, %d probes on each side, %d mismatches, %v",
+		st.sets, st.probes, st.mismatches, time.Since(start).Round(time.Millisecond))
+}

@@ -1,0 +1,379 @@
+package diff
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/iptables"
+	"github.com/nodefw/nodefw/internal/netnstest"
+	"github.com/nodefw/nodefw/internal/nft"
+)
+
+// nsTag starts the name of every namespace of this package (after
+// netnstest.Prefix), followed by the process ID, so that namespaces left by
+// a killed run can be told from those of a run in progress.
+const nsTag = "nfwdiff-"
+
+// Interface names. The router's two links share the prefix "eth" with each
+// other but not with "lo", so that exact names and "+" wildcards each
+// match a different set of probes.
+const (
+	clientDev       = "eth0"
+	serverDev       = "eth0"
+	routerClientDev = "ethc0"
+	routerServerDev = "eths0"
+)
+
+func mustAddrs(s ...string) []netip.Addr {
+	out := make([]netip.Addr, len(s))
+	for i, a := range s {
+		out[i] = netip.MustParseAddr(a)
+	}
+	return out
+}
+
+// Addresses. The client has several sources on its link, one of them in the
+// sample policies' pod CIDR 10.244.0.0/16; the router owns .1 on both links
+// and the server several destinations.
+var (
+	clientV4 = mustAddrs("10.77.1.10", "10.77.1.11", "10.77.1.12", "10.77.1.13", "10.244.1.10")
+	clientV6 = mustAddrs("fd77:1::10", "fd77:1::11")
+	serverV4 = mustAddrs("10.77.2.10", "10.77.2.20", "10.244.2.10")
+	serverV6 = mustAddrs("fd77:2::10")
+
+	routerClientV4 = netip.MustParseAddr("10.77.1.1")
+	routerServerV4 = netip.MustParseAddr("10.77.2.1")
+	routerClientV6 = netip.MustParseAddr("fd77:1::1")
+	routerServerV6 = netip.MustParseAddr("fd77:2::1")
+)
+
+// The address plan as `ip addr add` takes it.
+var (
+	clientPrefixes       = []string{"10.77.1.10/24", "10.77.1.11/24", "10.77.1.12/24", "10.77.1.13/24", "10.244.1.10/24", "fd77:1::10/64", "fd77:1::11/64"}
+	routerClientPrefixes = []string{"10.77.1.1/24", "10.244.1.1/24", "fd77:1::1/64"}
+	routerServerPrefixes = []string{"10.77.2.1/24", "10.244.2.1/24", "fd77:2::1/64"}
+	serverPrefixes       = []string{"10.77.2.10/24", "10.77.2.20/24", "10.244.2.10/24", "fd77:2::10/64"}
+)
+
+// Ports every namespace serves, TCP and UDP: the random rule sets' port
+// universe and the ports of the sample policies' matrix. Ephemeral ports
+// are moved above all of them.
+const (
+	universeFirst = 4000
+	universeLast  = 4063
+	ephemeral     = "40000 60999"
+)
+
+var seedPorts = []uint16{
+	2378, 2379, 2380, 2381, 6443, 8471, 8472, 8473,
+	10249, 10250, 10251, 10252, 10253, 29999, 30000, 32767, 32768,
+}
+
+func servedPorts() []uint16 {
+	var ports []uint16
+	for p := uint16(universeFirst); p <= universeLast; p++ {
+		ports = append(ports, p)
+	}
+	return append(ports, seedPorts...)
+}
+
+// endpoint is a role in a topology.
+type endpoint int
+
+const (
+	client endpoint = iota
+	router
+	server
+)
+
+// side is one router with its client and server, and the way rules get into
+// its router.
+type side struct {
+	name           string
+	client, router *netnstest.NS
+	server         *netnstest.NS
+}
+
+func (s *side) ns(e endpoint) *netnstest.NS {
+	switch e {
+	case client:
+		return s.client
+	case router:
+		return s.router
+	}
+	return s.server
+}
+
+func (s *side) namespaces() []*netnstest.NS {
+	return []*netnstest.NS{s.client, s.router, s.server}
+}
+
+// topology is the two sides: the reference, loaded with iptables-nft, and
+// the agent's path.
+type topology struct {
+	ipt, nfw *side
+	prog     *nft.Programmer
+	dir      string
+}
+
+func newTopology() (_ *topology, err error) {
+	t := &topology{}
+	defer func() {
+		if err != nil {
+			_ = t.Close()
+		}
+	}()
+	if t.dir, err = os.MkdirTemp("", "nfwdiff-"); err != nil {
+		return nil, err
+	}
+	if t.ipt, err = newSide("iptables", "ipt"); err != nil {
+		return nil, err
+	}
+	if t.nfw, err = newSide("nodefw", "nfw"); err != nil {
+		return nil, err
+	}
+	if t.prog, err = nft.New(t.nfw.router.Path(), ""); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func newSide(name, short string) (_ *side, err error) {
+	s := &side{name: name}
+	defer func() {
+		if err != nil {
+			_ = s.Close()
+		}
+	}()
+	base := fmt.Sprintf("%s%s%d-%s-", netnstest.Prefix, nsTag, os.Getpid(), short)
+	if s.client, err = netnstest.Create(base + "c"); err != nil {
+		return nil, err
+	}
+	if s.router, err = netnstest.Create(base + "r"); err != nil {
+		return nil, err
+	}
+	if s.server, err = netnstest.Create(base + "s"); err != nil {
+		return nil, err
+	}
+	steps := []func() error{
+		func() error { return netnstest.Veth(s.client, clientDev, s.router, routerClientDev) },
+		func() error { return netnstest.Veth(s.server, serverDev, s.router, routerServerDev) },
+		func() error { return s.client.AddAddr(clientDev, clientPrefixes...) },
+		func() error { return s.router.AddAddr(routerClientDev, routerClientPrefixes...) },
+		func() error { return s.router.AddAddr(routerServerDev, routerServerPrefixes...) },
+		func() error { return s.server.AddAddr(serverDev, serverPrefixes...) },
+		func() error { return s.router.EnableForwarding() },
+		func() error { return s.client.AddRoute("default", routerClientV4.String()) },
+		func() error { return s.client.AddRoute("default", routerClientV6.String()) },
+		func() error { return s.server.AddRoute("default", routerServerV4.String()) },
+		func() error { return s.server.AddRoute("default", routerServerV6.String()) },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return nil, err
+		}
+	}
+	ports := servedPorts()
+	for _, ns := range s.namespaces() {
+		if err := ns.Do(func() error {
+			return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte(ephemeral), 0o644)
+		}); err != nil {
+			return nil, fmt.Errorf("%s: ephemeral ports: %w", ns, err)
+		}
+		if _, err := ns.ServeTCP(ports...); err != nil {
+			return nil, fmt.Errorf("%s: %w", ns, err)
+		}
+		if _, err := ns.ServeUDPEcho(ports...); err != nil {
+			return nil, fmt.Errorf("%s: %w", ns, err)
+		}
+	}
+	return s, nil
+}
+
+// Close deletes the side's namespaces.
+func (s *side) Close() error {
+	var errs []error
+	for _, ns := range s.namespaces() {
+		if ns != nil {
+			errs = append(errs, ns.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close deletes every namespace and file of the topology.
+func (t *topology) Close() error {
+	var errs []error
+	if t.prog != nil {
+		errs = append(errs, t.prog.Close())
+	}
+	for _, s := range []*side{t.ipt, t.nfw} {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	if t.dir != "" {
+		errs = append(errs, os.RemoveAll(t.dir))
+	}
+	return errors.Join(errs...)
+}
+
+// load puts a rule set into both routers and forgets every connection, so
+// that nothing a previous rule set accepted passes as ESTABLISHED.
+func (t *topology) load(c *ruleCase) error {
+	if err := t.loadIptables(c.v4, c.v6); err != nil {
+		return fmt.Errorf("iptables: %w", err)
+	}
+	rs, err := compile.Compile(c.spec, compile.Options{})
+	if err != nil {
+		return fmt.Errorf("compile: %w", err)
+	}
+	if err := t.prog.Apply(rs); err != nil {
+		return fmt.Errorf("nodefw: %w", err)
+	}
+	return t.flushConntrack()
+}
+
+func (t *topology) loadIptables(v4, v6 string) error {
+	for _, f := range []struct{ tool, text string }{
+		{"iptables-nft-restore", v4},
+		{"ip6tables-nft-restore", v6},
+	} {
+		path := filepath.Join(t.dir, f.tool)
+		if err := os.WriteFile(path, []byte(f.text), 0o600); err != nil {
+			return err
+		}
+		if _, err := t.ipt.router.Exec(f.tool, path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *topology) flushConntrack() error {
+	for _, s := range []*side{t.ipt, t.nfw} {
+		if err := flushConntrack(s.router); err != nil {
+			return fmt.Errorf("%s: flushing conntrack: %w", s.router, err)
+		}
+	}
+	return nil
+}
+
+// ipctnlMsgCtDelete is IPCTNL_MSG_CT_DELETE: without a tuple it deletes
+// every conntrack entry of the message's family.
+const ipctnlMsgCtDelete = 2
+
+// sizeofNfgenmsg is the size of struct nfgenmsg: family, version, res_id.
+const sizeofNfgenmsg = 4
+
+// flushConntrack deletes the namespace's conntrack entries of both
+// families over ctnetlink.
+func flushConntrack(ns *netnstest.NS) error {
+	return ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+		if err != nil {
+			return os.NewSyscallError("socket", err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			return os.NewSyscallError("bind", err)
+		}
+		for i, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+			seq := uint32(i + 1)
+			msg := make([]byte, 0, unix.NLMSG_HDRLEN+sizeofNfgenmsg)
+			msg = binary.NativeEndian.AppendUint32(msg, unix.NLMSG_HDRLEN+sizeofNfgenmsg)
+			msg = binary.NativeEndian.AppendUint16(msg, unix.NFNL_SUBSYS_CTNETLINK<<8|ipctnlMsgCtDelete)
+			msg = binary.NativeEndian.AppendUint16(msg, unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+			msg = binary.NativeEndian.AppendUint32(msg, seq)
+			msg = binary.NativeEndian.AppendUint32(msg, 0)
+			msg = append(msg, family, unix.NFNETLINK_V0, 0, 0)
+			if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+				return os.NewSyscallError("sendto", err)
+			}
+			if err := readAck(fd, seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// readAck reads netlink messages until the acknowledgement of seq.
+func readAck(fd int, seq uint32) error {
+	buf := make([]byte, 1<<16)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return os.NewSyscallError("recvfrom", err)
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != seq || m.Header.Type != unix.NLMSG_ERROR {
+				continue
+			}
+			if len(m.Data) < 4 {
+				return errors.New("short netlink acknowledgement")
+			}
+			if code := int32(binary.NativeEndian.Uint32(m.Data)); code != 0 {
+				return os.NewSyscallError("ctnetlink delete", syscall.Errno(-code))
+			}
+			return nil
+		}
+	}
+}
+
+// removeLeftovers deletes this package's namespaces whose process is gone.
+func removeLeftovers() {
+	entries, err := os.ReadDir(netnstest.NetnsDir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		rest, ok := strings.CutPrefix(name, netnstest.Prefix+nsTag)
+		if !ok {
+			if rest, ok = strings.CutPrefix(name, nsTag); !ok {
+				continue
+			}
+		}
+		pid, _, _ := strings.Cut(rest, "-")
+		if n, err := strconv.Atoi(pid); err == nil && n != os.Getpid() {
+			if _, err := os.Stat(filepath.Join("/proc", pid)); err == nil {
+				continue // a run in progress
+			}
+		}
+		_ = exec.Command("ip", "netns", "delete", name).Run()
+	}
+}
+
+// ruleCase is one rule set in both renderings.
+type ruleCase struct {
+	name   string
+	spec   v1alpha1.NodeFirewallSpec
+	v4, v6 string
+	// derived says v4 and v6 are spec rendered by internal/iptables, rather
+	// than iptables text the spec was imported from.
+	derived bool
+}
+
+// newRuleCase renders a spec for iptables with the agent's options: no
+// failsafes.
+func newRuleCase(name string, spec v1alpha1.NodeFirewallSpec) *ruleCase {
+	v4, v6 := iptables.Restore(spec, iptables.Options{})
+	return &ruleCase{name: name, spec: spec, v4: v4, v6: v6, derived: true}
+}
