@@ -106,7 +106,10 @@ deploy: manifests ## Deploy nodefw (CRDs, controller, agent) to the current clus
 	$(KUBECTL) apply --server-side -k config/default
 
 .PHONY: undeploy
-undeploy: ## Remove nodefw from the current cluster.
+undeploy: ## Remove nodefw from the current cluster: policies first, so each agent removes its table.
+	-$(KUBECTL) delete nodefirewallpolicies --all --wait=true
+	-$(KUBECTL) -n nodefw-system scale deployment nodefw-controller-manager --replicas=0
+	-$(KUBECTL) delete nodefirewalls --all --wait=true --timeout=120s
 	$(KUBECTL) delete --ignore-not-found -k config/default
 
 ##@ Tools
