@@ -32,6 +32,7 @@ manifests: controller-gen ## Generate CRDs and RBAC roles from the code's marker
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths="./controllers/..." output:rbac:artifacts:config=config/rbac
 	$(CONTROLLER_GEN) rbac:roleName=agent-role paths="./internal/agent/..." output:rbac:artifacts:config=config/agent/rbac
 	@mv config/agent/rbac/role.yaml config/agent/rbac/agent_role.yaml
+	@hack/sync-chart.sh
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods.
@@ -39,7 +40,7 @@ generate: controller-gen ## Generate DeepCopy methods.
 
 .PHONY: verify-generated
 verify-generated: manifests generate ## Fail when generated files are stale.
-	@git diff --exit-code -- api config || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
+	@git diff --exit-code -- api config charts || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
 
 .PHONY: fmt
 fmt: ## Run go fmt.
