@@ -12,14 +12,11 @@ import (
 	"os"
 	"time"
 
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -43,7 +40,6 @@ func main() {
 
 func run() error {
 	var (
-		kubeconfig    string
 		nodeName      string
 		table         string
 		netnsPath     string
@@ -59,7 +55,6 @@ func run() error {
 		confirmWait   time.Duration
 		confirmAddr   string
 	)
-	flag.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig; in-cluster config when empty.")
 	flag.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "Name of this node (default $NODE_NAME).")
 	flag.StringVar(&table, "table", compile.DefaultTable, "The one nftables table (family inet) the agent owns.")
 	flag.StringVar(&netnsPath, "netns", "", "Program the network namespace at this path instead of the agent's own.")
@@ -106,11 +101,7 @@ func run() error {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(fwv1.AddToScheme(scheme))
-	if kubeconfig != "" {
-		if err := os.Setenv("KUBECONFIG", kubeconfig); err != nil {
-			return err
-		}
-	}
+	// --kubeconfig is registered by controller-runtime; empty means in-cluster.
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
@@ -126,13 +117,7 @@ func run() error {
 		Scheme:                 scheme,
 		Metrics:                metricsOpts,
 		HealthProbeBindAddress: probeAddr,
-		Cache: cache.Options{
-			// Watch only this node's NodeFirewall, filtered by the API server,
-			// so that no agent receives the updates of other nodes.
-			ByObject: map[client.Object]cache.ByObject{
-				&fwv1.NodeFirewall{}: {Field: fields.OneTermEqualSelector("metadata.name", nodeName)},
-			},
-		},
+		Cache:                  agent.CacheOptions(nodeName),
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)

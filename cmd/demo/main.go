@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/testbed"
 )
@@ -52,6 +55,9 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "demo: needs root (network namespaces and nftables): run `sudo make demo`")
 		return 1
 	}
+
+	// The demo's own client logs nothing: it prints what it does.
+	ctrllog.SetLogger(logr.Discard())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -29,7 +29,6 @@ func main() {
 		secureMetrics    bool
 		enableHTTP2      bool
 		leaderElect      bool
-		kubeconfig       string
 		qps              float64
 		burst            int
 		writeConcurrency int
@@ -41,7 +40,6 @@ func main() {
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Enable HTTP/2 for the metrics server (off by default: HTTP/2 Rapid Reset).")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one manager replica is active.")
-	flag.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig; in-cluster config when empty.")
 	flag.Float64Var(&qps, "kube-api-qps", 200, "Queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
 	flag.IntVar(&writeConcurrency, "write-concurrency", 16, "Parallel NodeFirewall and status writes per resolve.")
@@ -70,12 +68,7 @@ func main() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(fwv1.AddToScheme(scheme))
 
-	if kubeconfig != "" {
-		if err := os.Setenv("KUBECONFIG", kubeconfig); err != nil {
-			setupLog.Error(err, "setting KUBECONFIG")
-			os.Exit(1)
-		}
-	}
+	// --kubeconfig is registered by controller-runtime; empty means in-cluster.
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		setupLog.Error(err, "loading kubeconfig")
