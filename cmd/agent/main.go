@@ -133,6 +133,15 @@ func run() error {
 		confirm = &agent.TCPConfirmer{Endpoint: confirmAddr, NetnsPath: netnsPath}
 	}
 
+	metrics.Registry.MustRegister(agent.NewRuleCounters(func() ([]agent.RuleCount, error) {
+		counts, err := fw.Counters()
+		out := make([]agent.RuleCount, len(counts))
+		for i, c := range counts {
+			out[i] = agent.RuleCount{Chain: c.Chain, Comment: c.Comment, Packets: c.Packets, Bytes: c.Bytes}
+		}
+		return out, err
+	}))
+
 	r := &agent.Reconciler{
 		Client:       mgr.GetClient(),
 		Recorder:     mgr.GetEventRecorder("nodefw-agent"),

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -308,5 +309,24 @@ func TestRevertsARulesetThatCutsOffTheControlPlane(t *testing.T) {
 	}
 	if fw.applies != applies {
 		t.Errorf("the reverted generation was applied again")
+	}
+}
+
+func TestRuleCountersCollector(t *testing.T) {
+	c := NewRuleCounters(func() ([]RuleCount, error) {
+		return []RuleCount{
+			{Chain: "input", Comment: "audit/drop-web", Packets: 3, Bytes: 180},
+			{Chain: "input", Comment: "audit/drop-web", Packets: 1, Bytes: 60}, // the IPv6 half
+			{Chain: "input", Comment: "nodefw: failsafe tcp", Packets: 7, Bytes: 420},
+		}, nil
+	})
+	want := `
+# HELP nodefw_agent_rule_packets_total Packets matched by a counted rule of the agent's table.
+# TYPE nodefw_agent_rule_packets_total counter
+nodefw_agent_rule_packets_total{chain="input",rule="audit/drop-web"} 4
+nodefw_agent_rule_packets_total{chain="input",rule="nodefw: failsafe tcp"} 7
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "nodefw_agent_rule_packets_total"); err != nil {
+		t.Error(err)
 	}
 }

@@ -38,3 +38,64 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	return m
 }
+
+// RuleCount is one rule's kernel counter.
+type RuleCount struct {
+	Chain   string
+	Comment string
+	Packets uint64
+	Bytes   uint64
+}
+
+// ruleCounters exports the kernel's per-rule counters at scrape time: how
+// many packets each counted rule matched, audit-mode rules (the packets they
+// would have dropped) and logged rules included. Rules are named by their
+// comment, "<policy>/<rule>" for policy rules.
+type ruleCounters struct {
+	read    func() ([]RuleCount, error)
+	packets *prometheus.Desc
+	bytes   *prometheus.Desc
+}
+
+// NewRuleCounters returns a collector over read, typically the nftables
+// programmer's counters.
+func NewRuleCounters(read func() ([]RuleCount, error)) prometheus.Collector {
+	labels := []string{"chain", "rule"}
+	return &ruleCounters{
+		read:    read,
+		packets: prometheus.NewDesc("nodefw_agent_rule_packets_total", "Packets matched by a counted rule of the agent's table.", labels, nil),
+		bytes:   prometheus.NewDesc("nodefw_agent_rule_bytes_total", "Bytes matched by a counted rule of the agent's table.", labels, nil),
+	}
+}
+
+func (c *ruleCounters) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.packets
+	ch <- c.bytes
+}
+
+func (c *ruleCounters) Collect(ch chan<- prometheus.Metric) {
+	counts, err := c.read()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.packets, err)
+		return
+	}
+	// Rules that share a comment (one API rule split by address family)
+	// add up.
+	type key struct{ chain, rule string }
+	sum := map[key]RuleCount{}
+	var order []key
+	for _, rc := range counts {
+		k := key{rc.Chain, rc.Comment}
+		if _, ok := sum[k]; !ok {
+			order = append(order, k)
+		}
+		s := sum[k]
+		s.Packets += rc.Packets
+		s.Bytes += rc.Bytes
+		sum[k] = s
+	}
+	for _, k := range order {
+		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(sum[k].Packets), k.chain, k.rule)
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(sum[k].Bytes), k.chain, k.rule)
+	}
+}
