@@ -56,6 +56,9 @@ type NodeFirewallPolicyReconciler struct {
 	Recorder events.EventRecorder
 	// WriteConcurrency bounds parallel NodeFirewall and status writes.
 	WriteConcurrency int
+	// ProgressDeadline is how long a policy may stay Reconciling before it
+	// is reported Stalled; 0 means no deadline.
+	ProgressDeadline time.Duration
 	// FailsafeInbound and FailsafeOutbound are the agents' failsafe ports,
 	// used to warn about rules they shadow.
 	FailsafeInbound, FailsafeOutbound []compile.Failsafe
@@ -179,6 +182,9 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	for i := range policies.Items {
 		p := &policies.Items[i]
 		st := status.Policy(p, desired.Matches[p.Name], current, problems[p.Name])
+		if left := status.ProgressDeadline(&st, time.Now(), r.ProgressDeadline); left > 0 && (requeue == 0 || left < requeue) {
+			requeue = left
+		}
 		if equality.Semantic.DeepEqual(p.Status, st) {
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"os"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -32,6 +33,7 @@ func main() {
 		qps              float64
 		burst            int
 		writeConcurrency int
+		progressDeadline time.Duration
 		inbound          string
 		outbound         string
 	)
@@ -47,6 +49,8 @@ func main() {
 		"The agents' inbound failsafe ports, to warn in status about rules they shadow.")
 	flag.StringVar(&outbound, "failsafe-outbound", compile.FormatFailsafes(compile.DefaultFailsafeOutbound()),
 		"The agents' outbound failsafe ports, to warn in status about rules they shadow.")
+	flag.DurationVar(&progressDeadline, "progress-deadline", 10*time.Minute,
+		"How long a policy may stay Reconciling before it is reported Stalled (ProgressDeadlineExceeded); 0 disables.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -100,6 +104,7 @@ func main() {
 		Client:           mgr.GetClient(),
 		Recorder:         mgr.GetEventRecorder("nodefw-controller"),
 		WriteConcurrency: writeConcurrency,
+		ProgressDeadline: progressDeadline,
 		FailsafeInbound:  in,
 		FailsafeOutbound: out,
 	}).SetupWithManager(mgr); err != nil {

@@ -10,6 +10,7 @@ package status
 import (
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -29,6 +30,9 @@ const (
 	ReasonReverted        = "Reverted"
 	ReasonInvalidSelector = string(resolve.ReasonInvalidSelector)
 	ReasonRolloutHalted   = string(resolve.ReasonRolloutHalted)
+	// ReasonProgressDeadlineExceeded: nodes have not reported a generation
+	// within the progress deadline (an agent down, a node unreachable).
+	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
 
 	// ConditionDefaultActionConflict is True while another policy evaluated
 	// first overrides one of this policy's default actions on some node.
@@ -101,6 +105,13 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 		set(fwv1.ConditionReady, metav1.ConditionTrue, ReasonApplied, fmt.Sprintf("applied on all %d matched nodes", len(matched)))
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionStalled)
+	case deadlinePassed(p.Status.Conditions, gen):
+		// Still no progress since the deadline passed: stay Stalled rather
+		// than restart the clock.
+		msg := fmt.Sprintf("applied on %d of %d matched nodes; the progress deadline has passed", st.AppliedNodes, len(matched))
+		set(fwv1.ConditionReady, metav1.ConditionFalse, ReasonProgressDeadlineExceeded, msg)
+		set(fwv1.ConditionStalled, metav1.ConditionTrue, ReasonProgressDeadlineExceeded, msg)
+		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 	default:
 		msg := fmt.Sprintf("applied on %d of %d matched nodes", st.AppliedNodes, len(matched))
 		set(fwv1.ConditionReady, metav1.ConditionFalse, ReasonProgressing, msg)
@@ -120,6 +131,39 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 		}
 	}
 	return st
+}
+
+// deadlinePassed reports whether generation gen already missed its
+// progress deadline.
+func deadlinePassed(conds []metav1.Condition, gen int64) bool {
+	c := meta.FindStatusCondition(conds, fwv1.ConditionStalled)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == ReasonProgressDeadlineExceeded && c.ObservedGeneration == gen
+}
+
+// ProgressDeadline turns a policy that has been Reconciling for longer than
+// deadline into Stalled, so that GitOps tools report it as failed rather
+// than progressing forever. It returns how long until the deadline passes
+// while still Reconciling (to check again then), or 0.
+func ProgressDeadline(st *fwv1.NodeFirewallPolicyStatus, now time.Time, deadline time.Duration) time.Duration {
+	rec := meta.FindStatusCondition(st.Conditions, fwv1.ConditionReconciling)
+	if deadline <= 0 || rec == nil || rec.Status != metav1.ConditionTrue {
+		return 0
+	}
+	left := rec.LastTransitionTime.Add(deadline).Sub(now)
+	if left > 0 {
+		return left
+	}
+	msg := fmt.Sprintf("no progress within %v: %s", deadline, rec.Message)
+	meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
+	for _, t := range []string{fwv1.ConditionReady, fwv1.ConditionStalled} {
+		s := metav1.ConditionFalse
+		if t == fwv1.ConditionStalled {
+			s = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: ReasonProgressDeadlineExceeded,
+			Message: msg, ObservedGeneration: st.ObservedGeneration})
+	}
+	return 0
 }
 
 // Reconciling marks a policy as seen but not yet acted on, so that kstatus
