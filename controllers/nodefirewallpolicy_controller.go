@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -188,6 +189,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		if equality.Semantic.DeepEqual(p.Status, st) {
 			continue
 		}
+		r.recordTransitions(p, st)
 		if len(problems[p.Name]) > 0 && !equality.Semantic.DeepEqual(p.Status.Conditions, st.Conditions) {
 			for _, pr := range problems[p.Name] {
 				r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, string(pr.Reason), "Resolve", "%s", pr.Message)
@@ -204,6 +206,28 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	}
 	logger.V(1).Info("resolved", "policies", len(policies.Items), "nodes", len(nodes.Items))
 	return reconcile.Result{RequeueAfter: requeue}, nil
+}
+
+// recordTransitions records an Event when a policy becomes Ready or
+// Stalled, the moments an operator acts on.
+func (r *NodeFirewallPolicyReconciler) recordTransitions(p *fwv1.NodeFirewallPolicy, st fwv1.NodeFirewallPolicyStatus) {
+	became := func(t string) *metav1.Condition {
+		now := meta.FindStatusCondition(st.Conditions, t)
+		if now == nil || now.Status != metav1.ConditionTrue {
+			return nil
+		}
+		was := meta.FindStatusCondition(p.Status.Conditions, t)
+		if was != nil && was.Status == metav1.ConditionTrue && was.ObservedGeneration == now.ObservedGeneration && was.Reason == now.Reason {
+			return nil
+		}
+		return now
+	}
+	if c := became(fwv1.ConditionReady); c != nil {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, c.Reason, "Rollup", "Generation %d: %s", p.Generation, c.Message)
+	}
+	if c := became(fwv1.ConditionStalled); c != nil {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, c.Reason, "Rollup", "Generation %d: %s", p.Generation, c.Message)
+	}
 }
 
 // retryOnConflict turns an optimistic-concurrency conflict (an agent wrote

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -178,6 +180,26 @@ func TestResolvesPoliciesIntoNodeFirewalls(t *testing.T) {
 	expectStatus(t, "t1-cp", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: status.ReasonProgressing, reconciling: true})
 	ack(t, "t1-cp", true)
 	expectStatus(t, "t1-cp", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+
+	// The transitions an operator acts on are recorded as Events.
+	expectEvent(t, "t1-cp", corev1.EventTypeNormal, status.ReasonApplied)
+	expectEvent(t, "t1-worker", corev1.EventTypeWarning, status.ReasonApplyFailed)
+}
+
+func expectEvent(t *testing.T, regarding, kind, reason string) {
+	t.Helper()
+	eventually(t, timeout, func() error {
+		var evs eventsv1.EventList
+		if err := k8sClient.List(context.Background(), &evs); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Regarding.Name == regarding && e.Type == kind && e.Reason == reason {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s event %s regarding %s", kind, reason, regarding)
+	})
 }
 
 func TestReactsToNodeChanges(t *testing.T) {
