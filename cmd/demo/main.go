@@ -77,10 +77,7 @@ func run() int {
 		Logf:         func(format string, args ...any) { fmt.Printf("    "+format+"\n", args...) },
 	}, keep)
 	if d.c != nil {
-		if ctx.Err() != nil {
-			fmt.Println()
-		}
-		fmt.Printf("==> Cleaning up: agents, manager, control plane, namespaces %s*, files\n", Prefix)
+		fmt.Printf("\n==> Cleaning up: agents, manager, control plane, namespaces %s*, files\n", Prefix)
 		if cerr := d.c.Close(); cerr != nil {
 			fmt.Fprintf(os.Stderr, "demo: cleaning up: %v\n", cerr)
 		}
@@ -165,7 +162,8 @@ func (d *demo) run(ctx context.Context, opts testbed.Options, keep bool) error {
 		fmt.Printf("    export KUBECONFIG=%s\n", c.Kubeconfig)
 		fmt.Printf("    kubectl get nfp,nfw\n")
 		fmt.Printf("    ip netns exec %sworker-1 nft list ruleset\n", Prefix)
-		fmt.Printf("    ip netns exec %sworker-1 nc -zv %s 10250    # worker-1 -> cp-1 kubelet\n", Prefix, c.Node("cp-1").Addr)
+		fmt.Printf("    ip netns exec %sworker-1 timeout 1 bash -c '</dev/tcp/%s/10250' && echo accepted || echo dropped   # worker-1 -> cp-1 kubelet\n",
+			Prefix, c.Node("cp-1").Addr)
 		fmt.Printf("    logs: %s\n", filepath.Join(c.Dir, "*.log"))
 		<-ctx.Done()
 	}

@@ -151,28 +151,87 @@ func (c *Cluster) Diagnose(ctx context.Context, rs Results, nodes ...string) str
 	return b.String()
 }
 
+// awaitInterval is how often AwaitChecks starts a probe round. Rounds
+// overlap, so a change is seen within about this long even when a round
+// waits for a probe's timeout.
+const awaitInterval = 100 * time.Millisecond
+
 // AwaitChecks probes until every check gets its expected verdict, and
 // returns how long that took since start (when the change was made): the
-// start of the first probe round that saw the new state. A round that
-// looks converged is confirmed with VerifyChecks, so a slow answer is not
-// taken for a drop. It gives up within of start.
+// start of the earliest probe round that saw the new state. Rounds start
+// every awaitInterval and overlap. A round that looks converged is
+// confirmed with VerifyChecks, so a slow answer is not taken for a drop. It
+// gives up within of start.
 func (c *Cluster) AwaitChecks(ctx context.Context, checks []Check, start time.Time, within time.Duration) (time.Duration, Results, error) {
+	type round struct {
+		started time.Time
+		done    chan struct{}
+		rs      Results
+	}
 	deadline := start.Add(within)
-	for {
-		round := time.Now()
-		rs := RunChecks(checks, 0)
-		if rs.OK() {
-			if rs = VerifyChecks(checks); rs.OK() {
-				return round.Sub(start), rs, nil
+	var rounds []*round
+	// The earliest round that passed, once every round before it is done.
+	converged := func() (*round, *round) {
+		var last *round
+		for _, r := range rounds {
+			select {
+			case <-r.done:
+			default:
+				return nil, last
+			}
+			last = r
+			if r.rs.OK() {
+				return r, last
 			}
 		}
-		if time.Now().After(deadline) {
-			return time.Since(start), rs, fmt.Errorf("%d of %d probes still differ %s after the change", len(rs.Failed()), len(rs), since(start))
+		return nil, last
+	}
+	tick := time.NewTicker(awaitInterval)
+	defer tick.Stop()
+	launch := func() {
+		r := &round{started: time.Now(), done: make(chan struct{})}
+		rounds = append(rounds, r)
+		go func() {
+			r.rs = RunChecks(checks, 0)
+			close(r.done)
+		}()
+	}
+	// Every round is waited for before returning: no probe outlives the call.
+	wait := func() {
+		for _, r := range rounds {
+			<-r.done
 		}
+	}
+	launch()
+	for {
 		select {
 		case <-ctx.Done():
-			return time.Since(start), rs, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+			wait()
+			return time.Since(start), nil, ctx.Err()
+		case <-tick.C:
 		}
+		late := time.Now().After(deadline)
+		if late {
+			wait()
+		}
+		ok, last := converged()
+		if ok != nil {
+			wait()
+			if rs := VerifyChecks(checks); rs.OK() {
+				return ok.started.Sub(start), rs, nil
+			}
+			// A slow answer fooled the round: keep polling.
+			rounds, last = nil, nil
+		}
+		if late {
+			var rs Results
+			if last != nil {
+				rs = last.rs
+			} else {
+				rs = RunChecks(checks, 0)
+			}
+			return time.Since(start), rs, fmt.Errorf("%d of %d probes still differ %s after the change", len(rs.Failed()), len(rs), since(start))
+		}
+		launch()
 	}
 }

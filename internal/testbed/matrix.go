@@ -79,3 +79,9 @@ func (c *Cluster) SeedChecks() []Check {
 	out = append(out, c.PodCheck("worker-1/pod", "worker-2/pod", Accepted))
 	return out
 }
+
+// Probe connects from one host to another ("cp-1", "worker-1/pod") and
+// reports what happened, waiting ProbeTimeout for an answer.
+func (c *Cluster) Probe(from, to string, proto Proto, port uint16) (Verdict, error) {
+	return Probe(c.Host(from).NS, proto, c.Host(to).Addr, port, ProbeTimeout)
+}

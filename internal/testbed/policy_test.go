@@ -1,0 +1,47 @@
+package testbed
+
+import (
+	"net/netip"
+	"path/filepath"
+	"testing"
+)
+
+func TestLoadSamples(t *testing.T) {
+	ps, err := LoadPolicies(filepath.Join("..", "..", "config", "samples"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range ps {
+		names = append(names, p.Name)
+	}
+	if len(ps) != 3 || names[0] != "control-plane" || names[1] != "strict-output" || names[2] != "worker" {
+		t.Fatalf("samples = %v, want control-plane, strict-output, worker", names)
+	}
+	found := false
+	for _, r := range ps[1].Spec.Rules {
+		for _, d := range r.Destinations {
+			found = found || d == SampleControlPlaneAddr
+		}
+	}
+	if !found {
+		t.Errorf("strict-output no longer holds the placeholder %s that SamplePolicies replaces", SampleControlPlaneAddr)
+	}
+}
+
+func TestNthAddr(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		n      int
+		want   string
+	}{
+		{"172.30.77.0/24", 11, "172.30.77.11"},
+		{"10.244.3.0/24", 1, "10.244.3.1"},
+		{"10.244.3.7/24", 2, "10.244.3.2"},
+		{"10.0.0.0/8", 256, "10.0.1.0"},
+	} {
+		if got := nthAddr(netip.MustParsePrefix(tc.prefix), tc.n); got.String() != tc.want {
+			t.Errorf("nthAddr(%s, %d) = %s, want %s", tc.prefix, tc.n, got, tc.want)
+		}
+	}
+}
