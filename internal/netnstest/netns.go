@@ -3,8 +3,10 @@
 // privileged tests (and demos) can check what a firewall actually does.
 //
 // Everything here needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and the ip
-// command from iproute2. Namespace names always start with Prefix, so a
-// namespace leaked by a crashed test is easy to recognise.
+// command from iproute2. The names of the namespaces that Create and NewNS
+// make start with Prefix, so a namespace leaked by a crashed test is easy
+// to recognise; CreateExact serves callers with a naming scheme of their
+// own.
 package netnstest
 
 import (
@@ -62,7 +64,17 @@ func Create(name string) (*NS, error) {
 	if !strings.HasPrefix(name, Prefix) {
 		name = Prefix + name
 	}
-	if name == Prefix || strings.ContainsAny(name, "/ \t\n") {
+	if name == Prefix {
+		return nil, fmt.Errorf("netnstest: invalid namespace name %q", name)
+	}
+	return CreateExact(name)
+}
+
+// CreateExact is Create without the prefix: it creates the namespace
+// called exactly name, for callers that name their namespaces themselves.
+// The caller must Close it.
+func CreateExact(name string) (*NS, error) {
+	if name == "" || strings.ContainsAny(name, "/ \t\n") {
 		return nil, fmt.Errorf("netnstest: invalid namespace name %q", name)
 	}
 	createMu.Lock()
@@ -148,10 +160,62 @@ func (n *NS) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	if out, err := exec.Command("ip", "netns", "delete", n.name).CombinedOutput(); err != nil {
-		errs = append(errs, fmt.Errorf("ip netns delete %s: %v: %s", n.name, err, strings.TrimSpace(string(out))))
+	if err := deleteNS(n.name); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+func deleteNS(name string) error {
+	if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns delete %s: %v: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Delete deletes the namespace called name, which need not have been
+// created by this process, such as one left over by a crashed run. A
+// namespace that does not exist is not an error.
+func Delete(name string) error {
+	if name == "" || strings.ContainsAny(name, "/ \t\n") {
+		return fmt.Errorf("netnstest: invalid namespace name %q", name)
+	}
+	err := deleteNS(name)
+	if err != nil {
+		if _, serr := os.Stat(filepath.Join(NetnsDir, name)); os.IsNotExist(serr) {
+			return nil
+		}
+	}
+	return err
+}
+
+// DeleteWithPrefix deletes every namespace whose name starts with prefix,
+// the leftovers of runs that could not clean up, and returns the names it
+// deleted.
+func DeleteWithPrefix(prefix string) ([]string, error) {
+	if prefix == "" {
+		return nil, errors.New("netnstest: DeleteWithPrefix needs a prefix")
+	}
+	entries, err := os.ReadDir(NetnsDir)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var deleted []string
+	var errs []error
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), prefix) {
+			continue
+		}
+		if err := Delete(e.Name()); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		deleted = append(deleted, e.Name())
+	}
+	return deleted, errors.Join(errs...)
 }
 
 // track registers c to be closed with the namespace.
@@ -189,6 +253,10 @@ func (n *NS) MustExec(args ...string) string {
 	return out
 }
 
+// IP runs `ip -n NAME args...`, for what LinkUp, AddAddr and AddRoute do
+// not cover, such as bridges.
+func (n *NS) IP(args ...string) error { return n.ip(args...) }
+
 // ip runs `ip -n NAME args...`.
 func (n *NS) ip(args ...string) error {
 	out, err := exec.Command("ip", append([]string{"-n", n.name}, args...)...).CombinedOutput()
@@ -223,6 +291,11 @@ func (n *NS) Do(fn func() error) error {
 		errc <- fn()
 	}()
 	return <-errc
+}
+
+// Sysctl writes a sysctl of the namespace, e.g. "net/ipv4/ip_forward".
+func (n *NS) Sysctl(key, value string) error {
+	return n.Do(func() error { return writeSysctl(key, value) })
 }
 
 func writeSysctl(key, value string) error {

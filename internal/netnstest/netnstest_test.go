@@ -1,9 +1,13 @@
 package netnstest
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"io"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -150,4 +154,119 @@ func nftIn(t *testing.T, ns *NS, ruleset string) {
 	}
 	f.Close()
 	ns.MustExec("nft", "-f", f.Name())
+}
+
+func TestCreateExact(t *testing.T) {
+	RequireRoot(t)
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	// Deliberately not under Prefix: the name is used as given.
+	prefix := "nfwx-" + hex.EncodeToString(b[:]) + "-"
+	for _, bad := range []string{"", "a/b", "a b"} {
+		if _, err := CreateExact(bad); err == nil {
+			t.Errorf("CreateExact(%q) succeeded", bad)
+		}
+	}
+	a, err := CreateExact(prefix + "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if a.Name() != prefix+"a" {
+		t.Errorf("name = %q, want %q", a.Name(), prefix+"a")
+	}
+	out := a.MustExec("ip", "-o", "link", "show", "lo")
+	if !strings.Contains(out, "UP") {
+		t.Errorf("lo not up: %s", out)
+	}
+	b2, err := CreateExact(prefix + "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+
+	if err := Delete(prefix + "missing"); err != nil {
+		t.Errorf("deleting a missing namespace: %v", err)
+	}
+	deleted, err := DeleteWithPrefix(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(deleted)
+	if want := []string{prefix + "a", prefix + "b"}; !slices.Equal(deleted, want) {
+		t.Errorf("deleted %v, want %v", deleted, want)
+	}
+	for _, ns := range []*NS{a, b2} {
+		if _, err := os.Stat(ns.Path()); !os.IsNotExist(err) {
+			t.Errorf("%s still there: %v", ns, err)
+		}
+	}
+	if _, err := DeleteWithPrefix(""); err == nil {
+		t.Error("DeleteWithPrefix with no prefix succeeded")
+	}
+}
+
+func TestServeUDPEchoOn(t *testing.T) {
+	p := NewTestPair(t)
+	if err := p.Host.AddAddr("eth0", "192.0.2.3/24", "2001:db8:1::3/64"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Host.ServeUDPEchoOn([]netip.Addr{HostV4, netip.MustParseAddr("2001:db8:1::3")}, 5353); err != nil {
+		t.Fatal(err)
+	}
+	ExpectUDP(t, p.Client, HostV4, 5353, Accepted)
+	ExpectUDP(t, p.Client, netip.MustParseAddr("2001:db8:1::3"), 5353, Accepted)
+	// Nothing listens on the other addresses.
+	ExpectUDP(t, p.Client, netip.MustParseAddr("192.0.2.3"), 5353, Rejected)
+	ExpectUDP(t, p.Client, HostV6, 5353, Rejected)
+}
+
+func TestServeTCPProxy(t *testing.T) {
+	p := NewTestPair(t)
+	// The upstream listens in the test's own namespace, on loopback.
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	go func() {
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("hello"))
+			c.Close()
+		}
+	}()
+	proxy, err := p.Host.ServeTCPProxy(6443, up.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dst := range []netip.Addr{HostV4, HostV6} {
+		var got []byte
+		if err := p.Client.Do(func() error {
+			c, err := net.DialTimeout("tcp", netip.AddrPortFrom(dst, 6443).String(), 5*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+				return err
+			}
+			got, err = io.ReadAll(c)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != "hello" {
+			t.Errorf("through the proxy at %s: got %q, want %q", dst, got, "hello")
+		}
+	}
+	if err := proxy.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ExpectTCP(t, p.Client, HostV4, 6443, Rejected)
 }

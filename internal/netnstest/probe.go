@@ -338,6 +338,22 @@ func (m *multiCloser) Close() error {
 // namespace, IPv4 and IPv6, accepting and at once closing connections. The
 // listeners stop when the returned closer or the namespace is closed.
 func (n *NS) ServeTCP(ports ...uint16) (io.Closer, error) {
+	return n.serveTCP(ports, func(conn net.Conn) { conn.Close() })
+}
+
+// ServeTCPProxy listens on port on every address of the namespace and
+// relays each connection to upstream (host:port), dialled from the
+// caller's own namespace. It makes a service outside the namespace, such
+// as one on the machine's loopback, reachable from inside. The listener
+// stops when the returned closer or the namespace is closed; connections
+// already relayed go on until one side closes them.
+func (n *NS) ServeTCPProxy(port uint16, upstream string) (io.Closer, error) {
+	return n.serveTCP([]uint16{port}, func(conn net.Conn) { go relay(conn, upstream) })
+}
+
+// serveTCP listens on the ports inside the namespace and hands every
+// accepted connection to handle.
+func (n *NS) serveTCP(ports []uint16, handle func(net.Conn)) (io.Closer, error) {
 	m := &multiCloser{}
 	err := n.Do(func() error {
 		for _, p := range ports {
@@ -366,7 +382,7 @@ func (n *NS) ServeTCP(ports ...uint16) (io.Closer, error) {
 					}
 					continue
 				}
-				conn.Close()
+				handle(conn)
 			}
 		}()
 	}
@@ -374,36 +390,48 @@ func (n *NS) ServeTCP(ports ...uint16) (io.Closer, error) {
 	return m, nil
 }
 
+// relay copies between down and a new connection to upstream until either
+// side closes. It runs on a goroutine that has not entered any namespace,
+// so the dial leaves from the process's own namespace.
+func relay(down net.Conn, upstream string) {
+	defer down.Close()
+	up, err := net.DialTimeout("tcp", upstream, 5*time.Second)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(up, down); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(down, up); done <- struct{}{} }()
+	<-done
+}
+
 // ServeUDPEcho runs UDP echo servers on the given ports on every address
 // of the namespace, IPv4 and IPv6. Replies leave from the address the
 // request was sent to, so probes of any local address work. The servers
 // stop when the returned closer or the namespace is closed.
 func (n *NS) ServeUDPEcho(ports ...uint16) (io.Closer, error) {
+	return n.ServeUDPEchoOn(nil, ports...)
+}
+
+// ServeUDPEchoOn is ServeUDPEcho on the given addresses of the namespace
+// only, one server per address and port; no addresses means every
+// address, as with ServeUDPEcho.
+func (n *NS) ServeUDPEchoOn(addrs []netip.Addr, ports ...uint16) (io.Closer, error) {
+	if len(addrs) == 0 {
+		addrs = []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}
+	}
 	m := &multiCloser{}
 	var loops []func()
 	err := n.Do(func() error {
 		for _, p := range ports {
-			c4, err := net.ListenPacket("udp4", fmt.Sprintf("0.0.0.0:%d", p))
-			if err != nil {
-				return err
+			for _, a := range addrs {
+				loop, err := m.listenUDPEcho(a.Unmap(), p)
+				if err != nil {
+					return err
+				}
+				loops = append(loops, loop)
 			}
-			m.closers = append(m.closers, c4)
-			pc4 := ipv4.NewPacketConn(c4)
-			if err := pc4.SetControlMessage(ipv4.FlagDst, true); err != nil {
-				return err
-			}
-			loops = append(loops, func() { echo4(pc4) })
-
-			c6, err := net.ListenPacket("udp6", fmt.Sprintf("[::]:%d", p))
-			if err != nil {
-				return err
-			}
-			m.closers = append(m.closers, c6)
-			pc6 := ipv6.NewPacketConn(c6)
-			if err := pc6.SetControlMessage(ipv6.FlagDst, true); err != nil {
-				return err
-			}
-			loops = append(loops, func() { echo6(pc6) })
 		}
 		return nil
 	})
@@ -420,6 +448,32 @@ func (n *NS) ServeUDPEcho(ports ...uint16) (io.Closer, error) {
 	}
 	n.track(m)
 	return m, nil
+}
+
+// listenUDPEcho opens an echo server's socket on addr:port, registers it
+// with m and returns the server's loop.
+func (m *multiCloser) listenUDPEcho(addr netip.Addr, port uint16) (func(), error) {
+	network := "udp6"
+	if addr.Is4() {
+		network = "udp4"
+	}
+	c, err := net.ListenPacket(network, netip.AddrPortFrom(addr, port).String())
+	if err != nil {
+		return nil, err
+	}
+	m.closers = append(m.closers, c)
+	if addr.Is4() {
+		pc := ipv4.NewPacketConn(c)
+		if err := pc.SetControlMessage(ipv4.FlagDst, true); err != nil {
+			return nil, err
+		}
+		return func() { echo4(pc) }, nil
+	}
+	pc := ipv6.NewPacketConn(c)
+	if err := pc.SetControlMessage(ipv6.FlagDst, true); err != nil {
+		return nil, err
+	}
+	return func() { echo6(pc) }, nil
 }
 
 func echo4(pc *ipv4.PacketConn) {

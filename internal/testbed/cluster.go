@@ -20,6 +20,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/nodefw/nodefw/internal/netnstest"
 )
 
 // LabelControlPlane marks control-plane nodes, as kubeadm does.
@@ -330,7 +332,7 @@ func (c *Cluster) buildNetwork() error {
 	if err := lan.IP("link", "add", "br0", "type", "bridge"); err != nil {
 		return err
 	}
-	if err := lan.IP("link", "set", "br0", "up"); err != nil {
+	if err := lan.LinkUp("br0"); err != nil {
 		return err
 	}
 	for _, spec := range c.opts.Nodes {
@@ -353,14 +355,14 @@ func (c *Cluster) buildNetwork() error {
 			return err
 		}
 		steps := []func() error{
-			func() error { return veth(n.NS, "eth0", lan, spec.Name) },
+			func() error { return netnstest.Veth(n.NS.NS, "eth0", lan.NS, spec.Name) },
 			func() error { return lan.IP("link", "set", spec.Name, "master", "br0") },
-			func() error { return n.NS.IP("addr", "add", prefixString(addr, LANPrefix.Bits()), "dev", "eth0") },
-			func() error { return n.NS.Sysctl("net/ipv4/ip_forward", "1") },
-			func() error { return veth(n.NS, "cni0", n.Pod.NS, "eth0") },
-			func() error { return n.NS.IP("addr", "add", prefixString(n.Gateway, 24), "dev", "cni0") },
-			func() error { return n.Pod.NS.IP("addr", "add", prefixString(n.Pod.Addr, 24), "dev", "eth0") },
-			func() error { return n.Pod.NS.IP("route", "add", "default", "via", n.Gateway.String()) },
+			func() error { return n.NS.AddAddr("eth0", prefixString(addr, LANPrefix.Bits())) },
+			func() error { return n.NS.EnableForwarding() },
+			func() error { return netnstest.Veth(n.NS.NS, "cni0", n.Pod.NS.NS, "eth0") },
+			func() error { return n.NS.AddAddr("cni0", prefixString(n.Gateway, 24)) },
+			func() error { return n.Pod.NS.AddAddr("eth0", prefixString(n.Pod.Addr, 24)) },
+			func() error { return n.Pod.NS.AddRoute("default", n.Gateway.String()) },
 		}
 		for _, step := range steps {
 			if err := step(); err != nil {
@@ -374,7 +376,7 @@ func (c *Cluster) buildNetwork() error {
 			if other == n {
 				continue
 			}
-			if err := n.NS.IP("route", "add", other.PodCIDR.String(), "via", other.Addr.String()); err != nil {
+			if err := n.NS.AddRoute(other.PodCIDR.String(), other.Addr.String()); err != nil {
 				return err
 			}
 		}
@@ -553,7 +555,7 @@ func removeLeftovers(prefix string, logf func(string, ...any)) error {
 	if len(killed) > 0 {
 		logf("killed %d processes left over by an earlier run", len(killed))
 	}
-	deleted, err := deleteNamespacesWithPrefix(prefix)
+	deleted, err := netnstest.DeleteWithPrefix(prefix)
 	if len(deleted) > 0 {
 		logf("deleted %d namespaces left over by an earlier run: %s", len(deleted), strings.Join(deleted, " "))
 	}

@@ -1,43 +1,28 @@
 package testbed
 
 import (
-	"bytes"
-	"crypto/rand"
-	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
-	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/nodefw/nodefw/internal/netnstest"
 )
 
-// Verdict is what happened to a probe.
-type Verdict int
+// Verdict is what happened to a probe: Accepted, Dropped or Rejected.
+type Verdict = netnstest.Verdict
 
 const (
 	// Accepted: the TCP handshake completed, or the UDP echo came back.
-	Accepted Verdict = iota + 1
+	Accepted = netnstest.Accepted
 	// Dropped: no answer before the timeout, or the sender's own output
 	// chain refused to send.
-	Dropped
+	Dropped = netnstest.Dropped
 	// Rejected: a TCP reset or an ICMP unreachable came back.
-	Rejected
+	Rejected = netnstest.Rejected
 )
-
-func (v Verdict) String() string {
-	switch v {
-	case Accepted:
-		return "accepted"
-	case Dropped:
-		return "dropped"
-	case Rejected:
-		return "rejected"
-	}
-	return fmt.Sprintf("verdict(%d)", int(v))
-}
 
 // Proto is the protocol of a probe.
 type Proto string
@@ -55,91 +40,13 @@ var ProbeTimeout = 700 * time.Millisecond
 // Probe connects from a namespace to addr:port over proto and reports what
 // happened. The error is only for failures of the probe itself.
 func Probe(from *NS, proto Proto, addr netip.Addr, port uint16, timeout time.Duration) (Verdict, error) {
-	var v Verdict
-	err := from.Do(func() error {
-		var err error
-		switch proto {
-		case TCP:
-			v, err = probeTCP(addr, port, timeout)
-		case UDP:
-			v, err = probeUDP(addr, port, timeout)
-		default:
-			err = fmt.Errorf("unknown protocol %q", proto)
-		}
-		return err
-	})
-	return v, err
-}
-
-func probeTCP(addr netip.Addr, port uint16, timeout time.Duration) (Verdict, error) {
-	c, err := net.DialTimeout("tcp", netip.AddrPortFrom(addr, port).String(), timeout)
-	if err == nil {
-		c.Close()
-		return Accepted, nil
+	switch proto {
+	case TCP:
+		return netnstest.ProbeTCP(from.NS, addr, port, netnstest.WithTimeout(timeout))
+	case UDP:
+		return netnstest.ProbeUDP(from.NS, addr, port, netnstest.WithTimeout(timeout))
 	}
-	return classify(err)
-}
-
-// probeUDP sends a random token to an echo server, resending it a few times
-// within the timeout, and waits for it to come back.
-func probeUDP(addr netip.Addr, port uint16, timeout time.Duration) (Verdict, error) {
-	c, err := net.Dial("udp", netip.AddrPortFrom(addr, port).String())
-	if err != nil {
-		return classify(err)
-	}
-	defer c.Close()
-	token := make([]byte, 16)
-	if _, err := rand.Read(token); err != nil {
-		return 0, err
-	}
-	const tries = 3
-	deadline := time.Now().Add(timeout)
-	buf := make([]byte, 64)
-	for i := 0; i < tries; i++ {
-		if _, err := c.Write(token); err != nil {
-			return classify(err)
-		}
-		slice := time.Now().Add(timeout / tries)
-		if i == tries-1 || slice.After(deadline) {
-			slice = deadline
-		}
-		if err := c.SetReadDeadline(slice); err != nil {
-			return 0, err
-		}
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					break
-				}
-				return classify(err)
-			}
-			if bytes.Equal(buf[:n], token) {
-				return Accepted, nil
-			}
-		}
-	}
-	return Dropped, nil
-}
-
-// classify maps a socket error to a verdict; errors that say nothing about
-// the firewall are returned.
-func classify(err error) (Verdict, error) {
-	var ne net.Error
-	switch {
-	case errors.As(err, &ne) && ne.Timeout():
-		return Dropped, nil
-	case errors.Is(err, syscall.ECONNREFUSED),
-		errors.Is(err, syscall.EHOSTUNREACH),
-		errors.Is(err, syscall.ENETUNREACH),
-		errors.Is(err, syscall.EACCES):
-		return Rejected, nil
-	case errors.Is(err, syscall.EPERM):
-		// The sender's own output hook dropped the packet.
-		return Dropped, nil
-	}
-	return 0, err
+	return 0, fmt.Errorf("unknown protocol %q", proto)
 }
 
 // Host is one end of a probe: a node or a pod, its namespace and address.
@@ -214,12 +121,12 @@ func (rs Results) Table() string {
 		if !r.OK() {
 			mark = "✗"
 		}
-		got := r.Got.String()
+		got := strings.ToLower(r.Got.String())
 		if r.Err != nil {
 			got = "error: " + r.Err.Error()
 		}
 		fmt.Fprintf(w, "%s (%s)\t%s (%s)\t%s\t%s\t%s\t%s %s\n",
-			r.From.Name, r.From.Addr, r.To.Name, r.To.Addr, r.Target(), r.Note, r.Want, mark, got)
+			r.From.Name, r.From.Addr, r.To.Name, r.To.Addr, r.Target(), r.Note, strings.ToLower(r.Want.String()), mark, got)
 	}
 	w.Flush()
 	return b.String()
