@@ -139,8 +139,56 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 		d := im.defaults
 		policy.Spec.DefaultActions = &d
 	}
+	im.warnImplicitAccepts()
 	sort.SliceStable(im.warnings, func(i, j int) bool { return im.warnings[i].Line < im.warnings[j].Line })
 	return &Result{Policy: policy, Warnings: im.warnings}, nil
+}
+
+// warnImplicitAccepts reports chains whose drops nodefw does not reproduce
+// exactly: nodefw accepts established and related connections, loopback,
+// ICMPv6 neighbour discovery and the failsafe ports before any rule, so a
+// chain that drops without first accepting ESTABLISHED,RELATED behaves
+// differently (replies to the node's own connections, for one, pass).
+func (im *importer) warnImplicitAccepts() {
+	for _, c := range v1alpha1.Chains {
+		var first *Warning
+		if im.defaults.For(c) == v1alpha1.ChainPolicyDrop {
+			w := im.defaultLines[c]
+			first = &w
+		}
+		for _, e := range im.chains[c] {
+			if e.rule == nil {
+				continue
+			}
+			if acceptsEstablished(e.rule) {
+				first = nil
+				break
+			}
+			if e.rule.Action != v1alpha1.ActionAccept {
+				if first == nil || e.line < first.Line {
+					first = &Warning{Line: e.line, Text: e.text}
+				}
+				break
+			}
+		}
+		if first != nil {
+			im.warn(first.Line, first.Text, "%s drops without first accepting ESTABLISHED,RELATED: nodefw accepts established and related connections, loopback, ICMPv6 neighbour discovery and the failsafe ports before any rule, so some traffic dropped here will pass", strings.ToUpper(string(c)))
+		}
+	}
+}
+
+// acceptsEstablished reports whether r is the usual `-m conntrack --ctstate
+// ESTABLISHED,RELATED -j ACCEPT` with no other match.
+func acceptsEstablished(r *v1alpha1.Rule) bool {
+	if r.Action != v1alpha1.ActionAccept || r.Protocol != "" || len(r.Ports) > 0 || len(r.Sources) > 0 || len(r.Destinations) > 0 || r.InInterface != "" || r.OutInterface != "" {
+		return false
+	}
+	est, rel := false, false
+	for _, s := range r.States {
+		est = est || s == v1alpha1.ConnStateEstablished
+		rel = rel || s == v1alpha1.ConnStateRelated
+	}
+	return est && rel
 }
 
 // entry is one rule of a built-in chain, in chain order. A nil rule holds
@@ -157,6 +205,8 @@ type importer struct {
 	warnings []Warning
 	chains   map[v1alpha1.Chain][]entry
 	defaults v1alpha1.DefaultActions
+	// defaultLines are where each chain's policy was set.
+	defaultLines map[v1alpha1.Chain]Warning
 
 	// table is the table of the current iptables-save section, "" outside
 	// one (plain `iptables -S` output and commands are the filter table).
@@ -170,6 +220,7 @@ type importer struct {
 func newImporter() *importer {
 	return &importer{
 		chains:         map[v1alpha1.Chain][]entry{},
+		defaultLines:   map[v1alpha1.Chain]Warning{},
 		skippedTables:  map[string]bool{},
 		reportedChains: map[string]bool{},
 	}
@@ -313,6 +364,7 @@ func (im *importer) chainPolicy(n int, text, chain, policy string, declare bool)
 			im.defaults.Set(c, v1alpha1.ChainPolicyAccept)
 		case "DROP":
 			im.defaults.Set(c, v1alpha1.ChainPolicyDrop)
+			im.defaultLines[c] = Warning{Line: n, Text: text}
 		case "":
 			im.warn(n, text, "chain %s has no policy", chain)
 		default:

@@ -13,10 +13,13 @@
 // client to server and back (Forward), and router to client and server
 // (Output, dialled from inside the router).
 //
-// The tests run as root and fail, rather than skip, without it:
+// The tests run as root and fail, rather than skip, without it. The random
+// rule sets are reproducible: set i of seed s is drawn from (s, i).
 //
 //	go test ./test/diff/ -diff.seed=7 -diff.count=200
+//	go test ./test/diff/ -run TestRandomRuleSets -diff.seed=7 -diff.set=42 -v
 //
 // A mismatch prints the rule set in both renderings, the probe and both
-// verdicts, then shrinks the rule set to a minimal reproducer.
+// verdicts, then shrinks the rule set to a minimal reproducer; so does a
+// rule set that one side fails to load.
 package diff

@@ -42,30 +42,47 @@ const (
 
 // randomSpec draws a rule set: 1 to 12 rules over all three chains, with
 // random actions, protocols, ports, addresses, interfaces, states, logging
-// and audit mode, and random default actions.
+// and audit mode, and random default actions. Half the sets have 8 to 12
+// rules clustered in one chain with one main action and few extra matches,
+// so that long runs of plain rules with the same verdict, which the
+// compiler turns into set lookups, come up often.
 func randomSpec(rng *rand.Rand) v1alpha1.NodeFirewallSpec {
 	chance := func(p float64) bool { return rng.Float64() < p }
 	pick := func(s []string) string { return s[rng.IntN(len(s))] }
 	picks := func(s []string) []string {
-		n := 1 + rng.IntN(2)
+		n := 1 + rng.IntN(3)
 		out := make([]string, n)
 		for i := range out {
 			out[i] = pick(s)
 		}
 		return out
 	}
+	actions := []v1alpha1.Action{v1alpha1.ActionAccept, v1alpha1.ActionDrop, v1alpha1.ActionReject}
 
-	var spec v1alpha1.NodeFirewallSpec
+	clustered := chance(0.5)
+	mainChain := v1alpha1.Chains[rng.IntN(len(v1alpha1.Chains))]
+	mainAction := actions[rng.IntN(len(actions))]
+	extra := 1.0 // scales the odds of interfaces, states, logging and audit
 	n := 1 + rng.IntN(12)
+	if clustered {
+		extra, n = 0.1, 8+rng.IntN(5)
+	}
+	var spec v1alpha1.NodeFirewallSpec
 	for i := range n {
 		r := v1alpha1.NodeFirewallRule{
 			Policy: "diff",
 			Mode:   v1alpha1.PolicyModeEnforce,
 			Name:   fmt.Sprintf("r%d", i+1),
 			Chain:  v1alpha1.Chains[rng.IntN(len(v1alpha1.Chains))],
-			Action: []v1alpha1.Action{v1alpha1.ActionAccept, v1alpha1.ActionDrop, v1alpha1.ActionReject}[rng.IntN(3)],
+			Action: actions[rng.IntN(len(actions))],
 		}
-		if chance(0.1) {
+		if clustered && chance(0.95) {
+			r.Chain = mainChain
+		}
+		if clustered && chance(0.95) {
+			r.Action = mainAction
+		}
+		if chance(0.1 * extra) {
 			r.Policy, r.Mode = "audit", v1alpha1.PolicyModeAudit
 		}
 		switch x := rng.Float64(); {
@@ -73,8 +90,13 @@ func randomSpec(rng *rand.Rand) v1alpha1.NodeFirewallSpec {
 			r.Protocol = v1alpha1.ProtocolTCP
 		case x < 0.7:
 			r.Protocol = v1alpha1.ProtocolUDP
+		case x < 0.73:
+			// Matches none of the probes, but the ICMP errors of rejects.
+			r.Protocol = v1alpha1.ProtocolICMP
+		case x < 0.75:
+			r.Protocol = v1alpha1.ProtocolICMPv6
 		}
-		if r.Protocol != "" && chance(0.75) {
+		if r.Protocol.HasPorts() && chance(0.75) {
 			for range 1 + rng.IntN(3) {
 				first := int32(rulePortFirst + rng.IntN(rulePortLast-rulePortFirst+1))
 				pr := v1alpha1.PortRange{Port: first}
@@ -95,22 +117,22 @@ func randomSpec(rng *rand.Rand) v1alpha1.NodeFirewallSpec {
 		}
 		switch r.Chain {
 		case v1alpha1.ChainInput:
-			if chance(0.25) {
+			if chance(0.25 * extra) {
 				r.InInterface = pick(inPool)
 			}
 		case v1alpha1.ChainForward:
-			if chance(0.2) {
+			if chance(0.2 * extra) {
 				r.InInterface = pick(inPool)
 			}
-			if chance(0.2) {
+			if chance(0.2 * extra) {
 				r.OutInterface = pick(outPool)
 			}
 		case v1alpha1.ChainOutput:
-			if chance(0.25) {
+			if chance(0.25 * extra) {
 				r.OutInterface = pick(outPool)
 			}
 		}
-		switch x := rng.Float64(); {
+		switch x := rng.Float64() / extra; {
 		case x < 0.12:
 			r.States = []v1alpha1.ConnState{v1alpha1.ConnStateNew}
 		case x < 0.15:
@@ -118,7 +140,7 @@ func randomSpec(rng *rand.Rand) v1alpha1.NodeFirewallSpec {
 		case x < 0.17:
 			r.States = []v1alpha1.ConnState{v1alpha1.ConnStateInvalid}
 		}
-		r.Log = chance(0.1)
+		r.Log = chance(0.1 * extra)
 		spec.Rules = append(spec.Rules, r)
 	}
 	for _, c := range v1alpha1.Chains {

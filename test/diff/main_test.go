@@ -16,7 +16,7 @@ var (
 	onlyFlag     = flag.Int("diff.set", -1, "run only random rule set i (with -diff.seed), to reproduce a mismatch")
 	timeoutFlag  = flag.Duration("diff.timeout", 200*time.Millisecond, "how long a probe waits before it counts as dropped")
 	confirmFlag  = flag.Duration("diff.confirm-timeout", time.Second, "probe timeout when a mismatch is checked again")
-	parallelFlag = flag.Int("diff.parallel", 48, "probes in flight per router")
+	parallelFlag = flag.Int("diff.parallel", 96, "probes in flight per router")
 	shrinkFlag   = flag.Int("diff.shrink", 3, "rule sets with mismatches to shrink to a minimal reproducer")
 )
 

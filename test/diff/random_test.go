@@ -33,6 +33,5 @@ func TestRandomRuleSets(t *testing.T) {
 		c := newRuleCase(fmt.Sprintf("set %d (-diff.seed=%d -diff.set=%d)", i, seed, i), spec)
 		tp.check(t, c, matrix(ps, ports, ports), &st)
 	}
-	t.Logf("%d rule sets, %d probes on each side, %d mismatches, %v",
-		st.sets, st.probes, st.mismatches, time.Since(start).Round(time.Millisecond))
+	t.Logf("%v, in %v", &st, time.Since(start).Round(time.Millisecond))
 }
