@@ -7,8 +7,9 @@
 #   config/rbac/role.yaml              -> rbac/manager_role.yaml
 #   config/agent/rbac/agent_role.yaml  -> rbac/agent_role.yaml
 #   config/agent/admission/policy.yaml -> agent/admission-policy.yaml
+#   config/admission/failsafe-warning.yaml -> admission/failsafe-warning.yaml
 #
-# Run it after `make manifests` or after editing the admission policy;
+# Run it after `make manifests` or after editing an admission policy;
 # `go test ./test/manifests/` fails while the chart is out of step.
 set -euo pipefail
 
@@ -83,3 +84,32 @@ fi
 sed "s|${user}|'system:serviceaccount:{{ .Values.namespaces.agent }}:{{ include \"nodefw.agentServiceAccount\" . }}'|" \
 	"${policy}.tmp" >"${policy}"
 rm -f "${policy}.tmp"
+
+# The failsafe warning, with the failsafe lists the chart gives the agents
+# (agent.failsafeInbound and agent.failsafeOutbound; empty means the
+# agent's defaults, which are the lists config/ holds).
+mkdir -p "${out}/admission"
+warning="${out}/admission/failsafe-warning.yaml"
+rename config/admission/failsafe-warning.yaml "${warning}.tmp" failsafe-warning
+awk '
+	/^  - name: (inbound|outbound)Failsafes$/ { value = ($3 == "inboundFailsafes") ? "failsafeInbound" : "failsafeOutbound"; print; next }
+	value != "" {
+		if (!match($0, /^    expression: "\047[^\047]*\047"$/)) {
+			print "sync-chart: the variable before this line is not a quoted list: " $0 > "/dev/stderr"
+			exit 1
+		}
+		list = substr($0, 19, length($0) - 20)
+		printf "    expression: \"\047{{ .Values.agent.%s | default \"%s\" }}\047\"\n", value, list
+		found[value] = 1
+		value = ""
+		next
+	}
+	{ print }
+	END {
+		if (!found["failsafeInbound"] || !found["failsafeOutbound"]) {
+			print "sync-chart: config/admission/failsafe-warning.yaml lacks the variable inboundFailsafes or outboundFailsafes" > "/dev/stderr"
+			exit 1
+		}
+	}
+' "${warning}.tmp" >"${warning}"
+rm -f "${warning}.tmp"

@@ -1,5 +1,10 @@
 // Package faults holds fault-injection tests with real processes and real
-// packets: they need root for network namespaces and nftables.
+// packets: they need root for network namespaces and nftables. Besides the
+// kill-mid-apply loop, a whole nodefw (control plane, manager, one agent per
+// namespace node, see internal/testbed) goes through an API server outage,
+// a node deleted and registered again, a selector that matches nothing, a
+// manager restart mid-rollout and foreign edits of nodefw's table.
+// NODEFW_FAULTS_OUTAGE shortens the outage from its default minute.
 package faults
 
 import (
@@ -49,6 +54,8 @@ func ruleset(variant int) *compile.Ruleset {
 
 // TestMain lets the test binary double as the process that gets killed:
 // with applyLoopEnv set it applies the two variants alternately forever.
+// Otherwise it runs the tests and then stops the cluster that the tests
+// with a whole nodefw share (see cluster_test.go).
 func TestMain(m *testing.M) {
 	if ns := os.Getenv(applyLoopEnv); ns != "" {
 		p, err := nft.New(ns, compile.DefaultTable)
@@ -64,7 +71,7 @@ func TestMain(m *testing.M) {
 			}
 		}
 	}
-	os.Exit(m.Run())
+	os.Exit(runTests(m))
 }
 
 // TestKillMidApplyLeavesOldOrNewRuleset kills a process in the middle of

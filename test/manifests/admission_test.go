@@ -37,35 +37,11 @@ const nodeNameExtra = "authentication.kubernetes.io/node-name"
 // TestAgentAdmissionPolicy creates config/default's objects in a real API
 // server, then acts as the agent of node-a against the admission policy.
 func TestAgentAdmissionPolicy(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, or set it to the directory that hack/envtest-assets.sh prints (kube-apiserver and etcd)")
-	}
-	log.SetLogger(logr.Discard())
 	objs := buildKustomize(t, "config/default")
-
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(fwv1.AddToScheme(scheme))
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(repoRoot, "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		Scheme:                scheme,
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("starting envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	cfg, scheme := startAPIServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-
-	warned := &warnings{}
-	adminCfg := rest.CopyConfig(cfg)
-	adminCfg.WarningHandler = warned
-	admin, err := client.New(adminCfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin, warned := adminClient(t, cfg, scheme)
 
 	// The whole install, as deployed: namespaces first. envtest installed
 	// the CRDs from config/crd/bases, which config/default holds unchanged.
@@ -217,6 +193,44 @@ func TestAgentAdmissionPolicy(t *testing.T) {
 		t.Errorf("node-a after the agent's attempts: spec %+v, status ruleCount %d; want the spec untouched and ruleCount 3",
 			got.Spec.DefaultActions, got.Status.RuleCount)
 	}
+}
+
+// startAPIServer starts kube-apiserver and etcd with nodefw's CRDs for the
+// test, and stops them when it ends.
+func startAPIServer(t *testing.T) (*rest.Config, *runtime.Scheme) {
+	t.Helper()
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, or set it to the directory that hack/envtest-assets.sh prints (kube-apiserver and etcd)")
+	}
+	log.SetLogger(logr.Discard())
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(fwv1.AddToScheme(scheme))
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(repoRoot, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		Scheme:                scheme,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("starting envtest: %v", err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	return cfg, scheme
+}
+
+// adminClient returns a client with the envtest administrator's rights that
+// collects the API server's warnings.
+func adminClient(t *testing.T, cfg *rest.Config, scheme *runtime.Scheme) (client.Client, *warnings) {
+	t.Helper()
+	warned := &warnings{}
+	adminCfg := rest.CopyConfig(cfg)
+	adminCfg.WarningHandler = warned
+	admin, err := client.New(adminCfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return admin, warned
 }
 
 // warnings collects the API server's warnings.

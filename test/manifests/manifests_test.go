@@ -35,6 +35,8 @@ func TestDefaultHasEveryObject(t *testing.T) {
 		{"DaemonSet", agentNamespace, agentName},
 		{"ValidatingAdmissionPolicy", "", admissionPolicy},
 		{"ValidatingAdmissionPolicyBinding", "", admissionPolicy},
+		{"ValidatingAdmissionPolicy", "", failsafeWarning},
+		{"ValidatingAdmissionPolicyBinding", "", failsafeWarning},
 	}
 	for _, k := range want {
 		objs.get(t, k.Kind, k.Namespace, k.Name)

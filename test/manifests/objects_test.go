@@ -1,6 +1,7 @@
 // Package manifests tests the deployment manifests: config/default as
 // kustomize builds it, the Helm chart in charts/nodefw against it, and the
-// agent's admission policy against a real API server.
+// admission policies (the agent's scoping and the failsafe warning) against
+// a real API server.
 package manifests
 
 import (
