@@ -69,6 +69,10 @@ test: deps manifests generate vet envtest ## Run unit, envtest, privileged and e
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	@hack/fuzz.sh $${FUZZTIME:-30s}
 
+.PHONY: bench
+bench: deps ## Benchmark the packet path, programming, memory and the resolver (root); BENCH_OUT=file also writes the report.
+	go test -count=1 -timeout 90m -v -run '^TestBenchmarks$$' ./test/bench -args -full $(if $(BENCH_OUT),-out $(abspath $(BENCH_OUT)))
+
 ##@ Build
 
 .PHONY: build

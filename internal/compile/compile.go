@@ -100,7 +100,9 @@ func chainHook(c v1alpha1.Chain) Hook {
 // Compile turns a node's resolved firewall into the ruleset its agent
 // programs: the input, forward and output base chains, each with the
 // implicit accepts, then the node's rules of that chain in order, then the
-// chain policy. The result depends only on its arguments.
+// chain policy. Runs of simple rules with the same action become lookups
+// in sets (see runs.go); the first rule that matches a packet still
+// decides. The result depends only on its arguments.
 func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 	if err := Validate(spec); err != nil {
 		return nil, err
@@ -109,6 +111,11 @@ func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 		return nil, err
 	}
 	rs := &Ruleset{Table: opts.table()}
+	byChain := map[v1alpha1.Chain][]*v1alpha1.NodeFirewallRule{}
+	for i := range spec.Rules {
+		r := &spec.Rules[i]
+		byChain[r.Chain] = append(byChain[r.Chain], r)
+	}
 	for _, c := range v1alpha1.Chains {
 		ch := Chain{
 			Name:     chainName(c),
@@ -117,11 +124,8 @@ func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 			Policy:   VerdictAccept,
 			Rules:    implicitRules(c, opts),
 		}
-		for _, r := range spec.Rules {
-			if r.Chain == c {
-				ch.Rules = append(ch.Rules, expandRule(r)...)
-			}
-		}
+		b := chainBuilder{rs: rs, ch: &ch, minRun: opts.minRun()}
+		b.addRules(byChain[c])
 		if spec.DefaultActions.For(c) == v1alpha1.ChainPolicyDrop {
 			if slices.Contains(spec.AuditedChains, c) {
 				// Count and log what the policy would drop; drop nothing.
@@ -139,11 +143,21 @@ func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 	return rs, nil
 }
 
-// RuleCount is the number of rules in all chains.
+// RuleCount is the number of rules in all chains; a lookup in a set counts
+// as one rule.
 func (r *Ruleset) RuleCount() int {
 	n := 0
 	for _, c := range r.Chains {
 		n += len(c.Rules)
+	}
+	return n
+}
+
+// ElementCount is the number of elements in all sets.
+func (r *Ruleset) ElementCount() int {
+	n := 0
+	for _, s := range r.Sets {
+		n += len(s.Elements)
 	}
 	return n
 }

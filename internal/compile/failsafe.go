@@ -35,6 +35,18 @@ type Options struct {
 	// pass DefaultFailsafeInbound and DefaultFailsafeOutbound unless told
 	// otherwise.
 	FailsafeInbound, FailsafeOutbound []Failsafe
+
+	// minRunLen is the least length of a run of simple rules that becomes
+	// set lookups; 0 means minRunRules. Tests lower it to exercise sets
+	// with few rules.
+	minRunLen int
+}
+
+func (o Options) minRun() int {
+	if o.minRunLen > 0 {
+		return o.minRunLen
+	}
+	return minRunRules
 }
 
 func (o Options) table() string {

@@ -196,7 +196,8 @@ type AddrRange struct {
 }
 
 // SetElement is one element of a concatenated interval set: an inclusive
-// range per field. Only the set's Fields are meaningful.
+// range per field. Only the set's Fields are matched; Compile gives the
+// others their whole range.
 type SetElement struct {
 	L4Proto ProtoRange
 	DPort   PortInterval
@@ -204,9 +205,10 @@ type SetElement struct {
 	DAddr   AddrRange
 }
 
-// Set is a named interval set whose key concatenates Fields, the
-// kernel's pipapo sets. Compile emits its elements disjoint and sorted, as
-// the kernel refuses elements that overlap.
+// Set is a named interval set whose key concatenates Fields (at least
+// two), the kernel's pipapo sets. Compile emits its elements disjoint, as
+// the kernel refuses elements that overlap, and sorted by key. A set may be
+// empty (a port block no rule reaches yet).
 type Set struct {
 	Name string
 	// Family is FamilyIPv4 or FamilyIPv6: the family of the addresses.

@@ -3,6 +3,7 @@ package compile
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -18,6 +19,13 @@ func Render(rs *Ruleset) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\n\ntable inet %s {\n", table, table, table)
+	sets := make(map[string]*Set, len(rs.Sets))
+	for i := range rs.Sets {
+		s := &rs.Sets[i]
+		sets[s.Name] = s
+		renderSet(&b, s)
+		b.WriteString("\n")
+	}
 	for i, c := range rs.Chains {
 		if i > 0 {
 			b.WriteString("\n")
@@ -30,7 +38,7 @@ func Render(rs *Ruleset) string {
 		fmt.Fprintf(&b, "\t\ttype filter hook %s priority %d; policy %s;\n", c.Hook, c.Priority, policy)
 		for _, r := range c.Rules {
 			b.WriteString("\t\t")
-			b.WriteString(renderRule(r))
+			b.WriteString(renderRule(r, sets[r.Lookup]))
 			b.WriteString("\n")
 		}
 		b.WriteString("\t}\n")
@@ -39,7 +47,103 @@ func Render(rs *Ruleset) string {
 	return b.String()
 }
 
-func renderRule(r Rule) string {
+// renderSet writes a set declaration with one element per line.
+func renderSet(b *strings.Builder, s *Set) {
+	fmt.Fprintf(b, "\tset %s {\n", s.Name)
+	types := make([]string, len(s.Fields))
+	for i, f := range s.Fields {
+		types[i] = fieldType(f, s.Family)
+	}
+	fmt.Fprintf(b, "\t\ttype %s\n\t\tflags interval\n", strings.Join(types, " . "))
+	if len(s.Elements) > 0 {
+		b.WriteString("\t\telements = {\n")
+		for i, e := range s.Elements {
+			b.WriteString("\t\t\t")
+			b.WriteString(formatElement(e, s.Fields))
+			if i < len(s.Elements)-1 {
+				b.WriteString(",")
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("\t\t}\n")
+	}
+	b.WriteString("\t}\n")
+}
+
+// fieldType is the nft data type of a set field.
+func fieldType(f SetField, fam Family) string {
+	switch f {
+	case FieldL4Proto:
+		return "inet_proto"
+	case FieldDPort:
+		return "inet_service"
+	}
+	if fam == FamilyIPv6 {
+		return "ipv6_addr"
+	}
+	return "ipv4_addr"
+}
+
+// fieldExpr is the nft expression that loads a set field.
+func fieldExpr(f SetField, fam Family) string {
+	switch f {
+	case FieldSAddr, FieldDAddr:
+		if fam == FamilyIPv6 {
+			return "ip6 " + f.String()
+		}
+		return "ip " + f.String()
+	}
+	return f.String()
+}
+
+// formatElement renders a set element as nft reads it: a value, a prefix
+// or a range per field.
+func formatElement(e SetElement, fields []SetField) string {
+	parts := make([]string, len(fields))
+	for i, f := range fields {
+		switch f {
+		case FieldL4Proto:
+			if e.L4Proto.First == e.L4Proto.Last {
+				parts[i] = protoName(e.L4Proto.First)
+			} else {
+				parts[i] = fmt.Sprintf("%d-%d", e.L4Proto.First, e.L4Proto.Last)
+			}
+		case FieldDPort:
+			parts[i] = formatPorts(e.DPort)
+		case FieldSAddr:
+			parts[i] = formatAddrRange(e.SAddr)
+		case FieldDAddr:
+			parts[i] = formatAddrRange(e.DAddr)
+		}
+	}
+	return strings.Join(parts, " . ")
+}
+
+// formatAddrRange renders an address range as a prefix when it is one.
+func formatAddrRange(r AddrRange) string {
+	if p, ok := rangePrefix(r); ok {
+		return formatPrefix(p)
+	}
+	return r.First.String() + "-" + r.Last.String()
+}
+
+// rangePrefix returns the prefix that is exactly r, if any.
+func rangePrefix(r AddrRange) (netip.Prefix, bool) {
+	bits := r.First.BitLen()
+	for b := 0; b <= bits; b++ {
+		p := netip.PrefixFrom(r.First, b)
+		if p.Masked().Addr() != r.First {
+			continue
+		}
+		if prefixSpan(p).hi == addrU128(r.Last) {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// renderRule renders one rule; lookup is the set the rule looks up, if any.
+func renderRule(r Rule, lookup *Set) string {
 	var parts []string
 	add := func(s ...string) { parts = append(parts, s...) }
 
@@ -54,7 +158,7 @@ func renderRule(r Rule) string {
 	}
 	// Address and ICMP type matches imply the family; say it only when
 	// nothing else does.
-	if family != FamilyAny && !addrs && len(r.ICMPTypes) == 0 {
+	if family != FamilyAny && !addrs && len(r.ICMPTypes) == 0 && !lookupImpliesFamily(lookup) {
 		add("meta nfproto", map[Family]string{FamilyIPv4: "ipv4", FamilyIPv6: "ipv6"}[family])
 	}
 	// A lone "+" matches every name, and nft refuses an all-wildcard
@@ -89,6 +193,18 @@ func renderRule(r Rule) string {
 	if r.CtStates != 0 {
 		add("ct state", ctStateNames(r.CtStates))
 	}
+	if r.Lookup != "" {
+		if lookup == nil {
+			// A dangling lookup: nft names the missing set.
+			add("meta l4proto", "@"+r.Lookup)
+		} else {
+			keys := make([]string, len(lookup.Fields))
+			for i, f := range lookup.Fields {
+				keys[i] = fieldExpr(f, lookup.Family)
+			}
+			add(strings.Join(keys, " . "), "@"+lookup.Name)
+		}
+	}
 	if r.Counter {
 		add("counter")
 	}
@@ -108,6 +224,12 @@ func renderRule(r Rule) string {
 		add("comment", quote(r.Comment))
 	}
 	return strings.Join(parts, " ")
+}
+
+// lookupImpliesFamily reports whether a set's key loads addresses, which
+// restricts the rule to the set's family.
+func lookupImpliesFamily(s *Set) bool {
+	return s != nil && (slices.Contains(s.Fields, FieldSAddr) || slices.Contains(s.Fields, FieldDAddr))
 }
 
 func prefixFamily(p netip.Prefix) Family {

@@ -96,6 +96,28 @@ func goldenSpecs() map[string]v1alpha1.NodeFirewallSpec {
 				{Name: "strict-output", Generation: 1},
 			},
 		},
+		"runs": {
+			Rules: append(policy("allow", v1alpha1.PolicyModeEnforce,
+				tcpPort("ssh", 22, 0), tcpPort("web", 80, 0), tcpPort("tls", 443, 0), tcpPort("alt", 8000, 8080),
+				tcpPort("alt-overlap", 8080, 8443), flannelVXLAN(),
+				v1alpha1.NodeFirewallRule{Name: "monitoring", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept,
+					Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: 9100}},
+					Sources: []string{"10.0.0.0/8", "10.1.0.0/16", "fd00::/8"}},
+				v1alpha1.NodeFirewallRule{Name: "admins", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept,
+					Sources: []string{"192.0.2.0/25", "192.0.2.128/25", "2001:db8:ad::/48"}},
+				v1alpha1.NodeFirewallRule{Name: "ping", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept, Protocol: v1alpha1.ProtocolICMP},
+				v1alpha1.NodeFirewallRule{Name: "log-rest", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionDrop, Log: true},
+			), policy("egress", v1alpha1.PolicyModeEnforce, func() []v1alpha1.NodeFirewallRule {
+				var out []v1alpha1.NodeFirewallRule
+				for i, d := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4",
+					"198.51.100.0/24", "2001:db8:bad::/48", "203.0.113.5", "203.0.113.6"} {
+					out = append(out, v1alpha1.NodeFirewallRule{Name: fmt.Sprintf("deny-%d", i), Chain: v1alpha1.ChainOutput,
+						Action: v1alpha1.ActionReject, Destinations: []string{d}})
+				}
+				return out
+			}()...)...),
+			DefaultActions: v1alpha1.DefaultActions{Input: drop, Forward: drop, Output: accept},
+		},
 		"features": {
 			Rules: append(policy("features", v1alpha1.PolicyModeEnforce,
 				v1alpha1.NodeFirewallRule{
@@ -190,7 +212,7 @@ func TestRenderRule(t *testing.T) {
 		{Rule{Comment: "say \"hi\"\n\\"}, `comment "say _hi___"`},
 	}
 	for _, tt := range tests {
-		if got := renderRule(tt.rule); got != tt.want {
+		if got := renderRule(tt.rule, nil); got != tt.want {
 			t.Errorf("renderRule(%+v)\n got %s\nwant %s", tt.rule, got, tt.want)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -26,8 +27,8 @@ func Validate(spec v1alpha1.NodeFirewallSpec) error {
 	fail := func(path, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 	}
-	for i, r := range spec.Rules {
-		validateRule(fmt.Sprintf("rules[%d]", i), r, fail)
+	for i := range spec.Rules {
+		validateRule("rules["+strconv.Itoa(i)+"]", &spec.Rules[i], fail)
 	}
 	for _, c := range v1alpha1.Chains {
 		switch p := spec.DefaultActions.For(c); p {
@@ -44,8 +45,9 @@ func Validate(spec v1alpha1.NodeFirewallSpec) error {
 	return errors.Join(errs...)
 }
 
-func validateRule(path string, r v1alpha1.NodeFirewallRule, fail func(path, format string, args ...any)) {
-	if msgs := validation.IsDNS1123Subdomain(r.Policy); len(msgs) > 0 {
+func validateRule(path string, r *v1alpha1.NodeFirewallRule, fail func(path, format string, args ...any)) {
+	if !isDNS1123Subdomain(r.Policy) {
+		msgs := validation.IsDNS1123Subdomain(r.Policy)
 		fail(path+".policy", "%q is not a policy name: %s", r.Policy, strings.Join(msgs, "; "))
 	}
 	switch r.Mode {
@@ -53,7 +55,8 @@ func validateRule(path string, r v1alpha1.NodeFirewallRule, fail func(path, form
 	default:
 		fail(path+".mode", "%q is not Enforce or Audit", r.Mode)
 	}
-	if msgs := validation.IsDNS1123Label(r.Name); len(msgs) > 0 {
+	if !isDNS1123Label(r.Name) {
+		msgs := validation.IsDNS1123Label(r.Name)
 		fail(path+".name", "%q is not a rule name: %s", r.Name, strings.Join(msgs, "; "))
 	}
 	if !validChain(r.Chain) {
@@ -74,16 +77,16 @@ func validateRule(path string, r v1alpha1.NodeFirewallRule, fail func(path, form
 		fail(path+".ports", "ports require protocol TCP, UDP or SCTP, not %q", r.Protocol)
 	}
 	for i, p := range r.Ports {
-		pp := fmt.Sprintf("%s.ports[%d]", path, i)
+		pp := func() string { return fmt.Sprintf("%s.ports[%d]", path, i) }
 		if p.Port < 1 || p.Port > 65535 {
-			fail(pp+".port", "%d is not in 1-65535", p.Port)
+			fail(pp()+".port", "%d is not in 1-65535", p.Port)
 		}
 		switch {
 		case p.EndPort == 0:
 		case p.EndPort < p.Port:
-			fail(pp+".endPort", "%d is below port %d", p.EndPort, p.Port)
+			fail(pp()+".endPort", "%d is below port %d", p.EndPort, p.Port)
 		case p.EndPort > 65535:
-			fail(pp+".endPort", "%d is above 65535", p.EndPort)
+			fail(pp()+".endPort", "%d is above 65535", p.EndPort)
 		}
 	}
 	for i, a := range r.Sources {
@@ -138,4 +141,48 @@ func parseAddress(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR", s)
 	}
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// isDNS1123Label is a fast check of what validation.IsDNS1123Label
+// accepts: at most 63 lower-case alphanumerics or '-', starting and ending
+// with an alphanumeric. The library, which uses a regular expression, only
+// explains failures.
+func isDNS1123Label(s string) bool {
+	if len(s) == 0 || len(s) > validation.DNS1123LabelMaxLength {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-' && i > 0 && i < len(s)-1:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// isDNS1123Subdomain is a fast check of what
+// validation.IsDNS1123Subdomain accepts: dot-separated labels, at most 253
+// bytes in all.
+func isDNS1123Subdomain(s string) bool {
+	if len(s) > validation.DNS1123SubdomainMaxLength {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			switch {
+			case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+			case c == '-' && i > 0 && i < len(label)-1:
+			default:
+				return false
+			}
+		}
+	}
+	return true
 }

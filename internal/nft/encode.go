@@ -67,13 +67,30 @@ type kernelChain struct {
 	rules    []kernelRule
 }
 
+// namedSet is one of the ruleset's named sets: a concatenated interval
+// set (the kernel's pipapo) that lookup rules refer to by name. Its
+// elements can change without touching the rules.
+type namedSet struct {
+	set   *nftables.Set
+	elems []nftables.SetElement
+	size  int // encoded size of the elements, in bytes
+	// loads fill consecutive registers with the key's fields, from
+	// register 1 on, where the lookup reads the key.
+	loads []expr.Any
+	// family is the IP family of the packets the set is for.
+	family compile.Family
+}
+
 // plan is a Ruleset encoded for the kernel.
 type plan struct {
 	table  string
 	chains []kernelChain
-	sets   int // anonymous sets
-	msgs   int // netlink messages in the batch
-	bytes  int // approximate batch size
+	named  []namedSet
+	byName map[string]int // index in named
+	sets   int            // anonymous sets
+	ids    uint32         // set IDs handed out in the batch
+	msgs   int            // netlink messages in the batch
+	bytes  int            // approximate batch size
 }
 
 // buildPlan encodes a ruleset for table.
@@ -81,7 +98,12 @@ func buildPlan(rs *compile.Ruleset, table string) (*plan, error) {
 	if rs == nil {
 		return nil, errors.New("nil ruleset")
 	}
-	p := &plan{table: table, msgs: 3}
+	p := &plan{table: table, msgs: 3, byName: map[string]int{}}
+	for i := range rs.Sets {
+		if err := p.addNamedSet(&rs.Sets[i]); err != nil {
+			return nil, fmt.Errorf("set %q: %w", rs.Sets[i].Name, err)
+		}
+	}
 	seen := map[string]bool{}
 	for i := range rs.Chains {
 		c := &rs.Chains[i]
@@ -125,6 +147,153 @@ func buildPlan(rs *compile.Ruleset, table string) (*plan, error) {
 	return p, nil
 }
 
+func (p *plan) has(name string) bool {
+	_, ok := p.byName[name]
+	return ok
+}
+
+// setFieldType is the kernel data type of set key fields, per family.
+func setFieldType(f compile.SetField, fam compile.Family) (nftables.SetDatatype, error) {
+	switch f {
+	case compile.FieldL4Proto:
+		return nftables.TypeInetProto, nil
+	case compile.FieldDPort:
+		return nftables.TypeInetService, nil
+	case compile.FieldSAddr, compile.FieldDAddr:
+		if fam == compile.FamilyIPv6 {
+			return nftables.TypeIP6Addr, nil
+		}
+		return nftables.TypeIPAddr, nil
+	}
+	return nftables.SetDatatype{}, fmt.Errorf("unknown key field %d", f)
+}
+
+// addNamedSet encodes a named set: its key type, the expressions that
+// load its key into consecutive registers, and its elements, each field
+// padded to whole 32-bit registers as the kernel compares them.
+func (p *plan) addNamedSet(s *compile.Set) error {
+	switch {
+	case s.Name == "" || len(s.Name) >= unix.NFT_SET_MAXNAMELEN || strings.HasPrefix(s.Name, "__"):
+		return errors.New("invalid set name")
+	case p.has(s.Name):
+		return errors.New("set appears twice")
+	case s.Family != compile.FamilyIPv4 && s.Family != compile.FamilyIPv6:
+		return fmt.Errorf("set family must be IPv4 or IPv6, not %v", s.Family)
+	case len(s.Fields) == 0:
+		return errors.New("set has no key fields")
+	}
+	types := make([]nftables.SetDatatype, len(s.Fields))
+	var loads []expr.Any
+	word := 0 // offset of the field in 32-bit registers
+	for i, f := range s.Fields {
+		t, err := setFieldType(f, s.Family)
+		if err != nil {
+			return err
+		}
+		types[i] = t
+		// The first field goes to register 1, as nft does; the others to
+		// the 32-bit registers that follow it.
+		r := uint32(unix.NFT_REG32_00 + word)
+		if i == 0 {
+			r = reg
+		}
+		switch f {
+		case compile.FieldL4Proto:
+			loads = append(loads, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: r})
+		case compile.FieldDPort:
+			loads = append(loads, &expr.Payload{DestRegister: r, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+		case compile.FieldSAddr, compile.FieldDAddr:
+			offset := map[bool]uint32{true: 12, false: 16}[f == compile.FieldSAddr]
+			if s.Family == compile.FamilyIPv6 {
+				offset = map[bool]uint32{true: 8, false: 24}[f == compile.FieldSAddr]
+			}
+			loads = append(loads, &expr.Payload{DestRegister: r, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: t.Bytes})
+		}
+		word += int(t.Bytes+3) / 4
+	}
+	if word > 16 {
+		return errors.New("set key longer than the registers")
+	}
+	keyType, err := nftables.ConcatSetType(types...)
+	if err != nil {
+		return err
+	}
+	elems := make([]nftables.SetElement, len(s.Elements))
+	keyLen := int(keyType.Bytes)
+	// One array holds every key: an element each is a lot of garbage.
+	keys := make([]byte, 2*keyLen*len(s.Elements))
+	size := 0
+	for i := range s.Elements {
+		buf := keys[2*keyLen*i : 2*keyLen*(i+1)]
+		key, end, err := elementKeys(&s.Elements[i], s.Fields, s.Family, buf[:0:keyLen], buf[keyLen:keyLen:2*keyLen])
+		if err != nil {
+			return fmt.Errorf("element %d: %w", i, err)
+		}
+		elems[i] = nftables.SetElement{Key: key, KeyEnd: end}
+		size += elemSize(elems[i])
+	}
+	p.ids++
+	ns := namedSet{
+		set: &nftables.Set{
+			Name:          s.Name,
+			ID:            p.ids,
+			Interval:      true,
+			Concatenation: true,
+			KeyType:       keyType,
+		},
+		elems:  elems,
+		size:   size,
+		loads:  loads,
+		family: s.Family,
+	}
+	p.byName[s.Name] = len(p.named)
+	p.named = append(p.named, ns)
+	chunks := (size + maxElemChunk - 1) / maxElemChunk
+	p.msgs += 1 + chunks
+	p.bytes += 256 + size + 128*chunks
+	return nil
+}
+
+// elementKeys appends an element's first and last key to key and end.
+func elementKeys(e *compile.SetElement, fields []compile.SetField, fam compile.Family, key, end []byte) ([]byte, []byte, error) {
+	pad := func() {
+		for len(key)%4 != 0 {
+			key, end = append(key, 0), append(end, 0)
+		}
+	}
+	for _, f := range fields {
+		switch f {
+		case compile.FieldL4Proto:
+			if e.L4Proto.First > e.L4Proto.Last {
+				return nil, nil, errors.New("empty protocol range")
+			}
+			key, end = append(key, e.L4Proto.First), append(end, e.L4Proto.Last)
+		case compile.FieldDPort:
+			if e.DPort.First > e.DPort.Last {
+				return nil, nil, errors.New("empty port range")
+			}
+			key, end = binary.BigEndian.AppendUint16(key, e.DPort.First), binary.BigEndian.AppendUint16(end, e.DPort.Last)
+		case compile.FieldSAddr, compile.FieldDAddr:
+			r := e.SAddr
+			if f == compile.FieldDAddr {
+				r = e.DAddr
+			}
+			// IPv4-mapped IPv6 addresses are IPv6 addresses here, as in the
+			// rules: they match IPv6 packets that carry them.
+			if !r.First.IsValid() || !r.Last.IsValid() || r.First.Is4() != (fam == compile.FamilyIPv4) ||
+				r.Last.Is4() != (fam == compile.FamilyIPv4) || r.First.Zone() != "" || r.Last.Zone() != "" {
+				return nil, nil, fmt.Errorf("address range %v-%v is not of the set's family", r.First, r.Last)
+			}
+			if r.Last.Less(r.First) {
+				return nil, nil, errors.New("empty address range")
+			}
+			key, end = append(key, r.First.AsSlice()...), append(end, r.Last.AsSlice()...)
+		}
+		pad()
+	}
+	return key, end, nil
+}
+
 // ruleBuilder collects the expressions and sets of one kernel rule.
 type ruleBuilder struct {
 	p     *plan
@@ -138,11 +307,12 @@ func (b *ruleBuilder) add(e ...expr.Any) { b.exprs = append(b.exprs, e...) }
 // expression that matches the register against it.
 func (b *ruleBuilder) lookup(keyType nftables.SetDatatype, interval bool, elems []nftables.SetElement) *expr.Lookup {
 	b.p.sets++
-	id := uint32(b.p.sets)
+	b.p.ids++
+	id := b.p.ids
 	s := &nftables.Set{
 		// An explicit name spares the kernel from scanning every set of the
 		// table to allocate one for the "__set%d" template.
-		Name:      fmt.Sprintf("__set%d", id-1),
+		Name:      fmt.Sprintf("__set%d", b.p.sets-1),
 		ID:        id,
 		Anonymous: true,
 		Constant:  true,
@@ -162,6 +332,9 @@ func elemSize(e nftables.SetElement) int {
 	n := 4 + 8 + align4(len(e.Key)) // element, key nest, key value
 	if e.IntervalEnd {
 		n += 8
+	}
+	if len(e.KeyEnd) > 0 {
+		n += 8 + align4(len(e.KeyEnd))
 	}
 	return n
 }
@@ -338,6 +511,12 @@ func ruleFamily(r *compile.Rule) (compile.Family, error) {
 	if len(r.DPorts) > 0 {
 		switch r.L4Proto {
 		case unix.IPPROTO_TCP, unix.IPPROTO_UDP, unix.IPPROTO_SCTP, unix.IPPROTO_UDPLITE, unix.IPPROTO_DCCP:
+		case 0:
+			// The port range in front of a lookup keyed on the port: the
+			// set's elements carry the protocols.
+			if r.Lookup == "" {
+				return 0, errors.New("destination ports need a protocol")
+			}
 		default:
 			return 0, fmt.Errorf("destination ports need a protocol with ports, not %d", r.L4Proto)
 		}
@@ -392,6 +571,21 @@ func (b *ruleBuilder) match(r *compile.Rule, fam compile.Family) error {
 			b.add(b.lookup(kt, false, elems))
 		}
 	}
+	if r.Lookup != "" {
+		i, ok := b.p.byName[r.Lookup]
+		if !ok {
+			return fmt.Errorf("lookup in unknown set %q", r.Lookup)
+		}
+		ns := &b.p.named[i]
+		if fam == compile.FamilyAny {
+			// The key loads addresses of one family: check it first.
+			b.add(&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg}, cmpEq([]byte{nfproto(ns.family)}))
+		} else if fam != ns.family {
+			return fmt.Errorf("rule of family %v looks up set %q of the other family", fam, r.Lookup)
+		}
+		b.add(ns.loads...)
+		b.add(&expr.Lookup{SourceRegister: reg, SetName: ns.set.Name, SetID: ns.set.ID})
+	}
 	if r.CtStates != 0 {
 		b.add(
 			&expr.Ct{Key: expr.CtKeySTATE, Register: reg},
@@ -406,6 +600,13 @@ func (b *ruleBuilder) match(r *compile.Rule, fam compile.Family) error {
 		)
 	}
 	return nil
+}
+
+func nfproto(f compile.Family) byte {
+	if f == compile.FamilyIPv6 {
+		return unix.NFPROTO_IPV6
+	}
+	return unix.NFPROTO_IPV4
 }
 
 func cmpEq(data []byte) *expr.Cmp {

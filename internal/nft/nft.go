@@ -1,7 +1,9 @@
 // Package nft programs a compile.Ruleset into the kernel as one nftables
-// table of family inet, over netlink. Every change replaces the whole table
-// in a single transaction, so the kernel never holds an empty or partial
-// table. No other table is ever modified.
+// table of family inet, over netlink. Every change is a single
+// transaction, so the kernel never holds an empty or partial table: one
+// that replaces the whole table, or, when only the elements of the
+// ruleset's named sets change, one that deletes and adds just those
+// elements. No other table is ever modified.
 package nft
 
 import (
@@ -34,6 +36,35 @@ type Programmer struct {
 	closed bool
 	conn   *nftables.Conn
 	nl     *netlink.Conn // the socket under conn, for buffer sizing
+
+	// mirror is the plan of the last batch the kernel committed, and
+	// trusted says the kernel's table still holds it: cleared by any
+	// failure and by a Drift that finds the table changed from outside.
+	// Only a trusted mirror lets Apply send set elements alone.
+	mirror  *plan
+	trusted bool
+	last    ApplyStats
+}
+
+// ApplyStats describes the batch of the last successful Apply.
+type ApplyStats struct {
+	// Incremental says only set elements were sent; otherwise the whole
+	// table was rewritten.
+	Incremental bool
+	// Messages counts the netlink messages of the batch, the batch begin
+	// and end included.
+	Messages int
+	// Bytes is the approximate size of the batch.
+	Bytes int
+	// ElementsAdded and ElementsDeleted count set elements sent.
+	ElementsAdded, ElementsDeleted int
+}
+
+// LastApply describes the last successful Apply.
+func (p *Programmer) LastApply() ApplyStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last
 }
 
 // New returns a Programmer for the inet table named table (compile.DefaultTable
@@ -70,6 +101,7 @@ func (p *Programmer) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
+	p.mirror, p.trusted = nil, false
 	var errs []error
 	if p.conn != nil {
 		errs = append(errs, p.conn.CloseLasting())
@@ -156,14 +188,23 @@ func (p *Programmer) checkTable(rs *compile.Ruleset) error {
 	return nil
 }
 
-// Apply replaces the table with rs in one netlink batch, which the kernel
-// commits atomically: add the table (so that deleting it cannot fail),
-// delete it, then add it again with its chains, sets and rules. Other
-// tables are not touched. A model rule that both logs and has a verdict
-// becomes two kernel rules, since an exceeded log limit would otherwise skip
-// the verdict. When the kernel refuses the batch it keeps the previous table
-// whole; when reading its answer fails (say, ENOBUFS) the batch may have
-// been committed, and InSync tells.
+// Apply makes the table rs in one netlink batch, which the kernel commits
+// atomically. Other tables are not touched.
+//
+// When the table already holds the previous ruleset applied through this
+// Programmer (nothing has failed since, and no Drift has seen it changed
+// from outside) and rs differs from it only in the elements of its named
+// sets, the batch carries just the elements to delete and to add: the
+// rules, their counters and the other elements stay. Otherwise, and if that
+// batch fails, the batch replaces the table: add it (so that deleting it
+// cannot fail), delete it, then add it again with its sets, chains and
+// rules, every set before the rules that use it.
+//
+// A model rule that both logs and has a verdict becomes two kernel rules,
+// since an exceeded log limit would otherwise skip the verdict. When the
+// kernel refuses the batch it keeps the previous table whole; when reading
+// its answer fails (say, ENOBUFS) the batch may have been committed, and
+// InSync tells.
 func (p *Programmer) Apply(rs *compile.Ruleset) error {
 	if err := p.checkTable(rs); err != nil {
 		return err
@@ -178,10 +219,49 @@ func (p *Programmer) Apply(rs *compile.Ruleset) error {
 	if err != nil {
 		return err
 	}
+	if p.trusted && p.mirror != nil && sameShape(p.mirror, pl) {
+		stats, err := p.applyElements(c, pl)
+		if err == nil {
+			p.mirror, p.last = pl, stats
+			return nil
+		}
+		// Whatever went wrong, the full rewrite below repairs it; an
+		// unchanged ruleset is rewritten too, which repairs what a change
+		// from outside may have done since the last Drift.
+		if !errors.Is(err, errNoChange) {
+			p.trusted = false
+			p.redial()
+			if c, err = p.connLocked(); err != nil {
+				return err
+			}
+		}
+	}
+	stats, err := p.applyFull(c, pl)
+	if err != nil {
+		p.mirror, p.trusted = nil, false
+		return err
+	}
+	p.mirror, p.trusted, p.last = pl, true, stats
+	return nil
+}
+
+// applyFull sends the batch that replaces the table.
+func (p *Programmer) applyFull(c *nftables.Conn, pl *plan) (ApplyStats, error) {
 	t := p.tableRef()
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
+	// Batch begin and end, and the three table messages.
+	stats := ApplyStats{Messages: 5, Bytes: pl.bytes}
+	for _, ns := range pl.named {
+		msgs, err := addNamedSet(c, t, ns)
+		if err != nil {
+			p.redial()
+			return ApplyStats{}, fmt.Errorf("nft: set %s: %w", ns.set.Name, err)
+		}
+		stats.Messages += msgs
+		stats.ElementsAdded += len(ns.elems)
+	}
 	for i := range pl.chains {
 		kc := &pl.chains[i]
 		ch := c.AddChain(&nftables.Chain{
@@ -192,72 +272,263 @@ func (p *Programmer) Apply(rs *compile.Ruleset) error {
 			Priority: &kc.priority,
 			Policy:   &kc.policy,
 		})
+		stats.Messages++
 		for j := range kc.rules {
 			kr := &kc.rules[j]
 			for _, ks := range kr.sets {
-				if err := addSet(c, t, ks); err != nil {
+				msgs, err := addSet(c, t, ks)
+				if err != nil {
 					// Drop the half-built batch with the connection.
 					p.redial()
-					return fmt.Errorf("nft: chain %s: %w", kc.name, err)
+					return ApplyStats{}, fmt.Errorf("nft: chain %s: %w", kc.name, err)
 				}
+				stats.Messages += msgs
 			}
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: kr.exprs, UserData: kr.udata})
+			stats.Messages++
 		}
 	}
-	if p.nl != nil {
-		// The whole batch goes out in one sendmsg, and the kernel queues an
-		// acknowledgement per message plus an echo per rule before we read
-		// any of them: size both buffers for that.
-		snd := pl.bytes + pl.bytes/4 + (1 << 20)
-		rcv := pl.msgs*1024 + 2*pl.bytes + (1 << 20)
-		if err := setBuffers(p.nl, max(snd, minSocketBuffer), max(rcv, minSocketBuffer)); err != nil {
-			p.redial()
-			return fmt.Errorf("nft: sizing netlink buffers: %w", err)
-		}
+	if err := p.sizeBuffers(pl.bytes, pl.msgs); err != nil {
+		return ApplyStats{}, err
 	}
 	if err := c.Flush(); err != nil {
 		p.redial()
-		return fmt.Errorf("nft: programming table inet %s: %w", p.table, err)
+		return ApplyStats{}, fmt.Errorf("nft: programming table inet %s: %w", p.table, err)
+	}
+	return stats, nil
+}
+
+// sizeBuffers makes the socket buffers fit a batch. The whole batch goes
+// out in one sendmsg, and the kernel queues an acknowledgement per message
+// plus an echo per rule before we read any of them.
+func (p *Programmer) sizeBuffers(bytes, msgs int) error {
+	if p.nl == nil {
+		return nil
+	}
+	snd := bytes + bytes/4 + (1 << 20)
+	rcv := msgs*1024 + 2*bytes + (1 << 20)
+	if err := setBuffers(p.nl, max(snd, minSocketBuffer), max(rcv, minSocketBuffer)); err != nil {
+		p.redial()
+		return fmt.Errorf("nft: sizing netlink buffers: %w", err)
 	}
 	return nil
 }
 
-// addSet adds an anonymous set with its elements. Elements go in chunks
-// that fit a netlink attribute, all before the rule that binds the set and
-// all in the same batch.
-func addSet(c *nftables.Conn, t *nftables.Table, ks kernelSet) error {
+// sameShape reports whether two plans differ at most in the elements of
+// their named sets: same chains, same rules (by fingerprint, which covers
+// the name of every set a rule looks up), same named sets and key types,
+// same anonymous sets.
+func sameShape(a, b *plan) bool {
+	if len(a.chains) != len(b.chains) || len(a.named) != len(b.named) || a.sets != b.sets {
+		return false
+	}
+	for i := range a.chains {
+		x, y := &a.chains[i], &b.chains[i]
+		if x.name != y.name || x.hook != y.hook || x.priority != y.priority || x.policy != y.policy || len(x.rules) != len(y.rules) {
+			return false
+		}
+		for j := range x.rules {
+			if !bytes.Equal(x.rules[j].udata, y.rules[j].udata) {
+				return false
+			}
+		}
+	}
+	for i := range a.named {
+		x, y := a.named[i].set, b.named[i].set
+		if x.Name != y.Name || x.KeyType.Name != y.KeyType.Name || a.named[i].family != b.named[i].family {
+			return false
+		}
+	}
+	return true
+}
+
+// samePlan reports whether two plans program the same table, set elements
+// included.
+func samePlan(a, b *plan) bool {
+	if !sameShape(a, b) {
+		return false
+	}
+	for i := range a.named {
+		x, y := a.named[i].elems, b.named[i].elems
+		if len(x) != len(y) {
+			return false
+		}
+		for j := range x {
+			if compareElems(x[j], y[j]) != 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// elemKey identifies an element by its first and last key.
+func elemKey(e nftables.SetElement) string { return string(e.Key) + "\x00" + string(e.KeyEnd) }
+
+func compareElems(a, b nftables.SetElement) int {
+	if c := bytes.Compare(a.Key, b.Key); c != 0 {
+		return c
+	}
+	return bytes.Compare(a.KeyEnd, b.KeyEnd)
+}
+
+func sortedElems(es []nftables.SetElement) bool {
+	for i := 1; i < len(es); i++ {
+		if compareElems(es[i-1], es[i]) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// diffElements returns the elements of want that have lacks (add) and
+// those of have that want lacks (del). Elements sorted by key, as Compile
+// emits them, are merged in one pass; others go through a map.
+func diffElements(have, want []nftables.SetElement) (add, del []nftables.SetElement) {
+	if sortedElems(have) && sortedElems(want) {
+		i, j := 0, 0
+		for i < len(have) || j < len(want) {
+			switch {
+			case j == len(want):
+				del = append(del, have[i])
+				i++
+			case i == len(have):
+				add = append(add, want[j])
+				j++
+			default:
+				switch c := compareElems(have[i], want[j]); {
+				case c == 0:
+					i++
+					j++
+				case c < 0:
+					del = append(del, have[i])
+					i++
+				default:
+					add = append(add, want[j])
+					j++
+				}
+			}
+		}
+		return add, del
+	}
+	in := make(map[string]struct{}, len(have))
+	for _, e := range have {
+		in[elemKey(e)] = struct{}{}
+	}
+	for _, e := range want {
+		k := elemKey(e)
+		if _, ok := in[k]; ok {
+			delete(in, k)
+			continue
+		}
+		add = append(add, e)
+	}
+	for _, e := range have {
+		if _, ok := in[elemKey(e)]; ok {
+			del = append(del, e)
+		}
+	}
+	return add, del
+}
+
+// errNoChange reports a ruleset the mirror already holds.
+var errNoChange = errors.New("no element changes")
+
+// applyElements sends, in one batch, the element changes that turn the
+// mirror's sets into pl's: deletions first, so that an added element may
+// take the place of a deleted one it overlaps.
+func (p *Programmer) applyElements(c *nftables.Conn, pl *plan) (ApplyStats, error) {
+	t := p.tableRef()
+	stats := ApplyStats{Incremental: true, Messages: 2}
+	for i := range pl.named {
+		add, del := diffElements(p.mirror.named[i].elems, pl.named[i].elems)
+		s := *pl.named[i].set
+		s.Table = t
+		s.ID = 0
+		for _, op := range []struct {
+			elems []nftables.SetElement
+			send  func(*nftables.Set, []nftables.SetElement) error
+			count *int
+		}{{del, c.SetDeleteElements, &stats.ElementsDeleted}, {add, c.SetAddElements, &stats.ElementsAdded}} {
+			msgs, size, err := sendChunks(&s, op.elems, op.send)
+			if err != nil {
+				return ApplyStats{}, err
+			}
+			stats.Messages += msgs
+			stats.Bytes += size + 64*msgs
+			*op.count += len(op.elems)
+		}
+	}
+	if stats.Messages == 2 {
+		return ApplyStats{}, errNoChange
+	}
+	if err := p.sizeBuffers(stats.Bytes, stats.Messages); err != nil {
+		return ApplyStats{}, err
+	}
+	if err := c.Flush(); err != nil {
+		return ApplyStats{}, fmt.Errorf("nft: updating sets of table inet %s: %w", p.table, err)
+	}
+	return stats, nil
+}
+
+// sendChunks queues elements in messages of at most maxElemChunk bytes of
+// elements each, and returns the messages and bytes queued.
+func sendChunks(s *nftables.Set, elems []nftables.SetElement, send func(*nftables.Set, []nftables.SetElement) error) (msgs, size int, err error) {
+	start, chunk := 0, 0
+	for i, e := range elems {
+		n := elemSize(e)
+		if chunk+n > maxElemChunk && i > start {
+			if err := send(s, elems[start:i]); err != nil {
+				return 0, 0, err
+			}
+			msgs++
+			start, chunk = i, 0
+		}
+		chunk += n
+		size += n
+	}
+	if start < len(elems) {
+		if err := send(s, elems[start:]); err != nil {
+			return 0, 0, err
+		}
+		msgs++
+	}
+	return msgs, size, nil
+}
+
+// addNamedSet adds a named set and its elements in chunks, and returns the
+// number of messages queued.
+func addNamedSet(c *nftables.Conn, t *nftables.Table, ns namedSet) (int, error) {
+	s := *ns.set
+	s.Table = t
+	if err := c.AddSet(&s, nil); err != nil {
+		return 0, err
+	}
+	msgs, _, err := sendChunks(&s, ns.elems, c.SetAddElements)
+	return 1 + msgs, err
+}
+
+// addSet adds an anonymous set with its elements, and returns the number
+// of messages queued. Elements go in chunks that fit a netlink attribute,
+// all before the rule that binds the set and all in the same batch.
+func addSet(c *nftables.Conn, t *nftables.Table, ks kernelSet) (int, error) {
 	s := *ks.set
 	s.Table = t
 	if ks.size <= maxElemChunk {
-		return c.AddSet(&s, ks.elems)
+		return 2, c.AddSet(&s, ks.elems)
 	}
 	// No elements with the set itself: its size hint stays 0 (no limit),
 	// since the hint would otherwise cap the set at the first chunk.
 	if err := c.AddSet(&s, nil); err != nil {
-		return err
+		return 0, err
 	}
 	// The library refuses to add elements to an anonymous set after its
 	// creation; the kernel allows it until a rule binds the set. The named
 	// view refers to the same set by name and batch ID.
 	named := s
 	named.Anonymous = false
-	var chunk []nftables.SetElement
-	size := 0
-	for _, e := range ks.elems {
-		n := elemSize(e)
-		if size+n > maxElemChunk && len(chunk) > 0 {
-			if err := c.SetAddElements(&named, chunk); err != nil {
-				return err
-			}
-			chunk, size = nil, 0
-		}
-		chunk = append(chunk, e)
-		size += n
-	}
-	if len(chunk) > 0 {
-		return c.SetAddElements(&named, chunk)
-	}
-	return nil
+	msgs, _, err := sendChunks(&named, ks.elems, c.SetAddElements)
+	return 1 + msgs, err
 }
 
 // Delete deletes the table; a missing table is not an error. Other tables
@@ -272,6 +543,7 @@ func (p *Programmer) Delete() error {
 	t := p.tableRef()
 	c.AddTable(t)
 	c.DelTable(t)
+	p.mirror, p.trusted = nil, false
 	if err := c.Flush(); err != nil {
 		p.redial()
 		return fmt.Errorf("nft: deleting table inet %s: %w", p.table, err)
@@ -317,11 +589,17 @@ func (p *Programmer) InSync(rs *compile.Ruleset) (bool, error) {
 // with their type, hook, priority and policy; that each chain holds the
 // expected number of rules, each with the expected number of expressions
 // and the expected userdata, which carries the comment and a fingerprint of
-// the rule's encoding (expressions and set elements); and that the table
-// holds only the expected number of anonymous sets. A rule deleted, added,
-// moved or replaced (`nft replace rule` cannot reproduce the fingerprint)
-// is reported. Elements of the anonymous sets are not read back: the kernel
-// refuses changes to a constant set bound to a rule.
+// the rule's encoding (expressions and anonymous set elements); that the
+// table holds exactly the expected named sets, with their key types and
+// elements, and the expected number of anonymous sets. A rule deleted,
+// added, moved or replaced (`nft replace rule` cannot reproduce the
+// fingerprint) is reported, and so is a set element added or deleted.
+// Elements of the anonymous sets are not read back: the kernel refuses
+// changes to a constant set bound to a rule.
+//
+// Drift also checks the table against the last ruleset applied, so that
+// the next Apply rewrites the table whole when something outside changed
+// it.
 func (p *Programmer) Drift(rs *compile.Ruleset) (string, error) {
 	if err := p.checkTable(rs); err != nil {
 		return "", err
@@ -334,75 +612,146 @@ func (p *Programmer) Drift(rs *compile.Ruleset) (string, error) {
 	defer p.mu.Unlock()
 	kt, err := p.findTable()
 	if err != nil {
+		p.trusted = false
 		return "", err
 	}
 	if kt == nil {
+		p.trusted = false
 		return fmt.Sprintf("table inet %s is missing", p.table), nil
 	}
 	if kt.Flags != 0 {
+		p.trusted = false
 		return fmt.Sprintf("table inet %s has flags %#x", p.table, kt.Flags), nil
 	}
-	c := p.conn
-	d, err := p.drift(c, kt, pl)
+	st, err := p.readTable(p.conn, kt)
 	if err != nil {
+		p.trusted = false
 		p.redial()
+		return "", err
 	}
-	return d, err
+	d := st.diff(pl)
+	switch {
+	case p.mirror == nil:
+	case samePlan(p.mirror, pl):
+		p.trusted = d == ""
+	default:
+		p.trusted = st.diff(p.mirror) == ""
+	}
+	return d, nil
 }
 
-func (p *Programmer) drift(c *nftables.Conn, kt *nftables.Table, pl *plan) (string, error) {
+// tableState is what the kernel holds in the table.
+type tableState struct {
+	chains map[string]*nftables.Chain
+	rules  map[string][]*nftables.Rule
+	anon   []*nftables.Set
+	named  map[string]*nftables.Set
+	elems  map[string][]nftables.SetElement
+}
+
+// readTable reads the table's chains, rules, sets and named set elements.
+func (p *Programmer) readTable(c *nftables.Conn, kt *nftables.Table) (*tableState, error) {
+	st := &tableState{
+		chains: map[string]*nftables.Chain{},
+		rules:  map[string][]*nftables.Rule{},
+		named:  map[string]*nftables.Set{},
+		elems:  map[string][]nftables.SetElement{},
+	}
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
-		return "", fmt.Errorf("nft: listing chains: %w", err)
+		return nil, fmt.Errorf("nft: listing chains: %w", err)
 	}
-	have := map[string]*nftables.Chain{}
 	for _, ch := range chains {
-		if ch.Table != nil && ch.Table.Name == p.table {
-			have[ch.Name] = ch
+		if ch.Table == nil || ch.Table.Name != p.table {
+			continue
 		}
+		st.chains[ch.Name] = ch
+		rules, err := c.GetRules(kt, &nftables.Chain{Name: ch.Name, Table: kt})
+		if err != nil {
+			return nil, fmt.Errorf("nft: listing rules of chain %s: %w", ch.Name, err)
+		}
+		st.rules[ch.Name] = rules
 	}
+	sets, err := c.GetSets(kt)
+	if err != nil {
+		return nil, fmt.Errorf("nft: listing sets: %w", err)
+	}
+	for _, s := range sets {
+		if s.Anonymous {
+			st.anon = append(st.anon, s)
+			continue
+		}
+		st.named[s.Name] = s
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("nft: listing elements of set %s: %w", s.Name, err)
+		}
+		st.elems[s.Name] = elems
+	}
+	return st, nil
+}
+
+// diff describes the first difference between the table and a plan.
+func (st *tableState) diff(pl *plan) string {
+	seen := map[string]bool{}
 	for _, want := range pl.chains {
-		ch := have[want.name]
+		ch := st.chains[want.name]
 		switch {
 		case ch == nil:
-			return fmt.Sprintf("chain %s is missing", want.name), nil
+			return fmt.Sprintf("chain %s is missing", want.name)
 		case ch.Type != nftables.ChainTypeFilter || ch.Hooknum == nil || *ch.Hooknum != want.hook ||
 			ch.Priority == nil || *ch.Priority != want.priority:
-			return fmt.Sprintf("chain %s has the wrong type, hook or priority", want.name), nil
+			return fmt.Sprintf("chain %s has the wrong type, hook or priority", want.name)
 		case ch.Policy == nil || *ch.Policy != want.policy:
-			return fmt.Sprintf("chain %s has the wrong policy", want.name), nil
+			return fmt.Sprintf("chain %s has the wrong policy", want.name)
 		}
-		delete(have, want.name)
+		seen[want.name] = true
 	}
-	for name := range have {
-		return fmt.Sprintf("unexpected chain %s", name), nil
+	for name := range st.chains {
+		if !seen[name] {
+			return fmt.Sprintf("unexpected chain %s", name)
+		}
 	}
 	for _, want := range pl.chains {
-		rules, err := c.GetRules(kt, &nftables.Chain{Name: want.name, Table: kt})
-		if err != nil {
-			return "", fmt.Errorf("nft: listing rules of chain %s: %w", want.name, err)
-		}
+		rules := st.rules[want.name]
 		if len(rules) != len(want.rules) {
-			return fmt.Sprintf("chain %s has %d rules, want %d", want.name, len(rules), len(want.rules)), nil
+			return fmt.Sprintf("chain %s has %d rules, want %d", want.name, len(rules), len(want.rules))
 		}
 		for i, r := range rules {
 			w := want.rules[i]
 			if len(r.Exprs) != len(w.exprs) || !bytes.Equal(r.UserData, w.udata) {
-				return fmt.Sprintf("chain %s rule %d (handle %d) differs", want.name, i, r.Handle), nil
+				return fmt.Sprintf("chain %s rule %d (handle %d) differs", want.name, i, r.Handle)
 			}
 		}
 	}
-	sets, err := c.GetSets(kt)
-	if err != nil {
-		return "", fmt.Errorf("nft: listing sets: %w", err)
+	if len(st.anon) != pl.sets {
+		return fmt.Sprintf("table has %d anonymous sets, want %d", len(st.anon), pl.sets)
 	}
-	if len(sets) != pl.sets {
-		return fmt.Sprintf("table has %d sets, want %d", len(sets), pl.sets), nil
-	}
-	for _, s := range sets {
-		if !s.Anonymous || !s.Constant {
-			return fmt.Sprintf("unexpected set %s", s.Name), nil
+	for _, s := range st.anon {
+		if !s.Constant {
+			return fmt.Sprintf("unexpected set %s", s.Name)
 		}
 	}
-	return "", nil
+	for name := range st.named {
+		if !pl.has(name) {
+			return fmt.Sprintf("unexpected set %s", name)
+		}
+	}
+	for _, want := range pl.named {
+		s := st.named[want.set.Name]
+		switch {
+		case s == nil:
+			return fmt.Sprintf("set %s is missing", want.set.Name)
+		case !s.Interval || !s.Concatenation || s.Constant || s.IsMap || s.HasTimeout || s.KeyType.Name != want.set.KeyType.Name:
+			return fmt.Sprintf("set %s has the wrong type or flags", want.set.Name)
+		}
+		add, del := diffElements(st.elems[want.set.Name], want.elems)
+		switch {
+		case len(add) > 0:
+			return fmt.Sprintf("set %s lacks %d elements", want.set.Name, len(add))
+		case len(del) > 0:
+			return fmt.Sprintf("set %s has %d unexpected elements", want.set.Name, len(del))
+		}
+	}
+	return ""
 }

@@ -1,0 +1,273 @@
+package nft
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/netnstest"
+)
+
+// runsSpec has two runs of eight simple rules that become sets: ports and no ports,
+// IPv4 and IPv6, overlapping and nested matches, and a linear rule between
+// two runs.
+func runsSpec() v1alpha1.NodeFirewallSpec {
+	rule := func(name string, action v1alpha1.Action, proto v1alpha1.Protocol, port int32, src ...string) v1alpha1.NodeFirewallRule {
+		r := v1alpha1.NodeFirewallRule{Policy: "runs", Name: name, Chain: v1alpha1.ChainInput, Action: action, Protocol: proto, Sources: src}
+		if port != 0 {
+			r.Ports = []v1alpha1.PortRange{{Port: port}}
+		}
+		return r
+	}
+	accept, drop, reject := v1alpha1.ActionAccept, v1alpha1.ActionDrop, v1alpha1.ActionReject
+	tcp, udp := v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP
+	return v1alpha1.NodeFirewallSpec{
+		Rules: []v1alpha1.NodeFirewallRule{
+			// Drops first: the blocked source loses even accepted ports.
+			rule("block-1", drop, "", 0, "192.0.2.11"),
+			rule("block-2", drop, "", 0, "198.51.100.0/24", "2001:db8:bad::/48"),
+			rule("block-3", drop, tcp, 8003, "192.0.2.0/24"),
+			rule("block-4", drop, udp, 9003),
+			rule("block-5", drop, tcp, 8003, "2001:db8:1::/64"),
+			rule("block-6", drop, udp, 9100),
+			rule("block-7", drop, tcp, 8100, "203.0.113.0/24", "2001:db8:2::/48"),
+			rule("block-8", drop, v1alpha1.ProtocolSCTP, 0, "192.0.2.0/24"),
+			{Policy: "runs", Name: "linear", Chain: v1alpha1.ChainInput, Action: reject, Protocol: tcp,
+				Ports: []v1alpha1.PortRange{{Port: 8002}}, InInterface: "eth0"},
+			rule("web", accept, tcp, 8001),
+			rule("web-again", accept, tcp, 8001, "192.0.2.0/24"),
+			rule("range", accept, tcp, 0, "192.0.2.0/25"),
+			rule("dns", accept, udp, 9001),
+			rule("v6-only", accept, udp, 9004, "2001:db8:1::/64"),
+			{Policy: "runs", Name: "ports-range", Chain: v1alpha1.ChainInput, Action: accept, Protocol: udp,
+				Ports: []v1alpha1.PortRange{{Port: 9005, EndPort: 9010}, {Port: 9008, EndPort: 9020}}},
+			{Policy: "runs", Name: "ping6", Chain: v1alpha1.ChainInput, Action: accept, Protocol: v1alpha1.ProtocolICMPv6},
+			{Policy: "runs", Name: "ping", Chain: v1alpha1.ChainInput, Action: accept, Protocol: v1alpha1.ProtocolICMP},
+		},
+		DefaultActions: v1alpha1.DefaultActions{Input: v1alpha1.ChainPolicyDrop},
+	}
+}
+
+func compileRuns(t *testing.T, spec v1alpha1.NodeFirewallSpec) *compile.Ruleset {
+	t.Helper()
+	rs, err := compile.Compile(spec, compile.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs.Sets) < 4 {
+		t.Fatalf("want sets, got %d:\n%s", len(rs.Sets), compile.Render(rs))
+	}
+	return rs
+}
+
+// TestSetsParityWithRender programs runs over netlink and loads their
+// rendering with nft: the kernel must list both the same.
+func TestSetsParityWithRender(t *testing.T) {
+	parity(t, compileRuns(t, runsSpec()))
+}
+
+// TestPortBlocksParityWithRender does the same with a run large enough to
+// be cut into port blocks, some of them empty.
+func TestPortBlocksParityWithRender(t *testing.T) {
+	rs, err := compile.Compile(bigRuns(3000, 3000), compile.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs.Sets) < 16 {
+		t.Fatalf("%d sets: no port blocks", len(rs.Sets))
+	}
+	parity(t, rs)
+}
+
+func parity(t *testing.T, rs *compile.Ruleset) {
+	t.Helper()
+	ns, p := target(t)
+	if err := p.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	mustInSync(t, p, rs, true)
+	ref := netnstest.NewNS(t, "nft-ref")
+	file := filepath.Join(t.TempDir(), "ruleset.nft")
+	if err := os.WriteFile(file, []byte(compile.Render(rs)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ref.MustExec("nft", "-f", file)
+	if got, want := listTable(t, ns), listTable(t, ref); got != want {
+		t.Errorf("netlink:\n%s\nnft -f:\n%s", got, want)
+	}
+}
+
+// TestSetsPackets sends real packets through runs.
+func TestSetsPackets(t *testing.T) {
+	pair := netnstest.NewTestPair(t)
+	client, host := pair.Client, pair.Host
+	p, err := New(host.Path(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := host.ServeTCP(8001, 8002, 8003, 8004); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := host.ServeUDPEcho(9001, 9003, 9004, 9012, 9021); err != nil {
+		t.Fatal(err)
+	}
+	const blocked = "192.0.2.11"
+	if err := client.AddAddr("eth0", blocked+"/24"); err != nil {
+		t.Fatal(err)
+	}
+	spec := runsSpec()
+	rs := compileRuns(t, spec)
+	if err := p.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	for _, dst := range []netip.Addr{netnstest.HostV4, netnstest.HostV6} {
+		netnstest.ExpectTCP(t, client, dst, 8001, netnstest.Accepted)
+		netnstest.ExpectTCP(t, client, dst, 8002, netnstest.Rejected)
+		netnstest.ExpectUDP(t, client, dst, 9001, netnstest.Accepted)
+		netnstest.ExpectUDP(t, client, dst, 9003, netnstest.Dropped)
+		netnstest.ExpectUDP(t, client, dst, 9012, netnstest.Accepted)
+		netnstest.ExpectUDP(t, client, dst, 9021, netnstest.Dropped)
+	}
+	// 8003: dropped from the /24 and from the IPv6 /64 before "range".
+	netnstest.ExpectTCP(t, client, netnstest.HostV4, 8003, netnstest.Dropped)
+	netnstest.ExpectTCP(t, client, netnstest.HostV6, 8003, netnstest.Dropped)
+	// 8004: only "range" accepts it, for 192.0.2.0/25.
+	netnstest.ExpectTCP(t, client, netnstest.HostV4, 8004, netnstest.Accepted)
+	netnstest.ExpectTCP(t, client, netnstest.HostV6, 8004, netnstest.Dropped)
+	netnstest.ExpectUDP(t, client, netnstest.HostV4, 9004, netnstest.Dropped)
+	netnstest.ExpectUDP(t, client, netnstest.HostV6, 9004, netnstest.Accepted)
+	src := netnstest.WithSource(netip.MustParseAddr(blocked))
+	netnstest.ExpectTCP(t, client, netnstest.HostV4, 8001, netnstest.Dropped, src)
+	netnstest.ExpectUDP(t, client, netnstest.HostV4, 9001, netnstest.Dropped, src)
+
+	// The lookups count per run.
+	out := listTable(t, host)
+	if !strings.Contains(out, "@input-run-1-v4 counter packets") || strings.Contains(out, "@input-run-2-v4 counter packets 0 ") {
+		t.Errorf("run counters did not count:\n%s", out)
+	}
+
+	// One more accepted port changes elements only: counters stay.
+	spec.Rules = append(spec.Rules, v1alpha1.NodeFirewallRule{Policy: "runs", Name: "more", Chain: v1alpha1.ChainInput,
+		Action: v1alpha1.ActionAccept, Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: 8004}}})
+	rs2 := compileRuns(t, spec)
+	if err := p.Apply(rs2); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.LastApply(); !st.Incremental || st.ElementsAdded == 0 || st.Messages > 10 {
+		t.Errorf("adding a port: %+v", st)
+	}
+	mustInSync(t, p, rs2, true)
+	netnstest.ExpectTCP(t, client, netnstest.HostV6, 8004, netnstest.Accepted)
+	if out := listTable(t, host); strings.Contains(out, "@input-run-2-v4 counter packets 0 ") {
+		t.Errorf("counters were reset:\n%s", out)
+	}
+}
+
+// bigRuns is n simple Input rules in runs of runLen, alternating Accept
+// and Drop, with distinct ports and sources.
+func bigRuns(n, runLen int) v1alpha1.NodeFirewallSpec {
+	var spec v1alpha1.NodeFirewallSpec
+	for i := range n {
+		action := v1alpha1.ActionAccept
+		if (i/runLen)%2 == 1 {
+			action = v1alpha1.ActionDrop
+		}
+		r := v1alpha1.NodeFirewallRule{
+			Policy: "big", Name: fmt.Sprintf("r%d", i), Chain: v1alpha1.ChainInput, Action: action,
+			Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: int32(1 + i%60000)}},
+			Sources: []string{fmt.Sprintf("10.%d.%d.0/24", i>>8&255, i&255)},
+		}
+		if i%3 == 0 {
+			r.Sources = []string{fmt.Sprintf("2001:db8:%x::/48", i)}
+		}
+		spec.Rules = append(spec.Rules, r)
+	}
+	return spec
+}
+
+// TestSetsIncremental changes one rule of 10,000: the batch carries only
+// the elements that change, and the table is the new ruleset.
+func TestSetsIncremental(t *testing.T) {
+	ns, p := target(t)
+	spec := bigRuns(10000, 2500)
+	rs, err := compile.Compile(spec, compile.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := p.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	full := p.LastApply()
+	t.Logf("full apply: %v, %+v, %d rules, %d elements", time.Since(start), full, rs.RuleCount(), rs.ElementCount())
+	if full.Incremental || full.ElementsAdded != rs.ElementCount() {
+		t.Errorf("first apply: %+v", full)
+	}
+	mustInSync(t, p, rs, true)
+
+	spec.Rules[4321].Ports[0].Port = 61000
+	rs2, err := compile.Compile(spec, compile.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustInSync(t, p, rs2, false)
+	start = time.Now()
+	if err := p.Apply(rs2); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	st := p.LastApply()
+	t.Logf("one rule changed: %v, %+v", took, st)
+	if !st.Incremental || st.ElementsAdded != 1 || st.ElementsDeleted != 1 || st.Messages != 4 {
+		t.Errorf("one rule changed: %+v", st)
+	}
+	mustInSync(t, p, rs2, true)
+	mustInSync(t, p, rs, false)
+
+	// An element deleted from outside is drift; Drift distrusts the table,
+	// and the next Apply rewrites it whole.
+	ns.MustExec("nft", "delete", "element", "inet", compile.DefaultTable, "input-run-1-v4-0", "{ 2 . 10.0.1.0/24 . tcp }")
+	mustInSync(t, p, rs2, false)
+	if err := p.Apply(rs2); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.LastApply(); st.Incremental {
+		t.Errorf("drift repaired incrementally: %+v", st)
+	}
+	mustInSync(t, p, rs2, true)
+
+	// An element added from outside, unseen by Drift: the incremental
+	// batch still succeeds (adds are idempotent), then Drift sees it.
+	ns.MustExec("nft", "add", "element", "inet", compile.DefaultTable, "input-run-1-v4-0", "{ 7 . 10.9.9.9 . udp }")
+	if err := p.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	mustInSync(t, p, rs, false)
+	if err := p.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	mustInSync(t, p, rs, true)
+
+	// A failing incremental batch falls back to a full rewrite: here the
+	// element it deletes is gone already.
+	spec.Rules[4321].Ports[0].Port = 62000
+	rs3, err := compile.Compile(spec, compile.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.MustExec("nft", "delete", "element", "inet", compile.DefaultTable, "input-run-2-v4-4096", "{ 4322 . 10.16.225.0/24 . tcp }")
+	if err := p.Apply(rs3); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.LastApply(); st.Incremental {
+		t.Errorf("failed incremental batch not replaced by a full one: %+v", st)
+	}
+	mustInSync(t, p, rs3, true)
+}

@@ -1,0 +1,143 @@
+package bench
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nodefw/nodefw/internal/netnstest"
+)
+
+// connectRate opens TCP connections from the client to the host's probe
+// port for d with the given number of workers, each closing its
+// connection with a reset at once (no TIME_WAIT), and returns the
+// connections per second. Every connection is a new flow: its SYN walks
+// the host's input chain down to the rule that accepts it.
+func connectRate(client *netnstest.NS, workers int, d time.Duration) (float64, error) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	total, failed := 0, 0
+	var firstErr error
+	start := time.Now()
+	deadline := start.Add(d)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, bad := 0, 0
+			err := client.Do(func() error {
+				addr := &unix.SockaddrInet4{Port: probePort, Addr: netnstest.HostV4.As4()}
+				for time.Now().Before(deadline) {
+					fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+					if err != nil {
+						return err
+					}
+					_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &unix.Timeval{Sec: 1})
+					_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+					if err := unix.Connect(fd, addr); err == nil {
+						ok++
+					} else {
+						bad++
+					}
+					unix.Close(fd)
+				}
+				return nil
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			total += ok
+			failed += bad
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if firstErr != nil {
+		return 0, firstErr
+	}
+	if failed > total/100 {
+		return 0, fmt.Errorf("%d of %d connections failed", failed, failed+total)
+	}
+	return float64(total) / elapsed.Seconds(), nil
+}
+
+// benchPacketPath compares the new-flow rate through the last rule at 1
+// rule and at cfg.packetRules rules, ours against the same rules as
+// iptables-nft rules. Each of the four setups has a client and host pair
+// of its own, and the measurements take turns in short windows, so that
+// load from elsewhere on the machine weighs on all four alike.
+func benchPacketPath(t *testing.T, r *report) {
+	n := r.cfg.packetRules
+	type setup struct {
+		name   string
+		client *netnstest.NS
+		rates  []float64
+	}
+	var setups []*setup
+	for _, c := range []struct {
+		name  string
+		rules int
+		ours  bool
+	}{{"ours1", 1, true}, {"ours", n, true}, {"iptables1", 1, false}, {"iptables", n, false}} {
+		pair := netnstest.NewTestPair(t)
+		if _, err := pair.Host.ServeTCP(probePort); err != nil {
+			t.Fatal(err)
+		}
+		spec := benchSpec(c.rules)
+		if c.ours {
+			if _, err := oursApply(programmer(t, pair.Host), spec); err != nil {
+				t.Fatal(err)
+			}
+		} else if _, _, err := iptablesRestore(pair.Host, spec); err != nil {
+			t.Fatal(err)
+		}
+		// Connections closed by a reset leave conntrack entries in CLOSE:
+		// let them go at once, so the table never fills.
+		for _, k := range []string{"nf_conntrack_tcp_timeout_close", "nf_conntrack_tcp_timeout_time_wait"} {
+			_ = pair.Host.Sysctl("net/netfilter/"+k, "1")
+		}
+		// Warm up: listener, caches, conntrack.
+		if _, err := connectRate(pair.Client, r.cfg.flowWorkers, r.cfg.flowTime/4); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		setups = append(setups, &setup{name: c.name, client: pair.Client})
+	}
+	rounds := 4 * r.cfg.reps
+	for range rounds {
+		for _, s := range setups {
+			rate, err := connectRate(s.client, r.cfg.flowWorkers, r.cfg.flowTime/4)
+			if err != nil {
+				t.Fatalf("%s: %v", s.name, err)
+			}
+			s.rates = append(s.rates, rate)
+		}
+	}
+	rate := map[string]float64{}
+	for _, s := range setups {
+		rate[s.name] = median(s.rates)
+	}
+	t.Logf("rates: %v", rate)
+	base, ours, peer := rate["ours1"], rate["ours"], rate["iptables"]
+	r.add(row{
+		figure: "new TCP flows/s, match at rule 1",
+		ours:   fmt.Sprintf("%.0f", base), peer: fmt.Sprintf("%.0f", rate["iptables1"]),
+		ratio: fmt.Sprintf("%.2f", base/rate["iptables1"]), goal: "—", result: "—",
+	})
+	r.add(row{
+		figure: fmt.Sprintf("new TCP flows/s, match at rule %s", thousands(n)),
+		ours:   fmt.Sprintf("%.0f", ours), peer: fmt.Sprintf("%.0f", peer),
+		ratio: fmt.Sprintf("%.1f", ours/peer),
+		goal:  "ours ≥ 90% of ours at rule 1", result: fmt.Sprintf("%s (%.0f%%)", verdict(ours >= 0.9*base), 100*ours/base),
+	})
+	r.note("Flows: TCP connections from a client namespace to a host namespace over veth, %d connecting threads, "+
+		"each connection reset at once; every SYN is a new flow that walks the host's input chain to the one rule "+
+		"that accepts it, after %s rules that do not match it (an allowlist of TCP/UDP ports from IPv4 hosts, /24s "+
+		"and IPv6 /48s). Peer: the same rules loaded with iptables-nft-restore and ip6tables-nft-restore, "+
+		"one iptables rule per nodefw rule. The four setups take turns in windows of %s, %d rounds; the "+
+		"rates are medians over the windows.", r.cfg.flowWorkers, thousands(n-1), r.cfg.flowTime/4, rounds)
+}

@@ -1,0 +1,204 @@
+package bench
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/iptables"
+	"github.com/nodefw/nodefw/internal/netnstest"
+	"github.com/nodefw/nodefw/internal/nft"
+)
+
+// probePort is where the packet path's flows go; only the last rule of
+// every benchmark ruleset accepts it.
+const probePort = 5001
+
+// benchSpec is a node with n Input rules, a large allowlist: n-1 rules
+// accept a TCP or UDP port from a source of 10.0.0.0/8 (a host or a /24)
+// or, one in four, from an IPv6 /48 of fd00::/8, and the last accepts TCP
+// probePort from the client of netnstest.Pair. Input drops the rest.
+// Sources and ports never cover the client's probe: it matches the last
+// rule only.
+func benchSpec(n int) v1alpha1.NodeFirewallSpec {
+	r := rand.New(rand.NewPCG(uint64(n), 1))
+	spec := v1alpha1.NodeFirewallSpec{DefaultActions: v1alpha1.DefaultActions{Input: v1alpha1.ChainPolicyDrop}}
+	for i := range n - 1 {
+		port := int32(1024 + r.IntN(64000))
+		if port == probePort {
+			port++
+		}
+		rule := v1alpha1.NodeFirewallRule{
+			Policy: "bench", Mode: v1alpha1.PolicyModeEnforce, Name: fmt.Sprintf("r%d", i),
+			Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept,
+			Protocol: []v1alpha1.Protocol{v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP}[r.IntN(2)],
+			Ports:    []v1alpha1.PortRange{{Port: port}},
+		}
+		switch r.IntN(4) {
+		case 0:
+			rule.Sources = []string{fmt.Sprintf("fd%02x:%x:%x::/48", r.IntN(256), r.IntN(65536), r.IntN(65536))}
+		case 1:
+			rule.Sources = []string{fmt.Sprintf("10.%d.%d.0/24", r.IntN(256), r.IntN(256))}
+		default:
+			rule.Sources = []string{fmt.Sprintf("10.%d.%d.%d", r.IntN(256), r.IntN(256), r.IntN(256))}
+		}
+		spec.Rules = append(spec.Rules, rule)
+	}
+	spec.Rules = append(spec.Rules, v1alpha1.NodeFirewallRule{
+		Policy: "bench", Mode: v1alpha1.PolicyModeEnforce, Name: "probe",
+		Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept, Protocol: v1alpha1.ProtocolTCP,
+		Ports:   []v1alpha1.PortRange{{Port: probePort}},
+		Sources: []string{netnstest.ClientV4.String(), netnstest.ClientV6.String()},
+	})
+	return spec
+}
+
+// options are the agent's defaults.
+func options() compile.Options {
+	return compile.Options{FailsafeInbound: compile.DefaultFailsafeInbound(), FailsafeOutbound: compile.DefaultFailsafeOutbound()}
+}
+
+func iptablesOptions() iptables.Options {
+	return iptables.Options{FailsafeInbound: compile.DefaultFailsafeInbound(), FailsafeOutbound: compile.DefaultFailsafeOutbound()}
+}
+
+// run runs a command inside a namespace, feeding it stdin, and returns how
+// long it took and its peak resident set in KiB. The command is started
+// from a thread inside the namespace, so no `ip netns exec` adds to its
+// time.
+func run(ns *netnstest.NS, stdin string, name string, args ...string) (time.Duration, int64, error) {
+	var took time.Duration
+	var peak int64
+	err := ns.Do(func() error {
+		cmd := exec.Command(name, args...)
+		cmd.Stdin = strings.NewReader(stdin)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		start := time.Now()
+		var err error
+		peak, err = peakRSS(cmd)
+		took = time.Since(start)
+		if err != nil {
+			return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+		}
+		return nil
+	})
+	return took, peak, err
+}
+
+// peakRSS runs cmd to its end and returns its peak resident set in KiB:
+// the high-water mark of the process's own memory (VmHWM), read every
+// millisecond while it runs. The rusage of a child is no good here: the
+// child of a vfork shares its parent's memory until it execs, and the
+// kernel counts that into the child's maximum.
+func peakRSS(cmd *exec.Cmd) (int64, error) {
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
+	var peak int64
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		if v := vmHWM(status); v > peak {
+			peak = v
+		}
+		select {
+		case err := <-done:
+			return peak, err
+		case <-tick.C:
+		}
+	}
+}
+
+// vmHWM reads the VmHWM line of a /proc status file, in KiB; 0 when the
+// process is gone.
+func vmHWM(path string) int64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	return parseVmHWM(string(b))
+}
+
+func parseVmHWM(status string) int64 {
+	for _, l := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// iptablesRestore loads a spec with iptables-nft-restore and
+// ip6tables-nft-restore, each replacing its family's filter table, and
+// returns the time from the spec to both tables committed and the larger
+// peak RSS of the two, in KiB.
+func iptablesRestore(ns *netnstest.NS, spec v1alpha1.NodeFirewallSpec) (time.Duration, int64, error) {
+	start := time.Now()
+	v4, v6 := iptables.Restore(spec, iptablesOptions())
+	_, p4, err := run(ns, v4, "iptables-nft-restore")
+	if err != nil {
+		return 0, 0, err
+	}
+	_, p6, err := run(ns, v6, "ip6tables-nft-restore")
+	if err != nil {
+		return 0, 0, err
+	}
+	return time.Since(start), max(p4, p6), nil
+}
+
+// clearIptables deletes the filter tables iptables-nft made.
+func clearIptables(ns *netnstest.NS) error {
+	_, _, err := run(ns, "", "sh", "-c", "nft delete table ip filter 2>/dev/null; nft delete table ip6 filter 2>/dev/null; true")
+	return err
+}
+
+// nftLoad loads a spec's rendered ruleset with `nft -f`, and returns the
+// time from the spec to the table committed.
+func nftLoad(ns *netnstest.NS, spec v1alpha1.NodeFirewallSpec) (time.Duration, error) {
+	start := time.Now()
+	rs, err := compile.Compile(spec, options())
+	if err != nil {
+		return 0, err
+	}
+	if _, _, err := run(ns, compile.Render(rs), "nft", "-f", "-"); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// oursApply compiles and applies a spec, and returns the time from the
+// spec to the table committed.
+func oursApply(p *nft.Programmer, spec v1alpha1.NodeFirewallSpec) (time.Duration, error) {
+	start := time.Now()
+	rs, err := compile.Compile(spec, options())
+	if err != nil {
+		return 0, err
+	}
+	if err := p.Apply(rs); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+func programmer(t *testing.T, ns *netnstest.NS) *nft.Programmer {
+	t.Helper()
+	p, err := nft.New(ns.Path(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
