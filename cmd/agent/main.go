@@ -54,6 +54,7 @@ func run() error {
 		burst         int
 		confirmWait   time.Duration
 		confirmAddr   string
+		setLookups    bool
 	)
 	flag.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "Name of this node (default $NODE_NAME).")
 	flag.StringVar(&table, "table", compile.DefaultTable, "The one nftables table (family inet) the agent owns.")
@@ -73,6 +74,9 @@ func run() error {
 		"After each new ruleset, how long the control plane may stay unreachable before the agent reverts to the previous ruleset; 0 disables the check.")
 	flag.StringVar(&confirmAddr, "confirm-endpoint", "",
 		"host:port the node must still reach after an apply (default: the API server from the kubeconfig).")
+	flag.BoolVar(&setLookups, "set-lookups", false,
+		"Compile runs of simple rules into concatenated-set lookups (per-packet cost independent of the rule count). "+
+			"Off by default: the kernel can miss lookups in a set for a moment after the transaction that refills it.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -148,7 +152,7 @@ func run() error {
 		Firewall:     fw,
 		Metrics:      agent.NewMetrics(metrics.Registry),
 		NodeName:     nodeName,
-		Compile:      compile.Options{Table: table, FailsafeInbound: in, FailsafeOutbound: out},
+		Compile:      compile.Options{Table: table, FailsafeInbound: in, FailsafeOutbound: out, SetLookups: setLookups},
 		ResyncPeriod: resync,
 
 		Confirm:        confirm,

@@ -31,6 +31,7 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	nodeName := fs.String("node-name", "node", "The node's name.")
 	table := fs.String("table", compile.DefaultTable, "The agent's table name.")
 	inbound := fs.String("failsafe-inbound", compile.FormatFailsafes(compile.DefaultFailsafeInbound()), "The agent's inbound failsafe ports.")
+	setLookups := fs.Bool("set-lookups", false, "Render as an agent with --set-lookups would program.")
 	outbound := fs.String("failsafe-outbound", compile.FormatFailsafes(compile.DefaultFailsafeOutbound()), "The agent's outbound failsafe ports.")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -63,7 +64,7 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	for _, p := range res.Problems {
 		fmt.Fprintf(stderr, "warning: policy %s: %s\n", p.Policy, p.Message)
 	}
-	rs, err := compile.Compile(res.Nodes[node.Name], compile.Options{Table: *table, FailsafeInbound: in, FailsafeOutbound: out})
+	rs, err := compile.Compile(res.Nodes[node.Name], compile.Options{Table: *table, FailsafeInbound: in, FailsafeOutbound: out, SetLookups: *setLookups})
 	if err != nil {
 		return err
 	}

@@ -466,7 +466,7 @@ func TestCompileIsDeterministic(t *testing.T) {
 
 func mustCompile(t *testing.T, spec v1alpha1.NodeFirewallSpec) *Ruleset {
 	t.Helper()
-	rs, err := Compile(spec, Options{FailsafeInbound: DefaultFailsafeInbound(), FailsafeOutbound: DefaultFailsafeOutbound()})
+	rs, err := Compile(spec, Options{FailsafeInbound: DefaultFailsafeInbound(), FailsafeOutbound: DefaultFailsafeOutbound(), SetLookups: true})
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}

@@ -208,14 +208,14 @@ func genPacket(c chooser, chain v1alpha1.Chain) Packet {
 	return p
 }
 
-// variants compiles a spec three ways: as agents do, with every run of
-// two or more rules in sets, and all linear.
+// variants compiles a spec three ways: with set lookups at the agent's run
+// length, with every run in sets, and all linear (the agent's default).
 func variants(t testing.TB, spec v1alpha1.NodeFirewallSpec, opts Options) map[string]*Ruleset {
 	t.Helper()
 	out := map[string]*Ruleset{}
 	for name, minRun := range map[string]int{"default": 0, "sets": 1, "linear": 1 << 30} {
 		o := opts
-		o.minRunLen = minRun
+		o.minRunLen, o.SetLookups = minRun, true
 		rs, err := Compile(spec, o)
 		if err != nil {
 			t.Fatalf("Compile: %v", err)

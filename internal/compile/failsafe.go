@@ -2,6 +2,7 @@ package compile
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -36,6 +37,16 @@ type Options struct {
 	// otherwise.
 	FailsafeInbound, FailsafeOutbound []Failsafe
 
+	// SetLookups compiles runs of simple rules into lookups in concatenated
+	// interval sets, so that a packet's cost depends on how often the
+	// verdict changes along the rules rather than on their number. It is
+	// off by default: when a transaction creates or refills such a set,
+	// the kernel can miss lookups in it for a moment after the commit (the
+	// new generation is live before the set's new contents), which would
+	// break the guarantee that every packet sees the old or the new
+	// ruleset. Linear rules have no such window.
+	SetLookups bool
+
 	// minRunLen is the least length of a run of simple rules that becomes
 	// set lookups; 0 means minRunRules. Tests lower it to exercise sets
 	// with few rules.
@@ -43,6 +54,9 @@ type Options struct {
 }
 
 func (o Options) minRun() int {
+	if !o.SetLookups && o.minRunLen == 0 {
+		return math.MaxInt
+	}
 	if o.minRunLen > 0 {
 		return o.minRunLen
 	}

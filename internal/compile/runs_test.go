@@ -42,7 +42,7 @@ func bigSpec(n, dropEvery int, seed uint64) v1alpha1.NodeFirewallSpec {
 // TestLookupsFollowVerdictChanges checks that a chain's length depends on
 // how often the action changes along it, not on how many rules it has.
 func TestLookupsFollowVerdictChanges(t *testing.T) {
-	opts := Options{FailsafeInbound: DefaultFailsafeInbound()}
+	opts := Options{FailsafeInbound: DefaultFailsafeInbound(), SetLookups: true}
 	implicit := len(implicitRules(v1alpha1.ChainInput, opts))
 	for _, tc := range []struct{ n, dropEvery, runs int }{
 		{10000, 0, 1},
@@ -91,7 +91,7 @@ func TestPathologicalRunIsSplit(t *testing.T) {
 			Sources: []string{fmt.Sprintf("10.%d.%d.0/24", i/256, i%256)},
 		})
 	}
-	rs, err := Compile(spec, Options{})
+	rs, err := Compile(spec, Options{SetLookups: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestPathologicalRunIsSplit(t *testing.T) {
 			SAddr: netip.AddrFrom4([4]byte{10, byte(i / 256), byte(i % 256), 9}), DAddr: netip.MustParseAddr("192.0.2.2"),
 			IIfName: "eth0",
 		}
-		if got, want := rs.Eval(ChainInput, p), EvalSpec(spec, Options{}, v1alpha1.ChainInput, p); got != want {
+		if got, want := rs.Eval(ChainInput, p), EvalSpec(spec, Options{SetLookups: true}, v1alpha1.ChainInput, p); got != want {
 			t.Fatalf("packet %+v: compiled %q, rules %q", p, got, want)
 		}
 	}
@@ -180,7 +180,7 @@ func TestPortBlocksMatchLinear(t *testing.T) {
 		}
 		spec.Rules = append(spec.Rules, rule)
 	}
-	rs, err := Compile(spec, Options{})
+	rs, err := Compile(spec, Options{SetLookups: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestPortBlocksMatchLinear(t *testing.T) {
 		if r.IntN(4) == 0 {
 			p.DPort = uint16(portBlockWidth*(1+r.IntN(15)) - 3 + r.IntN(6))
 		}
-		if got, want := rs.Eval(ChainInput, p), EvalSpec(spec, Options{}, v1alpha1.ChainInput, p); got != want {
+		if got, want := rs.Eval(ChainInput, p), EvalSpec(spec, Options{SetLookups: true}, v1alpha1.ChainInput, p); got != want {
 			t.Fatalf("packet %+v: compiled %q, rules %q", p, got, want)
 		}
 	}
@@ -215,7 +215,7 @@ func BenchmarkCompile(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := Compile(spec, Options{}); err != nil {
+				if _, err := Compile(spec, Options{SetLookups: true}); err != nil {
 					b.Fatal(err)
 				}
 			}

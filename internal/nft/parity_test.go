@@ -63,6 +63,7 @@ func paritySpec() v1alpha1.NodeFirewallSpec {
 // must list both the same.
 func TestParityWithRender(t *testing.T) {
 	rs, err := compile.Compile(paritySpec(), compile.Options{
+		SetLookups:       true,
 		FailsafeInbound:  compile.DefaultFailsafeInbound(),
 		FailsafeOutbound: compile.DefaultFailsafeOutbound(),
 	})

@@ -49,7 +49,7 @@ func TestRandomRulesetsEncode(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	for i := range 500 {
 		spec := randomSpec(r)
-		rs, err := compile.Compile(spec, compile.Options{FailsafeInbound: compile.DefaultFailsafeInbound()})
+		rs, err := compile.Compile(spec, compile.Options{FailsafeInbound: compile.DefaultFailsafeInbound(), SetLookups: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -70,7 +70,7 @@ func TestRandomRulesetsLoad(t *testing.T) {
 		n = 10
 	}
 	for i := range n {
-		rs, err := compile.Compile(randomSpec(r), compile.Options{})
+		rs, err := compile.Compile(randomSpec(r), compile.Options{SetLookups: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -56,7 +56,7 @@ func runsSpec() v1alpha1.NodeFirewallSpec {
 
 func compileRuns(t *testing.T, spec v1alpha1.NodeFirewallSpec) *compile.Ruleset {
 	t.Helper()
-	rs, err := compile.Compile(spec, compile.Options{})
+	rs, err := compile.Compile(spec, compile.Options{SetLookups: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestSetsParityWithRender(t *testing.T) {
 // TestPortBlocksParityWithRender does the same with a run large enough to
 // be cut into port blocks, some of them empty.
 func TestPortBlocksParityWithRender(t *testing.T) {
-	rs, err := compile.Compile(bigRuns(3000, 3000), compile.Options{})
+	rs, err := compile.Compile(bigRuns(3000, 3000), compile.Options{SetLookups: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func bigRuns(n, runLen int) v1alpha1.NodeFirewallSpec {
 func TestSetsIncremental(t *testing.T) {
 	ns, p := target(t)
 	spec := bigRuns(10000, 2500)
-	rs, err := compile.Compile(spec, compile.Options{})
+	rs, err := compile.Compile(spec, compile.Options{SetLookups: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestSetsIncremental(t *testing.T) {
 	mustInSync(t, p, rs, true)
 
 	spec.Rules[4321].Ports[0].Port = 61000
-	rs2, err := compile.Compile(spec, compile.Options{})
+	rs2, err := compile.Compile(spec, compile.Options{SetLookups: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func TestSetsIncremental(t *testing.T) {
 	// A failing incremental batch falls back to a full rewrite: here the
 	// element it deletes is gone already.
 	spec.Rules[4321].Ports[0].Port = 62000
-	rs3, err := compile.Compile(spec, compile.Options{})
+	rs3, err := compile.Compile(spec, compile.Options{SetLookups: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -138,6 +138,8 @@ type topology struct {
 	ipt, nfw *side
 	prog     *nft.Programmer
 	dir      string
+	// loads counts the rule sets loaded.
+	loads int
 }
 
 func newTopology() (_ *topology, err error) {
@@ -253,7 +255,9 @@ func (t *topology) load(c *ruleCase) error {
 	if err := t.loadIptables(c.v4, c.v6); err != nil {
 		return fmt.Errorf("iptables: %w", err)
 	}
-	rs, err := compile.Compile(c.spec, compile.Options{})
+	t.loads++
+	c.setLookups = t.loads%2 == 0
+	rs, err := compile.Compile(c.spec, compile.Options{SetLookups: c.setLookups})
 	if err != nil {
 		return fmt.Errorf("compile: %w", err)
 	}
@@ -389,6 +393,9 @@ type ruleCase struct {
 	// excused, when set, says why mismatches are expected: they are logged
 	// instead of failing the test.
 	excused string
+	// setLookups compiles runs of simple rules into set lookups; every other
+	// rule set loaded does, so both of the agent's modes are compared.
+	setLookups bool
 }
 
 // newRuleCase renders a spec for iptables with the agent's options: no
