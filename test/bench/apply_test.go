@@ -276,32 +276,46 @@ func splitArgs(line string) []string {
 // benchmark ruleset and exit: "<namespace path> <rules>".
 const workerEnv = "NODEFW_BENCH_APPLY"
 
-// TestApplyWorker is the child process of benchMemory: it builds the spec
-// an agent would get, compiles and applies it, as an agent does.
-func TestApplyWorker(t *testing.T) {
-	arg := os.Getenv(workerEnv)
-	if arg == "" {
-		t.Skip("run by the memory benchmark")
+// TestMain lets the test binary double as the child process of
+// benchMemory: with workerEnv set it applies a ruleset and exits.
+func TestMain(m *testing.M) {
+	if arg := os.Getenv(workerEnv); arg != "" {
+		if err := applyWorker(arg); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
+	os.Exit(m.Run())
+}
+
+// applyWorker builds the spec an agent would get, compiles and applies it,
+// as an agent does, and prints its peak RSS.
+func applyWorker(arg string) error {
 	path, count, _ := strings.Cut(arg, " ")
 	n, err := strconv.Atoi(count)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	p, err := nft.New(path, "")
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer p.Close()
 	if _, err := oursApply(p, benchSpec(n)); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if ok, err := p.InSync(mustCompile(t, benchSpec(n))); err != nil || !ok {
-		t.Fatalf("InSync = %v, %v", ok, err)
+	rs, err := compile.Compile(benchSpec(n), options())
+	if err != nil {
+		return err
+	}
+	if ok, err := p.InSync(rs); err != nil || !ok {
+		return fmt.Errorf("InSync = %v, %v", ok, err)
 	}
 	// The parent reads the peak from here: the last moments of a process
 	// can escape its polling.
 	fmt.Printf("peak %d kB\n", vmHWM("/proc/self/status"))
+	return nil
 }
 
 func mustCompile(t *testing.T, spec v1alpha1.NodeFirewallSpec) *compile.Ruleset {
@@ -324,7 +338,7 @@ func benchMemory(t *testing.T, r *report) {
 	}
 	var ours, peer []int64
 	for range r.cfg.reps {
-		cmd := exec.Command(exe, "-test.run=^TestApplyWorker$", "-test.count=1", "-test.v")
+		cmd := exec.Command(exe)
 		cmd.Env = append(os.Environ(), workerEnv+"="+oursNS.Path()+" "+strconv.Itoa(n))
 		var output bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &output, &output
