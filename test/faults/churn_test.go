@@ -1,0 +1,131 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/nft"
+	"github.com/nodefw/nodefw/internal/resolve"
+)
+
+// TestPolicyChurnReachesTheKernel churns policies concurrently — 1,000
+// creates, updates and deletes — and then checks every node's kernel: its
+// table must be exactly what the resolver computes from the final objects,
+// compiled as the node's agent compiles. No update is lost on the way.
+func TestPolicyChurnReachesTheKernel(t *testing.T) {
+	c := faultCluster(t)
+	defer restoreBaseline(t, c)
+	ctx := context.Background()
+	const (
+		policies = 12
+		ops      = 1000
+		workers  = 8
+	)
+	name := func(i int) string { return fmt.Sprintf("churn-%02d", i) }
+	selectors := []metav1.LabelSelector{
+		{},
+		{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "node-role.kubernetes.io/control-plane", Operator: metav1.LabelSelectorOpExists}}},
+		{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "node-role.kubernetes.io/control-plane", Operator: metav1.LabelSelectorOpDoesNotExist}}},
+	}
+	// Rules on ports no probe of the baseline uses, so the cluster keeps
+	// working while it churns.
+	spec := func(r *rand.Rand) fwv1.NodeFirewallPolicySpec {
+		s := fwv1.NodeFirewallPolicySpec{NodeSelector: selectors[r.Intn(len(selectors))], Priority: int32(500 + r.Intn(100))}
+		for j := range 1 + r.Intn(5) {
+			s.Rules = append(s.Rules, fwv1.Rule{
+				Name: fmt.Sprintf("r%d", j), Chain: fwv1.ChainInput, Action: []fwv1.Action{fwv1.ActionAccept, fwv1.ActionDrop, fwv1.ActionReject}[r.Intn(3)],
+				Protocol: fwv1.ProtocolTCP, Ports: []fwv1.PortRange{{Port: int32(40000 + r.Intn(500))}},
+			})
+		}
+		return s
+	}
+	t.Cleanup(func() {
+		for i := range policies {
+			_ = c.Client.Delete(ctx, &fwv1.NodeFirewallPolicy{ObjectMeta: metav1.ObjectMeta{Name: name(i)}})
+		}
+	})
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewSource(int64(w)))
+			for range ops / workers {
+				key := client.ObjectKey{Name: name(r.Intn(policies))}
+				p := &fwv1.NodeFirewallPolicy{}
+				err := c.Client.Get(ctx, key, p)
+				switch {
+				case apierrors.IsNotFound(err):
+					err = c.Client.Create(ctx, &fwv1.NodeFirewallPolicy{ObjectMeta: metav1.ObjectMeta{Name: key.Name}, Spec: spec(r)})
+				case err == nil && r.Intn(4) == 0:
+					err = c.Client.Delete(ctx, p)
+				case err == nil:
+					p.Spec = spec(r)
+					err = c.Client.Update(ctx, p)
+				}
+				if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && !apierrors.IsAlreadyExists(err) {
+					t.Errorf("%s: %v", key.Name, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d operations in %v", ops, time.Since(start).Round(time.Millisecond))
+
+	// The agents' compile options, as the testbed starts them.
+	inbound, err := compile.ParseFailsafes("tcp:22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := compile.Options{FailsafeInbound: inbound, FailsafeOutbound: compile.DefaultFailsafeOutbound()}
+	settled := time.Now()
+	waitFor(t, c, "every kernel holding the resolver's output for the final policies", 90*time.Second, func(ctx context.Context) (bool, error) {
+		var ps fwv1.NodeFirewallPolicyList
+		var ns corev1.NodeList
+		if err := c.Client.List(ctx, &ps); err != nil {
+			return false, err
+		}
+		if err := c.Client.List(ctx, &ns); err != nil {
+			return false, err
+		}
+		want := resolve.For(ps.Items, ns.Items)
+		for _, n := range c.Nodes {
+			nfw := &fwv1.NodeFirewall{}
+			if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, nfw); err != nil {
+				return false, err
+			}
+			if !cmp.Equal(want.Nodes[n.Name], nfw.Spec) {
+				return false, nil
+			}
+			rs, err := compile.Compile(want.Nodes[n.Name], opts)
+			if err != nil {
+				return false, err
+			}
+			p, err := nft.New(n.NS.Path(), compile.DefaultTable)
+			if err != nil {
+				return false, err
+			}
+			inSync, err := p.InSync(rs)
+			p.Close()
+			if err != nil || !inSync {
+				return false, err
+			}
+		}
+		return true, nil
+	})
+	t.Logf("kernels matched the resolver %v after the last operation", time.Since(settled).Round(time.Millisecond))
+}
