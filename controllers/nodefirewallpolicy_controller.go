@@ -44,6 +44,9 @@ const (
 	// orphanFinalizerGrace is how long a deleted node's agent gets to run its
 	// cleanup before the controller drops the agent finalizer itself.
 	orphanFinalizerGrace = 30 * time.Second
+
+	// periodicResolve is the longest time between two resolves.
+	periodicResolve = time.Minute
 )
 
 // clusterKey is the one work item: every event leads to a full resolve, as
@@ -205,6 +208,11 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		return retryOnConflict(err)
 	}
 	logger.V(1).Info("resolved", "policies", len(policies.Items), "nodes", len(nodes.Items))
+	// Resolve again now and then even without events, so that a missed
+	// watch event cannot leave a node or a status behind for long.
+	if requeue == 0 || requeue > periodicResolve {
+		requeue = periodicResolve
+	}
 	return reconcile.Result{RequeueAfter: requeue}, nil
 }
 

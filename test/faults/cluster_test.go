@@ -167,8 +167,21 @@ func restoreBaseline(t *testing.T, c *testbed.Cluster) {
 			t.Fatalf("restoring policy %s: %v", p.Name, err)
 		}
 	}
-	if err := c.WaitReady(ctx); err != nil {
-		t.Fatalf("restoring the baseline: %v\n%s", err, c.Diagnose(ctx, nil))
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	defer wcancel()
+	if err := c.WaitReady(wctx); err != nil {
+		// Restoring is plumbing between tests, not what a test asserts: when
+		// the cluster does not settle, log why and restart its processes.
+		t.Logf("the baseline did not settle within a minute, restarting the manager and agents: %v\n%s", err, c.Diagnose(ctx, nil))
+		for _, p := range append([]*testbed.Process{c.Manager}, agents(c)...) {
+			p.Stop()
+			if err := p.Start(); err != nil {
+				t.Fatalf("restarting %s: %v", p.Name, err)
+			}
+		}
+		if err := c.WaitReady(ctx); err != nil {
+			t.Fatalf("restoring the baseline: %v\n%s", err, c.Diagnose(ctx, nil))
+		}
 	}
 	expect(t, c, "the baseline", c.SeedChecks())
 }
