@@ -1,6 +1,7 @@
 // Command agent is nodefw's node agent. It runs on every node (a DaemonSet),
 // watches only its own node's NodeFirewall, and programs it into one
-// nftables table through netlink, in one atomic transaction per change.
+// nftables table through netlink: each change reaches the packet path in one
+// atomic transaction.
 package main
 
 import (
@@ -74,9 +75,9 @@ func run() error {
 		"After each new ruleset, how long the control plane may stay unreachable before the agent reverts to the previous ruleset; 0 disables the check.")
 	flag.StringVar(&confirmAddr, "confirm-endpoint", "",
 		"host:port the node must still reach after an apply (default: the API server from the kubeconfig).")
-	flag.BoolVar(&setLookups, "set-lookups", false,
-		"Compile runs of simple rules into concatenated-set lookups (per-packet cost independent of the rule count). "+
-			"Off by default: the kernel can miss lookups in a set for a moment after the transaction that refills it.")
+	flag.BoolVar(&setLookups, "set-lookups", true,
+		"Compile runs of simple rules into concatenated-set lookups (per-packet cost independent of the rule count); "+
+			"false programs one nftables rule per rule, evaluated in order as iptables does.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()

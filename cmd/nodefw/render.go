@@ -31,7 +31,7 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	nodeName := fs.String("node-name", "node", "The node's name.")
 	table := fs.String("table", compile.DefaultTable, "The agent's table name.")
 	inbound := fs.String("failsafe-inbound", compile.FormatFailsafes(compile.DefaultFailsafeInbound()), "The agent's inbound failsafe ports.")
-	setLookups := fs.Bool("set-lookups", false, "Render as an agent with --set-lookups would program.")
+	setLookups := fs.Bool("set-lookups", true, "Render runs of simple rules as set lookups, as agents do by default; false renders linear rules, as an agent with --set-lookups=false programs.")
 	outbound := fs.String("failsafe-outbound", compile.FormatFailsafes(compile.DefaultFailsafeOutbound()), "The agent's outbound failsafe ports.")
 	if err := fs.Parse(args); err != nil {
 		return err

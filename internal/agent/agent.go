@@ -33,7 +33,8 @@ const FieldManager = "nodefw-agent"
 
 // Firewall is the kernel side: one nftables table, replaced atomically.
 type Firewall interface {
-	// Apply replaces the whole table with rs in one atomic transaction.
+	// Apply makes the table rs: packets meet the old ruleset or the new
+	// one, never a mix or an empty table.
 	Apply(rs *compile.Ruleset) error
 	// InSync reports whether the kernel's table equals rs.
 	InSync(rs *compile.Ruleset) (bool, error)

@@ -1,7 +1,8 @@
 // Package nft programs a compile.Ruleset into the kernel as one nftables
-// table of family inet, over netlink. Every change is a single
-// transaction, so the kernel never holds an empty or partial table: one
-// that replaces the whole table, or, when only the elements of the
+// table of family inet, over netlink. What packets meet changes in a single
+// transaction, so the kernel never holds an empty or partial ruleset: one
+// that replaces every rule (after a transaction that only adds the new
+// named sets, which no rule uses yet), or, when only the elements of the
 // ruleset's named sets change, one that deletes and adds just those
 // elements. No other table is ever modified.
 package nft
@@ -43,7 +44,9 @@ type Programmer struct {
 	// Only a trusted mirror lets Apply send set elements alone.
 	mirror  *plan
 	trusted bool
-	last    ApplyStats
+	// slot is the slot of the mirror's named sets (see slotSuffix).
+	slot int
+	last ApplyStats
 }
 
 // ApplyStats describes the batch of the last successful Apply.
@@ -51,7 +54,11 @@ type ApplyStats struct {
 	// Incremental says only set elements were sent; otherwise the whole
 	// table was rewritten.
 	Incremental bool
-	// Messages counts the netlink messages of the batch, the batch begin
+	// Batches counts the transactions: 1 for element updates and for
+	// rewrites without named sets, 2 for a rewrite that first adds its
+	// named sets.
+	Batches int
+	// Messages counts the netlink messages of the batches, their begin
 	// and end included.
 	Messages int
 	// Bytes is the approximate size of the batch.
@@ -188,17 +195,18 @@ func (p *Programmer) checkTable(rs *compile.Ruleset) error {
 	return nil
 }
 
-// Apply makes the table rs in one netlink batch, which the kernel commits
-// atomically. Other tables are not touched.
+// Apply makes the table rs. What packets meet changes in one netlink
+// batch, which the kernel commits atomically. Other tables are not touched.
 //
 // When the table already holds the previous ruleset applied through this
 // Programmer (nothing has failed since, and no Drift has seen it changed
 // from outside) and rs differs from it only in the elements of its named
 // sets, the batch carries just the elements to delete and to add: the
 // rules, their counters and the other elements stay. Otherwise, and if that
-// batch fails, the batch replaces the table: add it (so that deleting it
-// cannot fail), delete it, then add it again with its sets, chains and
-// rules, every set before the rules that use it.
+// batch fails, the table is rewritten: a first batch adds rs's named sets,
+// filled, under names the live rules do not use (see slotSuffix), and a
+// second replaces every rule and deletes the sets no rule uses any more.
+// If that fails too, one batch replaces the table whole.
 //
 // A model rule that both logs and has a verdict becomes two kernel rules,
 // since an exceeded log limit would otherwise skip the verdict. When the
@@ -236,25 +244,50 @@ func (p *Programmer) Apply(rs *compile.Ruleset) error {
 			}
 		}
 	}
-	stats, err := p.applyFull(c, pl)
+	slot, stats, err := p.applyFull(c, pl)
 	if err != nil {
 		p.mirror, p.trusted = nil, false
 		return err
 	}
-	p.mirror, p.trusted, p.last = pl, true, stats
+	p.mirror, p.trusted, p.slot, p.last = pl, true, slot, stats
 	return nil
 }
 
-// applyFull sends the batch that replaces the table.
-func (p *Programmer) applyFull(c *nftables.Conn, pl *plan) (ApplyStats, error) {
+// applyFull rewrites the table: staged (see applyStaged), or, when that
+// fails, in the one batch of replaceTable. It returns the slot of the
+// named sets it wrote.
+func (p *Programmer) applyFull(c *nftables.Conn, pl *plan) (int, ApplyStats, error) {
+	live, err := p.listLive(c)
+	if err == nil {
+		var slot int
+		var stats ApplyStats
+		if slot, stats, err = p.applyStaged(c, pl, live); err == nil {
+			return slot, stats, nil
+		}
+	}
+	// Whatever the staged rewrite ran into (a table flag it cannot
+	// change, objects it does not know), replacing the whole table does
+	// not depend on what the table holds.
+	p.redial()
+	if c, err = p.connLocked(); err != nil {
+		return 0, ApplyStats{}, err
+	}
+	stats, err := p.replaceTable(c, pl)
+	return 0, stats, err
+}
+
+// replaceTable sends the one batch that replaces the table: add it (so
+// that deleting it cannot fail), delete it, then add it again with its
+// sets, chains and rules, every set before the rules that use it.
+func (p *Programmer) replaceTable(c *nftables.Conn, pl *plan) (ApplyStats, error) {
 	t := p.tableRef()
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
 	// Batch begin and end, and the three table messages.
-	stats := ApplyStats{Messages: 5, Bytes: pl.bytes}
+	stats := ApplyStats{Batches: 1, Messages: 5, Bytes: pl.bytes}
 	for _, ns := range pl.named {
-		msgs, err := addNamedSet(c, t, ns)
+		msgs, err := addNamedSet(c, t, ns, ns.set.Name)
 		if err != nil {
 			p.redial()
 			return ApplyStats{}, fmt.Errorf("nft: set %s: %w", ns.set.Name, err)
@@ -262,32 +295,13 @@ func (p *Programmer) applyFull(c *nftables.Conn, pl *plan) (ApplyStats, error) {
 		stats.Messages += msgs
 		stats.ElementsAdded += len(ns.elems)
 	}
-	for i := range pl.chains {
-		kc := &pl.chains[i]
-		ch := c.AddChain(&nftables.Chain{
-			Name:     kc.name,
-			Table:    t,
-			Type:     nftables.ChainTypeFilter,
-			Hooknum:  &kc.hook,
-			Priority: &kc.priority,
-			Policy:   &kc.policy,
-		})
-		stats.Messages++
-		for j := range kc.rules {
-			kr := &kc.rules[j]
-			for _, ks := range kr.sets {
-				msgs, err := addSet(c, t, ks)
-				if err != nil {
-					// Drop the half-built batch with the connection.
-					p.redial()
-					return ApplyStats{}, fmt.Errorf("nft: chain %s: %w", kc.name, err)
-				}
-				stats.Messages += msgs
-			}
-			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: kr.exprs, UserData: kr.udata})
-			stats.Messages++
-		}
+	msgs, err := p.addChains(c, t, pl, 0)
+	if err != nil {
+		// Drop the half-built batch with the connection.
+		p.redial()
+		return ApplyStats{}, err
 	}
+	stats.Messages += msgs
 	if err := p.sizeBuffers(pl.bytes, pl.msgs); err != nil {
 		return ApplyStats{}, err
 	}
@@ -439,12 +453,13 @@ var errNoChange = errors.New("no element changes")
 // take the place of a deleted one it overlaps.
 func (p *Programmer) applyElements(c *nftables.Conn, pl *plan) (ApplyStats, error) {
 	t := p.tableRef()
-	stats := ApplyStats{Incremental: true, Messages: 2}
+	stats := ApplyStats{Incremental: true, Batches: 1, Messages: 2}
 	for i := range pl.named {
 		add, del := diffElements(p.mirror.named[i].elems, pl.named[i].elems)
 		s := *pl.named[i].set
 		s.Table = t
 		s.ID = 0
+		s.Name = kernelName(s.Name, p.slot)
 		for _, op := range []struct {
 			elems []nftables.SetElement
 			send  func(*nftables.Set, []nftables.SetElement) error
@@ -496,11 +511,12 @@ func sendChunks(s *nftables.Set, elems []nftables.SetElement, send func(*nftable
 	return msgs, size, nil
 }
 
-// addNamedSet adds a named set and its elements in chunks, and returns the
-// number of messages queued.
-func addNamedSet(c *nftables.Conn, t *nftables.Table, ns namedSet) (int, error) {
+// addNamedSet adds a named set, under the kernel name name, and its
+// elements in chunks, and returns the number of messages queued.
+func addNamedSet(c *nftables.Conn, t *nftables.Table, ns namedSet, name string) (int, error) {
 	s := *ns.set
 	s.Table = t
+	s.Name = name
 	if err := c.AddSet(&s, nil); err != nil {
 		return 0, err
 	}
@@ -629,13 +645,14 @@ func (p *Programmer) Drift(rs *compile.Ruleset) (string, error) {
 		p.redial()
 		return "", err
 	}
-	d := st.diff(pl)
+	slot := slotOf(pl, st.rules)
+	d := st.diff(pl, slot)
 	switch {
 	case p.mirror == nil:
 	case samePlan(p.mirror, pl):
-		p.trusted = d == ""
+		p.trusted = d == "" && slot == p.slot
 	default:
-		p.trusted = st.diff(p.mirror) == ""
+		p.trusted = st.diff(p.mirror, p.slot) == ""
 	}
 	return d, nil
 }
@@ -691,8 +708,9 @@ func (p *Programmer) readTable(c *nftables.Conn, kt *nftables.Table) (*tableStat
 	return st, nil
 }
 
-// diff describes the first difference between the table and a plan.
-func (st *tableState) diff(pl *plan) string {
+// diff describes the first difference between the table and a plan whose
+// named sets are in slot.
+func (st *tableState) diff(pl *plan, slot int) string {
 	seen := map[string]bool{}
 	for _, want := range pl.chains {
 		ch := st.chains[want.name]
@@ -733,24 +751,25 @@ func (st *tableState) diff(pl *plan) string {
 		}
 	}
 	for name := range st.named {
-		if !pl.has(name) {
+		if !pl.hasKernel(name, slot) {
 			return fmt.Sprintf("unexpected set %s", name)
 		}
 	}
 	for _, want := range pl.named {
-		s := st.named[want.set.Name]
+		name := kernelName(want.set.Name, slot)
+		s := st.named[name]
 		switch {
 		case s == nil:
-			return fmt.Sprintf("set %s is missing", want.set.Name)
+			return fmt.Sprintf("set %s is missing", name)
 		case !s.Interval || !s.Concatenation || s.Constant || s.IsMap || s.HasTimeout || s.KeyType.Name != want.set.KeyType.Name:
-			return fmt.Sprintf("set %s has the wrong type or flags", want.set.Name)
+			return fmt.Sprintf("set %s has the wrong type or flags", name)
 		}
-		add, del := diffElements(st.elems[want.set.Name], want.elems)
+		add, del := diffElements(st.elems[name], want.elems)
 		switch {
 		case len(add) > 0:
-			return fmt.Sprintf("set %s lacks %d elements", want.set.Name, len(add))
+			return fmt.Sprintf("set %s lacks %d elements", name, len(add))
 		case len(del) > 0:
-			return fmt.Sprintf("set %s has %d unexpected elements", want.set.Name, len(del))
+			return fmt.Sprintf("set %s has %d unexpected elements", name, len(del))
 		}
 	}
 	return ""

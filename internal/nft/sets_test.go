@@ -233,7 +233,7 @@ func TestSetsIncremental(t *testing.T) {
 
 	// An element deleted from outside is drift; Drift distrusts the table,
 	// and the next Apply rewrites it whole.
-	ns.MustExec("nft", "delete", "element", "inet", compile.DefaultTable, "input-run-1-v4-0", "{ 2 . 10.0.1.0/24 . tcp }")
+	ns.MustExec("nft", "delete", "element", "inet", compile.DefaultTable, kernelName("input-run-1-v4-0", p.slot), "{ 2 . 10.0.1.0/24 . tcp }")
 	mustInSync(t, p, rs2, false)
 	if err := p.Apply(rs2); err != nil {
 		t.Fatal(err)
@@ -245,7 +245,7 @@ func TestSetsIncremental(t *testing.T) {
 
 	// An element added from outside, unseen by Drift: the incremental
 	// batch still succeeds (adds are idempotent), then Drift sees it.
-	ns.MustExec("nft", "add", "element", "inet", compile.DefaultTable, "input-run-1-v4-0", "{ 7 . 10.9.9.9 . udp }")
+	ns.MustExec("nft", "add", "element", "inet", compile.DefaultTable, kernelName("input-run-1-v4-0", p.slot), "{ 7 . 10.9.9.9 . udp }")
 	if err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func TestSetsIncremental(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns.MustExec("nft", "delete", "element", "inet", compile.DefaultTable, "input-run-2-v4-4096", "{ 4322 . 10.16.225.0/24 . tcp }")
+	ns.MustExec("nft", "delete", "element", "inet", compile.DefaultTable, kernelName("input-run-2-v4-4096", p.slot), "{ 4322 . 10.16.225.0/24 . tcp }")
 	if err := p.Apply(rs3); err != nil {
 		t.Fatal(err)
 	}
