@@ -49,6 +49,15 @@ type Programmer struct {
 	last ApplyStats
 }
 
+// plan encodes rs for the table.
+func (p *Programmer) plan(rs *compile.Ruleset) (*plan, error) {
+	pl, err := buildPlan(rs, p.table)
+	if err != nil {
+		return nil, fmt.Errorf("nft: %w", err)
+	}
+	return pl, nil
+}
+
 // ApplyStats describes the batch of the last successful Apply.
 type ApplyStats struct {
 	// Incremental says only set elements were sent; otherwise the whole
@@ -217,12 +226,12 @@ func (p *Programmer) Apply(rs *compile.Ruleset) error {
 	if err := p.checkTable(rs); err != nil {
 		return err
 	}
-	pl, err := buildPlan(rs, p.table)
-	if err != nil {
-		return fmt.Errorf("nft: %w", err)
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	pl, err := p.plan(rs)
+	if err != nil {
+		return err
+	}
 	c, err := p.connLocked()
 	if err != nil {
 		return err
@@ -593,8 +602,26 @@ func (p *Programmer) findTable() (*nftables.Table, error) {
 	return nil, nil
 }
 
-// InSync reports whether the kernel's table is exactly rs.
+// InSync reports whether the kernel's table is exactly rs. When the table
+// holds the last ruleset applied through this Programmer, as far as the
+// last check saw, and rs differs from it, it answers without reading the
+// table: a change of ruleset then costs no read of a large table. Drift
+// always reads it.
 func (p *Programmer) InSync(rs *compile.Ruleset) (bool, error) {
+	if err := p.checkTable(rs); err != nil {
+		return false, err
+	}
+	p.mu.Lock()
+	pl, err := p.plan(rs)
+	if err != nil {
+		p.mu.Unlock()
+		return false, err
+	}
+	differs := p.trusted && p.mirror != nil && !samePlan(p.mirror, pl)
+	p.mu.Unlock()
+	if differs {
+		return false, nil
+	}
 	d, err := p.Drift(rs)
 	return d == "" && err == nil, err
 }
@@ -620,12 +647,12 @@ func (p *Programmer) Drift(rs *compile.Ruleset) (string, error) {
 	if err := p.checkTable(rs); err != nil {
 		return "", err
 	}
-	pl, err := buildPlan(rs, p.table)
-	if err != nil {
-		return "", fmt.Errorf("nft: %w", err)
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	pl, err := p.plan(rs)
+	if err != nil {
+		return "", err
+	}
 	kt, err := p.findTable()
 	if err != nil {
 		p.trusted = false

@@ -5,9 +5,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
@@ -270,4 +273,91 @@ func TestSetsIncremental(t *testing.T) {
 		t.Errorf("failed incremental batch not replaced by a full one: %+v", st)
 	}
 	mustInSync(t, p, rs3, true)
+}
+
+// kernelSetNames lists the named sets of the table.
+func kernelSetNames(t *testing.T, ns *netnstest.NS) []string {
+	t.Helper()
+	var names []string
+	for _, line := range strings.Split(ns.MustExec("nft", "list", "sets", "table", "inet", compile.DefaultTable), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "set" {
+			names = append(names, f[1])
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// TestStagedRewrite checks the two transactions of a rewrite: the new sets
+// take the names the live rules do not use, the old ones go, and a set
+// left behind by a rewrite interrupted between its transactions is drift
+// that the next Apply deletes.
+func TestStagedRewrite(t *testing.T) {
+	ns, p := target(t)
+	compileRuns := func(n, runLen int) *compile.Ruleset {
+		rs, err := compile.Compile(bigRuns(n, runLen), compile.Options{SetLookups: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	first, second := compileRuns(2000, 500), compileRuns(2000, 1000)
+	want := func(rs *compile.Ruleset, slot int) []string {
+		var names []string
+		for _, s := range rs.Sets {
+			names = append(names, kernelName(s.Name, slot))
+		}
+		slices.Sort(names)
+		return names
+	}
+	for i, step := range []struct {
+		rs   *compile.Ruleset
+		slot int
+	}{{first, 0}, {second, 1}, {first, 0}} {
+		if err := p.Apply(step.rs); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		got := kernelSetNames(t, ns)
+		if diff := cmp.Diff(want(step.rs, step.slot), got); diff != "" {
+			t.Errorf("step %d: sets (-want +got):\n%s", i, diff)
+		}
+		st := p.LastApply()
+		if st.Incremental || st.Batches != 2 {
+			t.Errorf("step %d: want a staged rewrite, got %+v", i, st)
+		}
+		mustInSync(t, p, step.rs, true)
+	}
+
+	// A rewrite interrupted after its first transaction: the other slot's
+	// set exists, unused.
+	leftover := kernelName(first.Sets[0].Name, 1)
+	ns.MustExec("nft", "add", "set", "inet", compile.DefaultTable, leftover,
+		"{ type inet_proto . inet_service . ipv4_addr; flags interval; }")
+	mustInSync(t, p, first, false)
+	if err := p.Apply(first); err != nil {
+		t.Fatal(err)
+	}
+	mustInSync(t, p, first, true)
+	if diff := cmp.Diff(want(first, 1), kernelSetNames(t, ns)); diff != "" {
+		t.Errorf("after the repair, sets (-want +got):\n%s", diff)
+	}
+
+	// Every set of the other slot left behind: only the rules tell which
+	// slot is live.
+	for _, s := range first.Sets {
+		addr := map[compile.Family]string{compile.FamilyIPv4: "ipv4_addr", compile.FamilyIPv6: "ipv6_addr"}[s.Family]
+		ns.MustExec("nft", "add", "set", "inet", compile.DefaultTable, kernelName(s.Name, 0),
+			"{ type inet_proto . inet_service . "+addr+"; flags interval; }")
+	}
+	mustInSync(t, p, first, false)
+	if err := p.Apply(first); err != nil {
+		t.Fatal(err)
+	}
+	mustInSync(t, p, first, true)
+	if st := p.LastApply(); st.Batches != 2 {
+		t.Errorf("repair: want a staged rewrite, got %+v", st)
+	}
+	if diff := cmp.Diff(want(first, 0), kernelSetNames(t, ns)); diff != "" {
+		t.Errorf("after the second repair, sets (-want +got):\n%s", diff)
+	}
 }
