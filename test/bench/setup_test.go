@@ -61,7 +61,7 @@ func benchSpec(n int) v1alpha1.NodeFirewallSpec {
 	return spec
 }
 
-// options are the agent's defaults with set lookups (--set-lookups), the
+// options are the agent's defaults (set lookups on), the
 // compiled form whose costs the benchmark measures.
 func options() compile.Options {
 	return compile.Options{FailsafeInbound: compile.DefaultFailsafeInbound(), FailsafeOutbound: compile.DefaultFailsafeOutbound(), SetLookups: true}
