@@ -56,12 +56,22 @@ const (
 // Without them IPv6 stops working within minutes.
 var ndTypes = []uint8{133, 134, 135, 136, 137}
 
-var l4Protos = map[v1alpha1.Protocol]uint8{
-	v1alpha1.ProtocolTCP:    protoTCP,
-	v1alpha1.ProtocolUDP:    protoUDP,
-	v1alpha1.ProtocolSCTP:   protoSCTP,
-	v1alpha1.ProtocolICMP:   protoICMP,
-	v1alpha1.ProtocolICMPv6: protoICMPv6,
+// l4Proto is the IP protocol number of a protocol, 0 (any) for none. A
+// switch, not a map: Compile asks once per rule.
+func l4Proto(p v1alpha1.Protocol) uint8 {
+	switch p {
+	case v1alpha1.ProtocolTCP:
+		return protoTCP
+	case v1alpha1.ProtocolUDP:
+		return protoUDP
+	case v1alpha1.ProtocolSCTP:
+		return protoSCTP
+	case v1alpha1.ProtocolICMP:
+		return protoICMP
+	case v1alpha1.ProtocolICMPv6:
+		return protoICMPv6
+	}
+	return 0
 }
 
 var ctStates = map[v1alpha1.ConnState]CtState{
@@ -87,6 +97,9 @@ func chainName(c v1alpha1.Chain) string {
 	return ""
 }
 
+// chainIndex is the index of a validated chain in v1alpha1.Chains.
+func chainIndex(c v1alpha1.Chain) int { return slices.Index(v1alpha1.Chains, c) }
+
 func chainHook(c v1alpha1.Chain) Hook {
 	switch c {
 	case v1alpha1.ChainInput:
@@ -104,19 +117,16 @@ func chainHook(c v1alpha1.Chain) Hook {
 // in sets (see runs.go); the first rule that matches a packet still
 // decides. The result depends only on its arguments.
 func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
-	if err := Validate(spec); err != nil {
+	byChain, err := validate(spec, true)
+	if err != nil {
 		return nil, err
 	}
 	if err := validateOptions(opts); err != nil {
 		return nil, err
 	}
 	rs := &Ruleset{Table: opts.table()}
-	byChain := map[v1alpha1.Chain][]*v1alpha1.NodeFirewallRule{}
-	for i := range spec.Rules {
-		r := &spec.Rules[i]
-		byChain[r.Chain] = append(byChain[r.Chain], r)
-	}
-	for _, c := range v1alpha1.Chains {
+	scratch := &runScratch{}
+	for ci, c := range v1alpha1.Chains {
 		ch := Chain{
 			Name:     chainName(c),
 			Hook:     chainHook(c),
@@ -124,8 +134,8 @@ func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 			Policy:   VerdictAccept,
 			Rules:    implicitRules(c, opts),
 		}
-		b := chainBuilder{rs: rs, ch: &ch, minRun: opts.minRun()}
-		b.addRules(byChain[c])
+		b := chainBuilder{rs: rs, ch: &ch, minRun: opts.minRun(), scratch: scratch}
+		b.addRules(byChain[ci])
 		if spec.DefaultActions.For(c) == v1alpha1.ChainPolicyDrop {
 			if slices.Contains(spec.AuditedChains, c) {
 				// Count and log what the policy would drop; drop nothing.
@@ -220,14 +230,73 @@ func implicitRules(c v1alpha1.Chain, opts Options) []Rule {
 			continue
 		}
 		rules = append(rules, Rule{
-			L4Proto: l4Protos[p],
+			L4Proto: l4Proto(p),
 			DPorts:  canonicalPorts(ports),
 			Counter: true,
 			Verdict: VerdictAccept,
-			Comment: "nodefw: failsafe " + protoName(l4Protos[p]),
+			Comment: "nodefw: failsafe " + protoName(l4Proto(p)),
 		})
 	}
 	return rules
+}
+
+// parsedRule is a validated API rule with what Compile reads of it more
+// than once: its addresses, parsed (in the rule's order), its protocol
+// number, whether it can join a run and, if it does, at most how many
+// boxes it adds to the sets of each family.
+type parsedRule struct {
+	*v1alpha1.NodeFirewallRule
+	addrs  []netip.Prefix // sources, then destinations
+	nsrc   int32
+	boxes  [len(families)]int32
+	proto  uint8
+	simple bool
+}
+
+func (p *parsedRule) src() []netip.Prefix { return p.addrs[:p.nsrc:p.nsrc] }
+func (p *parsedRule) dst() []netip.Prefix { return p.addrs[p.nsrc:] }
+
+// parse fills p, zero, with a validated rule and its parsed sources, then
+// destinations. It works in place rather than return a copy: the rules are
+// many.
+func (p *parsedRule) parse(r *v1alpha1.NodeFirewallRule, addrs []netip.Prefix) {
+	p.NodeFirewallRule, p.addrs, p.nsrc = r, addrs, int32(len(r.Sources))
+	p.proto, p.simple = l4Proto(r.Protocol), simpleRule(r)
+	if p.simple {
+		var srcs, dsts [3]int // by Family
+		for _, a := range p.src() {
+			srcs[prefixFamily(a)]++
+		}
+		for _, a := range p.dst() {
+			dsts[prefixFamily(a)]++
+		}
+		for i, f := range families {
+			if p.inFamily(f, srcs[f], dsts[f]) {
+				p.boxes[i] = int32(max(len(r.Ports), 1) * max(srcs[f], 1) * max(dsts[f], 1))
+			}
+		}
+	}
+}
+
+// splitByChain splits rules, in order, by chain; count is how many each
+// chain has.
+func splitByChain(rules []parsedRule, count []int) [][]parsedRule {
+	out := make([][]parsedRule, len(count))
+	for c, n := range count {
+		if n == len(rules) {
+			// All in one chain, the common case: no copy.
+			out[c] = rules
+			return out
+		}
+	}
+	for c, n := range count {
+		out[c] = make([]parsedRule, 0, n)
+	}
+	for _, r := range rules {
+		c := chainIndex(r.Chain)
+		out[c] = append(out[c], r)
+	}
+	return out
 }
 
 // familyMatch is the address part of one expanded rule.
@@ -236,59 +305,70 @@ type familyMatch struct {
 	saddr, daddr []netip.Prefix
 }
 
-// familyMatches splits a rule's addresses by IP family: nftables matches
-// ip and ip6 addresses separately. A family is left out when the rule's
-// sources, destinations or protocol leave nothing of it to match.
-func familyMatches(r v1alpha1.NodeFirewallRule) []familyMatch {
-	protoFamily := FamilyAny
-	switch r.Protocol {
-	case v1alpha1.ProtocolICMP:
-		protoFamily = FamilyIPv4
-	case v1alpha1.ProtocolICMPv6:
-		protoFamily = FamilyIPv6
+// protoFamily is the IP family a protocol number implies, if any.
+func protoFamily(proto uint8) Family {
+	switch proto {
+	case protoICMP:
+		return FamilyIPv4
+	case protoICMPv6:
+		return FamilyIPv6
 	}
+	return FamilyAny
+}
+
+// families are the IP families a rule can match in, in the order Compile
+// emits them.
+var families = [...]Family{FamilyIPv4, FamilyIPv6}
+
+// inFamily reports whether a rule has a match in family f, given how many
+// of its sources and destinations are of f: nftables matches ip and ip6
+// addresses separately, so a family is left out when the rule's sources,
+// destinations or protocol leave nothing of it to match.
+func (r *parsedRule) inFamily(f Family, srcs, dsts int) bool {
+	if pf := protoFamily(r.proto); pf != FamilyAny && pf != f {
+		return false
+	}
+	return (r.nsrc == 0 || srcs > 0) && (len(r.addrs) == int(r.nsrc) || dsts > 0)
+}
+
+// familyMatches splits a rule's addresses by IP family (see inFamily). A
+// rule without addresses has one match, of the family its protocol
+// implies.
+func familyMatches(r parsedRule) []familyMatch {
 	if len(r.Sources) == 0 && len(r.Destinations) == 0 {
-		return []familyMatch{{family: protoFamily}}
+		return []familyMatch{{family: protoFamily(r.proto)}}
 	}
-	src := splitByFamily(r.Sources)
-	dst := splitByFamily(r.Destinations)
+	src := splitByFamily(r.src())
+	dst := splitByFamily(r.dst())
 	var out []familyMatch
-	for _, f := range []Family{FamilyIPv4, FamilyIPv6} {
-		if protoFamily != FamilyAny && protoFamily != f {
-			continue
+	for _, f := range families {
+		if r.inFamily(f, len(src[f]), len(dst[f])) {
+			out = append(out, familyMatch{family: f, saddr: src[f], daddr: dst[f]})
 		}
-		if (len(r.Sources) > 0 && len(src[f]) == 0) || (len(r.Destinations) > 0 && len(dst[f]) == 0) {
-			continue
-		}
-		out = append(out, familyMatch{family: f, saddr: src[f], daddr: dst[f]})
 	}
 	return out
 }
 
-// splitByFamily parses validated addresses into canonical prefix lists,
+// splitByFamily sorts parsed addresses into canonical prefix lists,
 // indexed by Family.
-func splitByFamily(addrs []string) [3][]netip.Prefix {
+func splitByFamily(addrs []netip.Prefix) [3][]netip.Prefix {
 	var out [3][]netip.Prefix
-	for _, a := range addrs {
-		p, _ := parseAddress(a)
-		f := FamilyIPv6
-		if p.Addr().Is4() {
-			f = FamilyIPv4
-		}
+	for _, p := range addrs {
+		f := prefixFamily(p)
 		out[f] = append(out[f], p)
 	}
-	out[FamilyIPv4] = canonicalPrefixes(out[FamilyIPv4])
-	out[FamilyIPv6] = canonicalPrefixes(out[FamilyIPv6])
+	out[FamilyIPv4] = compactPrefixes(out[FamilyIPv4])
+	out[FamilyIPv6] = compactPrefixes(out[FamilyIPv6])
 	return out
 }
 
 // expandRule turns one API rule into its nftables rules: per IP family, an
 // optional log rule and then the verdict rule, or in Audit mode a single
 // counting and logging rule in place of a Drop or Reject.
-func expandRule(r v1alpha1.NodeFirewallRule) []Rule {
+func expandRule(r parsedRule) []Rule {
 	name := r.Policy + "/" + r.Name
 	base := Rule{
-		L4Proto: l4Protos[r.Protocol],
+		L4Proto: r.proto,
 		IIfName: interfaceMatch(r.InInterface),
 		OIfName: interfaceMatch(r.OutInterface),
 		Comment: truncate(name, maxComment),
@@ -371,10 +451,16 @@ func truncate(s string, n int) string {
 // canonicalPorts sorts intervals and merges overlapping or adjacent ones:
 // the kernel rejects overlapping elements in an interval set.
 func canonicalPorts(ps []PortInterval) []PortInterval {
-	ps = slices.Clone(ps)
-	slices.SortFunc(ps, func(a, b PortInterval) int {
-		return cmp.Or(cmp.Compare(a.First, b.First), cmp.Compare(a.Last, b.Last))
-	})
+	return compactPorts(slices.Clone(ps))
+}
+
+// compactPorts is canonicalPorts in place: it reuses and returns ps.
+func compactPorts(ps []PortInterval) []PortInterval {
+	if len(ps) > 1 {
+		slices.SortFunc(ps, func(a, b PortInterval) int {
+			return cmp.Or(cmp.Compare(a.First, b.First), cmp.Compare(a.Last, b.Last))
+		})
+	}
 	out := ps[:0]
 	for _, p := range ps {
 		if n := len(out); n > 0 && uint32(p.First) <= uint32(out[n-1].Last)+1 {
@@ -386,16 +472,18 @@ func canonicalPorts(ps []PortInterval) []PortInterval {
 	return out
 }
 
-// canonicalPrefixes sorts prefixes of one family and drops those another
-// one covers: the kernel rejects overlapping elements in an interval set.
-func canonicalPrefixes(ps []netip.Prefix) []netip.Prefix {
+// compactPrefixes sorts prefixes of one family, in place, and drops those
+// another one covers: the kernel rejects overlapping elements in an
+// interval set.
+func compactPrefixes(ps []netip.Prefix) []netip.Prefix {
 	if len(ps) == 0 {
 		return nil
 	}
-	ps = slices.Clone(ps)
-	slices.SortFunc(ps, func(a, b netip.Prefix) int {
-		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
-	})
+	if len(ps) > 1 {
+		slices.SortFunc(ps, func(a, b netip.Prefix) int {
+			return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+		})
+	}
 	out := ps[:0]
 	for _, p := range ps {
 		// Sorted by address, shorter first: only the last kept prefix can

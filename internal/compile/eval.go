@@ -61,7 +61,7 @@ func EvalSpec(spec v1alpha1.NodeFirewallSpec, opts Options, chain v1alpha1.Chain
 		return VerdictAccept
 	}
 	for _, f := range failsafes {
-		if p.L4Proto == l4Protos[f.Protocol] && p.Transport && f.Ports.First <= p.DPort && p.DPort <= f.Ports.Last {
+		if p.L4Proto == l4Proto(f.Protocol) && p.Transport && f.Ports.First <= p.DPort && p.DPort <= f.Ports.Last {
 			return VerdictAccept
 		}
 	}
@@ -92,7 +92,7 @@ func specRuleMatches(r v1alpha1.NodeFirewallRule, p Packet) bool {
 			return false
 		}
 	default:
-		if p.L4Proto != l4Protos[r.Protocol] {
+		if p.L4Proto != l4Proto(r.Protocol) {
 			return false
 		}
 	}

@@ -342,7 +342,7 @@ func checkFailsafes(t testing.TB, c chooser, spec v1alpha1.NodeFirewallSpec, opt
 	for chain, fs := range map[v1alpha1.Chain][]Failsafe{v1alpha1.ChainInput: opts.FailsafeInbound, v1alpha1.ChainOutput: opts.FailsafeOutbound} {
 		for _, f := range fs {
 			p := genPacket(c, chain)
-			p.L4Proto, p.Transport = l4Protos[f.Protocol], true
+			p.L4Proto, p.Transport = l4Proto(f.Protocol), true
 			p.DPort = f.Ports.First + uint16(c.intn(int(f.Ports.Last-f.Ports.First)+1))
 			for name, rs := range forms {
 				if got := rs.Eval(chainName(chain), p); got != VerdictAccept {

@@ -29,8 +29,8 @@ const (
 	applyLoopEnv = "NODEFW_FAULTS_APPLY_LOOP_NETNS"
 	// applyLoopLinearEnv makes the apply loop compile linear rules.
 	applyLoopLinearEnv = "NODEFW_FAULTS_APPLY_LOOP_LINEAR"
-	openPort     = 10250
-	closedPort   = 9999
+	openPort           = 10250
+	closedPort         = 9999
 )
 
 // ruleset is a node firewall with an input default Drop that accepts
