@@ -134,7 +134,7 @@ func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 			Policy:   VerdictAccept,
 			Rules:    implicitRules(c, opts),
 		}
-		b := chainBuilder{rs: rs, ch: &ch, minRun: opts.minRun(), scratch: scratch}
+		b := chainBuilder{rs: rs, ch: &ch, minRun: opts.minRun(), exactMin: opts.exactSetMin(), scratch: scratch}
 		b.addRules(byChain[ci])
 		if spec.DefaultActions.For(c) == v1alpha1.ChainPolicyDrop {
 			if slices.Contains(spec.AuditedChains, c) {

@@ -213,9 +213,13 @@ func genPacket(c chooser, chain v1alpha1.Chain) Packet {
 func variants(t testing.TB, spec v1alpha1.NodeFirewallSpec, opts Options) map[string]*Ruleset {
 	t.Helper()
 	out := map[string]*Ruleset{}
-	for name, minRun := range map[string]int{"default": 0, "sets": 1, "linear": 1 << 30} {
+	for name, minRun := range map[string]int{"default": 0, "sets": 1, "exact": 1, "linear": 1 << 30} {
 		o := opts
 		o.minRunLen, o.SetLookups = minRun, true
+		if name == "exact" {
+			// Every run's single keys in hash sets of their own.
+			o.ExactSetMin = 1
+		}
 		rs, err := Compile(spec, o)
 		if err != nil {
 			t.Fatalf("Compile: %v", err)
@@ -242,8 +246,18 @@ func checkSets(t testing.TB, rs *Ruleset) {
 		}
 	}
 	for _, s := range rs.Sets {
-		if used[s.Name] != 1 || (len(s.Elements) == 0 && !isBlock(rs, s.Name)) {
+		// Port blocks, exact sets and the interval set next to an exact
+		// set may be empty.
+		mayBeEmpty := isBlock(rs, s.Name) || s.Exact || rs.Set(s.Name+exactSuffix) != nil
+		if used[s.Name] != 1 || (len(s.Elements) == 0 && !mayBeEmpty) {
 			t.Fatalf("set %s: %d lookups, %d elements", s.Name, used[s.Name], len(s.Elements))
+		}
+		if s.Exact {
+			for i, e := range s.Elements {
+				if sbits, dbits, ok := exactKey(&e, s.Fields, s.Family); !ok || sbits != s.SAddrBits || dbits != s.DAddrBits {
+					t.Fatalf("set %s (/%d, /%d): element %d is not one key of those prefix lengths: %+v", s.Name, s.SAddrBits, s.DAddrBits, i, e)
+				}
+			}
 		}
 		boxes := make([]box, len(s.Elements))
 		for i, e := range s.Elements {
@@ -376,6 +390,9 @@ func TestCompiledMatchesLinearRandom(t *testing.T) {
 				for name, rs := range forms {
 					if r := decidingRule(rs, chainName(chain), p); r != nil && r.Lookup != "" {
 						byLookup[name]++
+						if rs.Set(r.Lookup).Exact {
+							byLookup[name+" (exact set)"]++
+						}
 					}
 				}
 			}
@@ -384,7 +401,7 @@ func TestCompiledMatchesLinearRandom(t *testing.T) {
 	}
 	t.Logf("%d packets over %d specs (%d sets as agents compile them); decided by a lookup: %v", total, specs, sets, byLookup)
 	// The test means something only if lookups decide often.
-	if byLookup["default"] < total/25 || byLookup["sets"] < total/10 {
+	if byLookup["default"] < total/25 || byLookup["sets"] < total/10 || byLookup["exact (exact set)"] < total/1000 {
 		t.Errorf("too few packets decided by lookups: %v of %d", byLookup, total)
 	}
 }

@@ -38,14 +38,18 @@ type Options struct {
 	FailsafeInbound, FailsafeOutbound []Failsafe
 
 	// SetLookups compiles runs of simple rules into lookups in concatenated
-	// interval sets, so that a packet's cost depends on how often the
-	// verdict changes along the rules rather than on their number. It is
-	// off by default: when a transaction creates or refills such a set,
-	// the kernel can miss lookups in it for a moment after the commit (the
-	// new generation is live before the set's new contents), which would
-	// break the guarantee that every packet sees the old or the new
-	// ruleset. Linear rules have no such window.
+	// sets, so that a packet's cost depends on how often the verdict
+	// changes along the rules rather than on their number. Agents turn it
+	// on unless told otherwise; without it every rule is one nftables
+	// rule, as in iptables.
 	SetLookups bool
+
+	// ExactSetMin is the least number of elements of a run's set for
+	// which its single-key elements (one protocol, one port, one address)
+	// go to a hash set of their own, next to the interval set of the
+	// others: the kernel fills a hash set several times faster. 0 means
+	// DefaultExactSetMin; a negative value never splits.
+	ExactSetMin int
 
 	// minRunLen is the least length of a run of simple rules that becomes
 	// set lookups; 0 means minRunRules. Tests lower it to exercise sets
@@ -61,6 +65,21 @@ func (o Options) minRun() int {
 		return o.minRunLen
 	}
 	return minRunRules
+}
+
+// DefaultExactSetMin is the default of Options.ExactSetMin: smaller sets
+// stay one interval set, where a second lookup would cost more than the
+// faster filling saves.
+const DefaultExactSetMin = 256
+
+func (o Options) exactSetMin() int {
+	switch {
+	case o.ExactSetMin < 0:
+		return math.MaxInt
+	case o.ExactSetMin == 0:
+		return DefaultExactSetMin
+	}
+	return o.ExactSetMin
 }
 
 func (o Options) table() string {

@@ -205,16 +205,27 @@ type SetElement struct {
 	DAddr   AddrRange
 }
 
-// Set is a named interval set whose key concatenates Fields (at least
-// two), the kernel's pipapo sets. Compile emits its elements disjoint, as
-// the kernel refuses elements that overlap, and sorted by key. A set may be
-// empty (a port block no rule reaches yet).
+// Set is a named set whose key concatenates Fields (at least two). An
+// interval set is the kernel's pipapo: Compile emits its elements disjoint,
+// as the kernel refuses elements that overlap, and sorted by key. A set
+// may be empty (a port block no rule reaches yet).
 type Set struct {
 	Name string
 	// Family is FamilyIPv4 or FamilyIPv6: the family of the addresses.
 	Family   Family
 	Fields   []SetField
 	Elements []SetElement
+	// Exact says the set is a hash set rather than an interval set: every
+	// element is one protocol, one port and address prefixes of the
+	// lengths SAddrBits and DAddrBits, and the kernel adds and removes its
+	// elements in constant time, where an interval set costs in
+	// proportion to its size.
+	Exact bool
+	// SAddrBits and DAddrBits, in an exact set, mask the packet's source
+	// and destination address to that many leading bits before the
+	// lookup, and every element's address is a prefix of that length; 0
+	// leaves the address whole, and the elements' addresses are single.
+	SAddrBits, DAddrBits int
 }
 
 // Ruleset is the whole table one agent owns.

@@ -54,11 +54,18 @@ func renderSet(b *strings.Builder, s *Set) {
 	for i, f := range s.Fields {
 		types[i] = fieldType(f, s.Family)
 	}
-	fmt.Fprintf(b, "\t\ttype %s\n\t\tflags interval\n", strings.Join(types, " . "))
+	fmt.Fprintf(b, "\t\ttype %s\n", strings.Join(types, " . "))
+	if !s.Exact {
+		b.WriteString("\t\tflags interval\n")
+	}
 	if len(s.Elements) > 0 {
 		b.WriteString("\t\telements = {\n")
 		for i, e := range s.Elements {
 			b.WriteString("\t\t\t")
+			if s.Exact {
+				// A hash set holds the masked key: each address's first.
+				e.SAddr.Last, e.DAddr.Last = e.SAddr.First, e.DAddr.First
+			}
 			b.WriteString(formatElement(e, s.Fields))
 			if i < len(s.Elements)-1 {
 				b.WriteString(",")
@@ -201,6 +208,9 @@ func renderRule(r Rule, lookup *Set) string {
 			keys := make([]string, len(lookup.Fields))
 			for i, f := range lookup.Fields {
 				keys[i] = fieldExpr(f, lookup.Family)
+				if bits := lookup.addrBits(f); bits > 0 {
+					keys[i] += " & " + addrMask(lookup.Family, bits).String()
+				}
 			}
 			add(strings.Join(keys, " . "), "@"+lookup.Name)
 		}
@@ -257,6 +267,36 @@ func set[T any](elems []T, format func(T) string) string {
 		s[i] = format(e)
 	}
 	return "{ " + strings.Join(s, ", ") + " }"
+}
+
+// addrBits is the prefix length an exact set masks an address field to;
+// 0 for other fields and unmasked addresses.
+func (s *Set) addrBits(f SetField) int {
+	switch {
+	case !s.Exact:
+		return 0
+	case f == FieldSAddr:
+		return s.SAddrBits
+	case f == FieldDAddr:
+		return s.DAddrBits
+	}
+	return 0
+}
+
+// addrMask is the netmask of a prefix length, as an address of the family.
+func addrMask(fam Family, bits int) netip.Addr {
+	if fam == FamilyIPv6 {
+		var b [16]byte
+		for i := range bits {
+			b[i/8] |= 0x80 >> (i % 8)
+		}
+		return netip.AddrFrom16(b)
+	}
+	var b [4]byte
+	for i := range bits {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom4(b)
 }
 
 func formatPrefix(p netip.Prefix) string {

@@ -68,8 +68,8 @@ type kernelChain struct {
 }
 
 // namedSet is one of the ruleset's named sets: a concatenated interval
-// set (the kernel's pipapo) that lookup rules refer to by name. Its
-// elements can change without touching the rules.
+// set (the kernel's pipapo), or a hash set of exact keys, that lookup rules
+// refer to by name. Its elements can change without touching the rules.
 type namedSet struct {
 	set   *nftables.Set
 	elems []nftables.SetElement
@@ -208,6 +208,13 @@ func (p *plan) addNamedSet(s *compile.Set) error {
 				offset = map[bool]uint32{true: 8, false: 24}[f == compile.FieldSAddr]
 			}
 			loads = append(loads, &expr.Payload{DestRegister: r, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: t.Bytes})
+			if bits := addrBits(s, f); bits > 0 {
+				if bits >= int(t.Bytes)*8 {
+					return fmt.Errorf("%v masked to %d bits", f, bits)
+				}
+				loads = append(loads, &expr.Bitwise{SourceRegister: r, DestRegister: r, Len: t.Bytes,
+					Mask: netmask(int(t.Bytes), bits), Xor: make([]byte, t.Bytes)})
+			}
 		}
 		word += int(t.Bytes+3) / 4
 	}
@@ -220,6 +227,20 @@ func (p *plan) addNamedSet(s *compile.Set) error {
 	}
 	elems := make([]nftables.SetElement, len(s.Elements))
 	keyLen := int(keyType.Bytes)
+	// masks has, per key byte, the bits a packet's key keeps: all of them
+	// but the host part of masked addresses.
+	masks := make([]byte, 0, keyLen)
+	for _, f := range s.Fields {
+		t, _ := setFieldType(f, s.Family)
+		m := netmask(int(t.Bytes), int(t.Bytes)*8)
+		if bits := addrBits(s, f); bits > 0 {
+			m = netmask(int(t.Bytes), bits)
+		}
+		masks = append(masks, m...)
+		for len(masks)%4 != 0 {
+			masks = append(masks, 0xff)
+		}
+	}
 	// One array holds every key: an element each is a lot of garbage.
 	keys := make([]byte, 2*keyLen*len(s.Elements))
 	size := 0
@@ -229,6 +250,16 @@ func (p *plan) addNamedSet(s *compile.Set) error {
 		if err != nil {
 			return fmt.Errorf("element %d: %w", i, err)
 		}
+		if s.Exact {
+			// The key is the element's firsts; its lasts must be where the
+			// masks make every packet of the element land on that key.
+			for j := range key {
+				if key[j]&masks[j] != key[j] || end[j] != key[j]|^masks[j] {
+					return fmt.Errorf("element %d: not one key of the set once masked", i)
+				}
+			}
+			end = nil
+		}
 		elems[i] = nftables.SetElement{Key: key, KeyEnd: end}
 		size += elemSize(elems[i])
 	}
@@ -237,7 +268,7 @@ func (p *plan) addNamedSet(s *compile.Set) error {
 		set: &nftables.Set{
 			Name:          s.Name,
 			ID:            p.ids,
-			Interval:      true,
+			Interval:      !s.Exact,
 			Concatenation: true,
 			KeyType:       keyType,
 		},
@@ -252,6 +283,29 @@ func (p *plan) addNamedSet(s *compile.Set) error {
 	p.msgs += 1 + chunks
 	p.bytes += 256 + size + 128*chunks
 	return nil
+}
+
+// addrBits is the prefix length an exact set masks an address field to; 0
+// leaves it whole.
+func addrBits(s *compile.Set, f compile.SetField) int {
+	switch {
+	case !s.Exact:
+		return 0
+	case f == compile.FieldSAddr:
+		return s.SAddrBits
+	case f == compile.FieldDAddr:
+		return s.DAddrBits
+	}
+	return 0
+}
+
+// netmask is the mask of a prefix length, in n bytes.
+func netmask(n, bits int) []byte {
+	m := make([]byte, n)
+	for i := range bits {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	return m
 }
 
 // elementKeys appends an element's first and last key to key and end.

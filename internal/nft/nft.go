@@ -358,7 +358,7 @@ func sameShape(a, b *plan) bool {
 	}
 	for i := range a.named {
 		x, y := a.named[i].set, b.named[i].set
-		if x.Name != y.Name || x.KeyType.Name != y.KeyType.Name || a.named[i].family != b.named[i].family {
+		if x.Name != y.Name || x.Interval != y.Interval || x.KeyType.Name != y.KeyType.Name || a.named[i].family != b.named[i].family {
 			return false
 		}
 	}
@@ -788,7 +788,7 @@ func (st *tableState) diff(pl *plan, slot int) string {
 		switch {
 		case s == nil:
 			return fmt.Sprintf("set %s is missing", name)
-		case !s.Interval || !s.Concatenation || s.Constant || s.IsMap || s.HasTimeout || s.KeyType.Name != want.set.KeyType.Name:
+		case s.Interval != want.set.Interval || !s.Concatenation || s.Constant || s.IsMap || s.HasTimeout || s.KeyType.Name != want.set.KeyType.Name:
 			return fmt.Sprintf("set %s has the wrong type or flags", name)
 		}
 		add, del := diffElements(st.elems[name], want.elems)

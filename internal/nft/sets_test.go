@@ -78,12 +78,40 @@ func TestSetsParityWithRender(t *testing.T) {
 // TestPortBlocksParityWithRender does the same with a run large enough to
 // be cut into port blocks, some of them empty.
 func TestPortBlocksParityWithRender(t *testing.T) {
-	rs, err := compile.Compile(bigRuns(3000, 3000), compile.Options{SetLookups: true})
+	rs, err := compile.Compile(bigRuns(3000, 3000), compile.Options{SetLookups: true, ExactSetMin: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(rs.Sets) < 16 {
 		t.Fatalf("%d sets: no port blocks", len(rs.Sets))
+	}
+	parity(t, rs)
+}
+
+// TestExactSetsParityWithRender does the same with hash sets: single keys,
+// and prefixes matched by masking the packet's address.
+func TestExactSetsParityWithRender(t *testing.T) {
+	spec := bigRuns(3000, 3000)
+	for i := range spec.Rules {
+		if i%5 == 0 {
+			spec.Rules[i].Sources = []string{fmt.Sprintf("192.168.%d.%d", i>>8&255, i&255)}
+		}
+	}
+	rs, err := compile.Compile(spec, compile.Options{SetLookups: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var masked, single int
+	for _, s := range rs.Sets {
+		switch {
+		case s.Exact && s.SAddrBits > 0:
+			masked += len(s.Elements)
+		case s.Exact:
+			single += len(s.Elements)
+		}
+	}
+	if masked < 1000 || single < 500 {
+		t.Fatalf("%d elements in masked hash sets, %d in hash sets of single keys:\n%s", masked, single, compile.Render(rs))
 	}
 	parity(t, rs)
 }
@@ -195,12 +223,13 @@ func bigRuns(n, runLen int) v1alpha1.NodeFirewallSpec {
 	return spec
 }
 
-// TestSetsIncremental changes one rule of 10,000: the batch carries only
-// the elements that change, and the table is the new ruleset.
+// TestSetsIncremental changes one rule of 10,000 in interval sets: the
+// batch carries only the elements that change, and the table is the new
+// ruleset.
 func TestSetsIncremental(t *testing.T) {
 	ns, p := target(t)
 	spec := bigRuns(10000, 2500)
-	rs, err := compile.Compile(spec, compile.Options{SetLookups: true})
+	rs, err := compile.Compile(spec, compile.Options{SetLookups: true, ExactSetMin: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +245,7 @@ func TestSetsIncremental(t *testing.T) {
 	mustInSync(t, p, rs, true)
 
 	spec.Rules[4321].Ports[0].Port = 61000
-	rs2, err := compile.Compile(spec, compile.Options{SetLookups: true})
+	rs2, err := compile.Compile(spec, compile.Options{SetLookups: true, ExactSetMin: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +290,7 @@ func TestSetsIncremental(t *testing.T) {
 	// A failing incremental batch falls back to a full rewrite: here the
 	// element it deletes is gone already.
 	spec.Rules[4321].Ports[0].Port = 62000
-	rs3, err := compile.Compile(spec, compile.Options{SetLookups: true})
+	rs3, err := compile.Compile(spec, compile.Options{SetLookups: true, ExactSetMin: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,5 +388,46 @@ func TestStagedRewrite(t *testing.T) {
 	}
 	if diff := cmp.Diff(want(first, 0), kernelSetNames(t, ns)); diff != "" {
 		t.Errorf("after the second repair, sets (-want +got):\n%s", diff)
+	}
+}
+
+// TestExactSetsIncremental changes one rule of 10,000 whose element is in a
+// hash set, by a prefix (a /24 or a /48) or a single address.
+func TestExactSetsIncremental(t *testing.T) {
+	_, p := target(t)
+	spec := bigRuns(10000, 2500)
+	for i := range spec.Rules {
+		if i%7 == 0 {
+			spec.Rules[i].Sources = []string{fmt.Sprintf("192.168.%d.%d", i>>8&255, i&255)}
+		}
+	}
+	compileSpec := func() *compile.Ruleset {
+		rs, err := compile.Compile(spec, compile.Options{SetLookups: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	rs := compileSpec()
+	if err := p.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	mustInSync(t, p, rs, true)
+	for _, k := range []int{4321, 4323, 4326} { // a /24, a /48, a single address
+		spec.Rules[k].Ports[0].Port = 61000
+		next := compileSpec()
+		start := time.Now()
+		if err := p.Apply(next); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		st := p.LastApply()
+		t.Logf("rule %d (%s) changed: %v, %+v", k, spec.Rules[k].Sources[0], took, st)
+		if !st.Incremental || st.ElementsAdded != 1 || st.ElementsDeleted != 1 || st.Messages != 4 {
+			t.Errorf("rule %d changed: %+v", k, st)
+		}
+		mustInSync(t, p, next, true)
+		mustInSync(t, p, rs, false)
+		rs = next
 	}
 }

@@ -324,10 +324,10 @@ func describe(c *ruleCase) string {
 	fmt.Fprintf(&b, "--- rule set (NodeFirewallSpec)\n%s", y)
 	fmt.Fprintf(&b, "--- iptables-nft-restore\n%s", c.v4)
 	fmt.Fprintf(&b, "--- ip6tables-nft-restore\n%s", c.v6)
-	if rs, err := compile.Compile(c.spec, compile.Options{SetLookups: c.setLookups}); err != nil {
+	if rs, err := compile.Compile(c.spec, c.options()); err != nil {
 		fmt.Fprintf(&b, "--- compile: %v\n", err)
 	} else {
-		fmt.Fprintf(&b, "--- nodefw (compile.Render, set lookups %v)\n%s", c.setLookups, compile.Render(rs))
+		fmt.Fprintf(&b, "--- nodefw (compile.Render, set lookups %v, exact sets %v)\n%s", c.setLookups, c.exactSets, compile.Render(rs))
 	}
 	return b.String()
 }

@@ -257,7 +257,8 @@ func (t *topology) load(c *ruleCase) error {
 	}
 	t.loads++
 	c.setLookups = t.loads%2 == 0
-	rs, err := compile.Compile(c.spec, compile.Options{SetLookups: c.setLookups})
+	c.exactSets = t.loads%4 == 0
+	rs, err := compile.Compile(c.spec, c.options())
 	if err != nil {
 		return fmt.Errorf("compile: %w", err)
 	}
@@ -396,6 +397,19 @@ type ruleCase struct {
 	// setLookups compiles runs of simple rules into set lookups; every other
 	// rule set loaded does, so both of the agent's modes are compared.
 	setLookups bool
+	// exactSets puts the single-key elements of every run's set into a
+	// hash set of their own, whatever the set's size (half of the rule
+	// sets with set lookups).
+	exactSets bool
+}
+
+// options are the compile options of the case.
+func (c *ruleCase) options() compile.Options {
+	o := compile.Options{SetLookups: c.setLookups}
+	if c.exactSets {
+		o.ExactSetMin = 1
+	}
+	return o
 }
 
 // newRuleCase renders a spec for iptables with the agent's options: no
