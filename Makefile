@@ -70,8 +70,9 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	@hack/fuzz.sh $${FUZZTIME:-30s}
 
 .PHONY: bench
-bench: deps ## Benchmark the packet path, programming, memory and the resolver (root); BENCH_OUT=file also writes the report.
-	go test -count=1 -timeout 90m -v -run '^TestBenchmarks$$' ./test/bench -args -full $(if $(BENCH_OUT),-out $(abspath $(BENCH_OUT)))
+bench: deps envtest ## Benchmark the packet path, programming, memory, the resolver and the fan-out (root); BENCH_OUT=file also writes the report.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" NODEFW_FANOUT_NODES=2000 go test -count=1 -timeout 30m -v -run '^TestFanOut$$' ./controllers/ | tee $(LOCALBIN)/fanout.log
+	go test -count=1 -timeout 90m -v -run '^TestBenchmarks$$' ./test/bench -args -full -fanout $(LOCALBIN)/fanout.log $(if $(BENCH_OUT),-out $(abspath $(BENCH_OUT)))
 
 ##@ Build
 

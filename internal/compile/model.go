@@ -22,7 +22,10 @@ const (
 // SetName names the set that holds run n (counted from 1 per chain) of a
 // chain for one IP family, as "<chain>-run-<n>-v4". Sets keyed on
 // protocol, destination port and addresses take that name; sets keyed on
-// protocol and addresses alone add "-noports".
+// protocol and addresses alone add "-noports". The sets of a large run
+// add a suffix each: "-<first port>" for a port block of the interval set,
+// "-exact" for the hash set of single keys, "-exact-s24" (or "-d24") for
+// the hash set of /24 source (or destination) prefixes.
 func SetName(chain string, run int, fam Family, ports bool) string {
 	name := chain + "-run-" + strconv.Itoa(run) + "-" + fam.String()
 	if !ports {

@@ -8,7 +8,9 @@
 //     iptables-nft-restore and `nft -f` of the rendered ruleset, a one-rule
 //     change at 10,000 rules, and the peak memory of a process applying
 //     10,000 rules;
-//   - the resolver: 5,000 nodes and 1,000 policies on one core.
+//   - the resolver: 5,000 nodes and 1,000 policies on one core;
+//   - with -fanout, the control plane's fan-out, from the output of the
+//     controllers package's TestFanOut in envtest.
 //
 // `go test ./test/bench` runs a short mode with small sizes and single
 // repetitions, so the benchmark keeps working; `make bench` runs the full
@@ -33,6 +35,9 @@ import (
 var (
 	full = flag.Bool("full", false, "full sizes and repetitions (make bench); the default is the short mode")
 	out  = flag.String("out", "", "also write the Markdown report to this file")
+	// fanout is the output of the controllers package's TestFanOut, which
+	// `make bench` runs first (it needs envtest, not root).
+	fanout = flag.String("fanout", "", "add the fan-out figures from this TestFanOut output")
 )
 
 // config sizes one run.
@@ -188,6 +193,9 @@ func TestBenchmarks(t *testing.T) {
 		r.note("Not root: the packet path, programming and memory figures need network namespaces and were skipped.")
 	}
 	t.Run("resolver", func(t *testing.T) { benchResolver(t, r) })
+	if *fanout != "" {
+		t.Run("fanout", func(t *testing.T) { benchFanOut(t, r, *fanout) })
+	}
 	md := r.markdown()
 	fmt.Println(md)
 	if *out != "" {

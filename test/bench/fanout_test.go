@@ -1,0 +1,94 @@
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fanOut is what the controllers package's TestFanOut measured in envtest:
+// one policy change touching `touched` of `nodes` nodes, with simulated
+// agents acknowledging in NodeFirewall.status.
+type fanOut struct {
+	nodes, touched, nfwUpdates, policyStatusUpdates, writes int
+	ready                                                  time.Duration
+}
+
+// readFanOut finds the FANOUT line TestFanOut prints in its output.
+func readFanOut(path string) (fanOut, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return fanOut{}, err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		line := strings.TrimSpace(s.Text())
+		if !strings.HasPrefix(line, "FANOUT ") {
+			continue
+		}
+		var fo fanOut
+		var readyMs int64
+		if _, err := fmt.Sscanf(line, "FANOUT nodes=%d touched=%d ready_ms=%d nfw_updates=%d policy_status_updates=%d writes=%d",
+			&fo.nodes, &fo.touched, &readyMs, &fo.nfwUpdates, &fo.policyStatusUpdates, &fo.writes); err != nil {
+			return fanOut{}, fmt.Errorf("%s: %q: %w", path, line, err)
+		}
+		fo.ready = time.Duration(readyMs) * time.Millisecond
+		return fo, nil
+	}
+	if err := s.Err(); err != nil {
+		return fanOut{}, err
+	}
+	return fanOut{}, fmt.Errorf("%s: no FANOUT line (did TestFanOut pass?)", path)
+}
+
+// benchFanOut adds the fan-out figures `make bench` measured just before.
+func benchFanOut(t *testing.T, r *report, path string) {
+	fo, err := readFanOut(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.add(row{
+		figure: fmt.Sprintf("fan-out: one policy change touching %s of %s nodes, until the policy is Ready",
+			thousands(fo.touched), thousands(fo.nodes)),
+		ours: fmt.Sprintf("%.1f s", fo.ready.Seconds()), peer: "—", ratio: "—", goal: "≤ 30 s",
+		result: verdict(fo.ready <= 30*time.Second),
+	})
+	r.add(row{
+		figure: "fan-out: controller writes",
+		ours: fmt.Sprintf("%d in all: %d NodeFirewall updates, %d policy status updates",
+			fo.writes, fo.nfwUpdates, fo.policyStatusUpdates),
+		peer: "—", ratio: "—", goal: "no write for a node whose rules did not change",
+		result: verdict(fo.nfwUpdates == fo.touched),
+	})
+	r.note("Fan-out: `TestFanOut` of the controllers package in envtest (NODEFW_FANOUT_NODES=%d), run by "+
+		"`make bench` before this benchmark: simulated agents acknowledge every new NodeFirewall generation in its "+
+		"status; half of the nodes have a policy that then changes. The test itself fails if a NodeFirewall of "+
+		"the other half is written. The client's QPS and burst (`--kube-api-qps` 200, `--kube-api-burst` 400) "+
+		"and the parallel writes (`--write-concurrency` 16) are manager flags.", fo.nodes)
+}
+
+func TestReadFanOut(t *testing.T) {
+	path := t.TempDir() + "/fanout.log"
+	log := "=== RUN   TestFanOut\nFANOUT nodes=2000 touched=1000 ready_ms=12345 nfw_updates=1000 policy_status_updates=30 writes=1030\n--- PASS\n"
+	if err := os.WriteFile(path, []byte(log), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readFanOut(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fanOut{nodes: 2000, touched: 1000, nfwUpdates: 1000, policyStatusUpdates: 30, writes: 1030, ready: 12345 * time.Millisecond}
+	if got != want {
+		t.Errorf("readFanOut = %+v, want %+v", got, want)
+	}
+	if err := os.WriteFile(path, []byte("--- FAIL: TestFanOut\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readFanOut(path); err == nil {
+		t.Error("a log without the FANOUT line was accepted")
+	}
+}
