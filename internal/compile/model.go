@@ -6,6 +6,7 @@ package compile
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 )
 
@@ -248,4 +249,41 @@ func (r *Ruleset) Set(name string) *Set {
 		}
 	}
 	return nil
+}
+
+// Equal reports whether two rulesets are the same, field by field.
+func (r *Ruleset) Equal(o *Ruleset) bool {
+	if r == nil || o == nil {
+		return r == o
+	}
+	if r.Table != o.Table || len(r.Chains) != len(o.Chains) || len(r.Sets) != len(o.Sets) {
+		return false
+	}
+	for i := range r.Chains {
+		a, b := &r.Chains[i], &o.Chains[i]
+		if a.Name != b.Name || a.Hook != b.Hook || a.Priority != b.Priority || a.Policy != b.Policy || len(a.Rules) != len(b.Rules) {
+			return false
+		}
+		for j := range a.Rules {
+			if !a.Rules[j].equal(&b.Rules[j]) {
+				return false
+			}
+		}
+	}
+	for i := range r.Sets {
+		a, b := &r.Sets[i], &o.Sets[i]
+		if a.Name != b.Name || a.Family != b.Family || a.Exact != b.Exact || a.SAddrBits != b.SAddrBits ||
+			a.DAddrBits != b.DAddrBits || !slices.Equal(a.Fields, b.Fields) || !slices.Equal(a.Elements, b.Elements) {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Rule) equal(o *Rule) bool {
+	return r.Family == o.Family && r.L4Proto == o.L4Proto && slices.Equal(r.DPorts, o.DPorts) &&
+		slices.Equal(r.ICMPTypes, o.ICMPTypes) && slices.Equal(r.SAddrs, o.SAddrs) && slices.Equal(r.DAddrs, o.DAddrs) &&
+		r.IIfName == o.IIfName && r.OIfName == o.OIfName && r.CtStates == o.CtStates && r.Counter == o.Counter &&
+		(r.Log == nil) == (o.Log == nil) && (r.Log == nil || *r.Log == *o.Log) && r.Lookup == o.Lookup &&
+		r.Verdict == o.Verdict && r.Comment == o.Comment
 }

@@ -44,6 +44,9 @@ type Programmer struct {
 	// Only a trusted mirror lets Apply send set elements alone.
 	mirror  *plan
 	trusted bool
+	// applied is the ruleset the mirror was built from, as the caller
+	// passed it: InSync compares with it before it builds a plan.
+	applied *compile.Ruleset
 	// slot is the slot of the mirror's named sets (see slotSuffix).
 	slot int
 	last ApplyStats
@@ -117,7 +120,7 @@ func (p *Programmer) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
-	p.mirror, p.trusted = nil, false
+	p.mirror, p.trusted, p.applied = nil, false, nil
 	var errs []error
 	if p.conn != nil {
 		errs = append(errs, p.conn.CloseLasting())
@@ -239,7 +242,7 @@ func (p *Programmer) Apply(rs *compile.Ruleset) error {
 	if p.trusted && p.mirror != nil && sameShape(p.mirror, pl) {
 		stats, err := p.applyElements(c, pl)
 		if err == nil {
-			p.mirror, p.last = pl, stats
+			p.mirror, p.last, p.applied = pl, stats, rs
 			return nil
 		}
 		// Whatever went wrong, the full rewrite below repairs it; an
@@ -258,7 +261,7 @@ func (p *Programmer) Apply(rs *compile.Ruleset) error {
 		p.mirror, p.trusted = nil, false
 		return err
 	}
-	p.mirror, p.trusted, p.slot, p.last = pl, true, slot, stats
+	p.mirror, p.trusted, p.slot, p.last, p.applied = pl, true, slot, stats, rs
 	return nil
 }
 
@@ -612,12 +615,17 @@ func (p *Programmer) InSync(rs *compile.Ruleset) (bool, error) {
 		return false, err
 	}
 	p.mu.Lock()
-	pl, err := p.plan(rs)
-	if err != nil {
-		p.mu.Unlock()
-		return false, err
+	// A ruleset unlike the one applied last usually tells; the caller may
+	// have changed that one since, so only a plan tells for sure.
+	differs := p.trusted && p.mirror != nil && rs != nil && !rs.Equal(p.applied)
+	if !differs && p.trusted && p.mirror != nil {
+		pl, err := p.plan(rs)
+		if err != nil {
+			p.mu.Unlock()
+			return false, err
+		}
+		differs = !samePlan(p.mirror, pl)
 	}
-	differs := p.trusted && p.mirror != nil && !samePlan(p.mirror, pl)
 	p.mu.Unlock()
 	if differs {
 		return false, nil

@@ -183,8 +183,12 @@ func nftLoad(ns *netnstest.NS, spec v1alpha1.NodeFirewallSpec) (time.Duration, e
 // oursApply compiles and applies a spec, and returns the time from the
 // spec to the table committed.
 func oursApply(p *nft.Programmer, spec v1alpha1.NodeFirewallSpec) (time.Duration, error) {
+	return oursApplyWith(p, spec, options())
+}
+
+func oursApplyWith(p *nft.Programmer, spec v1alpha1.NodeFirewallSpec, opts compile.Options) (time.Duration, error) {
 	start := time.Now()
-	rs, err := compile.Compile(spec, options())
+	rs, err := compile.Compile(spec, opts)
 	if err != nil {
 		return 0, err
 	}
