@@ -14,7 +14,7 @@ import (
 // agents acknowledging in NodeFirewall.status.
 type fanOut struct {
 	nodes, touched, nfwUpdates, policyStatusUpdates, writes int
-	ready                                                  time.Duration
+	ready                                                   time.Duration
 }
 
 // readFanOut finds the FANOUT line TestFanOut prints in its output.
