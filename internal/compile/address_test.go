@@ -8,23 +8,6 @@ import (
 	"testing"
 )
 
-// netipAddress is parseAddress as netip alone does it: the reference of
-// its fast paths.
-func netipAddress(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR", s)
-		}
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR", s)
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
 // TestParseAddressMatchesNetip checks that the fast path of parseAddress
 // takes exactly what netip takes, to the same prefix, and that errors stay
 // netip's.
