@@ -86,12 +86,14 @@ func TestPolicyChurnReachesTheKernel(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d operations in %v", ops, time.Since(start).Round(time.Millisecond))
 
-	// The agents' compile options, as the testbed starts them.
+	// The agents' compile options, as the testbed starts them: set
+	// lookups are on by default, and runs of eight rules with the same
+	// action become sets.
 	inbound, err := compile.ParseFailsafes("tcp:22")
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := compile.Options{FailsafeInbound: inbound, FailsafeOutbound: compile.DefaultFailsafeOutbound()}
+	opts := compile.Options{FailsafeInbound: inbound, FailsafeOutbound: compile.DefaultFailsafeOutbound(), SetLookups: true}
 	settled := time.Now()
 	waitFor(t, c, "every kernel holding the resolver's output for the final policies", 90*time.Second, func(ctx context.Context) (bool, error) {
 		var ps fwv1.NodeFirewallPolicyList
