@@ -232,6 +232,36 @@ type Set struct {
 	SAddrBits, DAddrBits int
 }
 
+// AddrBits is the prefix length an exact set masks an address field to;
+// 0 for other fields and unmasked addresses.
+func (s *Set) AddrBits(f SetField) int {
+	switch {
+	case !s.Exact:
+		return 0
+	case f == FieldSAddr:
+		return s.SAddrBits
+	case f == FieldDAddr:
+		return s.DAddrBits
+	}
+	return 0
+}
+
+// AddrMask is the netmask of a prefix length, as an address of the family.
+func AddrMask(fam Family, bits int) netip.Addr {
+	if fam == FamilyIPv6 {
+		var b [16]byte
+		for i := range bits {
+			b[i/8] |= 0x80 >> (i % 8)
+		}
+		return netip.AddrFrom16(b)
+	}
+	var b [4]byte
+	for i := range bits {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom4(b)
+}
+
 // Ruleset is the whole table one agent owns.
 type Ruleset struct {
 	Table  string

@@ -208,8 +208,8 @@ func renderRule(r Rule, lookup *Set) string {
 			keys := make([]string, len(lookup.Fields))
 			for i, f := range lookup.Fields {
 				keys[i] = fieldExpr(f, lookup.Family)
-				if bits := lookup.addrBits(f); bits > 0 {
-					keys[i] += " & " + addrMask(lookup.Family, bits).String()
+				if bits := lookup.AddrBits(f); bits > 0 {
+					keys[i] += " & " + AddrMask(lookup.Family, bits).String()
 				}
 			}
 			add(strings.Join(keys, " . "), "@"+lookup.Name)
@@ -267,36 +267,6 @@ func set[T any](elems []T, format func(T) string) string {
 		s[i] = format(e)
 	}
 	return "{ " + strings.Join(s, ", ") + " }"
-}
-
-// addrBits is the prefix length an exact set masks an address field to;
-// 0 for other fields and unmasked addresses.
-func (s *Set) addrBits(f SetField) int {
-	switch {
-	case !s.Exact:
-		return 0
-	case f == FieldSAddr:
-		return s.SAddrBits
-	case f == FieldDAddr:
-		return s.DAddrBits
-	}
-	return 0
-}
-
-// addrMask is the netmask of a prefix length, as an address of the family.
-func addrMask(fam Family, bits int) netip.Addr {
-	if fam == FamilyIPv6 {
-		var b [16]byte
-		for i := range bits {
-			b[i/8] |= 0x80 >> (i % 8)
-		}
-		return netip.AddrFrom16(b)
-	}
-	var b [4]byte
-	for i := range bits {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	return netip.AddrFrom4(b)
 }
 
 func formatPrefix(p netip.Prefix) string {

@@ -208,12 +208,12 @@ func (p *plan) addNamedSet(s *compile.Set) error {
 				offset = map[bool]uint32{true: 8, false: 24}[f == compile.FieldSAddr]
 			}
 			loads = append(loads, &expr.Payload{DestRegister: r, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: t.Bytes})
-			if bits := addrBits(s, f); bits > 0 {
+			if bits := s.AddrBits(f); bits > 0 {
 				if bits >= int(t.Bytes)*8 {
 					return fmt.Errorf("%v masked to %d bits", f, bits)
 				}
 				loads = append(loads, &expr.Bitwise{SourceRegister: r, DestRegister: r, Len: t.Bytes,
-					Mask: netmask(int(t.Bytes), bits), Xor: make([]byte, t.Bytes)})
+					Mask: compile.AddrMask(s.Family, bits).AsSlice(), Xor: make([]byte, t.Bytes)})
 			}
 		}
 		word += int(t.Bytes+3) / 4
@@ -232,9 +232,9 @@ func (p *plan) addNamedSet(s *compile.Set) error {
 	masks := make([]byte, 0, keyLen)
 	for _, f := range s.Fields {
 		t, _ := setFieldType(f, s.Family)
-		m := netmask(int(t.Bytes), int(t.Bytes)*8)
-		if bits := addrBits(s, f); bits > 0 {
-			m = netmask(int(t.Bytes), bits)
+		m := bytes.Repeat([]byte{0xff}, int(t.Bytes))
+		if bits := s.AddrBits(f); bits > 0 {
+			m = compile.AddrMask(s.Family, bits).AsSlice()
 		}
 		masks = append(masks, m...)
 		for len(masks)%4 != 0 {
@@ -283,29 +283,6 @@ func (p *plan) addNamedSet(s *compile.Set) error {
 	p.msgs += 1 + chunks
 	p.bytes += 256 + size + 128*chunks
 	return nil
-}
-
-// addrBits is the prefix length an exact set masks an address field to; 0
-// leaves it whole.
-func addrBits(s *compile.Set, f compile.SetField) int {
-	switch {
-	case !s.Exact:
-		return 0
-	case f == compile.FieldSAddr:
-		return s.SAddrBits
-	case f == compile.FieldDAddr:
-		return s.DAddrBits
-	}
-	return 0
-}
-
-// netmask is the mask of a prefix length, in n bytes.
-func netmask(n, bits int) []byte {
-	m := make([]byte, n)
-	for i := range bits {
-		m[i/8] |= 0x80 >> (i % 8)
-	}
-	return m
 }
 
 // elementKeys appends an element's first and last key to key and end.

@@ -52,14 +52,6 @@ type Programmer struct {
 	last ApplyStats
 }
 
-// plan encodes rs for the table.
-func (p *Programmer) plan(rs *compile.Ruleset) (*plan, error) {
-	pl, err := buildPlan(rs, p.table)
-	if err != nil {
-		return nil, fmt.Errorf("nft: %w", err)
-	}
-	return pl, nil
-}
 
 // ApplyStats describes the batch of the last successful Apply.
 type ApplyStats struct {
@@ -231,9 +223,9 @@ func (p *Programmer) Apply(rs *compile.Ruleset) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pl, err := p.plan(rs)
+	pl, err := buildPlan(rs, p.table)
 	if err != nil {
-		return err
+		return fmt.Errorf("nft: %w", err)
 	}
 	c, err := p.connLocked()
 	if err != nil {
@@ -615,17 +607,9 @@ func (p *Programmer) InSync(rs *compile.Ruleset) (bool, error) {
 		return false, err
 	}
 	p.mu.Lock()
-	// A ruleset unlike the one applied last usually tells; the caller may
-	// have changed that one since, so only a plan tells for sure.
+	// Should the caller have changed the applied ruleset in place since,
+	// the answer may be a needless "no", never a wrong "yes".
 	differs := p.trusted && p.mirror != nil && rs != nil && !rs.Equal(p.applied)
-	if !differs && p.trusted && p.mirror != nil {
-		pl, err := p.plan(rs)
-		if err != nil {
-			p.mu.Unlock()
-			return false, err
-		}
-		differs = !samePlan(p.mirror, pl)
-	}
 	p.mu.Unlock()
 	if differs {
 		return false, nil
@@ -657,9 +641,9 @@ func (p *Programmer) Drift(rs *compile.Ruleset) (string, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pl, err := p.plan(rs)
+	pl, err := buildPlan(rs, p.table)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("nft: %w", err)
 	}
 	kt, err := p.findTable()
 	if err != nil {
