@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Runs every fuzz target of the module (each `func FuzzXxx(f *testing.F)`
-# in a _test.go file) for DURATION each, one after the other:
+# in a _test.go file) for BUDGET each, one after the other:
 #
-#   hack/fuzz.sh [DURATION] [REGEXP]
+#   hack/fuzz.sh [BUDGET] [REGEXP]
 #
-# DURATION is a go test -fuzztime value (default 30s; "200x" counts
-# executions instead). REGEXP, when given, keeps only the targets whose
-# name matches it. New inputs are minimized for at most 5s, so a target
-# takes about DURATION. A failing input is written under the package's
-# testdata/fuzz/ by go test; commit it as a regression seed once fixed.
+# BUDGET is a go test -fuzztime value (default 20000x: an execution count).
+# REGEXP, when given, keeps only the targets whose name matches it. New
+# inputs are minimized for at most 5s. A failing input is written under the
+# package's testdata/fuzz/ by go test; commit it as a regression seed once
+# fixed.
+#
+# A target fails only when go test wrote a reproducer. Go 1.26's fuzz
+# coordinator can end a run with a bare "context deadline exceeded" and no
+# input (golang/go#75804, fixed in Go 1.27), most often with a duration
+# budget on a loaded machine; that is reported, not counted as a finding.
 #
 # Every target runs even when one fails; the exit status says whether all
 # passed.
@@ -16,7 +21,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${root}"
-fuzztime="${1:-30s}"
+fuzztime="${1:-20000x}"
 filter="${2:-}"
 
 # package directory and target name, one pair a line, sorted.
@@ -40,12 +45,19 @@ failed=()
 while read -r dir name; do
 	echo "fuzz: ${name} in ./${dir}"
 	start=${SECONDS}
-	if go test -run '^$' -fuzz "^${name}\$" -fuzztime "${fuzztime}" -fuzzminimizetime 5s "./${dir}"; then
+	corpus="./${dir}/testdata/fuzz/${name}"
+	before="$(ls "${corpus}" 2>/dev/null | sort || true)"
+	log="$(mktemp)"
+	if go test -run '^$' -fuzz "^${name}\$" -fuzztime "${fuzztime}" -fuzzminimizetime 5s "./${dir}" 2>&1 | tee "${log}"; then
 		echo "fuzz: ${name} passed ($((SECONDS - start))s)"
+	elif [[ "$(ls "${corpus}" 2>/dev/null | sort || true)" == "${before}" ]] &&
+		grep -q 'context deadline exceeded' "${log}" && ! grep -q -e '--- FAIL' -e 'panic:' "${log}"; then
+		echo "fuzz: ${name} ended with a bare deadline error and no reproducer ($((SECONDS - start))s): not a finding (golang/go#75804)" >&2
 	else
-		echo "fuzz: ${name} FAILED ($((SECONDS - start))s)" >&2
+		echo "fuzz: ${name} FAILED ($((SECONDS - start))s); a reproducer, if any, is under ${corpus}" >&2
 		failed+=("./${dir} ${name}")
 	fi
+	rm -f "${log}"
 done <<<"${targets}"
 
 if ((${#failed[@]} > 0)); then

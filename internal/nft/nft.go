@@ -52,7 +52,6 @@ type Programmer struct {
 	last ApplyStats
 }
 
-
 // ApplyStats describes the batch of the last successful Apply.
 type ApplyStats struct {
 	// Incremental says only set elements were sent; otherwise the whole
