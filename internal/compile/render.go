@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/nodefw/nodefw/internal/text"
 )
 
 // Render returns the ruleset in the syntax `nft -f` reads, for review,
@@ -171,10 +173,10 @@ func renderRule(r Rule, lookup *Set) string {
 	// A lone "+" matches every name, and nft refuses an all-wildcard
 	// string: it is no condition at all.
 	if r.IIfName != "" && r.IIfName != "+" {
-		add("iifname", quote(ifnamePattern(r.IIfName)))
+		add("iifname", text.Quote(ifnamePattern(r.IIfName)))
 	}
 	if r.OIfName != "" && r.OIfName != "+" {
-		add("oifname", quote(ifnamePattern(r.OIfName)))
+		add("oifname", text.Quote(ifnamePattern(r.OIfName)))
 	}
 	ip := "ip"
 	if family == FamilyIPv6 {
@@ -225,13 +227,13 @@ func renderRule(r Rule, lookup *Set) string {
 				add("burst", fmt.Sprintf("%d packets", r.Log.Burst))
 			}
 		}
-		add("log prefix", quote(r.Log.Prefix))
+		add("log prefix", text.Quote(r.Log.Prefix))
 	}
 	if r.Verdict != VerdictNone {
 		add(string(r.Verdict))
 	}
 	if r.Comment != "" {
-		add("comment", quote(r.Comment))
+		add("comment", text.Quote(r.Comment))
 	}
 	return strings.Join(parts, " ")
 }
@@ -240,13 +242,6 @@ func renderRule(r Rule, lookup *Set) string {
 // restricts the rule to the set's family.
 func lookupImpliesFamily(s *Set) bool {
 	return s != nil && (slices.Contains(s.Fields, FieldSAddr) || slices.Contains(s.Fields, FieldDAddr))
-}
-
-func prefixFamily(p netip.Prefix) Family {
-	if p.Addr().Is4() {
-		return FamilyIPv4
-	}
-	return FamilyIPv6
 }
 
 // ifnamePattern turns iptables' trailing "+" wildcard into nft's "*".
@@ -283,22 +278,6 @@ func formatPorts(p PortInterval) string {
 	return fmt.Sprintf("%d-%d", p.First, p.Last)
 }
 
-func protoName(p uint8) string {
-	switch p {
-	case protoICMP:
-		return "icmp"
-	case protoTCP:
-		return "tcp"
-	case protoUDP:
-		return "udp"
-	case protoICMPv6:
-		return "ipv6-icmp"
-	case protoSCTP:
-		return "sctp"
-	}
-	return strconv.Itoa(int(p))
-}
-
 func icmpv6TypeName(t uint8) string {
 	switch t {
 	case 133:
@@ -332,15 +311,4 @@ func ctStateNames(s CtState) string {
 		}
 	}
 	return strings.Join(names, ",")
-}
-
-// quote makes an nft string. nft has no escapes, so characters that would
-// end or break the string are replaced.
-func quote(s string) string {
-	return `"` + strings.Map(func(r rune) rune {
-		if r == '"' || r == '\\' || r < ' ' || r == 0x7f {
-			return '_'
-		}
-		return r
-	}, s) + `"`
 }
