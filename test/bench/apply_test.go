@@ -12,9 +12,9 @@ import (
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
-	"github.com/nodefw/nodefw/internal/iptables"
 	"github.com/nodefw/nodefw/internal/netnstest"
 	"github.com/nodefw/nodefw/internal/nft"
+	"github.com/nodefw/nodefw/internal/reference"
 )
 
 // benchFullApply times a full apply into an empty namespace: ours (compile,
@@ -260,7 +260,7 @@ func benchIncremental(t *testing.T, r *report) {
 // iptablesRule returns the position of rule k in iptables' INPUT chain of
 // spec and the arguments that write it, from the renderer's output.
 func iptablesRule(spec v1alpha1.NodeFirewallSpec, k int) (int, []string, error) {
-	v4, _ := iptables.Restore(spec, iptablesOptions())
+	v4, _ := reference.IPTablesRestore(spec, iptablesOptions())
 	want := spec.Rules[k].Policy + "/" + spec.Rules[k].Name
 	pos := 0
 	for _, line := range strings.Split(v4, "\n") {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/reference"
 )
 
 // TestRandomRuleSets loads random rule sets both ways and compares the
@@ -26,7 +26,7 @@ func TestRandomRuleSets(t *testing.T) {
 	for i := first; i <= last; i++ {
 		rng := rand.New(rand.NewPCG(seed, uint64(i)))
 		spec := randomSpec(rng)
-		if err := compile.Validate(spec); err != nil {
+		if err := reference.Validate(spec); err != nil {
 			t.Fatalf("set %d: the generator made an invalid rule set: %v", i, err)
 		}
 		ports := probePorts(rng, spec)

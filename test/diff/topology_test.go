@@ -16,9 +16,9 @@ import (
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
-	"github.com/nodefw/nodefw/internal/iptables"
 	"github.com/nodefw/nodefw/internal/netnstest"
 	"github.com/nodefw/nodefw/internal/nft"
+	"github.com/nodefw/nodefw/internal/reference"
 )
 
 // nsTag starts the name of every namespace of this package (after
@@ -388,8 +388,9 @@ type ruleCase struct {
 	name   string
 	spec   v1alpha1.NodeFirewallSpec
 	v4, v6 string
-	// derived says v4 and v6 are spec rendered by internal/iptables, rather
-	// than iptables text the spec was imported from.
+	// derived says v4 and v6 are spec rendered by
+	// reference.IPTablesRestore, rather than iptables text the spec was
+	// imported from.
 	derived bool
 	// excused, when set, says why mismatches are expected: they are logged
 	// instead of failing the test.
@@ -415,6 +416,6 @@ func (c *ruleCase) options() compile.Options {
 // newRuleCase renders a spec for iptables with the agent's options: no
 // failsafes.
 func newRuleCase(name string, spec v1alpha1.NodeFirewallSpec) *ruleCase {
-	v4, v6 := iptables.Restore(spec, iptables.Options{})
+	v4, v6 := reference.IPTablesRestore(spec, compile.Options{})
 	return &ruleCase{name: name, spec: spec, v4: v4, v6: v6, derived: true}
 }
