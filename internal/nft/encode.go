@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/text"
 )
 
 // encodingVersion is hashed into every rule fingerprint. Bump it whenever
@@ -496,15 +496,7 @@ func writeChunk(h interface{ Write([]byte) (int, error) }, b []byte) {
 // clipComment makes a comment fit userdata: no NUL, at most maxCommentLen
 // bytes, cut at a character boundary.
 func clipComment(s string) string {
-	s = strings.ReplaceAll(s, "\x00", "")
-	if len(s) <= maxCommentLen {
-		return s
-	}
-	s = s[:maxCommentLen]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
+	return text.Truncate(strings.ReplaceAll(s, "\x00", ""), maxCommentLen)
 }
 
 // ruleFamily returns the family a rule is restricted to, inferring it from

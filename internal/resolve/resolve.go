@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/text"
 )
 
 // ProblemReason classifies what the resolver found wrong with a policy.
@@ -290,15 +291,11 @@ func conflictProblems(conflicts map[conflictKey][]string) []Problem {
 	out := make([]Problem, 0, len(conflicts))
 	for k, nodes := range conflicts {
 		sort.Strings(nodes)
-		shown := nodes
-		if len(shown) > 3 {
-			shown = shown[:3]
-		}
 		out = append(out, Problem{
 			Policy: k.loser,
 			Reason: ReasonDefaultActionConflict,
-			Message: fmt.Sprintf("spec.defaultActions.%s=%s is overridden by policy %q (%s), evaluated first, on %d node(s): %v",
-				chainField(k.chain), k.lost, k.winner, k.won, len(nodes), shown),
+			Message: fmt.Sprintf("spec.defaultActions.%s=%s is overridden by policy %q (%s), evaluated first, on %d node(s): %s",
+				chainField(k.chain), k.lost, k.winner, k.won, len(nodes), text.ListSome(nodes, 3)),
 		})
 	}
 	return out

@@ -120,7 +120,7 @@ func TestFor(t *testing.T) {
 			Matches: map[string][]string{"a-tie": {"worker-1"}, "b-late": {"worker-1"}, "z-first": {"worker-1"}},
 			Problems: []Problem{{
 				Policy: "b-late", Reason: ReasonDefaultActionConflict,
-				Message: `spec.defaultActions.input=Accept is overridden by policy "z-first" (Drop), evaluated first, on 1 node(s): [worker-1]`,
+				Message: `spec.defaultActions.input=Accept is overridden by policy "z-first" (Drop), evaluated first, on 1 node(s): worker-1`,
 			}},
 		},
 	}, {
