@@ -234,4 +234,3 @@ func NodeWaiting(nfw *fwv1.NodeFirewall) fwv1.NodeFirewallStatus {
 	}
 	return st
 }
-
