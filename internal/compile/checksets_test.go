@@ -115,3 +115,12 @@ func overlap(a, b box, n int) bool {
 	}
 	return true
 }
+
+// elementCount is the number of elements in all sets of a ruleset.
+func elementCount(rs *Ruleset) int {
+	n := 0
+	for _, s := range rs.Sets {
+		n += len(s.Elements)
+	}
+	return n
+}

@@ -15,5 +15,8 @@ func WithMinRunLen(opts Options, n int) Options {
 // CheckSets checks what the kernel needs of every set of a ruleset.
 var CheckSets = checkSets
 
+// ElementCount is the number of elements in all sets of a ruleset.
+var ElementCount = elementCount
+
 // PortBlockWidth is how many ports one port block covers.
 const PortBlockWidth = portBlockWidth

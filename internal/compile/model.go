@@ -20,21 +20,6 @@ const (
 	ChainOutput  = "output"
 )
 
-// SetName names the set that holds run n (counted from 1 per chain) of a
-// chain for one IP family, as "<chain>-run-<n>-v4". Sets keyed on
-// protocol, destination port and addresses take that name; sets keyed on
-// protocol and addresses alone add "-noports". The sets of a large run
-// add a suffix each: "-<first port>" for a port block of the interval set,
-// "-exact" for the hash set of single keys, "-exact-s24" (or "-d24") for
-// the hash set of /24 source (or destination) prefixes.
-func SetName(chain string, run int, fam Family, ports bool) string {
-	name := chain + "-run-" + strconv.Itoa(run) + "-" + fam.String()
-	if !ports {
-		name += "-noports"
-	}
-	return name
-}
-
 // Hook is the netfilter hook a base chain attaches to.
 type Hook string
 
@@ -287,15 +272,6 @@ func (r *Ruleset) RuleCount() int {
 	n := 0
 	for _, c := range r.Chains {
 		n += len(c.Rules)
-	}
-	return n
-}
-
-// ElementCount is the number of elements in all sets.
-func (r *Ruleset) ElementCount() int {
-	n := 0
-	for _, s := range r.Sets {
-		n += len(s.Elements)
 	}
 	return n
 }

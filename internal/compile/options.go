@@ -28,7 +28,8 @@ type Options struct {
 	// which its single-key elements (one protocol, one port, one address)
 	// go to a hash set of their own, next to the interval set of the
 	// others: the kernel fills a hash set several times faster. 0 means
-	// DefaultExactSetMin; a negative value never splits.
+	// the default, 256 (defaultExactSetMin); a negative value never
+	// splits.
 	ExactSetMin int
 
 	// minRunLen is the least length of a run of simple rules that becomes
@@ -47,17 +48,17 @@ func (o Options) minRun() int {
 	return minRunRules
 }
 
-// DefaultExactSetMin is the default of Options.ExactSetMin: smaller sets
+// defaultExactSetMin is the default of Options.ExactSetMin: smaller sets
 // stay one interval set, where a second lookup would cost more than the
 // faster filling saves.
-const DefaultExactSetMin = 256
+const defaultExactSetMin = 256
 
 func (o Options) exactSetMin() int {
 	switch {
 	case o.ExactSetMin < 0:
 		return math.MaxInt
 	case o.ExactSetMin == 0:
-		return DefaultExactSetMin
+		return defaultExactSetMin
 	}
 	return o.ExactSetMin
 }

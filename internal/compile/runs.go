@@ -1,6 +1,8 @@
 package compile
 
 import (
+	"strconv"
+
 	"github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/text"
 )
@@ -175,7 +177,7 @@ func (b *chainBuilder) addLookups(rules []parsedRule, sets *runSets) {
 			continue
 		}
 		fields := keyFields(keyOrder(b.ch.Name, k.ports), sets.restricted[i])
-		name := SetName(b.ch.Name, b.runs, k.fam, k.ports)
+		name := setName(b.ch.Name, b.runs, k.fam, k.ports)
 		ranged := sets.elems[i]
 		if len(ranged) >= b.exactMin {
 			// Every element of a run has the run's verdict, so elements
@@ -265,6 +267,21 @@ func keyFields(order []SetField, restricted [4]bool) []SetField {
 		fields = append(fields, f)
 	}
 	return fields
+}
+
+// setName names the set that holds run n (counted from 1 per chain) of a
+// chain for one IP family, as "<chain>-run-<n>-v4". Sets keyed on
+// protocol, destination port and addresses take that name; sets keyed on
+// protocol and addresses alone add "-noports". The sets of a large run
+// add a suffix each: "-<first port>" for a port block of the interval set,
+// "-exact" for the hash set of single keys, "-exact-s24" (or "-d24") for
+// the hash set of /24 source (or destination) prefixes.
+func setName(chain string, run int, fam Family, ports bool) string {
+	name := chain + "-run-" + strconv.Itoa(run) + "-" + fam.String()
+	if !ports {
+		name += "-noports"
+	}
+	return name
 }
 
 // runComment names a run by its first rule. It leaves out what adding or
