@@ -153,6 +153,16 @@ func rangePrefix(r AddrRange) (netip.Prefix, bool) {
 
 // renderRule renders one rule; lookup is the set the rule looks up, if any.
 func renderRule(r Rule, lookup *Set) string {
+	parts := matchParts(r, lookup)
+	if r.Lookup != "" {
+		parts = append(parts, lookupParts(r.Lookup, lookup)...)
+	}
+	parts = append(parts, statementParts(r)...)
+	return strings.Join(parts, " ")
+}
+
+// matchParts renders a rule's matches but its lookup.
+func matchParts(r Rule, lookup *Set) []string {
 	var parts []string
 	add := func(s ...string) { parts = append(parts, s...) }
 
@@ -202,21 +212,31 @@ func renderRule(r Rule, lookup *Set) string {
 	if r.CtStates != 0 {
 		add("ct state", ctStateNames(r.CtStates))
 	}
-	if r.Lookup != "" {
-		if lookup == nil {
-			// A dangling lookup: nft names the missing set.
-			add("meta l4proto", "@"+r.Lookup)
-		} else {
-			keys := make([]string, len(lookup.Fields))
-			for i, f := range lookup.Fields {
-				keys[i] = fieldExpr(f, lookup.Family)
-				if bits := lookup.AddrBits(f); bits > 0 {
-					keys[i] += " & " + AddrMask(lookup.Family, bits).String()
-				}
-			}
-			add(strings.Join(keys, " . "), "@"+lookup.Name)
+	return parts
+}
+
+// lookupParts renders the lookup of the named set: its key, each address
+// masked as the set asks, then the set.
+func lookupParts(name string, lookup *Set) []string {
+	if lookup == nil {
+		// A dangling lookup: nft names the missing set.
+		return []string{"meta l4proto", "@" + name}
+	}
+	keys := make([]string, len(lookup.Fields))
+	for i, f := range lookup.Fields {
+		keys[i] = fieldExpr(f, lookup.Family)
+		if bits := lookup.AddrBits(f); bits > 0 {
+			keys[i] += " & " + AddrMask(lookup.Family, bits).String()
 		}
 	}
+	return []string{strings.Join(keys, " . "), "@" + lookup.Name}
+}
+
+// statementParts renders what a matching rule does: count, log, its
+// verdict, and its comment.
+func statementParts(r Rule) []string {
+	var parts []string
+	add := func(s ...string) { parts = append(parts, s...) }
 	if r.Counter {
 		add("counter")
 	}
@@ -235,7 +255,7 @@ func renderRule(r Rule, lookup *Set) string {
 	if r.Comment != "" {
 		add("comment", text.Quote(r.Comment))
 	}
-	return strings.Join(parts, " ")
+	return parts
 }
 
 // lookupImpliesFamily reports whether a set's key loads addresses, which

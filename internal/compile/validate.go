@@ -163,26 +163,27 @@ func validateRule(i int, r *v1alpha1.NodeFirewallRule, fail func(path, format st
 			fail(fmt.Sprintf("%s.destinations[%d]", path(), j), "%v", err)
 		}
 	}
-	if r.InInterface != "" {
-		if !interfaceName.MatchString(r.InInterface) {
-			fail(path()+".inInterface", "%q is not an interface name, name+ or +", r.InInterface)
-		}
-		if r.Chain == v1alpha1.ChainOutput {
-			fail(path()+".inInterface", "not allowed on the Output chain")
-		}
-	}
-	if r.OutInterface != "" {
-		if !interfaceName.MatchString(r.OutInterface) {
-			fail(path()+".outInterface", "%q is not an interface name, name+ or +", r.OutInterface)
-		}
-		if r.Chain == v1alpha1.ChainInput {
-			fail(path()+".outInterface", "not allowed on the Input chain")
-		}
-	}
+	validateInterface(i, ".inInterface", r.InInterface, r.Chain == v1alpha1.ChainOutput, "Output", fail)
+	validateInterface(i, ".outInterface", r.OutInterface, r.Chain == v1alpha1.ChainInput, "Input", fail)
 	for j, s := range r.States {
 		if _, ok := ctStates[s]; !ok {
 			fail(fmt.Sprintf("%s.states[%d]", path(), j), "%q is not New, Established, Related or Invalid", s)
 		}
+	}
+}
+
+// validateInterface checks field of rule i, an interface name, if set:
+// it must match the CRD's pattern, on a chain that has that interface;
+// banned says the rule's chain, named chain, has not.
+func validateInterface(i int, field, name string, banned bool, chain string, fail func(path, format string, args ...any)) {
+	if name == "" {
+		return
+	}
+	if !interfaceName.MatchString(name) {
+		fail(rulePath(i)+field, "%q is not an interface name, name+ or +", name)
+	}
+	if banned {
+		fail(rulePath(i)+field, "not allowed on the %s chain", chain)
 	}
 }
 
