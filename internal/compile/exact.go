@@ -7,6 +7,14 @@ import (
 	"strconv"
 )
 
+// Exact hash sets. Every element of a run has the run's verdict, so the
+// elements that are one key once their addresses are masked to a prefix
+// length can live in hash sets of their own, one per pair of prefix
+// lengths: the kernel adds and removes a hash set's elements in constant
+// time, where an interval set costs in proportion to its size. Compile
+// does so for the sets of a run that have at least Options.ExactSetMin
+// elements.
+
 // exactSuffix starts the suffix of the name of a run's hash sets.
 const exactSuffix = "-exact"
 
@@ -28,6 +36,46 @@ func (c exactClass) suffix() string {
 		s += "-d" + strconv.Itoa(c.dbits)
 	}
 	return s
+}
+
+// splitExact takes the elements that are one key once the addresses are
+// masked out of elems: into the class of single keys, which it always
+// returns (first), and into classes of masked prefixes that have at least
+// classMin elements. It compacts the others in place. Every class and the
+// rest keep their order.
+func splitExact(elems []SetElement, fields []SetField, fam Family, classMin int) (classes []exactClass, ranged []SetElement) {
+	type class struct{ sbits, dbits int }
+	count := map[class]int{}
+	for i := range elems {
+		if s, d, ok := exactKey(&elems[i], fields, fam); ok {
+			count[class{s, d}]++
+		}
+	}
+	keep := []class{{0, 0}}
+	for c, n := range count {
+		if c != (class{}) && n >= classMin {
+			keep = append(keep, c)
+		}
+	}
+	slices.SortFunc(keep[1:], func(a, b class) int { return cmp.Or(cmp.Compare(a.sbits, b.sbits), cmp.Compare(a.dbits, b.dbits)) })
+	index := make(map[class]int, len(keep))
+	classes = make([]exactClass, len(keep))
+	for i, c := range keep {
+		index[c] = i
+		classes[i] = exactClass{sbits: c.sbits, dbits: c.dbits, elems: make([]SetElement, 0, count[c])}
+	}
+	w := 0
+	for i := range elems {
+		if s, d, ok := exactKey(&elems[i], fields, fam); ok {
+			if j, kept := index[class{s, d}]; kept {
+				classes[j].elems = append(classes[j].elems, elems[i])
+				continue
+			}
+		}
+		elems[w] = elems[i]
+		w++
+	}
+	return classes, elems[:w:w]
 }
 
 // exactKey tells whether an element is one protocol, one port and
@@ -81,44 +129,4 @@ func prefixBits(r AddrRange) (int, bool) {
 	}
 	host := bits.OnesCount64(x.hi) + bits.OnesCount64(x.lo)
 	return r.First.BitLen() - host, true
-}
-
-// splitExact takes the elements that are one key once the addresses are
-// masked out of elems: into the class of single keys, which it always
-// returns (first), and into classes of masked prefixes that have at least
-// classMin elements. It compacts the others in place. Every class and the
-// rest keep their order.
-func splitExact(elems []SetElement, fields []SetField, fam Family, classMin int) (classes []exactClass, ranged []SetElement) {
-	type class struct{ sbits, dbits int }
-	count := map[class]int{}
-	for i := range elems {
-		if s, d, ok := exactKey(&elems[i], fields, fam); ok {
-			count[class{s, d}]++
-		}
-	}
-	keep := []class{{0, 0}}
-	for c, n := range count {
-		if c != (class{}) && n >= classMin {
-			keep = append(keep, c)
-		}
-	}
-	slices.SortFunc(keep[1:], func(a, b class) int { return cmp.Or(cmp.Compare(a.sbits, b.sbits), cmp.Compare(a.dbits, b.dbits)) })
-	index := make(map[class]int, len(keep))
-	classes = make([]exactClass, len(keep))
-	for i, c := range keep {
-		index[c] = i
-		classes[i] = exactClass{sbits: c.sbits, dbits: c.dbits, elems: make([]SetElement, 0, count[c])}
-	}
-	w := 0
-	for i := range elems {
-		if s, d, ok := exactKey(&elems[i], fields, fam); ok {
-			if j, kept := index[class{s, d}]; kept {
-				classes[j].elems = append(classes[j].elems, elems[i])
-				continue
-			}
-		}
-		elems[w] = elems[i]
-		w++
-	}
-	return classes, elems[:w:w]
 }

@@ -29,6 +29,8 @@ type block struct {
 	elems  []SetElement
 }
 
+// portBlocks cuts the elements of a large set with ports into the port
+// blocks; any other set is one block, whose lookup checks no ports.
 func portBlocks(elems []SetElement, ports bool, fields []SetField) []block {
 	if !ports || len(elems) <= portBlockMin {
 		return []block{{elems: elems}}

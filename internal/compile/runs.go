@@ -32,6 +32,12 @@ import (
 // a range per key field) are rewritten as disjoint elements covering
 // exactly their union. The rewrite is canonical (it depends only on the
 // union), so changing one rule changes only the elements near it.
+//
+// This file builds the runs and their lookups; the steps in between have
+// a file each: spans.go and boxes.go turn the rules into boxes,
+// decompose.go rewrites the boxes as disjoint elements, exact.go moves
+// the elements that are one key to hash sets, and portblocks.go cuts
+// large sets by port.
 
 // minRunRules is the least number of rules a run needs to become sets.
 // A run costs a packet up to two lookups of its family, each a rule that
@@ -180,11 +186,9 @@ func (b *chainBuilder) addLookups(rules []parsedRule, sets *runSets) {
 		name := setName(b.ch.Name, b.runs, k.fam, k.ports)
 		ranged := sets.elems[i]
 		if len(ranged) >= b.exactMin {
-			// Every element of a run has the run's verdict, so elements
-			// that are one key once the addresses are masked can live in
-			// hash sets of their own, one per pair of prefix lengths. The
-			// set of single keys exists even when empty, so that a rule
-			// becoming one or ceasing to be one changes elements only.
+			// The set of single keys exists even when empty, so that a
+			// rule becoming one or ceasing to be one changes elements
+			// only.
 			var classes []exactClass
 			classes, ranged = splitExact(ranged, fields, k.fam, max(1, b.exactMin/8))
 			for _, c := range classes {
