@@ -127,13 +127,12 @@ func implicitRules(c v1alpha1.Chain, opts Options) []Rule {
 		Verdict:   VerdictAccept,
 		Comment:   "nodefw: icmpv6 neighbour discovery",
 	})
-	return append(rules, failsafeRules(failsafes)...)
+	return appendFailsafeRules(rules, failsafes)
 }
 
-// failsafeRules accept the failsafe ports: one rule per protocol, in a
-// fixed order whatever the flag's order.
-func failsafeRules(failsafes []Failsafe) []Rule {
-	var rules []Rule
+// appendFailsafeRules appends the rules that accept the failsafe ports:
+// one rule per protocol, in a fixed order whatever the flag's order.
+func appendFailsafeRules(rules []Rule, failsafes []Failsafe) []Rule {
 	for _, p := range []v1alpha1.Protocol{v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP, v1alpha1.ProtocolSCTP} {
 		var ports []PortInterval
 		for _, f := range failsafes {
