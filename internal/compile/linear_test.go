@@ -14,7 +14,9 @@ import (
 
 // The differential tests: every form Compile gives a spec, run packet by
 // packet through reference.EvalRuleset, must give each packet the verdict
-// reference.EvalSpec reads in the spec.
+// reference.EvalSpec reads in the spec. They are a package of their own,
+// compile_test, because internal/reference imports compile; export_test.go
+// lends them the few insides they need.
 
 // IP protocol numbers.
 const (
