@@ -91,8 +91,8 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	}
 
 	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: r.Failsafes})
-	writes := resolve.Plan(desired.Nodes, nfws.Items, nodes.Items, time.Now())
-	current, err := r.writeNodeFirewalls(ctx, writes)
+	plan := resolve.Plan(desired.Nodes, nfws.Items, nodes.Items, time.Now())
+	current, err := r.writeNodeFirewalls(ctx, plan)
 	if err != nil {
 		return retryOnConflict(err)
 	}
@@ -104,7 +104,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 
 	// Resolve again now and then even without events, so that a missed
 	// watch event cannot leave a node or a status behind for long.
-	for _, d := range []time.Duration{writes.Requeue, periodicResolve} {
+	for _, d := range []time.Duration{plan.Requeue, periodicResolve} {
 		if d > 0 && (requeue == 0 || d < requeue) {
 			requeue = d
 		}

@@ -12,10 +12,10 @@ import (
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 )
 
-// OrphanFinalizerGrace is how long the agent of a node that is gone gets to
+// orphanFinalizerGrace is how long the agent of a node that is gone gets to
 // run its cleanup before the controller releases the agent's finalizer
 // itself, so that the NodeFirewall does not linger.
-const OrphanFinalizerGrace = 30 * time.Second
+const orphanFinalizerGrace = 30 * time.Second
 
 // Writes are what the controller writes so that the cluster's
 // NodeFirewalls are the desired ones. Every list is sorted by name.
@@ -31,7 +31,7 @@ type Writes struct {
 	// Delete are the NodeFirewalls of nodes that are gone.
 	Delete []*fwv1.NodeFirewall
 	// ReleaseFinalizer are NodeFirewalls of nodes that are gone, deleted
-	// longer than OrphanFinalizerGrace ago, whose agent has not released its
+	// longer than orphanFinalizerGrace ago, whose agent has not released its
 	// finalizer.
 	ReleaseFinalizer []*fwv1.NodeFirewall
 	// Requeue is how long until the next grace period ends, 0 when no
@@ -83,7 +83,7 @@ func (w *Writes) planOrphan(nfw *fwv1.NodeFirewall, now time.Time) {
 		w.Delete = append(w.Delete, nfw)
 		return
 	}
-	if wait := OrphanFinalizerGrace - now.Sub(nfw.DeletionTimestamp.Time); wait > 0 {
+	if wait := orphanFinalizerGrace - now.Sub(nfw.DeletionTimestamp.Time); wait > 0 {
 		if w.Requeue == 0 || wait < w.Requeue {
 			w.Requeue = wait
 		}

@@ -116,12 +116,12 @@ func TestPlan(t *testing.T) {
 	}, {
 		name: "after the grace period the controller releases the agent's finalizer, and only that one",
 		existing: []fwv1.NodeFirewall{
-			orphan("late", OrphanFinalizerGrace, fwv1.AgentFinalizer),
+			orphan("late", orphanFinalizerGrace, fwv1.AgentFinalizer),
 			orphan("later", time.Hour, "example.com/other", fwv1.AgentFinalizer),
 			orphan("foreign", time.Hour, "example.com/other"),
 		},
 		want: Writes{ReleaseFinalizer: []*fwv1.NodeFirewall{
-			ptr(orphan("late", OrphanFinalizerGrace, fwv1.AgentFinalizer)),
+			ptr(orphan("late", orphanFinalizerGrace, fwv1.AgentFinalizer)),
 			ptr(orphan("later", time.Hour, "example.com/other", fwv1.AgentFinalizer)),
 		}},
 	}}
