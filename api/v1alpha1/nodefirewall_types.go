@@ -85,9 +85,11 @@ type NodeFirewallRule struct {
 // NodeRule is r as the controller writes it on a node: every field of the
 // policy's rule, with the name and mode of the policy it came from.
 // NodeFirewallRule keeps its own copy of the fields, without the policy's
-// validation markers, so that the NodeFirewall CRD accepts what the agent
-// then refuses; TestNodeRuleCarriesEveryField fails when a field is added
-// to one type and not the other, or not carried over here.
+// validation markers: the agent checks a hand-written NodeFirewall itself,
+// and the CEL rules of Rule on spec.rules, a list without maxItems, would
+// exceed the API server's cost budget. TestNodeRuleCarriesEveryField fails
+// when a field is added to one type and not the other, or not carried over
+// here.
 func (r Rule) NodeRule(policy string, mode PolicyMode) NodeFirewallRule {
 	return NodeFirewallRule{
 		Policy:       policy,
