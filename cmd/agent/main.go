@@ -16,15 +16,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/agent"
@@ -138,14 +135,7 @@ func run() error {
 		confirm = &agent.TCPConfirmer{Endpoint: confirmAddr, NetnsPath: netnsPath}
 	}
 
-	metrics.Registry.MustRegister(agent.NewRuleCounters(func() ([]agent.RuleCount, error) {
-		counts, err := fw.Counters()
-		out := make([]agent.RuleCount, len(counts))
-		for i, c := range counts {
-			out[i] = agent.RuleCount{Chain: c.Chain, Comment: c.Comment, Packets: c.Packets, Bytes: c.Bytes}
-		}
-		return out, err
-	}))
+	metrics.Registry.MustRegister(agent.NewRuleCounters(fw.Counters))
 
 	r := &agent.Reconciler{
 		Client:       mgr.GetClient(),
@@ -159,14 +149,7 @@ func run() error {
 		Confirm:        confirm,
 		ConfirmTimeout: confirmWait,
 	}
-	// Errors back off to at most the resync period: no hot loop while the
-	// API server is away, and no long stall after it returns.
-	limiter := workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](200*time.Millisecond, resync)
-	if err := ctrl.NewControllerManagedBy(mgr).
-		Named("nodefirewall-agent").
-		For(&fwv1.NodeFirewall{}).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 1, RateLimiter: limiter}).
-		Complete(r); err != nil {
+	if err := r.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
