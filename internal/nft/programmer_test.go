@@ -389,6 +389,42 @@ func TestInvalidRulesetKeepsTable(t *testing.T) {
 	}
 }
 
+// TestCommitted follows the ruleset a Programmer holds as committed: the
+// last one applied, kept through a failed Apply (it is what the caller
+// restores), gone with the table.
+func TestCommitted(t *testing.T) {
+	_, p := target(t)
+	if got := p.Committed(); got != nil {
+		t.Fatalf("a new Programmer has committed %p", got)
+	}
+	rs := sampleRuleset()
+	if _, err := p.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Committed(); got != rs {
+		t.Fatalf("after Apply, Committed = %p, want %p", got, rs)
+	}
+	refusedByPlan := sampleRuleset()
+	refusedByPlan.Chains[0].Hook = "prerouting"
+	refusedByKernel := sampleRuleset()
+	refusedByKernel.Chains = append(refusedByKernel.Chains, compile.Chain{Name: strings.Repeat("x", 300), Hook: compile.HookInput, Policy: compile.VerdictAccept})
+	for _, bad := range []*compile.Ruleset{refusedByPlan, refusedByKernel} {
+		if _, err := p.Apply(bad); err == nil {
+			t.Fatal("a bad ruleset was applied")
+		}
+		if got := p.Committed(); got != rs {
+			t.Fatalf("after a failed Apply, Committed = %p, want %p", got, rs)
+		}
+	}
+	mustInSync(t, p, rs, true)
+	if err := p.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Committed(); got != nil {
+		t.Fatalf("after Delete, Committed = %p", got)
+	}
+}
+
 // largeRuleset has n input rules, each with a destination port or port
 // range and a source CIDR; every setEvery-th rule has port and CIDR sets
 // instead, and the last rule has sets of several thousand elements, more

@@ -431,3 +431,41 @@ func TestExactSetsIncremental(t *testing.T) {
 		rs = next
 	}
 }
+
+// TestAdoptedTableUpdatesIncrementally: a Programmer with nothing
+// committed (a restarted agent's) that finds its table to be exactly the
+// ruleset adopts it: Committed returns it, and a change of set elements
+// only is then sent alone.
+func TestAdoptedTableUpdatesIncrementally(t *testing.T) {
+	ns, p := target(t)
+	spec := runsSpec()
+	rs := compileRuns(t, spec)
+	if _, err := p.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	q, err := New(ns.Path(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if got := q.Committed(); got != nil {
+		t.Fatalf("a new Programmer has committed %p", got)
+	}
+	if d, err := q.Drift(rs); err != nil || d != "" {
+		t.Fatalf("Drift = %q, %v", d, err)
+	}
+	if got := q.Committed(); got != rs {
+		t.Fatalf("after a Drift that found the ruleset, Committed = %p, want %p", got, rs)
+	}
+	spec.Rules = append(spec.Rules, v1alpha1.NodeFirewallRule{Policy: "runs", Name: "more", Chain: v1alpha1.ChainInput,
+		Action: v1alpha1.ActionAccept, Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: 8004}}})
+	rs2 := compileRuns(t, spec)
+	st, err := q.Apply(rs2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Incremental || st.ElementsAdded == 0 {
+		t.Errorf("first change after adoption: %+v, want set elements only", st)
+	}
+	mustInSync(t, q, rs2, true)
+}
