@@ -214,20 +214,6 @@ func appliedStatus(nfw *fwv1.NodeFirewall, rules int) bool {
 		nfw.Status.ObservedGeneration == nfw.Generation && nfw.Status.RuleCount == int32(rules) && nfw.Status.LastError == ""
 }
 
-// apply commits a ruleset and records metrics.
-func (r *Reconciler) apply(rs *compile.Ruleset) (nft.ApplyStats, error) {
-	start := time.Now()
-	stats, err := r.Firewall.Apply(rs)
-	r.Metrics.ApplyDuration.Observe(time.Since(start).Seconds())
-	if err != nil {
-		r.Metrics.ApplyErrors.Inc()
-		return nft.ApplyStats{}, err
-	}
-	r.Metrics.Applies.Inc()
-	r.Metrics.RulesProgrammed.Set(float64(rs.RuleCount()))
-	return stats, nil
-}
-
 // confirm waits up to ConfirmTimeout for the control plane to be reachable
 // under the new ruleset.
 func (r *Reconciler) confirm(ctx context.Context) bool {
@@ -287,6 +273,20 @@ func (r *Reconciler) repairDrift(ctx context.Context, nfw *fwv1.NodeFirewall) er
 		r.event(nfw, corev1.EventTypeWarning, "DriftRepaired", "Restored table %s after an outside change", rs.Table)
 	}
 	return nil
+}
+
+// apply commits a ruleset and records metrics.
+func (r *Reconciler) apply(rs *compile.Ruleset) (nft.ApplyStats, error) {
+	start := time.Now()
+	stats, err := r.Firewall.Apply(rs)
+	r.Metrics.ApplyDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		r.Metrics.ApplyErrors.Inc()
+		return nft.ApplyStats{}, err
+	}
+	r.Metrics.Applies.Inc()
+	r.Metrics.RulesProgrammed.Set(float64(rs.RuleCount()))
+	return stats, nil
 }
 
 // cleanup removes the table and releases the finalizer.

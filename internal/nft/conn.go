@@ -16,36 +16,6 @@ const minSocketBuffer = 16 << 20
 // maxSocketBuffer caps the buffers (the kernel doubles the value it is given).
 const maxSocketBuffer = 1 << 30
 
-// dial opens the lasting netlink connection.
-func (p *Programmer) dial() error {
-	opts := []nftables.ConnOption{
-		nftables.AsLasting(),
-		nftables.WithSockOptions(func(c *netlink.Conn) error {
-			p.nl = c
-			return setBuffers(c, minSocketBuffer, minSocketBuffer)
-		}),
-	}
-	if p.nsFile != nil {
-		opts = append(opts, nftables.WithNetNSFd(int(p.nsFile.Fd())))
-	}
-	c, err := nftables.New(opts...)
-	if err != nil {
-		return fmt.Errorf("nft: opening netlink: %w", err)
-	}
-	p.conn = c
-	return nil
-}
-
-// redial replaces the connection after a failed batch: unread
-// acknowledgements left on the old socket would confuse the next request.
-func (p *Programmer) redial() {
-	if p.conn != nil {
-		_ = p.conn.CloseLasting()
-		p.conn, p.nl = nil, nil
-	}
-	_ = p.dial()
-}
-
 func (p *Programmer) connLocked() (*nftables.Conn, error) {
 	if p.closed {
 		return nil, errors.New("nft: programmer is closed")
@@ -71,6 +41,36 @@ func (p *Programmer) sizeBuffers(bytes, msgs int) error {
 		p.redial()
 		return fmt.Errorf("nft: sizing netlink buffers: %w", err)
 	}
+	return nil
+}
+
+// redial replaces the connection after a failed batch: unread
+// acknowledgements left on the old socket would confuse the next request.
+func (p *Programmer) redial() {
+	if p.conn != nil {
+		_ = p.conn.CloseLasting()
+		p.conn, p.nl = nil, nil
+	}
+	_ = p.dial()
+}
+
+// dial opens the lasting netlink connection.
+func (p *Programmer) dial() error {
+	opts := []nftables.ConnOption{
+		nftables.AsLasting(),
+		nftables.WithSockOptions(func(c *netlink.Conn) error {
+			p.nl = c
+			return setBuffers(c, minSocketBuffer, minSocketBuffer)
+		}),
+	}
+	if p.nsFile != nil {
+		opts = append(opts, nftables.WithNetNSFd(int(p.nsFile.Fd())))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return fmt.Errorf("nft: opening netlink: %w", err)
+	}
+	p.conn = c
 	return nil
 }
 

@@ -6,6 +6,26 @@ import (
 	"github.com/google/nftables"
 )
 
+// samePlan reports whether two plans program the same table, set elements
+// included.
+func samePlan(a, b *plan) bool {
+	if !sameShape(a, b) {
+		return false
+	}
+	for i := range a.named {
+		x, y := a.named[i].elems, b.named[i].elems
+		if len(x) != len(y) {
+			return false
+		}
+		for j := range x {
+			if compareElems(x[j], y[j]) != 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // sameShape reports whether two plans differ at most in the elements of
 // their named sets: same chains, same rules (by fingerprint, which covers
 // the name of every set a rule looks up), same named sets and key types,
@@ -29,26 +49,6 @@ func sameShape(a, b *plan) bool {
 		x, y := a.named[i].set, b.named[i].set
 		if x.Name != y.Name || x.Interval != y.Interval || x.KeyType.Name != y.KeyType.Name || a.named[i].family != b.named[i].family {
 			return false
-		}
-	}
-	return true
-}
-
-// samePlan reports whether two plans program the same table, set elements
-// included.
-func samePlan(a, b *plan) bool {
-	if !sameShape(a, b) {
-		return false
-	}
-	for i := range a.named {
-		x, y := a.named[i].elems, b.named[i].elems
-		if len(x) != len(y) {
-			return false
-		}
-		for j := range x {
-			if compareElems(x[j], y[j]) != 0 {
-				return false
-			}
 		}
 	}
 	return true
@@ -95,7 +95,7 @@ type stagedRewrite struct {
 // pl's named sets in slot.
 func planStagedRewrite(pl *plan, live *liveObjects, slot int) stagedRewrite {
 	rw := stagedRewrite{slot: slot, leftovers: map[string]bool{}, flushChains: live.chains}
-	names := live.setNames()
+	names := liveSetNames(live)
 	for _, ns := range pl.named {
 		if name := kernelName(ns.set.Name, slot); names[name] {
 			rw.leftovers[name] = true
@@ -185,13 +185,6 @@ func diffElements(have, want []nftables.SetElement) (add, del []nftables.SetElem
 // elemKey identifies an element by its first and last key.
 func elemKey(e nftables.SetElement) string { return string(e.Key) + "\x00" + string(e.KeyEnd) }
 
-func compareElems(a, b nftables.SetElement) int {
-	if c := bytes.Compare(a.Key, b.Key); c != 0 {
-		return c
-	}
-	return bytes.Compare(a.KeyEnd, b.KeyEnd)
-}
-
 func sortedElems(es []nftables.SetElement) bool {
 	for i := 1; i < len(es); i++ {
 		if compareElems(es[i-1], es[i]) >= 0 {
@@ -199,4 +192,11 @@ func sortedElems(es []nftables.SetElement) bool {
 		}
 	}
 	return true
+}
+
+func compareElems(a, b nftables.SetElement) int {
+	if c := bytes.Compare(a.Key, b.Key); c != 0 {
+		return c
+	}
+	return bytes.Compare(a.KeyEnd, b.KeyEnd)
 }

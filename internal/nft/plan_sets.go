@@ -114,22 +114,6 @@ func keyLoads(s *compile.Set) (nftables.SetDatatype, []expr.Any, error) {
 	return keyType, loads, nil
 }
 
-// setFieldType is the kernel data type of set key fields, per family.
-func setFieldType(f compile.SetField, fam compile.Family) (nftables.SetDatatype, error) {
-	switch f {
-	case compile.FieldL4Proto:
-		return nftables.TypeInetProto, nil
-	case compile.FieldDPort:
-		return nftables.TypeInetService, nil
-	case compile.FieldSAddr, compile.FieldDAddr:
-		if fam == compile.FamilyIPv6 {
-			return nftables.TypeIP6Addr, nil
-		}
-		return nftables.TypeIPAddr, nil
-	}
-	return nftables.SetDatatype{}, fmt.Errorf("unknown key field %d", f)
-}
-
 // encodeElements encodes a set's elements, and returns them with their
 // encoded size. An exact set's element is one key: its lasts must be where
 // the set's masks make every packet of the element land on its firsts.
@@ -176,6 +160,22 @@ func keyMasks(s *compile.Set, keyLen int) []byte {
 		}
 	}
 	return masks
+}
+
+// setFieldType is the kernel data type of set key fields, per family.
+func setFieldType(f compile.SetField, fam compile.Family) (nftables.SetDatatype, error) {
+	switch f {
+	case compile.FieldL4Proto:
+		return nftables.TypeInetProto, nil
+	case compile.FieldDPort:
+		return nftables.TypeInetService, nil
+	case compile.FieldSAddr, compile.FieldDAddr:
+		if fam == compile.FamilyIPv6 {
+			return nftables.TypeIP6Addr, nil
+		}
+		return nftables.TypeIPAddr, nil
+	}
+	return nftables.SetDatatype{}, fmt.Errorf("unknown key field %d", f)
 }
 
 // elementKeys appends an element's first and last key to key and end.

@@ -19,27 +19,6 @@ import (
 // commit. Ruleset set names never end in this suffix.
 const slotSuffix = "-b"
 
-// kernelName is the name of a named set in the kernel, in a slot.
-func kernelName(name string, slot int) string {
-	if slot == 1 {
-		return name + slotSuffix
-	}
-	return name
-}
-
-// hasKernelSet reports whether name is the kernel name of one of the
-// plan's named sets in slot.
-func (p *plan) hasKernelSet(name string, slot int) bool {
-	if slot == 1 {
-		base, ok := strings.CutSuffix(name, slotSuffix)
-		if !ok {
-			return false
-		}
-		name = base
-	}
-	return p.hasSet(name)
-}
-
 // stagingSlot picks the slot for a rewrite's named sets: the one whose
 // names the live table uses least, so that the live rules keep their sets
 // until the switch. Names of that slot that exist anyway are leftovers of
@@ -47,7 +26,7 @@ func (p *plan) hasKernelSet(name string, slot int) bool {
 // ok is false: only the live rules tell which slot they use (slotOf), and
 // the other one is the staging slot.
 func stagingSlot(pl *plan, live *liveObjects) (slot int, ok bool) {
-	names := live.setNames()
+	names := liveSetNames(live)
 	var taken [2]int
 	for _, ns := range pl.named {
 		for slot := range taken {
@@ -118,4 +97,34 @@ func (p *plan) ruleExprs(kr *kernelRule, slot int) []expr.Any {
 		return kr.exprs
 	}
 	return out
+}
+
+// hasKernelSet reports whether name is the kernel name of one of the
+// plan's named sets in slot.
+func (p *plan) hasKernelSet(name string, slot int) bool {
+	if slot == 1 {
+		base, ok := strings.CutSuffix(name, slotSuffix)
+		if !ok {
+			return false
+		}
+		name = base
+	}
+	return p.hasSet(name)
+}
+
+// kernelName is the name of a named set in the kernel, in a slot.
+func kernelName(name string, slot int) string {
+	if slot == 1 {
+		return name + slotSuffix
+	}
+	return name
+}
+
+// liveSetNames are the names of the live table's named sets.
+func liveSetNames(live *liveObjects) map[string]bool {
+	names := make(map[string]bool, len(live.sets))
+	for _, s := range live.sets {
+		names[s.Name] = true
+	}
+	return names
 }

@@ -68,12 +68,6 @@ type lastCommit struct {
 	trusted bool
 }
 
-// sameShapeAs reports whether the table holds, as far as the Programmer
-// knows, a plan that differs from pl at most in set elements.
-func (l *lastCommit) sameShapeAs(pl *plan) bool {
-	return l.trusted && l.plan != nil && sameShape(l.plan, pl)
-}
-
 // ApplyStats describes the batches of one successful Apply.
 type ApplyStats struct {
 	// Incremental says only set elements were sent; otherwise the whole
@@ -181,7 +175,7 @@ func (p *Programmer) Apply(rs *compile.Ruleset) (ApplyStats, error) {
 	// An unchanged ruleset has no element updates and is rewritten too,
 	// which repairs what a change from outside may have done since the
 	// last Drift.
-	if p.last.sameShapeAs(pl) {
+	if p.last.trusted && p.last.plan != nil && sameShape(p.last.plan, pl) {
 		if updates := planSetUpdates(p.last.plan, pl, p.last.slot); len(updates) > 0 {
 			stats, err := p.updateElements(c, updates)
 			if err == nil {

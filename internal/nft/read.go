@@ -8,38 +8,11 @@ import (
 	"github.com/google/nftables/userdata"
 )
 
-// findTable returns the kernel's table, or nil when it is missing.
-func (p *Programmer) findTable() (*nftables.Table, error) {
-	c, err := p.connLocked()
-	if err != nil {
-		return nil, err
-	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		p.redial()
-		return nil, fmt.Errorf("nft: listing tables: %w", err)
-	}
-	for _, t := range tables {
-		if t.Name == p.table {
-			return t, nil
-		}
-	}
-	return nil, nil
-}
-
 // liveObjects are the chains and sets the kernel's table holds now.
 type liveObjects struct {
 	exists bool
 	chains []*nftables.Chain
 	sets   []*nftables.Set // named sets only
-}
-
-func (lo *liveObjects) setNames() map[string]bool {
-	names := make(map[string]bool, len(lo.sets))
-	for _, s := range lo.sets {
-		names[s.Name] = true
-	}
-	return names
 }
 
 // listLive lists the table's chains and named sets, without their rules
@@ -63,34 +36,6 @@ func (p *Programmer) listLive(c *nftables.Conn) (*liveObjects, error) {
 		}
 	}
 	return lo, nil
-}
-
-// listChains lists the table's chains, without their rules.
-func (p *Programmer) listChains(c *nftables.Conn) ([]*nftables.Chain, error) {
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return nil, fmt.Errorf("nft: listing chains: %w", err)
-	}
-	var out []*nftables.Chain
-	for _, ch := range chains {
-		if ch.Table != nil && ch.Table.Name == p.table {
-			out = append(out, ch)
-		}
-	}
-	return out, nil
-}
-
-// readRules reads the rules of chains, by chain name.
-func (p *Programmer) readRules(c *nftables.Conn, chains []*nftables.Chain) (map[string][]*nftables.Rule, error) {
-	rules := make(map[string][]*nftables.Rule, len(chains))
-	for _, ch := range chains {
-		rs, err := c.GetRules(ch.Table, ch)
-		if err != nil {
-			return nil, fmt.Errorf("nft: listing rules of chain %s: %w", ch.Name, err)
-		}
-		rules[ch.Name] = rs
-	}
-	return rules, nil
 }
 
 // tableState is what the kernel holds in the table.
@@ -169,4 +114,51 @@ func (p *Programmer) readCounters(c *nftables.Conn) ([]RuleCounter, error) {
 		}
 	}
 	return out, nil
+}
+
+// findTable returns the kernel's table, or nil when it is missing.
+func (p *Programmer) findTable() (*nftables.Table, error) {
+	c, err := p.connLocked()
+	if err != nil {
+		return nil, err
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		p.redial()
+		return nil, fmt.Errorf("nft: listing tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == p.table {
+			return t, nil
+		}
+	}
+	return nil, nil
+}
+
+// listChains lists the table's chains, without their rules.
+func (p *Programmer) listChains(c *nftables.Conn) ([]*nftables.Chain, error) {
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("nft: listing chains: %w", err)
+	}
+	var out []*nftables.Chain
+	for _, ch := range chains {
+		if ch.Table != nil && ch.Table.Name == p.table {
+			out = append(out, ch)
+		}
+	}
+	return out, nil
+}
+
+// readRules reads the rules of chains, by chain name.
+func (p *Programmer) readRules(c *nftables.Conn, chains []*nftables.Chain) (map[string][]*nftables.Rule, error) {
+	rules := make(map[string][]*nftables.Rule, len(chains))
+	for _, ch := range chains {
+		rs, err := c.GetRules(ch.Table, ch)
+		if err != nil {
+			return nil, fmt.Errorf("nft: listing rules of chain %s: %w", ch.Name, err)
+		}
+		rules[ch.Name] = rs
+	}
+	return rules, nil
 }
