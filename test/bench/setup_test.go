@@ -149,21 +149,22 @@ func nftLoad(ns *netnstest.NS, spec v1alpha1.NodeFirewallSpec) (time.Duration, e
 }
 
 // oursApply compiles and applies a spec, and returns the time from the
-// spec to the table committed.
-func oursApply(p *nft.Programmer, spec v1alpha1.NodeFirewallSpec) (time.Duration, error) {
+// spec to the table committed, and the batches Apply sent.
+func oursApply(p *nft.Programmer, spec v1alpha1.NodeFirewallSpec) (time.Duration, nft.ApplyStats, error) {
 	return oursApplyWith(p, spec, options())
 }
 
-func oursApplyWith(p *nft.Programmer, spec v1alpha1.NodeFirewallSpec, opts compile.Options) (time.Duration, error) {
+func oursApplyWith(p *nft.Programmer, spec v1alpha1.NodeFirewallSpec, opts compile.Options) (time.Duration, nft.ApplyStats, error) {
 	start := time.Now()
 	rs, err := compile.Compile(spec, opts)
 	if err != nil {
-		return 0, err
+		return 0, nft.ApplyStats{}, err
 	}
-	if err := p.Apply(rs); err != nil {
-		return 0, err
+	stats, err := p.Apply(rs)
+	if err != nil {
+		return 0, nft.ApplyStats{}, err
 	}
-	return time.Since(start), nil
+	return time.Since(start), stats, nil
 }
 
 func programmer(t *testing.T, ns *netnstest.NS) *nft.Programmer {

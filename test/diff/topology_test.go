@@ -262,7 +262,7 @@ func (t *topology) load(c *ruleCase) error {
 	if err != nil {
 		return fmt.Errorf("compile: %w", err)
 	}
-	if err := t.prog.Apply(rs); err != nil {
+	if _, err := t.prog.Apply(rs); err != nil {
 		return fmt.Errorf("nodefw: %w", err)
 	}
 	return t.flushConntrack()

@@ -121,9 +121,9 @@ func TestPolicyChurnReachesTheKernel(t *testing.T) {
 			if err != nil {
 				return false, err
 			}
-			inSync, err := p.InSync(rs)
+			drift, err := p.Drift(rs)
 			p.Close()
-			if err != nil || !inSync {
+			if err != nil || drift != "" {
 				return false, err
 			}
 		}
