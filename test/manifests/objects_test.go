@@ -20,6 +20,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/nodefw/nodefw/internal/envtesting"
 )
 
 // The names config/default gives the objects that the checks single out.
@@ -146,7 +148,7 @@ func buildKustomize(t *testing.T, dir string) objects {
 // readCRDs reads the generated CRDs in config/crd/bases.
 func readCRDs(t *testing.T) objects {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(repoRoot, "config", "crd", "bases", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(envtesting.CRDDir(repoRoot), "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no CRDs in config/crd/bases (%v)", err)
 	}
