@@ -1,7 +1,7 @@
 // Package manifests tests the deployment manifests: config/default as
-// kustomize builds it, the Helm chart in charts/nodefw against it, and the
+// kustomize builds it, the Helm chart in charts/nodefw against it, the
 // admission policies (the agent's scoping and the failsafe warning) against
-// a real API server.
+// a real API server, and the Argo CD health checks in config/argocd.
 package manifests
 
 import (
