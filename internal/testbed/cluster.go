@@ -299,6 +299,20 @@ func (c *Cluster) Host(name string) *Host {
 	panic(fmt.Sprintf("testbed: no host %q", name))
 }
 
+// Agents are the nodes' agents, in the order of the nodes.
+func (c *Cluster) Agents() []*Process {
+	var out []*Process
+	for _, n := range c.Nodes {
+		out = append(out, n.Agent)
+	}
+	return out
+}
+
+// Processes are the manager and the agents.
+func (c *Cluster) Processes() []*Process {
+	return append([]*Process{c.Manager}, c.Agents()...)
+}
+
 // ControlPlaneAddrs are the LAN addresses of the control-plane nodes.
 func (c *Cluster) ControlPlaneAddrs() []netip.Addr {
 	var out []netip.Addr

@@ -13,7 +13,6 @@ import (
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/agent"
 	"github.com/nodefw/nodefw/internal/envtesting"
-	"github.com/nodefw/nodefw/internal/testbed"
 )
 
 // TestAgentWatchesOnlyItsNode proves that a change to node A's
@@ -23,7 +22,7 @@ func TestAgentWatchesOnlyItsNode(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	opts := agent.CacheOptions("watch-node-b")
-	opts.Scheme = testbed.Scheme
+	opts.Scheme = envtesting.Scheme
 	c, err := cache.New(cp.Config, opts)
 	if err != nil {
 		t.Fatal(err)
