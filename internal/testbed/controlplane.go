@@ -1,6 +1,7 @@
 // Package testbed runs nodefw for real on one machine: a local control
 // plane (kube-apiserver and etcd as processes), the manager and one agent
-// per network-namespace "node". The demo and the end-to-end suite share it.
+// per network-namespace "node". The demo uses it directly; the end-to-end
+// and fault tests through package suite.
 package testbed
 
 import (
