@@ -95,7 +95,7 @@ func TestConcurrentChurnConverges(t *testing.T) {
 		if err := k8sClient.List(ctx, &ns); err != nil {
 			return err
 		}
-		want := resolve.For(ps.Items, ns.Items)
+		want := resolve.Resolve(resolve.Input{Policies: ps.Items, Nodes: ns.Items})
 		for i := range nodes {
 			n := fmt.Sprintf("t9-node-%d", i)
 			nfw, err := envtesting.GetNodeFirewall(k8sClient, n)

@@ -40,7 +40,7 @@ func ack(t *testing.T, node string, ok bool) {
 		if ok {
 			nfw.Status = status.NodeApplied(nfw, len(nfw.Spec.Rules), metav1.Now())
 		} else {
-			nfw.Status = status.NodeFailed(nfw, status.ReasonApplyFailed, fmt.Errorf("netlink: operation not permitted"))
+			nfw.Status = status.NodeFailed(nfw, fwv1.ReasonApplyFailed, fmt.Errorf("netlink: operation not permitted"))
 		}
 		return k8sClient.Status().Update(context.Background(), nfw)
 	})
@@ -155,15 +155,15 @@ func TestResolvesPoliciesIntoNodeFirewalls(t *testing.T) {
 	}
 
 	// Until the agent reports, the policy is Reconciling.
-	expectStatus(t, "t1-cp", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: status.ReasonProgressing, reconciling: true})
+	expectStatus(t, "t1-cp", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: fwv1.ReasonProgressing, reconciling: true})
 	ack(t, "t1-cp", true)
-	expectStatus(t, "t1-cp", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+	expectStatus(t, "t1-cp", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
 	// A failing node stalls the worker policy.
 	ack(t, "t1-worker", false)
-	expectStatus(t, "t1-worker", wantStatus{matched: 1, failed: 1, ready: metav1.ConditionFalse, reason: status.ReasonApplyFailed, stalled: true})
+	expectStatus(t, "t1-worker", wantStatus{matched: 1, failed: 1, ready: metav1.ConditionFalse, reason: fwv1.ReasonApplyFailed, stalled: true})
 	ack(t, "t1-worker", true)
-	expectStatus(t, "t1-worker", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+	expectStatus(t, "t1-worker", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
 	// A spec change makes the policy progress again until the node acks the new generation.
 	p, _ := getPolicy("t1-cp")
@@ -172,13 +172,13 @@ func TestResolvesPoliciesIntoNodeFirewalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectRules(t, "t1-cp", []string{"t1-cp/kube-apiserver", "t1-cp/kubelet", "t1-cp/etcd"})
-	expectStatus(t, "t1-cp", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: status.ReasonProgressing, reconciling: true})
+	expectStatus(t, "t1-cp", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: fwv1.ReasonProgressing, reconciling: true})
 	ack(t, "t1-cp", true)
-	expectStatus(t, "t1-cp", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+	expectStatus(t, "t1-cp", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
 	// The transitions an operator acts on are recorded as Events.
-	expectEvent(t, "t1-cp", corev1.EventTypeNormal, status.ReasonApplied)
-	expectEvent(t, "t1-worker", corev1.EventTypeWarning, status.ReasonApplyFailed)
+	expectEvent(t, "t1-cp", corev1.EventTypeNormal, fwv1.ReasonApplied)
+	expectEvent(t, "t1-worker", corev1.EventTypeWarning, fwv1.ReasonApplyFailed)
 }
 
 func expectEvent(t *testing.T, regarding, kind, reason string) {
@@ -206,7 +206,7 @@ func TestReactsToNodeChanges(t *testing.T) {
 		},
 	})
 	// No node yet: Ready with a reason that says so, never stuck Reconciling.
-	expectStatus(t, "t2-gpu", wantStatus{ready: metav1.ConditionTrue, reason: status.ReasonNoMatchingNodes})
+	expectStatus(t, "t2-gpu", wantStatus{ready: metav1.ConditionTrue, reason: fwv1.ReasonNoMatchingNodes})
 
 	// A new node gets its NodeFirewall.
 	n := newNode(t, "t2-node", map[string]string{"t2": "cpu"})
@@ -218,9 +218,9 @@ func TestReactsToNodeChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectRules(t, "t2-node", []string{"t2-gpu/dcgm"})
-	expectStatus(t, "t2-gpu", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: status.ReasonProgressing, reconciling: true})
+	expectStatus(t, "t2-gpu", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: fwv1.ReasonProgressing, reconciling: true})
 	ack(t, "t2-node", true)
-	expectStatus(t, "t2-gpu", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+	expectStatus(t, "t2-gpu", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
 	// Deleting the node deletes its NodeFirewall (envtest has no garbage
 	// collector, so this is the controller's own doing).
@@ -233,7 +233,7 @@ func TestReactsToNodeChanges(t *testing.T) {
 		}
 		return nil
 	})
-	expectStatus(t, "t2-gpu", wantStatus{ready: metav1.ConditionTrue, reason: status.ReasonNoMatchingNodes})
+	expectStatus(t, "t2-gpu", wantStatus{ready: metav1.ConditionTrue, reason: fwv1.ReasonNoMatchingNodes})
 }
 
 func TestPolicyDeleteRemovesRules(t *testing.T) {
@@ -268,7 +268,7 @@ func TestDefaultActionConflictIsReported(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		c := condition(p, status.ConditionDefaultActionConflict)
+		c := condition(p, fwv1.ConditionDefaultActionConflict)
 		if c == nil || c.Status != metav1.ConditionTrue {
 			return fmt.Errorf("no DefaultActionConflict condition yet: %+v", p.Status.Conditions)
 		}
@@ -296,7 +296,7 @@ func TestResyncWithNothingChangedWritesNothing(t *testing.T) {
 	})
 	expectRules(t, "t5-node", []string{"t5-policy/ssh"})
 	ack(t, "t5-node", true)
-	expectStatus(t, "t5-policy", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+	expectStatus(t, "t5-policy", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
 	versions := func() map[string]string {
 		out := map[string]string{}
@@ -354,7 +354,7 @@ func TestInvalidSelectorStalls(t *testing.T) {
 			NodeSelector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "not a valid key", Operator: metav1.LabelSelectorOpExists}}},
 		},
 	})
-	expectStatus(t, "t6-bad", wantStatus{ready: metav1.ConditionFalse, reason: status.ReasonInvalidSelector, stalled: true})
+	expectStatus(t, "t6-bad", wantStatus{ready: metav1.ConditionFalse, reason: fwv1.ReasonInvalidSelector, stalled: true})
 }
 
 func TestFailsafeShadowIsReported(t *testing.T) {
@@ -371,7 +371,7 @@ func TestFailsafeShadowIsReported(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		c := condition(p, status.ConditionFailsafeShadowed)
+		c := condition(p, fwv1.ConditionFailsafeShadowed)
 		if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "no-ssh") {
 			return fmt.Errorf("no FailsafeShadowed condition naming the rule: %+v", p.Status.Conditions)
 		}
@@ -434,7 +434,7 @@ func TestStagedRolloutAdvancesAndHalts(t *testing.T) {
 	ack(t, "t8-b", true)
 	expectGens(1, 1, 1)
 	ack(t, "t8-c", true)
-	expectStatus(t, p.Name, wantStatus{matched: 3, applied: 3, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+	expectStatus(t, p.Name, wantStatus{matched: 3, applied: 3, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
 	// A change: the first node takes generation 2, fails, and the rollout halts.
 	cur, _ := getPolicy(p.Name)
@@ -445,7 +445,7 @@ func TestStagedRolloutAdvancesAndHalts(t *testing.T) {
 	expectGens(2, 1, 1)
 	expectRules(t, "t8-b", []string{"t8-staged/v1"})
 	ack(t, "t8-a", false)
-	expectStatus(t, p.Name, wantStatus{matched: 3, failed: 1, ready: metav1.ConditionFalse, reason: status.ReasonRolloutHalted, stalled: true})
+	expectStatus(t, p.Name, wantStatus{matched: 3, failed: 1, ready: metav1.ConditionFalse, reason: fwv1.ReasonRolloutHalted, stalled: true})
 	// Halted means halted: the other nodes stay on generation 1.
 	time.Sleep(time.Second)
 	if diff := cmp.Diff([]int64{2, 1, 1}, gens()); diff != "" {

@@ -20,6 +20,7 @@ import (
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
 	"github.com/nodefw/nodefw/internal/envtesting"
+	"github.com/nodefw/nodefw/internal/resolve"
 )
 
 // The suite shares one API server and one running controller.
@@ -61,8 +62,7 @@ func runSuite(m *testing.M) int {
 		Client:           countWrites(mgr.GetClient()),
 		Recorder:         mgr.GetEventRecorder("nodefw-controller"),
 		WriteConcurrency: 8,
-		FailsafeInbound:  compile.DefaultFailsafeInbound(),
-		FailsafeOutbound: compile.DefaultFailsafeOutbound(),
+		Failsafes:        resolve.Failsafes{Inbound: compile.DefaultFailsafeInbound(), Outbound: compile.DefaultFailsafeOutbound()},
 	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
 		fmt.Fprintf(os.Stderr, "setting up controller: %v\n", err)

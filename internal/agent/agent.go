@@ -25,9 +25,6 @@ import (
 	"github.com/nodefw/nodefw/internal/status"
 )
 
-// Finalizer is the agent's: it removes its table before its NodeFirewall goes.
-const Finalizer = "firewall.nodefw.io/agent-cleanup"
-
 // FieldManager is the agent's field manager name.
 const FieldManager = "nodefw-agent"
 
@@ -98,9 +95,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if !nfw.DeletionTimestamp.IsZero() {
 		return reconcile.Result{}, r.cleanup(ctx, nfw)
 	}
-	if !controllerutil.ContainsFinalizer(nfw, Finalizer) {
+	if !controllerutil.ContainsFinalizer(nfw, fwv1.AgentFinalizer) {
 		patch := client.MergeFrom(nfw.DeepCopy())
-		controllerutil.AddFinalizer(nfw, Finalizer)
+		controllerutil.AddFinalizer(nfw, fwv1.AgentFinalizer)
 		if err := r.Client.Patch(ctx, nfw, patch, client.FieldOwner(FieldManager)); err != nil {
 			return reconcile.Result{}, err
 		}
@@ -112,11 +109,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		// good ruleset and say why.
 		logger.Error(err, "refusing invalid NodeFirewall; keeping the previous ruleset")
 		r.Metrics.ApplyErrors.Inc()
-		r.event(nfw, corev1.EventTypeWarning, status.ReasonInvalidSpec, "Refused: %v", err)
+		r.event(nfw, corev1.EventTypeWarning, fwv1.ReasonInvalidSpec, "Refused: %v", err)
 		if derr := r.repairDrift(ctx, nfw); derr != nil {
 			logger.Error(derr, "repairing drift of the previous ruleset")
 		}
-		return resync, r.writeStatus(ctx, nfw, status.NodeFailed(nfw, status.ReasonInvalidSpec, err))
+		return resync, r.writeStatus(ctx, nfw, status.NodeFailed(nfw, fwv1.ReasonInvalidSpec, err))
 	}
 
 	if nfw.Generation == r.revertedGen {
@@ -144,8 +141,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		previous := r.applied
 		if err := r.apply(rs); err != nil {
 			logger.Error(err, "applying ruleset")
-			r.event(nfw, corev1.EventTypeWarning, status.ReasonApplyFailed, "Apply failed: %v", err)
-			if serr := r.writeStatus(ctx, nfw, status.NodeFailed(nfw, status.ReasonApplyFailed, err)); serr != nil {
+			r.event(nfw, corev1.EventTypeWarning, fwv1.ReasonApplyFailed, "Apply failed: %v", err)
+			if serr := r.writeStatus(ctx, nfw, status.NodeFailed(nfw, fwv1.ReasonApplyFailed, err)); serr != nil {
 				logger.Error(serr, "writing status")
 			}
 			return reconcile.Result{}, err
@@ -159,7 +156,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			r.event(nfw, corev1.EventTypeWarning, "DriftRepaired", "Restored table %s after an outside change", rs.Table)
 			logger.Info("repaired drift", "table", rs.Table)
 		} else {
-			r.event(nfw, corev1.EventTypeNormal, status.ReasonApplied, "Applied generation %d: %d rules", nfw.Generation, rs.RuleCount())
+			r.event(nfw, corev1.EventTypeNormal, fwv1.ReasonApplied, "Applied generation %d: %d rules", nfw.Generation, rs.RuleCount())
 			logger.Info("applied", "generation", nfw.Generation, "rules", rs.RuleCount())
 		}
 		nfw.Status = status.NodeApplied(nfw, rs.RuleCount(), metav1.Now())
@@ -234,8 +231,8 @@ func (r *Reconciler) revert(ctx context.Context, nfw *fwv1.NodeFirewall, previou
 	r.applied, r.revertedGen = previous, nfw.Generation
 	cause := fmt.Errorf("generation %d cut the node off from its control plane within %v; reverted to the previous ruleset", nfw.Generation, r.ConfirmTimeout)
 	logger.Error(cause, "reverted")
-	r.event(nfw, corev1.EventTypeWarning, status.ReasonReverted, "%v", cause)
-	return r.writeStatus(ctx, nfw, status.NodeFailed(nfw, status.ReasonReverted, cause))
+	r.event(nfw, corev1.EventTypeWarning, fwv1.ReasonReverted, "%v", cause)
+	return r.writeStatus(ctx, nfw, status.NodeFailed(nfw, fwv1.ReasonReverted, cause))
 }
 
 // repairDrift restores the last applied ruleset if the kernel lost it.
@@ -260,7 +257,7 @@ func (r *Reconciler) repairDrift(ctx context.Context, nfw *fwv1.NodeFirewall) er
 
 // cleanup removes the table and releases the finalizer.
 func (r *Reconciler) cleanup(ctx context.Context, nfw *fwv1.NodeFirewall) error {
-	if !controllerutil.ContainsFinalizer(nfw, Finalizer) {
+	if !controllerutil.ContainsFinalizer(nfw, fwv1.AgentFinalizer) {
 		return nil
 	}
 	if err := r.Firewall.Delete(); err != nil {
@@ -270,7 +267,7 @@ func (r *Reconciler) cleanup(ctx context.Context, nfw *fwv1.NodeFirewall) error 
 	r.Metrics.RulesProgrammed.Set(0)
 	log.FromContext(ctx).Info("NodeFirewall deleted: removed the table")
 	patch := client.MergeFrom(nfw.DeepCopy())
-	controllerutil.RemoveFinalizer(nfw, Finalizer)
+	controllerutil.RemoveFinalizer(nfw, fwv1.AgentFinalizer)
 	return client.IgnoreNotFound(r.Client.Patch(ctx, nfw, patch, client.FieldOwner(FieldManager)))
 }
 

@@ -10,10 +10,6 @@ import (
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 )
 
-// ReasonRolloutHalted: a node failed (or reverted) the generation being
-// rolled out, so no further node is given it until the policy changes.
-const ReasonRolloutHalted ProblemReason = "RolloutHalted"
-
 // NodeState is what a node's NodeFirewall says about one generation of a policy.
 type NodeState int
 
@@ -69,7 +65,7 @@ func hasGeneration(nfw *fwv1.NodeFirewall, policy string, generation int64) bool
 // stage decides which matched nodes a staged rollout holds back: at most
 // maxUnavailable nodes may have the new generation without having applied
 // it, and none is added once a node has failed it.
-func stage(cp *compiledPolicy, matched []string, current map[string]*fwv1.NodeFirewall) []Problem {
+func stage(cp *preparedPolicy, matched []string, current map[string]*fwv1.NodeFirewall) []Problem {
 	p := cp.policy
 	var candidates, failed []string
 	inflight := 0
@@ -109,7 +105,7 @@ func stage(cp *compiledPolicy, matched []string, current map[string]*fwv1.NodeFi
 	}
 	return []Problem{{
 		Policy: p.Name,
-		Reason: ReasonRolloutHalted,
+		Reason: fwv1.ReasonRolloutHalted,
 		Message: fmt.Sprintf("rollout of generation %d halted: %d node(s) failed or reverted it (%s); %d node(s) held on their previous generation",
 			p.Generation, len(failed), strings.Join(shown, ", "), len(cp.heldBack)),
 	}}

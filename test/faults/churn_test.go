@@ -104,7 +104,7 @@ func TestPolicyChurnReachesTheKernel(t *testing.T) {
 		if err := c.Client.List(ctx, &ns); err != nil {
 			return false, err
 		}
-		want := resolve.For(ps.Items, ns.Items)
+		want := resolve.Resolve(resolve.Input{Policies: ps.Items, Nodes: ns.Items})
 		for _, n := range c.Nodes {
 			nfw := &fwv1.NodeFirewall{}
 			if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, nfw); err != nil {

@@ -18,7 +18,6 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/resolve"
-	"github.com/nodefw/nodefw/internal/status"
 	"github.com/nodefw/nodefw/internal/testbed"
 	"github.com/nodefw/nodefw/internal/testbed/suite"
 )
@@ -224,8 +223,8 @@ func TestSelectorMatchingNoNodes(t *testing.T) {
 
 	p := c.WaitPolicy(t, "worker", "matches no node", suite.Matched(0))
 	ready := meta.FindStatusCondition(p.Status.Conditions, fwv1.ConditionReady)
-	if ready.Reason != status.ReasonNoMatchingNodes {
-		t.Errorf("Ready reason %q, want %s", ready.Reason, status.ReasonNoMatchingNodes)
+	if ready.Reason != fwv1.ReasonNoMatchingNodes {
+		t.Errorf("Ready reason %q, want %s", ready.Reason, fwv1.ReasonNoMatchingNodes)
 	}
 	nfws, err := nodeFirewalls(context.Background(), c)
 	if err != nil {

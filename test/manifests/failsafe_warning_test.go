@@ -221,7 +221,10 @@ func TestFailsafeWarningAdmission(t *testing.T) {
 			t.Fatalf("%s: dry-run create: %v", desc, err)
 		}
 		got := warned.take()
-		controller := resolve.FailsafeShadows(p, compile.DefaultFailsafeInbound(), compile.DefaultFailsafeOutbound())
+		controller := resolve.Resolve(resolve.Input{
+			Policies:  []fwv1.NodeFirewallPolicy{*p},
+			Failsafes: resolve.Failsafes{Inbound: compile.DefaultFailsafeInbound(), Outbound: compile.DefaultFailsafeOutbound()},
+		}).Problems
 		switch {
 		case c.covers == "":
 			if len(got) != 0 || len(controller) != 0 {

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/envtesting"
 )
 
@@ -39,7 +40,8 @@ const (
 	managerImage     = "ghcr.io/nodefw/nodefw-manager:latest"
 	agentImage       = "ghcr.io/nodefw/nodefw-agent:latest"
 	fwGroup          = "firewall.nodefw.io"
-	agentFinalizer   = "firewall.nodefw.io/agent-cleanup"
+	// The admission policy names the agent's finalizer; it must be the API's.
+	agentFinalizer = fwv1.AgentFinalizer
 )
 
 // repoRoot is the repository's root, two levels above this package.
