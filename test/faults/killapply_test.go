@@ -61,7 +61,7 @@ func ruleset(variant int, setLookups bool) *compile.Ruleset {
 // TestMain lets the test binary double as the process that gets killed:
 // with applyLoopEnv set it applies the two variants alternately forever.
 // Otherwise it runs the tests and then stops the cluster that the tests
-// with a whole nodefw share (see cluster_test.go).
+// with a whole nodefw share (bed, see cluster_test.go).
 func TestMain(m *testing.M) {
 	if ns := os.Getenv(applyLoopEnv); ns != "" {
 		p, err := nft.New(ns, compile.DefaultTable)
@@ -78,7 +78,7 @@ func TestMain(m *testing.M) {
 			}
 		}
 	}
-	os.Exit(runTests(m))
+	os.Exit(bed.Main(m))
 }
 
 // TestKillMidApplyLeavesOldOrNewRuleset kills a process in the middle of
