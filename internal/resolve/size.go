@@ -40,7 +40,7 @@ func (w *Writes) HoldTooLarge(limit int) []TooLarge {
 		kept := list[:0]
 		for _, nfw := range list {
 			if n := SerializedSize(nfw); n > limit {
-				held = append(held, TooLarge{Node: nfw.Name, Bytes: n, Limit: limit, Policies: policyNames(nfw)})
+				held = append(held, TooLarge{Node: nfw.Name, Bytes: n, Limit: limit, Policies: PolicyNames(nfw)})
 				continue
 			}
 			kept = append(kept, nfw)
@@ -63,7 +63,17 @@ func SerializedSize(nfw *fwv1.NodeFirewall) int {
 	return len(b)
 }
 
-func policyNames(nfw *fwv1.NodeFirewall) []string {
+// Problems reports t on every policy that contributes to the node.
+func (t TooLarge) Problems() []Problem {
+	problems := make([]Problem, 0, len(t.Policies))
+	for _, p := range t.Policies {
+		problems = append(problems, Problem{Policy: p, Reason: fwv1.ReasonNodeFirewallTooLarge, Message: t.String() + "; the node keeps its last ruleset"})
+	}
+	return problems
+}
+
+// PolicyNames are the policies a NodeFirewall lists, in evaluation order.
+func PolicyNames(nfw *fwv1.NodeFirewall) []string {
 	names := make([]string, 0, len(nfw.Spec.Policies))
 	for _, ref := range nfw.Spec.Policies {
 		names = append(names, ref.Name)
