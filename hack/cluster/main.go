@@ -79,11 +79,12 @@ The local cluster is up: nodes %s (control plane, kube-proxy nftables) and
 %s (kube-proxy iptables), pods in %s over flannel VXLAN.
 
   export KUBECONFIG=%s
-  bin/cluster/bin/kubectl get nodes,pods -A
-  kubectl apply -f config/samples/     # the sample policies
+  export PATH=$PWD/bin/cluster/bin:$PATH   # the cluster's kubectl
+  kubectl get nodes,pods -A
+  kubectl apply -k config/samples          # the sample policies
   ip netns exec %s nft list table inet nodefw
 
-Logs are in %s/logs. Remove everything with: make cluster-down
-`, c.Nodes[0].Name, c.Nodes[1].Name, localcluster.PodNetwork, c.Kubeconfig, c.Nodes[1].Name, localcluster.StateDir)
+Logs are in %s. Remove everything with: make cluster-down
+`, c.Nodes[0].Name, c.Nodes[1].Name, localcluster.PodNetwork, c.Kubeconfig, c.Nodes[1].Name, localcluster.LogPath("*"))
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,10 +31,19 @@ var kernelSettings = []string{
 }
 
 // hostPaths are directories outside StateDir and RunDir that the kubelet
-// and the CNI plugins create when missing: the kubelet's container log
-// links and libcni's result cache. Down removes them again when the
-// cluster created them and they are empty.
-var hostPaths = []string{"/var/log/containers", "/var/lib/cni/results", "/var/lib/cni"}
+// and the CNI plugins create when missing, whatever their configuration
+// says: the kubelet's container log links, its device plugin socket's
+// directory and libcni's result cache. Down removes them again, deepest
+// first, when the cluster created them and they are empty.
+var hostPaths = []string{
+	"/var/log/containers",
+	"/var/lib/kubelet/device-plugins", "/var/lib/kubelet",
+	"/var/lib/cni/results", "/var/lib/cni",
+}
+
+// deviceManagerSocket is the kubelets' device plugin registration socket,
+// at a path the kubelet does not derive from its --root-dir.
+const deviceManagerSocket = "/var/lib/kubelet/device-plugins/kubelet.sock"
 
 // hostState is what the machine looked like before the cluster started.
 type hostState struct {
@@ -366,6 +376,9 @@ func restoreHost(containers []string) error {
 				_ = os.Remove(filepath.Join("/var/lib/cni/results", name))
 			}
 		}
+	}
+	if slices.Contains(st.Absent, filepath.Dir(deviceManagerSocket)) {
+		_ = os.Remove(deviceManagerSocket)
 	}
 	for _, p := range st.Absent {
 		// Only when empty: something else may have started using it.
