@@ -232,7 +232,8 @@ func (o *Options) checkPrerequisites() error {
 // Up removes whatever an earlier cluster left behind and starts a new one:
 // network, control plane, nodes with their images imported, and waits
 // until every node is Ready. nodefw itself is not deployed. The caller
-// must call Down, or Close to leave the cluster running.
+// must call Down, or Close to leave the cluster running. When Up fails it
+// removes what it started; the error ends with the end of every log.
 func Up(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
@@ -245,6 +246,8 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	if err := c.up(ctx); err != nil {
+		// The logs go with the cluster: keep their ends in the error.
+		err = fmt.Errorf("%w\n%s", err, logTails(15))
 		return nil, errors.Join(err, c.Down())
 	}
 	return c, nil

@@ -139,7 +139,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	}
 	c.Config = cfg
 	if err := waitAPIServer(ctx, cfg); err != nil {
-		return fmt.Errorf("%w\n%s", err, LogTail("kube-apiserver", 20))
+		return err
 	}
 	c.Client, err = client.New(cfg, client.Options{Scheme: Scheme})
 	if err != nil {

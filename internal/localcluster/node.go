@@ -53,7 +53,7 @@ func (c *Cluster) startNode(ctx context.Context, n *Node, archives []string) err
 		return err
 	}
 	if err := waitSocket(ctx, n.ContainerdSocket, time.Minute); err != nil {
-		return fmt.Errorf("containerd: %w\n%s", err, LogTail(n.Name+"-containerd", 20))
+		return fmt.Errorf("containerd: %w", err)
 	}
 	c.logf("%s: importing %d images", n.Name, len(archives))
 	for _, a := range archives {
@@ -256,7 +256,7 @@ func (c *Cluster) configureNodes(ctx context.Context) error {
 			return node.Spec.PodCIDR != "", nil
 		})
 		if err != nil {
-			return fmt.Errorf("node %s did not register with a pod CIDR: %w\n%s", n.Name, err, LogTail(n.Name+"-kubelet", 20))
+			return fmt.Errorf("node %s did not register with a pod CIDR: %w", n.Name, err)
 		}
 		n.PodCIDR, err = netip.ParsePrefix(node.Spec.PodCIDR)
 		if err != nil {
@@ -304,7 +304,7 @@ func (c *Cluster) configureNodes(ctx context.Context) error {
 			return false, nil
 		})
 		if err != nil {
-			return fmt.Errorf("node %s not Ready: %w\n%s", n.Name, err, LogTail(n.Name+"-kubelet", 20))
+			return fmt.Errorf("node %s not Ready: %w", n.Name, err)
 		}
 	}
 	return nil

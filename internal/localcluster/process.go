@@ -54,6 +54,17 @@ func LogTail(name string, lines int) string {
 	return strings.Join(all, "\n")
 }
 
+// logTails returns the last lines of every daemon's log.
+func logTails(lines int) string {
+	logs, _ := filepath.Glob(LogPath("*"))
+	var b strings.Builder
+	for _, l := range logs {
+		name := strings.TrimSuffix(filepath.Base(l), ".log")
+		fmt.Fprintf(&b, "--- %s\n%s\n", name, LogTail(name, lines))
+	}
+	return b.String()
+}
+
 // FindProcess returns the PID of the one live process whose argv[0] is
 // argv0 and whose environment holds env ("NAME=value"), such as a
 // container's process: "/agent" with "NODE_NAME=nfwc-worker", or a pod's
