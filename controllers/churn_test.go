@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/envtesting"
 	"github.com/nodefw/nodefw/internal/resolve"
 )
 
@@ -85,7 +86,7 @@ func TestConcurrentChurnConverges(t *testing.T) {
 	}
 	wg.Wait()
 
-	eventually(t, 60*time.Second, func() error {
+	envtesting.Eventually(t, 60*time.Second, func() error {
 		var ps fwv1.NodeFirewallPolicyList
 		var ns corev1.NodeList
 		if err := k8sClient.List(ctx, &ps); err != nil {
@@ -94,10 +95,10 @@ func TestConcurrentChurnConverges(t *testing.T) {
 		if err := k8sClient.List(ctx, &ns); err != nil {
 			return err
 		}
-		want := resolve.For(ps.Items, ns.Items)
+		want := resolve.Resolve(resolve.Input{Policies: ps.Items, Nodes: ns.Items})
 		for i := range nodes {
 			n := fmt.Sprintf("t9-node-%d", i)
-			nfw, err := getNFW(n)
+			nfw, err := envtesting.GetNodeFirewall(k8sClient, n)
 			if err != nil {
 				return err
 			}

@@ -1,11 +1,13 @@
 // Package controllers holds the central controller. It is thin: it lists
-// the cluster's policies, nodes and node firewalls, calls the pure resolver
-// and status roll-up in internal/, and writes only what changed.
+// the cluster's policies, nodes and node firewalls, hands them to the pure
+// resolver and planner (internal/resolve) and status roll-up
+// (internal/status), and writes only what they say changed.
 package controllers
 
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,7 +30,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
-	"github.com/nodefw/nodefw/internal/compile"
 	"github.com/nodefw/nodefw/internal/resolve"
 	"github.com/nodefw/nodefw/internal/status"
 )
@@ -36,14 +37,6 @@ import (
 const (
 	// FieldManager is the controller's server-side field manager name.
 	FieldManager = "nodefw-controller"
-
-	// AgentFinalizer is owned by the node agent: it removes its nftables
-	// table before letting its NodeFirewall go.
-	AgentFinalizer = "firewall.nodefw.io/agent-cleanup"
-
-	// orphanFinalizerGrace is how long a deleted node's agent gets to run its
-	// cleanup before the controller drops the agent finalizer itself.
-	orphanFinalizerGrace = 30 * time.Second
 
 	// periodicResolve is the longest time between two resolves.
 	periodicResolve = time.Minute
@@ -63,9 +56,12 @@ type NodeFirewallPolicyReconciler struct {
 	// ProgressDeadline is how long a policy may stay Reconciling before it
 	// is reported Stalled; 0 means no deadline.
 	ProgressDeadline time.Duration
-	// FailsafeInbound and FailsafeOutbound are the agents' failsafe ports,
-	// used to warn about rules they shadow.
-	FailsafeInbound, FailsafeOutbound []compile.Failsafe
+	// RequestLimit is the largest NodeFirewall, in bytes as sent, that is
+	// written; 0 means resolve.DefaultRequestLimit.
+	RequestLimit int
+	// Failsafes are the agents' failsafe ports, used to warn about rules
+	// they shadow.
+	Failsafes resolve.Failsafes
 }
 
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallpolicies,verbs=get;list;watch
@@ -75,10 +71,10 @@ type NodeFirewallPolicyReconciler struct {
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile lists everything, resolves, and writes the differences.
+// Reconcile lists everything, resolves it into the desired state, plans
+// the NodeFirewall writes that reach it, writes them, and then each
+// policy's status.
 func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
-	logger := log.FromContext(ctx)
-
 	var policies fwv1.NodeFirewallPolicyList
 	if err := r.List(ctx, &policies); err != nil {
 		return reconcile.Result{}, err
@@ -87,8 +83,8 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	if err := r.List(ctx, &nodes); err != nil {
 		return reconcile.Result{}, err
 	}
-	var nfwList fwv1.NodeFirewallList
-	if err := r.List(ctx, &nfwList); err != nil {
+	var nfws fwv1.NodeFirewallList
+	if err := r.List(ctx, &nfws); err != nil {
 		return reconcile.Result{}, err
 	}
 
@@ -98,93 +94,114 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		return retryOnConflict(err)
 	}
 
-	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfwList.Items})
-
-	existing := make(map[string]*fwv1.NodeFirewall, len(nfwList.Items))
-	for i := range nfwList.Items {
-		existing[nfwList.Items[i].Name] = &nfwList.Items[i]
-	}
-	nodeByName := make(map[string]*corev1.Node, len(nodes.Items))
-	for i := range nodes.Items {
-		nodeByName[nodes.Items[i].Name] = &nodes.Items[i]
-	}
-
-	var (
-		mu      sync.Mutex
-		current = make(map[string]*fwv1.NodeFirewall, len(nodes.Items))
-		requeue time.Duration
-	)
-	var writes []func(context.Context) error
-	for name, spec := range desired.Nodes {
-		node, nfw := nodeByName[name], existing[name]
-		switch {
-		case nfw == nil:
-			writes = append(writes, func(ctx context.Context) error {
-				created, err := r.createNodeFirewall(ctx, node, spec)
-				if err == nil {
-					mu.Lock()
-					current[name] = created
-					mu.Unlock()
-				}
-				return err
-			})
-		case !equality.Semantic.DeepEqual(nfw.Spec, spec) || !hasOwner(nfw, node):
-			writes = append(writes, func(ctx context.Context) error {
-				updated := nfw.DeepCopy()
-				updated.Spec = spec
-				setOwner(updated, node)
-				if err := r.Update(ctx, updated, client.FieldOwner(FieldManager)); err != nil {
-					return err
-				}
-				mu.Lock()
-				current[name] = updated
-				mu.Unlock()
-				return nil
-			})
-		default:
-			current[name] = nfw
-		}
-	}
-	for name, nfw := range existing {
-		if _, ok := nodeByName[name]; ok {
-			continue
-		}
-		if nfw.DeletionTimestamp == nil {
-			writes = append(writes, func(ctx context.Context) error {
-				return client.IgnoreNotFound(r.Delete(ctx, nfw))
-			})
-			continue
-		}
-		// The node is gone; its agent may be gone too. After a grace period,
-		// release the agent's finalizer so the object does not linger.
-		if wait := orphanFinalizerGrace - time.Since(nfw.DeletionTimestamp.Time); wait > 0 {
-			if requeue == 0 || wait < requeue {
-				requeue = wait
-			}
-		} else if controllerutil.ContainsFinalizer(nfw, AgentFinalizer) {
-			writes = append(writes, func(ctx context.Context) error {
-				patch := client.MergeFrom(nfw.DeepCopy())
-				updated := nfw.DeepCopy()
-				controllerutil.RemoveFinalizer(updated, AgentFinalizer)
-				return client.IgnoreNotFound(r.Patch(ctx, updated, patch))
-			})
-		}
-	}
-	if err := r.parallel(ctx, writes); err != nil {
+	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: r.Failsafes})
+	plan := resolve.Plan(desired.Nodes, nfws.Items, nodes.Items, time.Now())
+	// A NodeFirewall too large for the API server is not written, and says
+	// so on its policies; the other nodes' writes go ahead.
+	held := plan.HoldTooLarge(r.requestLimit())
+	current, rejected, err := r.writeNodeFirewalls(ctx, plan)
+	if err != nil {
 		return retryOnConflict(err)
 	}
+	for _, t := range append(held, rejected...) {
+		desired.Problems = append(desired.Problems, t.Problems()...)
+	}
+	requeue, err := r.writePolicyStatuses(ctx, policies.Items, desired, current)
+	if err != nil {
+		return retryOnConflict(err)
+	}
+	log.FromContext(ctx).V(1).Info("resolved", "policies", len(policies.Items), "nodes", len(nodes.Items))
 
+	// Resolve again now and then even without events, so that a missed
+	// watch event cannot leave a node or a status behind for long.
+	for _, d := range []time.Duration{plan.Requeue, periodicResolve} {
+		if d > 0 && (requeue == 0 || d < requeue) {
+			requeue = d
+		}
+	}
+	return reconcile.Result{RequeueAfter: requeue}, nil
+}
+
+// requestLimit is the largest NodeFirewall the reconciler writes.
+func (r *NodeFirewallPolicyReconciler) requestLimit() int {
+	if r.RequestLimit > 0 {
+		return r.RequestLimit
+	}
+	return resolve.DefaultRequestLimit
+}
+
+// writeNodeFirewalls makes the writes and returns every node's
+// NodeFirewall as written, for the status roll-up, and those the API
+// server refused as too large (its own limit may be lower than ours).
+func (r *NodeFirewallPolicyReconciler) writeNodeFirewalls(ctx context.Context, w resolve.Writes) (map[string]*fwv1.NodeFirewall, []resolve.TooLarge, error) {
+	current := make(map[string]*fwv1.NodeFirewall, len(w.Create)+len(w.Update)+len(w.Unchanged))
+	for _, nfw := range w.Unchanged {
+		current[nfw.Name] = nfw
+	}
+	var (
+		mu       sync.Mutex
+		rejected []resolve.TooLarge
+	)
+	// done records the outcome of one create or update.
+	done := func(nfw *fwv1.NodeFirewall, err error) error {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil:
+			current[nfw.Name] = nfw
+		case isTooLarge(err):
+			rejected = append(rejected, resolve.TooLarge{Node: nfw.Name, Bytes: resolve.SerializedSize(nfw), Limit: r.requestLimit(), Policies: resolve.PolicyNames(nfw)})
+			return nil
+		}
+		return err
+	}
+	var writes []func(context.Context) error
+	for _, nfw := range w.Create {
+		writes = append(writes, func(ctx context.Context) error {
+			return done(nfw, r.createNodeFirewall(ctx, nfw))
+		})
+	}
+	for _, nfw := range w.Update {
+		writes = append(writes, func(ctx context.Context) error {
+			return done(nfw, r.Update(ctx, nfw, client.FieldOwner(FieldManager)))
+		})
+	}
+	for _, nfw := range w.Delete {
+		writes = append(writes, func(ctx context.Context) error {
+			return client.IgnoreNotFound(r.Delete(ctx, nfw))
+		})
+	}
+	for _, nfw := range w.ReleaseFinalizer {
+		writes = append(writes, func(ctx context.Context) error {
+			patch := client.MergeFrom(nfw.DeepCopy())
+			released := nfw.DeepCopy()
+			controllerutil.RemoveFinalizer(released, fwv1.AgentFinalizer)
+			return client.IgnoreNotFound(r.Patch(ctx, released, patch))
+		})
+	}
+	err := r.parallel(ctx, writes)
+	return current, rejected, err
+}
+
+// isTooLarge tells whether the API server or etcd refused a write for its
+// size: HTTP 413, or etcd's "request is too large" passed through as an
+// internal error.
+func isTooLarge(err error) bool {
+	return apierrors.IsRequestEntityTooLargeError(err) || (err != nil && strings.Contains(err.Error(), "request is too large"))
+}
+
+// writePolicyStatuses rolls the nodes' reports up into every policy's
+// status, records the Events an operator acts on, and writes the statuses
+// that changed. It returns when a progress deadline next passes, or 0.
+func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, policies []fwv1.NodeFirewallPolicy, desired resolve.Result, current map[string]*fwv1.NodeFirewall) (time.Duration, error) {
 	problems := map[string][]resolve.Problem{}
 	for _, pr := range desired.Problems {
 		problems[pr.Policy] = append(problems[pr.Policy], pr)
 	}
-	for i := range policies.Items {
-		p := &policies.Items[i]
-		problems[p.Name] = append(problems[p.Name], resolve.FailsafeShadows(p, r.FailsafeInbound, r.FailsafeOutbound)...)
-	}
-	writes = writes[:0]
-	for i := range policies.Items {
-		p := &policies.Items[i]
+	var requeue time.Duration
+	var writes []func(context.Context) error
+	for i := range policies {
+		p := &policies[i]
 		st := status.Policy(p, desired.Matches[p.Name], current, problems[p.Name])
 		if left := status.ProgressDeadline(&st, time.Now(), r.ProgressDeadline); left > 0 && (requeue == 0 || left < requeue) {
 			requeue = left
@@ -195,7 +212,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		r.recordTransitions(p, st)
 		if len(problems[p.Name]) > 0 && !equality.Semantic.DeepEqual(p.Status.Conditions, st.Conditions) {
 			for _, pr := range problems[p.Name] {
-				r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, string(pr.Reason), "Resolve", "%s", pr.Message)
+				r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, pr.Reason, "Resolve", "%s", pr.Message)
 			}
 		}
 		writes = append(writes, func(ctx context.Context) error {
@@ -204,16 +221,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 			return client.IgnoreNotFound(r.Status().Update(ctx, updated, client.FieldOwner(FieldManager)))
 		})
 	}
-	if err := r.parallel(ctx, writes); err != nil {
-		return retryOnConflict(err)
-	}
-	logger.V(1).Info("resolved", "policies", len(policies.Items), "nodes", len(nodes.Items))
-	// Resolve again now and then even without events, so that a missed
-	// watch event cannot leave a node or a status behind for long.
-	if requeue == 0 || requeue > periodicResolve {
-		requeue = periodicResolve
-	}
-	return reconcile.Result{RequeueAfter: requeue}, nil
+	return requeue, r.parallel(ctx, writes)
 }
 
 // recordTransitions records an Event when a policy becomes Ready or
@@ -267,36 +275,23 @@ func (r *NodeFirewallPolicyReconciler) markReconciling(ctx context.Context, poli
 	return r.parallel(ctx, writes)
 }
 
-func (r *NodeFirewallPolicyReconciler) createNodeFirewall(ctx context.Context, node *corev1.Node, spec fwv1.NodeFirewallSpec) (*fwv1.NodeFirewall, error) {
-	nfw := &fwv1.NodeFirewall{ObjectMeta: metav1.ObjectMeta{Name: node.Name}, Spec: spec}
-	setOwner(nfw, node)
+// createNodeFirewall creates nfw and then marks it Reconciling; on
+// success nfw is the object as stored.
+func (r *NodeFirewallPolicyReconciler) createNodeFirewall(ctx context.Context, nfw *fwv1.NodeFirewall) error {
 	if err := r.Create(ctx, nfw, client.FieldOwner(FieldManager)); err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			// A stale cache: the next event brings the object and we update it then.
-			return nil, fmt.Errorf("creating NodeFirewall %s: %w", node.Name, err)
+			return fmt.Errorf("creating NodeFirewall %s: %w", nfw.Name, err)
 		}
-		return nil, err
+		return err
 	}
 	// Reconciling until the agent reports, so kstatus never reads Current
 	// before anything is in the kernel. Best effort: the agent may be first.
 	nfw.Status = status.NodeWaiting(nfw)
 	if err := r.Status().Update(ctx, nfw, client.FieldOwner(FieldManager)); err != nil && !apierrors.IsConflict(err) {
-		return nil, err
+		return err
 	}
-	return nfw, nil
-}
-
-// setOwner makes the Node own its NodeFirewall, so that the garbage collector
-// removes it with the node in a real cluster.
-func setOwner(nfw *fwv1.NodeFirewall, node *corev1.Node) {
-	nfw.OwnerReferences = []metav1.OwnerReference{{
-		APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID,
-	}}
-}
-
-func hasOwner(nfw *fwv1.NodeFirewall, node *corev1.Node) bool {
-	refs := nfw.OwnerReferences
-	return len(refs) == 1 && refs[0].Kind == "Node" && refs[0].Name == node.Name && refs[0].UID == node.UID
+	return nil
 }
 
 // parallel runs writes with bounded concurrency and returns the first error.

@@ -16,16 +16,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/envtesting"
 	"github.com/nodefw/nodefw/internal/status"
 )
 
 const timeout = 15 * time.Second
-
-func getNFW(name string) (*fwv1.NodeFirewall, error) {
-	nfw := &fwv1.NodeFirewall{}
-	err := k8sClient.Get(context.Background(), client.ObjectKey{Name: name}, nfw)
-	return nfw, err
-}
 
 func getPolicy(name string) (*fwv1.NodeFirewallPolicy, error) {
 	p := &fwv1.NodeFirewallPolicy{}
@@ -37,15 +32,15 @@ func getPolicy(name string) (*fwv1.NodeFirewallPolicy, error) {
 // (or failed).
 func ack(t *testing.T, node string, ok bool) {
 	t.Helper()
-	eventually(t, timeout, func() error {
-		nfw, err := getNFW(node)
+	envtesting.Eventually(t, timeout, func() error {
+		nfw, err := envtesting.GetNodeFirewall(k8sClient, node)
 		if err != nil {
 			return err
 		}
 		if ok {
 			nfw.Status = status.NodeApplied(nfw, len(nfw.Spec.Rules), metav1.Now())
 		} else {
-			nfw.Status = status.NodeFailed(nfw, status.ReasonApplyFailed, fmt.Errorf("netlink: operation not permitted"))
+			nfw.Status = status.NodeFailed(nfw, fwv1.ReasonApplyFailed, fmt.Errorf("netlink: operation not permitted"))
 		}
 		return k8sClient.Status().Update(context.Background(), nfw)
 	})
@@ -61,8 +56,8 @@ func ruleNames(spec fwv1.NodeFirewallSpec) []string {
 
 func expectRules(t *testing.T, node string, want []string) {
 	t.Helper()
-	eventually(t, timeout, func() error {
-		nfw, err := getNFW(node)
+	envtesting.Eventually(t, timeout, func() error {
+		nfw, err := envtesting.GetNodeFirewall(k8sClient, node)
 		if err != nil {
 			return err
 		}
@@ -86,7 +81,7 @@ type wantStatus struct {
 
 func expectStatus(t *testing.T, name string, want wantStatus) {
 	t.Helper()
-	eventually(t, timeout, func() error {
+	envtesting.Eventually(t, timeout, func() error {
 		p, err := getPolicy(name)
 		if err != nil {
 			return err
@@ -148,7 +143,7 @@ func TestResolvesPoliciesIntoNodeFirewalls(t *testing.T) {
 
 	expectRules(t, "t1-cp", []string{"t1-cp/kube-apiserver", "t1-cp/kubelet"})
 	expectRules(t, "t1-worker", []string{"t1-worker/kubelet"})
-	nfw, err := getNFW("t1-cp")
+	nfw, err := envtesting.GetNodeFirewall(k8sClient, "t1-cp")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,15 +155,15 @@ func TestResolvesPoliciesIntoNodeFirewalls(t *testing.T) {
 	}
 
 	// Until the agent reports, the policy is Reconciling.
-	expectStatus(t, "t1-cp", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: status.ReasonProgressing, reconciling: true})
+	expectStatus(t, "t1-cp", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: fwv1.ReasonProgressing, reconciling: true})
 	ack(t, "t1-cp", true)
-	expectStatus(t, "t1-cp", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+	expectStatus(t, "t1-cp", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
 	// A failing node stalls the worker policy.
 	ack(t, "t1-worker", false)
-	expectStatus(t, "t1-worker", wantStatus{matched: 1, failed: 1, ready: metav1.ConditionFalse, reason: status.ReasonApplyFailed, stalled: true})
+	expectStatus(t, "t1-worker", wantStatus{matched: 1, failed: 1, ready: metav1.ConditionFalse, reason: fwv1.ReasonApplyFailed, stalled: true})
 	ack(t, "t1-worker", true)
-	expectStatus(t, "t1-worker", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+	expectStatus(t, "t1-worker", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
 	// A spec change makes the policy progress again until the node acks the new generation.
 	p, _ := getPolicy("t1-cp")
@@ -177,18 +172,18 @@ func TestResolvesPoliciesIntoNodeFirewalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectRules(t, "t1-cp", []string{"t1-cp/kube-apiserver", "t1-cp/kubelet", "t1-cp/etcd"})
-	expectStatus(t, "t1-cp", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: status.ReasonProgressing, reconciling: true})
+	expectStatus(t, "t1-cp", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: fwv1.ReasonProgressing, reconciling: true})
 	ack(t, "t1-cp", true)
-	expectStatus(t, "t1-cp", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+	expectStatus(t, "t1-cp", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
 	// The transitions an operator acts on are recorded as Events.
-	expectEvent(t, "t1-cp", corev1.EventTypeNormal, status.ReasonApplied)
-	expectEvent(t, "t1-worker", corev1.EventTypeWarning, status.ReasonApplyFailed)
+	expectEvent(t, "t1-cp", corev1.EventTypeNormal, fwv1.ReasonApplied)
+	expectEvent(t, "t1-worker", corev1.EventTypeWarning, fwv1.ReasonApplyFailed)
 }
 
 func expectEvent(t *testing.T, regarding, kind, reason string) {
 	t.Helper()
-	eventually(t, timeout, func() error {
+	envtesting.Eventually(t, timeout, func() error {
 		var evs eventsv1.EventList
 		if err := k8sClient.List(context.Background(), &evs); err != nil {
 			return err
@@ -211,7 +206,7 @@ func TestReactsToNodeChanges(t *testing.T) {
 		},
 	})
 	// No node yet: Ready with a reason that says so, never stuck Reconciling.
-	expectStatus(t, "t2-gpu", wantStatus{ready: metav1.ConditionTrue, reason: status.ReasonNoMatchingNodes})
+	expectStatus(t, "t2-gpu", wantStatus{ready: metav1.ConditionTrue, reason: fwv1.ReasonNoMatchingNodes})
 
 	// A new node gets its NodeFirewall.
 	n := newNode(t, "t2-node", map[string]string{"t2": "cpu"})
@@ -223,22 +218,22 @@ func TestReactsToNodeChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectRules(t, "t2-node", []string{"t2-gpu/dcgm"})
-	expectStatus(t, "t2-gpu", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: status.ReasonProgressing, reconciling: true})
+	expectStatus(t, "t2-gpu", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: fwv1.ReasonProgressing, reconciling: true})
 	ack(t, "t2-node", true)
-	expectStatus(t, "t2-gpu", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+	expectStatus(t, "t2-gpu", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
 	// Deleting the node deletes its NodeFirewall (envtest has no garbage
 	// collector, so this is the controller's own doing).
 	if err := k8sClient.Delete(context.Background(), n); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, timeout, func() error {
-		if _, err := getNFW("t2-node"); !apierrors.IsNotFound(err) {
+	envtesting.Eventually(t, timeout, func() error {
+		if _, err := envtesting.GetNodeFirewall(k8sClient, "t2-node"); !apierrors.IsNotFound(err) {
 			return fmt.Errorf("NodeFirewall t2-node still there: %v", err)
 		}
 		return nil
 	})
-	expectStatus(t, "t2-gpu", wantStatus{ready: metav1.ConditionTrue, reason: status.ReasonNoMatchingNodes})
+	expectStatus(t, "t2-gpu", wantStatus{ready: metav1.ConditionTrue, reason: fwv1.ReasonNoMatchingNodes})
 }
 
 func TestPolicyDeleteRemovesRules(t *testing.T) {
@@ -268,18 +263,18 @@ func TestDefaultActionConflictIsReported(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "t4-second"},
 		Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: sel, Priority: 20, DefaultActions: &fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept}},
 	})
-	eventually(t, timeout, func() error {
+	envtesting.Eventually(t, timeout, func() error {
 		p, err := getPolicy("t4-second")
 		if err != nil {
 			return err
 		}
-		c := condition(p, status.ConditionDefaultActionConflict)
+		c := condition(p, fwv1.ConditionDefaultActionConflict)
 		if c == nil || c.Status != metav1.ConditionTrue {
 			return fmt.Errorf("no DefaultActionConflict condition yet: %+v", p.Status.Conditions)
 		}
 		return nil
 	})
-	nfw, err := getNFW("t4-node")
+	nfw, err := envtesting.GetNodeFirewall(k8sClient, "t4-node")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +296,7 @@ func TestResyncWithNothingChangedWritesNothing(t *testing.T) {
 	})
 	expectRules(t, "t5-node", []string{"t5-policy/ssh"})
 	ack(t, "t5-node", true)
-	expectStatus(t, "t5-policy", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+	expectStatus(t, "t5-policy", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
 	versions := func() map[string]string {
 		out := map[string]string{}
@@ -323,7 +318,7 @@ func TestResyncWithNothingChangedWritesNothing(t *testing.T) {
 	}
 	// Let other tests' writes settle, then resolve twice by hand.
 	var before map[string]string
-	eventually(t, timeout, func() error {
+	envtesting.Eventually(t, timeout, func() error {
 		before = versions()
 		time.Sleep(time.Second)
 		if diff := cmp.Diff(before, versions()); diff != "" {
@@ -359,7 +354,7 @@ func TestInvalidSelectorStalls(t *testing.T) {
 			NodeSelector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "not a valid key", Operator: metav1.LabelSelectorOpExists}}},
 		},
 	})
-	expectStatus(t, "t6-bad", wantStatus{ready: metav1.ConditionFalse, reason: status.ReasonInvalidSelector, stalled: true})
+	expectStatus(t, "t6-bad", wantStatus{ready: metav1.ConditionFalse, reason: fwv1.ReasonInvalidSelector, stalled: true})
 }
 
 func TestFailsafeShadowIsReported(t *testing.T) {
@@ -371,12 +366,12 @@ func TestFailsafeShadowIsReported(t *testing.T) {
 				Ports: []fwv1.PortRange{{Port: 22}}}},
 		},
 	})
-	eventually(t, timeout, func() error {
+	envtesting.Eventually(t, timeout, func() error {
 		p, err := getPolicy("t7-no-ssh")
 		if err != nil {
 			return err
 		}
-		c := condition(p, status.ConditionFailsafeShadowed)
+		c := condition(p, fwv1.ConditionFailsafeShadowed)
 		if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "no-ssh") {
 			return fmt.Errorf("no FailsafeShadowed condition naming the rule: %+v", p.Status.Conditions)
 		}
@@ -390,7 +385,7 @@ func TestFailsafeShadowIsReported(t *testing.T) {
 
 func policyGeneration(t *testing.T, node, policy string) int64 {
 	t.Helper()
-	nfw, err := getNFW(node)
+	nfw, err := envtesting.GetNodeFirewall(k8sClient, node)
 	if err != nil {
 		return -1
 	}
@@ -425,7 +420,7 @@ func TestStagedRolloutAdvancesAndHalts(t *testing.T) {
 	}
 	expectGens := func(want ...int64) {
 		t.Helper()
-		eventually(t, timeout, func() error {
+		envtesting.Eventually(t, timeout, func() error {
 			if diff := cmp.Diff(want, gens()); diff != "" {
 				return fmt.Errorf("policy generation per node (-want +got):\n%s", diff)
 			}
@@ -439,7 +434,7 @@ func TestStagedRolloutAdvancesAndHalts(t *testing.T) {
 	ack(t, "t8-b", true)
 	expectGens(1, 1, 1)
 	ack(t, "t8-c", true)
-	expectStatus(t, p.Name, wantStatus{matched: 3, applied: 3, ready: metav1.ConditionTrue, reason: status.ReasonApplied})
+	expectStatus(t, p.Name, wantStatus{matched: 3, applied: 3, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
 	// A change: the first node takes generation 2, fails, and the rollout halts.
 	cur, _ := getPolicy(p.Name)
@@ -450,7 +445,7 @@ func TestStagedRolloutAdvancesAndHalts(t *testing.T) {
 	expectGens(2, 1, 1)
 	expectRules(t, "t8-b", []string{"t8-staged/v1"})
 	ack(t, "t8-a", false)
-	expectStatus(t, p.Name, wantStatus{matched: 3, failed: 1, ready: metav1.ConditionFalse, reason: status.ReasonRolloutHalted, stalled: true})
+	expectStatus(t, p.Name, wantStatus{matched: 3, failed: 1, ready: metav1.ConditionFalse, reason: fwv1.ReasonRolloutHalted, stalled: true})
 	// Halted means halted: the other nodes stay on generation 1.
 	time.Sleep(time.Second)
 	if diff := cmp.Diff([]int64{2, 1, 1}, gens()); diff != "" {

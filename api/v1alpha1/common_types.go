@@ -134,10 +134,24 @@ func (d *DefaultActions) Set(c Chain, p ChainPolicy) {
 	}
 }
 
-// Condition types and reasons shared by both kinds. They follow kstatus:
-// Ready is always present; Reconciling and Stalled appear only while true.
+// Condition types shared by both kinds. They follow kstatus: Ready is
+// always present; Reconciling and Stalled appear only while true, so Argo CD
+// and Flux read InProgress, Current and Failed correctly.
 const (
 	ConditionReady       = "Ready"
 	ConditionReconciling = "Reconciling"
 	ConditionStalled     = "Stalled"
+)
+
+// Condition reasons shared by both kinds, CamelCase as Kubernetes
+// conventions ask.
+const (
+	// ReasonApplied: the generation is in the kernel (of every matched node,
+	// for a policy).
+	ReasonApplied = "Applied"
+	// ReasonProgressing: the generation is on its way to the kernel.
+	ReasonProgressing = "Progressing"
+	// ReasonApplyFailed: the kernel refused the ruleset (of some matched
+	// node, for a policy); the previous one stays.
+	ReasonApplyFailed = "ApplyFailed"
 )

@@ -4,6 +4,22 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// AgentFinalizer is owned by the node agent: it removes its nftables table
+// before letting its NodeFirewall go. The controller releases it only for a
+// node that is gone, after a grace period.
+const AgentFinalizer = "firewall.nodefw.io/agent-cleanup"
+
+// Condition reasons of a NodeFirewall only; see also ReasonApplied,
+// ReasonProgressing and ReasonApplyFailed.
+const (
+	// ReasonInvalidSpec: the agent refused a spec that fails its checks
+	// (a hand-written NodeFirewall); the previous ruleset stays.
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonReverted: the generation cut the node off from its control
+	// plane, so the agent restored the previous ruleset.
+	ReasonReverted = "Reverted"
+)
+
 // NodeFirewallRule is one resolved rule of a node. It carries the fields of
 // the policy rule it came from plus the policy's name and mode. The
 // controller writes these; the agent checks them again before programming,
@@ -64,6 +80,32 @@ type NodeFirewallRule struct {
 	// log logs matches, rate-limited.
 	// +optional
 	Log bool `json:"log,omitempty"`
+}
+
+// NodeRule is r as the controller writes it on a node: every field of the
+// policy's rule, with the name and mode of the policy it came from.
+// NodeFirewallRule keeps its own copy of the fields, without the policy's
+// validation markers: the agent checks a hand-written NodeFirewall itself,
+// and the CEL rules of Rule on spec.rules, a list without maxItems, would
+// exceed the API server's cost budget. TestNodeRuleCarriesEveryField fails
+// when a field is added to one type and not the other, or not carried over
+// here.
+func (r Rule) NodeRule(policy string, mode PolicyMode) NodeFirewallRule {
+	return NodeFirewallRule{
+		Policy:       policy,
+		Mode:         mode,
+		Name:         r.Name,
+		Chain:        r.Chain,
+		Action:       r.Action,
+		Protocol:     r.Protocol,
+		Ports:        r.Ports,
+		Sources:      r.Sources,
+		Destinations: r.Destinations,
+		InInterface:  r.InInterface,
+		OutInterface: r.OutInterface,
+		States:       r.States,
+		Log:          r.Log,
+	}
 }
 
 // PolicyReference names a policy at the generation that was resolved.

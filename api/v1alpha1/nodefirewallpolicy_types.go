@@ -101,6 +101,50 @@ type RolloutStrategy struct {
 // MaxPolicyRules bounds the rules of one policy.
 const MaxPolicyRules = 512
 
+// DefaultPriority is the priority of a policy that sets none: the
+// +kubebuilder:default of spec.priority, for code that reads policies
+// without the API server (nodefw render).
+const DefaultPriority int32 = 1000
+
+// Condition types of a NodeFirewallPolicy besides Ready, Reconciling and
+// Stalled: warnings that do not stop the policy from being Ready, present
+// only while true, with the type as their reason.
+const (
+	// ConditionDefaultActionConflict is True while another policy evaluated
+	// first overrides one of this policy's default actions on some node.
+	ConditionDefaultActionConflict = "DefaultActionConflict"
+	// ConditionFailsafeShadowed is True while a Drop or Reject rule covers a
+	// failsafe port that nodes accept before any rule.
+	ConditionFailsafeShadowed = "FailsafeShadowed"
+)
+
+// Condition reasons of a NodeFirewallPolicy only; see also ReasonApplied,
+// ReasonProgressing and ReasonApplyFailed.
+const (
+	// ReasonNoMatchingNodes: the node selector picks no node.
+	ReasonNoMatchingNodes = "NoMatchingNodes"
+	// ReasonInvalidSelector: the node selector cannot be parsed; the policy
+	// selects no node until it is fixed.
+	ReasonInvalidSelector = "InvalidSelector"
+	// ReasonRolloutHalted: a node failed (or reverted) the generation being
+	// rolled out, so no further node is given it until the policy changes.
+	ReasonRolloutHalted = "RolloutHalted"
+	// ReasonProgressDeadlineExceeded: nodes have not reported a generation
+	// within the progress deadline (an agent down, a node unreachable).
+	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
+	// ReasonNodeFirewallTooLarge: the NodeFirewall of a node the policy
+	// selects would exceed the API server's request size, so it is not
+	// written; that node keeps its last NodeFirewall and ruleset.
+	ReasonNodeFirewallTooLarge = "NodeFirewallTooLarge"
+	// ReasonDefaultActionConflict: policies on one node set different
+	// default actions for a chain; the one evaluated first wins.
+	ReasonDefaultActionConflict = ConditionDefaultActionConflict
+	// ReasonFailsafeShadowed: a Drop or Reject rule covers a failsafe port.
+	// The failsafe accept comes first in the kernel, so the rule never drops
+	// that traffic.
+	ReasonFailsafeShadowed = ConditionFailsafeShadowed
+)
+
 // NodeFirewallPolicySpec declares firewall rules for the nodes its selector picks.
 type NodeFirewallPolicySpec struct {
 	// nodeSelector picks the nodes the policy applies to. `{}` selects

@@ -816,7 +816,7 @@ func TestNodeFirewallPolicyAcceptsValid(t *testing.T) {
 			}
 			// The API server keeps every field and fills in the defaults.
 			if want.Priority == 0 {
-				want.Priority = 1000
+				want.Priority = v1alpha1.DefaultPriority
 			}
 			if want.Mode == "" {
 				want.Mode = v1alpha1.PolicyModeEnforce
@@ -877,7 +877,7 @@ func TestNodeFirewallPolicyDefaults(t *testing.T) {
 		{
 			name: "omitted",
 			spec: map[string]any{"nodeSelector": map[string]any{}},
-			want: v1alpha1.NodeFirewallPolicySpec{Priority: 1000, Mode: v1alpha1.PolicyModeEnforce},
+			want: v1alpha1.NodeFirewallPolicySpec{Priority: v1alpha1.DefaultPriority, Mode: v1alpha1.PolicyModeEnforce},
 		},
 		{
 			name: "explicit zero priority is kept",

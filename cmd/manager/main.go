@@ -21,6 +21,7 @@ import (
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/controllers"
 	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/resolve"
 )
 
 func main() {
@@ -105,8 +106,7 @@ func main() {
 		Recorder:         mgr.GetEventRecorder("nodefw-controller"),
 		WriteConcurrency: writeConcurrency,
 		ProgressDeadline: progressDeadline,
-		FailsafeInbound:  in,
-		FailsafeOutbound: out,
+		Failsafes:        resolve.Failsafes{Inbound: in, Outbound: out},
 	}).SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "creating controller")
 		os.Exit(1)

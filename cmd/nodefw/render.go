@@ -60,7 +60,11 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--failsafe-outbound: %w", err)
 	}
 	node := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: *nodeName, Labels: lbls}}
-	res := resolve.For(policies, []corev1.Node{node})
+	res := resolve.Resolve(resolve.Input{
+		Policies:  policies,
+		Nodes:     []corev1.Node{node},
+		Failsafes: resolve.Failsafes{Inbound: in, Outbound: out},
+	})
 	for _, p := range res.Problems {
 		fmt.Fprintf(stderr, "warning: policy %s: %s\n", p.Policy, p.Message)
 	}
@@ -121,7 +125,7 @@ func readPolicies(path string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, erro
 			} `json:"spec"`
 		}
 		if err := yaml.Unmarshal(doc, &raw); err == nil && raw.Spec.Priority == nil {
-			p.Spec.Priority = 1000
+			p.Spec.Priority = fwv1.DefaultPriority
 		}
 		out = append(out, p)
 	}

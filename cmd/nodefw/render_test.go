@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 const (
@@ -198,6 +200,57 @@ spec:
 		t.Errorf("want default/web before late/ssh:\n%s", out)
 	}
 	nftCheck(t, out)
+}
+
+// TestRenderWarnsAsPolicyStatusDoes: render prints the problems the
+// controller puts in policy status, failsafe shadows with the agents'
+// failsafe ports included.
+func TestRenderWarnsAsPolicyStatusDoes(t *testing.T) {
+	const policies = `apiVersion: firewall.nodefw.io/v1alpha1
+kind: NodeFirewallPolicy
+metadata:
+  name: first
+spec:
+  nodeSelector: {}
+  priority: 1
+  defaultActions: {input: Drop}
+---
+apiVersion: firewall.nodefw.io/v1alpha1
+kind: NodeFirewallPolicy
+metadata:
+  name: lockdown
+spec:
+  nodeSelector: {}
+  defaultActions: {input: Accept}
+  rules:
+    - {name: web, chain: Input, protocol: TCP, ports: [{port: 443}], action: Accept}
+    - {name: block-ssh, chain: Input, protocol: TCP, ports: [{port: 22}], action: Drop}
+`
+	path := filepath.Join(t.TempDir(), "lockdown.yaml")
+	if err := os.WriteFile(path, []byte(policies), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conflict := `warning: policy lockdown: spec.defaultActions.input=Accept is overridden by policy "first" (Drop), evaluated first, on 1 node(s): node` + "\n"
+	shadow := "warning: policy lockdown: spec.rules[1] (block-ssh) would drop failsafe port(s) tcp:22, which nodes accept before any rule\n"
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"default failsafes", nil, conflict + shadow},
+		{"the agents' failsafes", []string{"--failsafe-inbound", "tcp:2222"}, conflict},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := runCLI(t, "", append([]string{"render", "-f", path}, tc.args...)...)
+			if code != 0 {
+				t.Fatalf("exit code %d\nstderr:\n%s", code, stderr)
+			}
+			if diff := cmp.Diff(tc.want, stderr); diff != "" {
+				t.Errorf("warnings (-want +got):\n%s", diff)
+			}
+		})
+	}
 }
 
 func TestRenderRejectsUnknownFields(t *testing.T) {

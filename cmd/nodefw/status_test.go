@@ -32,7 +32,7 @@ func statusFixtures() ([]fwv1.NodeFirewallPolicy, []fwv1.NodeFirewall) {
 	w1 := nfw("worker-1", 5, refs...)
 	w1.Status = status.NodeApplied(w1, 12, metav1.NewTime(time.Now().Add(-90*time.Second)))
 	w2 := nfw("worker-2", 4, refs...)
-	w2.Status = status.NodeFailed(w2, status.ReasonApplyFailed, errors.New("netlink: operation not permitted"))
+	w2.Status = status.NodeFailed(w2, fwv1.ReasonApplyFailed, errors.New("netlink: operation not permitted"))
 	w3 := nfw("worker-3", 2, refs...) // no agent report yet
 	nfws := map[string]*fwv1.NodeFirewall{"worker-1": w1, "worker-2": w2, "worker-3": w3}
 

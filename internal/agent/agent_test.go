@@ -19,33 +19,44 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
-	"github.com/nodefw/nodefw/internal/status"
+	"github.com/nodefw/nodefw/internal/nft"
 )
 
-// fakeFirewall stands in for the kernel: it holds one ruleset.
+// fakeFirewall stands in for the kernel: it holds one ruleset, and keeps
+// the committed one as nft.Programmer does.
 type fakeFirewall struct {
-	table    *compile.Ruleset
-	applies  int
-	deletes  int
-	applyErr error
+	table     *compile.Ruleset
+	committed *compile.Ruleset
+	applies   int
+	deletes   int
+	applyErr  error
 }
 
-func (f *fakeFirewall) Apply(rs *compile.Ruleset) error {
+func (f *fakeFirewall) Apply(rs *compile.Ruleset) (nft.ApplyStats, error) {
 	if f.applyErr != nil {
-		return f.applyErr
+		return nft.ApplyStats{}, f.applyErr
 	}
 	f.applies++
-	f.table = rs
-	return nil
+	f.table, f.committed = rs, rs
+	return nft.ApplyStats{Batches: 1}, nil
 }
 
-func (f *fakeFirewall) InSync(rs *compile.Ruleset) (bool, error) {
-	return f.table != nil && cmp.Equal(f.table, rs), nil
+func (f *fakeFirewall) Drift(rs *compile.Ruleset) (string, error) {
+	if f.table == nil {
+		return "table is missing", nil
+	}
+	if d := cmp.Diff(rs, f.table); d != "" {
+		return "table differs (-want +got):\n" + d, nil
+	}
+	f.committed = rs
+	return "", nil
 }
+
+func (f *fakeFirewall) Committed() *compile.Ruleset { return f.committed }
 
 func (f *fakeFirewall) Delete() error {
 	f.deletes++
-	f.table = nil
+	f.table, f.committed = nil, nil
 	return nil
 }
 
@@ -107,14 +118,14 @@ func TestAppliesAndReports(t *testing.T) {
 		t.Errorf("kernel table (-want +got):\n%s", diff)
 	}
 	nfw := get(t, c)
-	if got := ready(nfw); got.Status != metav1.ConditionTrue || got.Reason != status.ReasonApplied || got.ObservedGeneration != nfw.Generation {
+	if got := ready(nfw); got.Status != metav1.ConditionTrue || got.Reason != fwv1.ReasonApplied || got.ObservedGeneration != nfw.Generation {
 		t.Errorf("Ready = %+v, want True/Applied at generation %d", got, nfw.Generation)
 	}
 	if nfw.Status.ObservedGeneration != nfw.Generation || nfw.Status.RuleCount != int32(want.RuleCount()) || nfw.Status.LastAppliedTime == nil {
 		t.Errorf("status = %+v", nfw.Status)
 	}
-	if !sliceHas(nfw.Finalizers, Finalizer) {
-		t.Errorf("finalizers = %v, want %s", nfw.Finalizers, Finalizer)
+	if !sliceHas(nfw.Finalizers, fwv1.AgentFinalizer) {
+		t.Errorf("finalizers = %v, want %s", nfw.Finalizers, fwv1.AgentFinalizer)
 	}
 	if got := testutil.ToFloat64(r.Metrics.Applies); got != 1 {
 		t.Errorf("applies metric = %v, want 1", got)
@@ -186,7 +197,7 @@ func TestRefusesInvalidSpecAndKeepsPreviousRuleset(t *testing.T) {
 		t.Error("the previous ruleset was replaced by an invalid one")
 	}
 	got := get(t, c)
-	if c := ready(got); c.Status != metav1.ConditionFalse || c.Reason != status.ReasonInvalidSpec {
+	if c := ready(got); c.Status != metav1.ConditionFalse || c.Reason != fwv1.ReasonInvalidSpec {
 		t.Errorf("Ready = %+v, want False/InvalidSpec", c)
 	}
 	if got.Status.LastError == "" {
@@ -200,7 +211,7 @@ func TestApplyFailureIsReported(t *testing.T) {
 	if err := reconcileOnce(t, r); err == nil {
 		t.Fatal("Reconcile succeeded although the apply failed")
 	}
-	if got := ready(get(t, c)); got.Status != metav1.ConditionFalse || got.Reason != status.ReasonApplyFailed {
+	if got := ready(get(t, c)); got.Status != metav1.ConditionFalse || got.Reason != fwv1.ReasonApplyFailed {
 		t.Errorf("Ready = %+v, want False/ApplyFailed", got)
 	}
 	if got := testutil.ToFloat64(r.Metrics.ApplyErrors); got != 1 {
@@ -299,7 +310,7 @@ func TestRevertsARulesetThatCutsOffTheControlPlane(t *testing.T) {
 		t.Fatal("the ruleset that cut off the control plane was not reverted")
 	}
 	got := get(t, c)
-	if cond := ready(got); cond.Status != metav1.ConditionFalse || cond.Reason != status.ReasonReverted || cond.ObservedGeneration != 2 {
+	if cond := ready(got); cond.Status != metav1.ConditionFalse || cond.Reason != fwv1.ReasonReverted || cond.ObservedGeneration != 2 {
 		t.Errorf("Ready = %+v, want False/Reverted at generation 2", cond)
 	}
 	// The refused generation is not retried in a loop.
@@ -313,8 +324,8 @@ func TestRevertsARulesetThatCutsOffTheControlPlane(t *testing.T) {
 }
 
 func TestRuleCountersCollector(t *testing.T) {
-	c := NewRuleCounters(func() ([]RuleCount, error) {
-		return []RuleCount{
+	c := NewRuleCounters(func() ([]nft.RuleCounter, error) {
+		return []nft.RuleCounter{
 			{Chain: "input", Comment: "audit/drop-web", Packets: 3, Bytes: 180},
 			{Chain: "input", Comment: "audit/drop-web", Packets: 1, Bytes: 60}, // the IPv6 half
 			{Chain: "input", Comment: "nodefw: failsafe tcp", Packets: 7, Bytes: 420},

@@ -8,14 +8,11 @@ import (
 	"github.com/nodefw/nodefw/internal/compile"
 )
 
-// ReasonFailsafeShadowed: a Drop or Reject rule covers a failsafe port. The
-// failsafe accept comes first in the kernel, so the rule never drops that
-// traffic; the user should know their rule is partly without effect.
-const ReasonFailsafeShadowed ProblemReason = "FailsafeShadowed"
-
-// FailsafeShadows reports the policy's Drop and Reject rules that would
-// match traffic to a failsafe port, and so are shadowed by it.
-func FailsafeShadows(p *fwv1.NodeFirewallPolicy, inbound, outbound []compile.Failsafe) []Problem {
+// failsafeShadows reports the policy's Drop and Reject rules that would
+// match traffic to a failsafe port. The failsafe accept comes first in the
+// kernel, so such a rule never drops that traffic; the user should know
+// their rule is partly without effect.
+func failsafeShadows(p *fwv1.NodeFirewallPolicy, fs Failsafes) []Problem {
 	var out []Problem
 	for i, r := range p.Spec.Rules {
 		if r.Action == fwv1.ActionAccept {
@@ -24,9 +21,9 @@ func FailsafeShadows(p *fwv1.NodeFirewallPolicy, inbound, outbound []compile.Fai
 		var failsafes []compile.Failsafe
 		switch r.Chain {
 		case fwv1.ChainInput:
-			failsafes = inbound
+			failsafes = fs.Inbound
 		case fwv1.ChainOutput:
-			failsafes = outbound
+			failsafes = fs.Outbound
 		}
 		var hit []string
 		for _, f := range failsafes {
@@ -37,7 +34,7 @@ func FailsafeShadows(p *fwv1.NodeFirewallPolicy, inbound, outbound []compile.Fai
 		if len(hit) > 0 {
 			out = append(out, Problem{
 				Policy: p.Name,
-				Reason: ReasonFailsafeShadowed,
+				Reason: fwv1.ReasonFailsafeShadowed,
 				Message: fmt.Sprintf("spec.rules[%d] (%s) would %s failsafe port(s) %s, which nodes accept before any rule",
 					i, r.Name, strings.ToLower(string(r.Action)), strings.Join(hit, ", ")),
 			})

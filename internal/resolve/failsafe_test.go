@@ -31,7 +31,7 @@ func TestFailsafeShadows(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &fwv1.NodeFirewallPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: fwv1.NodeFirewallPolicySpec{Rules: []fwv1.Rule{tc.rule}}}
 			var got []string
-			for _, pr := range FailsafeShadows(p, in, out) {
+			for _, pr := range Resolve(Input{Policies: []fwv1.NodeFirewallPolicy{*p}, Failsafes: Failsafes{Inbound: in, Outbound: out}}).Problems {
 				got = append(got, pr.Message)
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {

@@ -1,7 +1,10 @@
-// Package resolve computes every node's firewall from the cluster's policies
-// and nodes. It is a pure function of its inputs, in the style of MetalLB's
-// config.For: the controller lists objects, calls For, and writes what
-// changed. Output is deterministic: the same inputs give deep-equal results.
+// Package resolve owns the desired state: from the cluster's policies, nodes
+// and current node firewalls it computes every node's firewall and every
+// policy's problems, and from those what to write to the cluster. It is
+// pure, in the style of MetalLB's config.For: the controller lists objects,
+// calls Resolve, hands the result to Plan, and writes what Plan says;
+// `nodefw render` calls Resolve on files, so it warns as policy status does.
+// The same inputs give deep-equal results.
 package resolve
 
 import (
@@ -13,25 +16,26 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/compile"
 )
 
-// ProblemReason classifies what the resolver found wrong with a policy.
-type ProblemReason string
+// Input is everything the resolver reads.
+type Input struct {
+	Policies []fwv1.NodeFirewallPolicy
+	Nodes    []corev1.Node
+	// Current are the NodeFirewalls as they are, with their agents'
+	// status. Only staged rollouts read them, to keep nodes that have not
+	// been admitted to a new generation on the one they have.
+	Current []fwv1.NodeFirewall
+	// Failsafes are the ports the agents accept before any rule; the Drop
+	// and Reject rules they shadow are reported.
+	Failsafes Failsafes
+}
 
-const (
-	// ReasonInvalidSelector: the node selector cannot be parsed; the policy
-	// selects no node until it is fixed.
-	ReasonInvalidSelector ProblemReason = "InvalidSelector"
-	// ReasonDefaultActionConflict: policies on one node set different
-	// default actions for a chain; the one evaluated first wins.
-	ReasonDefaultActionConflict ProblemReason = "DefaultActionConflict"
-)
-
-// Problem is something a policy's status should report.
-type Problem struct {
-	Policy  string
-	Reason  ProblemReason
-	Message string
+// Failsafes are the agents' failsafe ports (their --failsafe-inbound and
+// --failsafe-outbound), accepted on the input and output chains.
+type Failsafes struct {
+	Inbound, Outbound []compile.Failsafe
 }
 
 // Result is the desired state of every node.
@@ -42,18 +46,34 @@ type Result struct {
 	// Matches maps every policy's name to the sorted names of the nodes it
 	// selects.
 	Matches map[string][]string
-	// Problems are sorted by policy, then reason, then message.
+	// Problems are sorted by policy, then reason; those of one policy and
+	// reason in rule order, or by message when they have no rule.
 	Problems []Problem
 }
 
-// Input is everything the resolver reads.
-type Input struct {
-	Policies []fwv1.NodeFirewallPolicy
-	Nodes    []corev1.Node
-	// Current are the NodeFirewalls as they are, with their agents'
-	// status. Only staged rollouts read them, to keep nodes that have not
-	// been admitted to a new generation on the one they have.
-	Current []fwv1.NodeFirewall
+// Problem is something a policy's status should report.
+type Problem struct {
+	Policy string
+	// Reason is a NodeFirewallPolicy condition reason: fwv1.ReasonInvalidSelector,
+	// ReasonRolloutHalted, ReasonDefaultActionConflict, ReasonFailsafeShadowed
+	// or ReasonNodeFirewallTooLarge.
+	Reason  string
+	Message string
+}
+
+// Resolve resolves every policy against every node.
+func Resolve(in Input) Result {
+	policies, problems := preparePolicies(in.Policies)
+	matchedBy, matches := matchNodes(in.Nodes, in.Policies, policies)
+	current := byName(in.Current)
+	problems = append(problems, stageRollouts(policies, matches, current)...)
+	nodes, conflicts := nodeSpecs(in.Nodes, matchedBy, policies, current)
+	problems = append(problems, conflictProblems(conflicts)...)
+	for i := range in.Policies {
+		problems = append(problems, failsafeShadows(&in.Policies[i], in.Failsafes)...)
+	}
+	sortProblems(problems)
+	return Result{Nodes: nodes, Matches: matches, Problems: problems}
 }
 
 // contribution is what one policy puts on one node.
@@ -62,8 +82,8 @@ type contribution struct {
 	rules []fwv1.NodeFirewallRule
 }
 
-// compiledPolicy is a policy prepared once for matching against every node.
-type compiledPolicy struct {
+// preparedPolicy is a policy prepared once for matching against every node.
+type preparedPolicy struct {
 	policy   *fwv1.NodeFirewallPolicy
 	selector labels.Selector
 	latest   contribution
@@ -72,117 +92,140 @@ type compiledPolicy struct {
 	heldBack map[string]bool
 }
 
-// For resolves every policy against every node, with no current state: a
-// staged rollout admits its first nodes.
-func For(policies []fwv1.NodeFirewallPolicy, nodes []corev1.Node) Result {
-	return Resolve(Input{Policies: policies, Nodes: nodes})
-}
-
-// Resolve resolves every policy against every node.
-func Resolve(in Input) Result {
-	res := Result{
-		Nodes:   make(map[string]fwv1.NodeFirewallSpec, len(in.Nodes)),
-		Matches: make(map[string][]string, len(in.Policies)),
-	}
-
-	compiled := make([]compiledPolicy, 0, len(in.Policies))
-	for i := range in.Policies {
-		p := &in.Policies[i]
-		res.Matches[p.Name] = []string{}
+// preparePolicies parses every policy's selector and converts its rules
+// once, and returns the policies in evaluation order: lowest priority
+// first, ties broken by name. A policy whose selector does not parse is
+// reported and left out.
+func preparePolicies(policies []fwv1.NodeFirewallPolicy) ([]preparedPolicy, []Problem) {
+	var problems []Problem
+	prepared := make([]preparedPolicy, 0, len(policies))
+	for i := range policies {
+		p := &policies[i]
 		sel, err := metav1.LabelSelectorAsSelector(&p.Spec.NodeSelector)
 		if err != nil {
-			res.Problems = append(res.Problems, Problem{
+			problems = append(problems, Problem{
 				Policy:  p.Name,
-				Reason:  ReasonInvalidSelector,
+				Reason:  fwv1.ReasonInvalidSelector,
 				Message: fmt.Sprintf("spec.nodeSelector: %v", err),
 			})
 			continue
 		}
-		compiled = append(compiled, compiledPolicy{
+		prepared = append(prepared, preparedPolicy{
 			policy:   p,
 			selector: sel,
 			latest:   contribution{ref: reference(p), rules: nodeRules(p)},
 		})
 	}
-	// Lowest priority first, ties broken by name.
-	sort.Slice(compiled, func(i, j int) bool {
-		a, b := compiled[i].policy, compiled[j].policy
+	sort.Slice(prepared, func(i, j int) bool {
+		a, b := prepared[i].policy, prepared[j].policy
 		if a.Spec.Priority != b.Spec.Priority {
 			return a.Spec.Priority < b.Spec.Priority
 		}
 		return a.Name < b.Name
 	})
+	return prepared, problems
+}
 
-	// Match every node once; remember the matches in evaluation order.
-	matchedBy := make([][]int, len(in.Nodes))
-	for i := range in.Nodes {
-		set := labels.Set(in.Nodes[i].Labels)
-		for j := range compiled {
-			if compiled[j].selector.Matches(set) {
+// matchNodes matches every node once against every prepared policy. It
+// returns, per node, the indexes of the policies that select it in
+// evaluation order, and per policy (every one, also those left out) the
+// sorted names of the nodes it selects.
+func matchNodes(nodes []corev1.Node, all []fwv1.NodeFirewallPolicy, policies []preparedPolicy) ([][]int, map[string][]string) {
+	matches := make(map[string][]string, len(all))
+	for i := range all {
+		matches[all[i].Name] = []string{}
+	}
+	matchedBy := make([][]int, len(nodes))
+	for i := range nodes {
+		set := labels.Set(nodes[i].Labels)
+		for j := range policies {
+			if policies[j].selector.Matches(set) {
 				matchedBy[i] = append(matchedBy[i], j)
-				name := compiled[j].policy.Name
-				res.Matches[name] = append(res.Matches[name], in.Nodes[i].Name)
+				name := policies[j].policy.Name
+				matches[name] = append(matches[name], nodes[i].Name)
 			}
 		}
 	}
-	for _, names := range res.Matches {
+	for _, names := range matches {
 		sort.Strings(names)
 	}
+	return matchedBy, matches
+}
 
-	current := make(map[string]*fwv1.NodeFirewall, len(in.Current))
-	for i := range in.Current {
-		current[in.Current[i].Name] = &in.Current[i]
+// byName indexes the current NodeFirewalls by name.
+func byName(nfws []fwv1.NodeFirewall) map[string]*fwv1.NodeFirewall {
+	out := make(map[string]*fwv1.NodeFirewall, len(nfws))
+	for i := range nfws {
+		out[nfws[i].Name] = &nfws[i]
 	}
-	for j := range compiled {
-		if compiled[j].policy.Spec.Rollout != nil {
-			res.Problems = append(res.Problems, stage(&compiled[j], res.Matches[compiled[j].policy.Name], current)...)
+	return out
+}
+
+// stageRollouts decides, for every policy with a staged rollout, which
+// nodes it holds back on their current generation.
+func stageRollouts(policies []preparedPolicy, matches map[string][]string, current map[string]*fwv1.NodeFirewall) []Problem {
+	var problems []Problem
+	for j := range policies {
+		if policies[j].policy.Spec.Rollout != nil {
+			problems = append(problems, stage(&policies[j], matches[policies[j].policy.Name], current)...)
 		}
 	}
+	return problems
+}
 
+// nodeSpecs resolves every node's firewall from the policies that select
+// it, and collects the default-action conflicts met on the way.
+func nodeSpecs(nodes []corev1.Node, matchedBy [][]int, policies []preparedPolicy, current map[string]*fwv1.NodeFirewall) (map[string]fwv1.NodeFirewallSpec, map[conflictKey][]string) {
+	specs := make(map[string]fwv1.NodeFirewallSpec, len(nodes))
 	conflicts := map[conflictKey][]string{}
-	contribs := make([]contribution, 0, len(compiled))
-	for i := range in.Nodes {
-		node := &in.Nodes[i]
-		contribs = contribs[:0]
-		nRules := 0
-		for _, j := range matchedBy[i] {
-			cp := &compiled[j]
-			c := cp.latest
-			if cp.heldBack[node.Name] {
-				var ok bool
-				if c, ok = previous(current[node.Name], cp.policy.Name); !ok {
-					continue
-				}
-			}
-			contribs = append(contribs, c)
-			nRules += len(c.rules)
-		}
-		spec := fwv1.NodeFirewallSpec{}
-		if len(contribs) > 0 {
-			spec.Policies = make([]fwv1.PolicyReference, 0, len(contribs))
-		}
-		if nRules > 0 {
-			spec.Rules = make([]fwv1.NodeFirewallRule, 0, nRules)
-		}
-		for _, c := range contribs {
-			spec.Policies = append(spec.Policies, c.ref)
-			spec.Rules = append(spec.Rules, c.rules...)
-		}
-		resolveDefaults(&spec, contribs, node.Name, conflicts)
-		res.Nodes[node.Name] = spec
+	contribs := make([]contribution, 0, len(policies))
+	for i := range nodes {
+		name := nodes[i].Name
+		contribs = contributions(contribs[:0], name, matchedBy[i], policies, current[name])
+		spec := nodeSpec(contribs)
+		resolveDefaults(&spec, contribs, name, conflicts)
+		specs[name] = spec
 	}
-	res.Problems = append(res.Problems, conflictProblems(conflicts)...)
-	sort.Slice(res.Problems, func(i, j int) bool {
-		a, b := res.Problems[i], res.Problems[j]
-		if a.Policy != b.Policy {
-			return a.Policy < b.Policy
+	return specs, conflicts
+}
+
+// contributions appends to dst what each selecting policy puts on a node:
+// its latest generation, or, where a staged rollout holds the node back,
+// the generation the node has (none if it has none yet).
+func contributions(dst []contribution, node string, matched []int, policies []preparedPolicy, nfw *fwv1.NodeFirewall) []contribution {
+	for _, j := range matched {
+		pp := &policies[j]
+		c := pp.latest
+		if pp.heldBack[node] {
+			var ok bool
+			if c, ok = previous(nfw, pp.policy.Name); !ok {
+				continue
+			}
 		}
-		if a.Reason != b.Reason {
-			return a.Reason < b.Reason
-		}
-		return a.Message < b.Message
-	})
-	return res
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// nodeSpec concatenates the contributions' policies and rules, in
+// evaluation order. Default actions are set by resolveDefaults.
+func nodeSpec(contribs []contribution) fwv1.NodeFirewallSpec {
+	nRules := 0
+	for _, c := range contribs {
+		nRules += len(c.rules)
+	}
+	spec := fwv1.NodeFirewallSpec{}
+	if len(contribs) > 0 {
+		spec.Policies = make([]fwv1.PolicyReference, 0, len(contribs))
+	}
+	if nRules > 0 {
+		spec.Rules = make([]fwv1.NodeFirewallRule, 0, nRules)
+	}
+	for _, c := range contribs {
+		spec.Policies = append(spec.Policies, c.ref)
+		spec.Rules = append(spec.Rules, c.rules...)
+	}
+	return spec
 }
 
 // reference is how a node firewall records a policy: its generation, mode
@@ -227,89 +270,19 @@ func nodeRules(p *fwv1.NodeFirewallPolicy) []fwv1.NodeFirewallRule {
 	mode := mode(p)
 	out := make([]fwv1.NodeFirewallRule, len(p.Spec.Rules))
 	for i, r := range p.Spec.Rules {
-		out[i] = fwv1.NodeFirewallRule{
-			Policy:       p.Name,
-			Mode:         mode,
-			Name:         r.Name,
-			Chain:        r.Chain,
-			Action:       r.Action,
-			Protocol:     r.Protocol,
-			Ports:        r.Ports,
-			Sources:      r.Sources,
-			Destinations: r.Destinations,
-			InInterface:  r.InInterface,
-			OutInterface: r.OutInterface,
-			States:       r.States,
-			Log:          r.Log,
-		}
+		out[i] = r.NodeRule(p.Name, mode)
 	}
 	return out
 }
 
-// conflictKey identifies a losing policy's disagreement with a winner on a chain.
-type conflictKey struct {
-	loser, winner string
-	chain         fwv1.Chain
-	lost, won     fwv1.ChainPolicy
-}
-
-// resolveDefaults sets every chain's default action: the first policy in
-// evaluation order that sets a chain wins; later disagreeing ones are noted.
-func resolveDefaults(spec *fwv1.NodeFirewallSpec, contribs []contribution, node string, conflicts map[conflictKey][]string) {
-	for _, chain := range fwv1.Chains {
-		var winner *fwv1.PolicyReference
-		var action fwv1.ChainPolicy
-		for i := range contribs {
-			ref := &contribs[i].ref
-			if ref.DefaultActions == nil || ref.DefaultActions.For(chain) == "" {
-				continue
-			}
-			set := ref.DefaultActions.For(chain)
-			if winner == nil {
-				winner, action = ref, set
-				continue
-			}
-			if set != action {
-				k := conflictKey{loser: ref.Name, winner: winner.Name, chain: chain, lost: set, won: action}
-				conflicts[k] = append(conflicts[k], node)
-			}
+// sortProblems sorts problems by policy, then reason, keeping the order in
+// which each step reported those of one policy and reason.
+func sortProblems(problems []Problem) {
+	sort.SliceStable(problems, func(i, j int) bool {
+		a, b := problems[i], problems[j]
+		if a.Policy != b.Policy {
+			return a.Policy < b.Policy
 		}
-		if winner == nil {
-			action = fwv1.ChainPolicyAccept
-		}
-		spec.DefaultActions.Set(chain, action)
-		if winner != nil && action == fwv1.ChainPolicyDrop && winner.Mode == fwv1.PolicyModeAudit {
-			spec.AuditedChains = append(spec.AuditedChains, chain)
-		}
-	}
-}
-
-// conflictProblems reports each disagreement once per losing policy, chain
-// and winner, with a count and the first nodes affected.
-func conflictProblems(conflicts map[conflictKey][]string) []Problem {
-	out := make([]Problem, 0, len(conflicts))
-	for k, nodes := range conflicts {
-		sort.Strings(nodes)
-		shown := nodes
-		if len(shown) > 3 {
-			shown = shown[:3]
-		}
-		out = append(out, Problem{
-			Policy: k.loser,
-			Reason: ReasonDefaultActionConflict,
-			Message: fmt.Sprintf("spec.defaultActions.%s=%s is overridden by policy %q (%s), evaluated first, on %d node(s): %v",
-				chainField(k.chain), k.lost, k.winner, k.won, len(nodes), shown),
-		})
-	}
-	return out
-}
-
-func chainField(c fwv1.Chain) string {
-	switch c {
-	case fwv1.ChainInput:
-		return "input"
-	case fwv1.ChainForward:
-		return "forward"
-	}
-	return "output"
+		return a.Reason < b.Reason
+	})
 }

@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/compile"
 )
 
 const controlPlaneLabel = "node-role.kubernetes.io/control-plane"
@@ -44,11 +45,7 @@ func tcp(name string, port int32) fwv1.Rule {
 }
 
 func resolved(policy string, r fwv1.Rule) fwv1.NodeFirewallRule {
-	return fwv1.NodeFirewallRule{
-		Policy: policy, Mode: fwv1.PolicyModeEnforce, Name: r.Name, Chain: r.Chain, Action: r.Action,
-		Protocol: r.Protocol, Ports: r.Ports, Sources: r.Sources, Destinations: r.Destinations,
-		InInterface: r.InInterface, OutInterface: r.OutInterface, States: r.States, Log: r.Log,
-	}
+	return r.NodeRule(policy, fwv1.PolicyModeEnforce)
 }
 
 func ref(name string, mode fwv1.PolicyMode, d *fwv1.DefaultActions) fwv1.PolicyReference {
@@ -61,8 +58,10 @@ var (
 	workerSel = metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: controlPlaneLabel, Operator: metav1.LabelSelectorOpDoesNotExist}}}
 )
 
-func TestFor(t *testing.T) {
+func TestResolve(t *testing.T) {
 	apiserver, etcd, kubelet := tcp("kube-apiserver", 6443), tcp("etcd", 2379), tcp("kubelet", 10250)
+	dropSSH := fwv1.Rule{Name: "no-ssh", Chain: fwv1.ChainInput, Action: fwv1.ActionDrop, Protocol: fwv1.ProtocolTCP, Ports: []fwv1.PortRange{{Port: 22}}}
+	dropAll := fwv1.Rule{Name: "all-out", Chain: fwv1.ChainOutput, Action: fwv1.ActionReject}
 	etcd.Ports = []fwv1.PortRange{{Port: 2379, EndPort: 2380}}
 	nodes := []corev1.Node{
 		node("cp-1", map[string]string{controlPlaneLabel: ""}),
@@ -70,10 +69,11 @@ func TestFor(t *testing.T) {
 		node("worker-2", nil),
 	}
 	tests := []struct {
-		name     string
-		policies []fwv1.NodeFirewallPolicy
-		nodes    []corev1.Node
-		want     Result
+		name      string
+		policies  []fwv1.NodeFirewallPolicy
+		nodes     []corev1.Node
+		failsafes Failsafes
+		want      Result
 	}{{
 		name:  "no policies: every node gets an accept-all spec",
 		nodes: nodes,
@@ -119,8 +119,8 @@ func TestFor(t *testing.T) {
 			},
 			Matches: map[string][]string{"a-tie": {"worker-1"}, "b-late": {"worker-1"}, "z-first": {"worker-1"}},
 			Problems: []Problem{{
-				Policy: "b-late", Reason: ReasonDefaultActionConflict,
-				Message: `spec.defaultActions.input=Accept is overridden by policy "z-first" (Drop), evaluated first, on 1 node(s): [worker-1]`,
+				Policy: "b-late", Reason: fwv1.ReasonDefaultActionConflict,
+				Message: `spec.defaultActions.input=Accept is overridden by policy "z-first" (Drop), evaluated first, on 1 node(s): worker-1`,
 			}},
 		},
 	}, {
@@ -150,7 +150,7 @@ func TestFor(t *testing.T) {
 			Nodes:   map[string]fwv1.NodeFirewallSpec{"worker-1": {DefaultActions: allAccept}},
 			Matches: map[string][]string{"bad": {}},
 			Problems: []Problem{{
-				Policy: "bad", Reason: ReasonInvalidSelector,
+				Policy: "bad", Reason: fwv1.ReasonInvalidSelector,
 				Message: "spec.nodeSelector: values: Invalid value: null: for 'in', 'notin' operators, values set can't be empty",
 			}},
 		},
@@ -164,20 +164,59 @@ func TestFor(t *testing.T) {
 			Nodes:   map[string]fwv1.NodeFirewallSpec{"worker-1": {DefaultActions: allAccept}},
 			Matches: map[string][]string{"nothing": {}},
 		},
+	}, {
+		name: "failsafe shadows are reported with the other problems, by policy and reason, each policy's in rule order",
+		policies: []fwv1.NodeFirewallPolicy{
+			policy("first", 1, metav1.LabelSelector{}, withDefaults(fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop})),
+			policy("second", 2, metav1.LabelSelector{}, withDefaults(fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept}),
+				withRules(tcp("a", 1), tcp("b", 2), dropSSH, tcp("c", 3), tcp("d", 4), tcp("e", 5), tcp("f", 6), tcp("g", 7), tcp("h", 8), tcp("i", 9), dropAll)),
+			policy("bad", 3, metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "zone", Operator: metav1.LabelSelectorOpIn}}}, withRules(dropSSH)),
+		},
+		nodes:     nodes[1:2],
+		failsafes: Failsafes{Inbound: compile.DefaultFailsafeInbound(), Outbound: compile.DefaultFailsafeOutbound()},
+		want: Result{
+			Nodes: map[string]fwv1.NodeFirewallSpec{
+				"worker-1": {
+					Rules: []fwv1.NodeFirewallRule{resolved("second", tcp("a", 1)), resolved("second", tcp("b", 2)), resolved("second", dropSSH),
+						resolved("second", tcp("c", 3)), resolved("second", tcp("d", 4)), resolved("second", tcp("e", 5)), resolved("second", tcp("f", 6)),
+						resolved("second", tcp("g", 7)), resolved("second", tcp("h", 8)), resolved("second", tcp("i", 9)), resolved("second", dropAll)},
+					DefaultActions: fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyAccept},
+					Policies: []fwv1.PolicyReference{ref("first", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop}),
+						ref("second", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept})},
+				},
+			},
+			Matches: map[string][]string{"bad": {}, "first": {"worker-1"}, "second": {"worker-1"}},
+			Problems: []Problem{{
+				Policy: "bad", Reason: fwv1.ReasonFailsafeShadowed,
+				Message: "spec.rules[0] (no-ssh) would drop failsafe port(s) tcp:22, which nodes accept before any rule",
+			}, {
+				Policy: "bad", Reason: fwv1.ReasonInvalidSelector,
+				Message: "spec.nodeSelector: values: Invalid value: null: for 'in', 'notin' operators, values set can't be empty",
+			}, {
+				Policy: "second", Reason: fwv1.ReasonDefaultActionConflict,
+				Message: `spec.defaultActions.input=Accept is overridden by policy "first" (Drop), evaluated first, on 1 node(s): worker-1`,
+			}, {
+				Policy: "second", Reason: fwv1.ReasonFailsafeShadowed,
+				Message: "spec.rules[2] (no-ssh) would drop failsafe port(s) tcp:22, which nodes accept before any rule",
+			}, {
+				Policy: "second", Reason: fwv1.ReasonFailsafeShadowed,
+				Message: "spec.rules[10] (all-out) would reject failsafe port(s) udp:53, tcp:53, tcp:6443, udp:67-68, which nodes accept before any rule",
+			}},
+		},
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := For(tc.policies, tc.nodes)
+			got := Resolve(Input{Policies: tc.policies, Nodes: tc.nodes, Failsafes: tc.failsafes})
 			if diff := cmp.Diff(tc.want, got); diff != "" {
-				t.Errorf("For() mismatch (-want +got):\n%s", diff)
+				t.Errorf("Resolve() mismatch (-want +got):\n%s", diff)
 			}
 			// Deterministic: the same input in reverse order gives the same result.
 			rev := make([]fwv1.NodeFirewallPolicy, len(tc.policies))
 			for i := range tc.policies {
 				rev[len(rev)-1-i] = tc.policies[i]
 			}
-			if diff := cmp.Diff(got, For(rev, tc.nodes)); diff != "" {
-				t.Errorf("For() depends on input order (-first +reversed):\n%s", diff)
+			if diff := cmp.Diff(got, Resolve(Input{Policies: rev, Nodes: tc.nodes, Failsafes: tc.failsafes})); diff != "" {
+				t.Errorf("Resolve() depends on input order (-first +reversed):\n%s", diff)
 			}
 		})
 	}

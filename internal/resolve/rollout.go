@@ -2,17 +2,13 @@ package resolve
 
 import (
 	"fmt"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/text"
 )
-
-// ReasonRolloutHalted: a node failed (or reverted) the generation being
-// rolled out, so no further node is given it until the policy changes.
-const ReasonRolloutHalted ProblemReason = "RolloutHalted"
 
 // NodeState is what a node's NodeFirewall says about one generation of a policy.
 type NodeState int
@@ -69,7 +65,7 @@ func hasGeneration(nfw *fwv1.NodeFirewall, policy string, generation int64) bool
 // stage decides which matched nodes a staged rollout holds back: at most
 // maxUnavailable nodes may have the new generation without having applied
 // it, and none is added once a node has failed it.
-func stage(cp *compiledPolicy, matched []string, current map[string]*fwv1.NodeFirewall) []Problem {
+func stage(cp *preparedPolicy, matched []string, current map[string]*fwv1.NodeFirewall) []Problem {
 	p := cp.policy
 	var candidates, failed []string
 	inflight := 0
@@ -103,14 +99,10 @@ func stage(cp *compiledPolicy, matched []string, current map[string]*fwv1.NodeFi
 	if len(failed) == 0 {
 		return nil
 	}
-	shown := failed
-	if len(shown) > 3 {
-		shown = shown[:3]
-	}
 	return []Problem{{
 		Policy: p.Name,
-		Reason: ReasonRolloutHalted,
+		Reason: fwv1.ReasonRolloutHalted,
 		Message: fmt.Sprintf("rollout of generation %d halted: %d node(s) failed or reverted it (%s); %d node(s) held on their previous generation",
-			p.Generation, len(failed), strings.Join(shown, ", "), len(cp.heldBack)),
+			p.Generation, len(failed), text.ListSome(failed, 3), len(cp.heldBack)),
 	}}
 }

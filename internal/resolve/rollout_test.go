@@ -68,7 +68,7 @@ func TestStagedRollout(t *testing.T) {
 			nfwAt("a", 2, newRule, StateFailed), nfwAt("b", 1, oldRule, StateApplied), nfwAt("c", 1, oldRule, StateApplied),
 		},
 		wantGen: map[string]int64{"a": 2, "b": 1, "c": 1},
-		wantProblems: []Problem{{Policy: "staged", Reason: ReasonRolloutHalted,
+		wantProblems: []Problem{{Policy: "staged", Reason: fwv1.ReasonRolloutHalted,
 			Message: "rollout of generation 2 halted: 1 node(s) failed or reverted it (a); 2 node(s) held on their previous generation"}},
 	}, {
 		name:    "a node that never had the policy is held without it",

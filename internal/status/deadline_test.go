@@ -29,7 +29,7 @@ func TestProgressDeadline(t *testing.T) {
 
 	ProgressDeadline(&st, start.Add(11*time.Minute), 10*time.Minute)
 	stalled := meta.FindStatusCondition(st.Conditions, fwv1.ConditionStalled)
-	if stalled == nil || stalled.Status != metav1.ConditionTrue || stalled.Reason != ReasonProgressDeadlineExceeded {
+	if stalled == nil || stalled.Status != metav1.ConditionTrue || stalled.Reason != fwv1.ReasonProgressDeadlineExceeded {
 		t.Fatalf("after the deadline: Stalled = %+v", stalled)
 	}
 	if meta.FindStatusCondition(st.Conditions, fwv1.ConditionReconciling) != nil {

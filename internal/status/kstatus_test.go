@@ -66,7 +66,7 @@ type ksCluster struct {
 // NodeFirewall starts at generation 1 with no status: no agent has acted.
 func ksResolve(t *testing.T, p *fwv1.NodeFirewallPolicy, nodes []corev1.Node) *ksCluster {
 	t.Helper()
-	res := resolve.For([]fwv1.NodeFirewallPolicy{*p}, nodes)
+	res := resolve.Resolve(resolve.Input{Policies: []fwv1.NodeFirewallPolicy{*p}, Nodes: nodes})
 	c := &ksCluster{policy: p, matched: res.Matches[p.Name], nfws: map[string]*fwv1.NodeFirewall{}, probs: res.Problems}
 	for name, spec := range res.Nodes {
 		c.nfws[name] = &fwv1.NodeFirewall{
@@ -102,7 +102,7 @@ func (c *ksCluster) failed(t *testing.T, nodes ...string) {
 	t.Helper()
 	for _, n := range nodes {
 		nfw := c.nfws[n]
-		nfw.Status = status.NodeFailed(nfw, status.ReasonApplyFailed, errors.New("netlink: operation not permitted"))
+		nfw.Status = status.NodeFailed(nfw, fwv1.ReasonApplyFailed, errors.New("netlink: operation not permitted"))
 		if got := resolve.PolicyOnNode(nfw, c.policy.Name, c.policy.Generation); got != resolve.StateFailed {
 			t.Fatalf("PolicyOnNode(%s) = %v after NodeFailed, want StateFailed", n, got)
 		}
@@ -277,7 +277,7 @@ func TestKstatusPolicy(t *testing.T) {
 					{Key: "role", Operator: "Near", Values: []string{"worker"}},
 				}}
 				c := ksResolve(t, p, ksNodes("a"))
-				if len(c.probs) == 0 || c.probs[0].Reason != resolve.ReasonInvalidSelector {
+				if len(c.probs) == 0 || c.probs[0].Reason != fwv1.ReasonInvalidSelector {
 					t.Fatalf("resolver problems = %+v, want an InvalidSelector", c.probs)
 				}
 				return c.rollUp()
@@ -312,12 +312,12 @@ func TestKstatusPolicy(t *testing.T) {
 				c := ksResolve(t, ksPolicy(), ksNodes("a"))
 				c.applied(t, "a")
 				c.probs = append(c.probs, resolve.Problem{
-					Policy: "worker", Reason: resolve.ReasonDefaultActionConflict,
+					Policy: "worker", Reason: fwv1.ReasonDefaultActionConflict,
 					Message: "defaultActions.input Drop is overridden by policy base on node a",
 				})
 				p := c.rollUp()
-				if !ksHasTrue(p.Status.Conditions, status.ConditionDefaultActionConflict) {
-					t.Fatalf("conditions %+v: want %s=True", p.Status.Conditions, status.ConditionDefaultActionConflict)
+				if !ksHasTrue(p.Status.Conditions, fwv1.ConditionDefaultActionConflict) {
+					t.Fatalf("conditions %+v: want %s=True", p.Status.Conditions, fwv1.ConditionDefaultActionConflict)
 				}
 				return p
 			},
@@ -329,7 +329,7 @@ func TestKstatusPolicy(t *testing.T) {
 				c := ksResolve(t, ksPolicy(), ksNodes("a", "b"))
 				c.applied(t, "a")
 				c.probs = append(c.probs, resolve.Problem{
-					Policy: "worker", Reason: resolve.ReasonRolloutHalted,
+					Policy: "worker", Reason: fwv1.ReasonRolloutHalted,
 					Message: "node b reverted generation 1: rollout halted",
 				})
 				return c.rollUp()
@@ -342,12 +342,12 @@ func TestKstatusPolicy(t *testing.T) {
 				c := ksResolve(t, ksPolicy(), ksNodes("a"))
 				c.applied(t, "a")
 				c.probs = append(c.probs, resolve.Problem{
-					Policy: "worker", Reason: resolve.ReasonFailsafeShadowed,
+					Policy: "worker", Reason: fwv1.ReasonFailsafeShadowed,
 					Message: "rule no-ssh drops TCP 22, which the failsafe ports accept first",
 				})
 				p := c.rollUp()
-				if !ksHasTrue(p.Status.Conditions, status.ConditionFailsafeShadowed) {
-					t.Fatalf("conditions %+v: want %s=True", p.Status.Conditions, status.ConditionFailsafeShadowed)
+				if !ksHasTrue(p.Status.Conditions, fwv1.ConditionFailsafeShadowed) {
+					t.Fatalf("conditions %+v: want %s=True", p.Status.Conditions, fwv1.ConditionFailsafeShadowed)
 				}
 				return p
 			},
@@ -437,7 +437,7 @@ func TestKstatusNodeFirewall(t *testing.T) {
 			name: "NodeFailed, apply error",
 			build: func(t *testing.T) *fwv1.NodeFirewall {
 				n := nfw(t)
-				n.Status = status.NodeFailed(n, status.ReasonApplyFailed, errors.New("netlink receive: no such file or directory"))
+				n.Status = status.NodeFailed(n, fwv1.ReasonApplyFailed, errors.New("netlink receive: no such file or directory"))
 				return n
 			},
 			want: kstatus.FailedStatus,
@@ -446,7 +446,7 @@ func TestKstatusNodeFirewall(t *testing.T) {
 			name: "NodeFailed, invalid spec",
 			build: func(t *testing.T) *fwv1.NodeFirewall {
 				n := nfw(t)
-				n.Status = status.NodeFailed(n, status.ReasonInvalidSpec, errors.New("rules[0].sources[0]: not an address"))
+				n.Status = status.NodeFailed(n, fwv1.ReasonInvalidSpec, errors.New("rules[0].sources[0]: not an address"))
 				return n
 			},
 			want: kstatus.FailedStatus,
@@ -455,7 +455,7 @@ func TestKstatusNodeFirewall(t *testing.T) {
 			name: "NodeFailed, reverted after losing the control plane",
 			build: func(t *testing.T) *fwv1.NodeFirewall {
 				n := nfw(t)
-				n.Status = status.NodeFailed(n, status.ReasonReverted, errors.New("generation 1 cut the node off from its control plane"))
+				n.Status = status.NodeFailed(n, fwv1.ReasonReverted, errors.New("generation 1 cut the node off from its control plane"))
 				return n
 			},
 			want: kstatus.FailedStatus,
@@ -464,7 +464,7 @@ func TestKstatusNodeFirewall(t *testing.T) {
 			name: "NodeApplied after NodeFailed",
 			build: func(t *testing.T) *fwv1.NodeFirewall {
 				n := nfw(t)
-				n.Status = status.NodeFailed(n, status.ReasonApplyFailed, errors.New("busy"))
+				n.Status = status.NodeFailed(n, fwv1.ReasonApplyFailed, errors.New("busy"))
 				n.Generation = 2
 				n.Status = status.NodeApplied(n, 7, ksAt)
 				return n
@@ -485,7 +485,7 @@ func TestKstatusNodeFirewall(t *testing.T) {
 			name: "stale generation after NodeFailed",
 			build: func(t *testing.T) *fwv1.NodeFirewall {
 				n := nfw(t)
-				n.Status = status.NodeFailed(n, status.ReasonApplyFailed, errors.New("busy"))
+				n.Status = status.NodeFailed(n, fwv1.ReasonApplyFailed, errors.New("busy"))
 				n.Generation = 2
 				return n
 			},
@@ -498,7 +498,7 @@ func TestKstatusNodeFirewall(t *testing.T) {
 				n.Status = status.NodeApplied(n, 7, ksAt)
 				now := metav1.NewTime(ksAt.Add(time.Minute))
 				n.DeletionTimestamp = &now
-				n.Finalizers = []string{"firewall.nodefw.io/agent-cleanup"}
+				n.Finalizers = []string{fwv1.AgentFinalizer}
 				return n
 			},
 			want: kstatus.TerminatingStatus,

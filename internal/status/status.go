@@ -11,36 +11,13 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/resolve"
-)
-
-// Condition reasons, CamelCase as Kubernetes conventions ask.
-const (
-	ReasonApplied         = "Applied"
-	ReasonNoMatchingNodes = "NoMatchingNodes"
-	ReasonProgressing     = "Progressing"
-	ReasonApplyFailed     = "ApplyFailed"
-	ReasonInvalidSpec     = "InvalidSpec"
-	ReasonReverted        = "Reverted"
-	ReasonInvalidSelector = string(resolve.ReasonInvalidSelector)
-	ReasonRolloutHalted   = string(resolve.ReasonRolloutHalted)
-	// ReasonProgressDeadlineExceeded: nodes have not reported a generation
-	// within the progress deadline (an agent down, a node unreachable).
-	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
-
-	// ConditionDefaultActionConflict is True while another policy evaluated
-	// first overrides one of this policy's default actions on some node.
-	ConditionDefaultActionConflict = string(resolve.ReasonDefaultActionConflict)
-
-	// ConditionFailsafeShadowed is True while a Drop or Reject rule covers a
-	// failsafe port that nodes accept before any rule.
-	ConditionFailsafeShadowed = string(resolve.ReasonFailsafeShadowed)
+	"github.com/nodefw/nodefw/internal/text"
 )
 
 // Policy computes a policy's status from the nodes it matches, their
@@ -64,17 +41,19 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 		}
 	}
 
-	var invalid, conflicts, shadowed, halted []string
+	var invalid, conflicts, shadowed, halted, tooLarge []string
 	for _, pr := range problems {
 		switch pr.Reason {
-		case resolve.ReasonInvalidSelector:
+		case fwv1.ReasonInvalidSelector:
 			invalid = append(invalid, pr.Message)
-		case resolve.ReasonDefaultActionConflict:
+		case fwv1.ReasonDefaultActionConflict:
 			conflicts = append(conflicts, pr.Message)
-		case resolve.ReasonFailsafeShadowed:
+		case fwv1.ReasonFailsafeShadowed:
 			shadowed = append(shadowed, pr.Message)
-		case resolve.ReasonRolloutHalted:
+		case fwv1.ReasonRolloutHalted:
 			halted = append(halted, pr.Message)
+		case fwv1.ReasonNodeFirewallTooLarge:
+			tooLarge = append(tooLarge, pr.Message)
 		}
 	}
 
@@ -84,38 +63,43 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 	switch {
 	case len(invalid) > 0:
 		msg := strings.Join(invalid, "; ")
-		set(fwv1.ConditionReady, metav1.ConditionFalse, ReasonInvalidSelector, msg)
-		set(fwv1.ConditionStalled, metav1.ConditionTrue, ReasonInvalidSelector, msg)
+		set(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonInvalidSelector, msg)
+		set(fwv1.ConditionStalled, metav1.ConditionTrue, fwv1.ReasonInvalidSelector, msg)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 	case len(halted) > 0:
 		msg := strings.Join(halted, "; ")
-		set(fwv1.ConditionReady, metav1.ConditionFalse, ReasonRolloutHalted, msg)
-		set(fwv1.ConditionStalled, metav1.ConditionTrue, ReasonRolloutHalted, msg)
+		set(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonRolloutHalted, msg)
+		set(fwv1.ConditionStalled, metav1.ConditionTrue, fwv1.ReasonRolloutHalted, msg)
+		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
+	case len(tooLarge) > 0:
+		msg := strings.Join(tooLarge, "; ")
+		set(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonNodeFirewallTooLarge, msg)
+		set(fwv1.ConditionStalled, metav1.ConditionTrue, fwv1.ReasonNodeFirewallTooLarge, msg)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 	case len(failed) > 0:
-		msg := fmt.Sprintf("%d of %d matched nodes failed to apply: %s", len(failed), len(matched), listSome(failed))
-		set(fwv1.ConditionReady, metav1.ConditionFalse, ReasonApplyFailed, msg)
-		set(fwv1.ConditionStalled, metav1.ConditionTrue, ReasonApplyFailed, msg)
+		msg := fmt.Sprintf("%d of %d matched nodes failed to apply: %s", len(failed), len(matched), text.ListSome(failed, 5))
+		set(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonApplyFailed, msg)
+		set(fwv1.ConditionStalled, metav1.ConditionTrue, fwv1.ReasonApplyFailed, msg)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 	case len(matched) == 0:
-		set(fwv1.ConditionReady, metav1.ConditionTrue, ReasonNoMatchingNodes, "spec.nodeSelector matches no node")
+		set(fwv1.ConditionReady, metav1.ConditionTrue, fwv1.ReasonNoMatchingNodes, "spec.nodeSelector matches no node")
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionStalled)
 	case int(st.AppliedNodes) == len(matched):
-		set(fwv1.ConditionReady, metav1.ConditionTrue, ReasonApplied, fmt.Sprintf("applied on all %d matched nodes", len(matched)))
+		set(fwv1.ConditionReady, metav1.ConditionTrue, fwv1.ReasonApplied, fmt.Sprintf("applied on all %d matched nodes", len(matched)))
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionStalled)
 	case deadlinePassed(p.Status.Conditions, gen):
 		// Still no progress since the deadline passed: stay Stalled rather
 		// than restart the clock.
 		msg := fmt.Sprintf("applied on %d of %d matched nodes; the progress deadline has passed", st.AppliedNodes, len(matched))
-		set(fwv1.ConditionReady, metav1.ConditionFalse, ReasonProgressDeadlineExceeded, msg)
-		set(fwv1.ConditionStalled, metav1.ConditionTrue, ReasonProgressDeadlineExceeded, msg)
+		set(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonProgressDeadlineExceeded, msg)
+		set(fwv1.ConditionStalled, metav1.ConditionTrue, fwv1.ReasonProgressDeadlineExceeded, msg)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 	default:
 		msg := fmt.Sprintf("applied on %d of %d matched nodes", st.AppliedNodes, len(matched))
-		set(fwv1.ConditionReady, metav1.ConditionFalse, ReasonProgressing, msg)
-		set(fwv1.ConditionReconciling, metav1.ConditionTrue, ReasonProgressing, msg)
+		set(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonProgressing, msg)
+		set(fwv1.ConditionReconciling, metav1.ConditionTrue, fwv1.ReasonProgressing, msg)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionStalled)
 	}
 	// Warnings that do not stop the policy from being Ready: present only
@@ -123,7 +107,7 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 	for _, w := range []struct {
 		condition string
 		messages  []string
-	}{{ConditionDefaultActionConflict, conflicts}, {ConditionFailsafeShadowed, shadowed}} {
+	}{{fwv1.ConditionDefaultActionConflict, conflicts}, {fwv1.ConditionFailsafeShadowed, shadowed}} {
 		if len(w.messages) > 0 {
 			set(w.condition, metav1.ConditionTrue, w.condition, strings.Join(w.messages, "; "))
 		} else {
@@ -137,7 +121,7 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 // progress deadline.
 func deadlinePassed(conds []metav1.Condition, gen int64) bool {
 	c := meta.FindStatusCondition(conds, fwv1.ConditionStalled)
-	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == ReasonProgressDeadlineExceeded && c.ObservedGeneration == gen
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == fwv1.ReasonProgressDeadlineExceeded && c.ObservedGeneration == gen
 }
 
 // ProgressDeadline turns a policy that has been Reconciling for longer than
@@ -160,7 +144,7 @@ func ProgressDeadline(st *fwv1.NodeFirewallPolicyStatus, now time.Time, deadline
 		if t == fwv1.ConditionStalled {
 			s = metav1.ConditionTrue
 		}
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: ReasonProgressDeadlineExceeded,
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: fwv1.ReasonProgressDeadlineExceeded,
 			Message: msg, ObservedGeneration: st.ObservedGeneration})
 	}
 	return 0
@@ -176,7 +160,7 @@ func Reconciling(p *fwv1.NodeFirewallPolicy) fwv1.NodeFirewallPolicyStatus {
 		if t == fwv1.ConditionReconciling {
 			s = metav1.ConditionTrue
 		}
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: ReasonProgressing, Message: "resolving", ObservedGeneration: p.Generation})
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: fwv1.ReasonProgressing, Message: "resolving", ObservedGeneration: p.Generation})
 	}
 	// The previous generation's failure does not describe this one; kstatus
 	// would read a leftover Stalled as Failed.
@@ -193,7 +177,7 @@ func NodeApplied(nfw *fwv1.NodeFirewall, rules int, at metav1.Time) fwv1.NodeFir
 	st.LastAppliedTime = &at
 	st.LastError = ""
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
-		Type: fwv1.ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonApplied,
+		Type: fwv1.ConditionReady, Status: metav1.ConditionTrue, Reason: fwv1.ReasonApplied,
 		Message: fmt.Sprintf("%d rules programmed", rules), ObservedGeneration: nfw.Generation,
 	})
 	meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
@@ -207,7 +191,7 @@ func NodeFailed(nfw *fwv1.NodeFirewall, reason string, err error) fwv1.NodeFirew
 	st := *nfw.Status.DeepCopy()
 	st.ObservedGeneration = nfw.Generation
 	st.LastError = err.Error()
-	msg := truncate(fmt.Sprintf("keeping the previous ruleset: %v", err), 32000)
+	msg := text.Truncate(fmt.Sprintf("keeping the previous ruleset: %v", err), 32000)
 	for _, t := range []string{fwv1.ConditionReady, fwv1.ConditionStalled} {
 		s := metav1.ConditionFalse
 		if t == fwv1.ConditionStalled {
@@ -229,26 +213,8 @@ func NodeWaiting(nfw *fwv1.NodeFirewall) fwv1.NodeFirewallStatus {
 		if t == fwv1.ConditionReconciling {
 			s = metav1.ConditionTrue
 		}
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: ReasonProgressing,
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: fwv1.ReasonProgressing,
 			Message: "waiting for the node agent", ObservedGeneration: nfw.Generation})
 	}
 	return st
-}
-
-// truncate cuts s to at most n bytes without splitting a UTF-8 character.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
-}
-
-func listSome(names []string) string {
-	if len(names) > 5 {
-		return strings.Join(names[:5], ", ") + fmt.Sprintf(" and %d more", len(names)-5)
-	}
-	return strings.Join(names, ", ")
 }

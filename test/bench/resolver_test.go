@@ -80,7 +80,7 @@ func cluster(nodes, policies int) ([]fwv1.NodeFirewallPolicy, []corev1.Node) {
 	return ps, ns
 }
 
-// benchResolver times resolve.For over the whole cluster on one core.
+// benchResolver times resolve.Resolve over the whole cluster on one core.
 func benchResolver(t *testing.T, r *report) {
 	policies, nodes := cluster(r.cfg.nodes, r.cfg.policies)
 	prev := runtime.GOMAXPROCS(1)
@@ -93,7 +93,7 @@ func benchResolver(t *testing.T, r *report) {
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
 		start := time.Now()
-		res := resolve.For(policies, nodes)
+		res := resolve.Resolve(resolve.Input{Policies: policies, Nodes: nodes})
 		took := time.Since(start)
 		runtime.ReadMemStats(&after)
 		times = append(times, took)
@@ -115,7 +115,7 @@ func benchResolver(t *testing.T, r *report) {
 		ours:   fmt.Sprintf("%.0f µs, %.0f KiB allocated", float64(d.Nanoseconds())/n/1000, b/n/1024),
 		peer:   "—", ratio: "—", goal: "—", result: "—",
 	})
-	r.note("Resolver: resolve.For with GOMAXPROCS=1; nodes carry hostname, arch, zone, pool, rack and some a GPU "+
+	r.note("Resolver: resolve.Resolve with GOMAXPROCS=1; nodes carry hostname, arch, zone, pool, rack and some a GPU "+
 		"or control-plane label; policies select every node, a zone, a pool and arch, racks (In), hosts (In), GPUs "+
 		"outside two zones (Exists, NotIn), or a pool without control planes (DoesNotExist, In), with 1-5 rules each: "+
 		"%s rules land on the nodes in all.", thousands(rules))

@@ -89,7 +89,7 @@ func TestImportedRuleset(t *testing.T) {
 				t.Logf("import: %v", w)
 			}
 			node := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node", Labels: map[string]string{"kubernetes.io/hostname": "node"}}}
-			resolved := resolve.For([]v1alpha1.NodeFirewallPolicy{*res.Policy}, []corev1.Node{node})
+			resolved := resolve.Resolve(resolve.Input{Policies: []v1alpha1.NodeFirewallPolicy{*res.Policy}, Nodes: []corev1.Node{node}})
 			for _, p := range resolved.Problems {
 				t.Errorf("resolving: %s: %s: %s", p.Policy, p.Reason, p.Message)
 			}

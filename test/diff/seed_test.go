@@ -69,7 +69,7 @@ func TestSamplePolicies(t *testing.T) {
 			"kubernetes.io/hostname": "worker",
 		}}},
 	}
-	res := resolve.For(policies, nodes)
+	res := resolve.Resolve(resolve.Input{Policies: policies, Nodes: nodes})
 	for _, p := range res.Problems {
 		t.Errorf("resolving the samples: %s: %s: %s", p.Policy, p.Reason, p.Message)
 	}

@@ -1,7 +1,7 @@
 // Package manifests tests the deployment manifests: config/default as
-// kustomize builds it, the Helm chart in charts/nodefw against it, and the
+// kustomize builds it, the Helm chart in charts/nodefw against it, the
 // admission policies (the agent's scoping and the failsafe warning) against
-// a real API server.
+// a real API server, and the Argo CD health checks in config/argocd.
 package manifests
 
 import (
@@ -20,6 +20,9 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/envtesting"
 )
 
 // The names config/default gives the objects that the checks single out.
@@ -37,7 +40,8 @@ const (
 	managerImage     = "ghcr.io/nodefw/nodefw-manager:latest"
 	agentImage       = "ghcr.io/nodefw/nodefw-agent:latest"
 	fwGroup          = "firewall.nodefw.io"
-	agentFinalizer   = "firewall.nodefw.io/agent-cleanup"
+	// The admission policy names the agent's finalizer; it must be the API's.
+	agentFinalizer = fwv1.AgentFinalizer
 )
 
 // repoRoot is the repository's root, two levels above this package.
@@ -146,7 +150,7 @@ func buildKustomize(t *testing.T, dir string) objects {
 // readCRDs reads the generated CRDs in config/crd/bases.
 func readCRDs(t *testing.T) objects {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(repoRoot, "config", "crd", "bases", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(envtesting.CRDDir(repoRoot), "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no CRDs in config/crd/bases (%v)", err)
 	}
