@@ -100,7 +100,7 @@ func TestTraceSpec(t *testing.T) {
 			spec:  v1alpha1.NodeFirewallSpec{DefaultActions: dropAll},
 			opts:  ssh,
 			chain: fwd, p: tcpIn(func(p *Packet) { p.IIfName, p.DPort = "lo", 22 }),
-			want:  Trace{Chain: fwd, Verdict: compile.VerdictDrop, Steps: []Step{notEstablished, dropped}},
+			want: Trace{Chain: fwd, Verdict: compile.VerdictDrop, Steps: []Step{notEstablished, dropped}},
 		},
 		{
 			name:  "a failsafe decides, and says which",
