@@ -80,6 +80,10 @@ func acceptsFailsafe(failsafes []compile.Failsafe) func(p *Packet) (*Mismatch, [
 				return nil, []string{"failsafe " + f.String()}
 			}
 		}
-		return &Mismatch{Field: "ports", Want: "one of " + compile.FormatFailsafes(failsafes), Got: protocolAndPort(p)}, nil
+		names := make([]string, len(failsafes))
+		for i, f := range failsafes {
+			names[i] = f.String()
+		}
+		return &Mismatch{Field: "ports", Want: oneOf(names), Got: protocolAndPort(p)}, nil
 	}
 }

@@ -70,7 +70,7 @@ type Step struct {
 	Policy   string `json:"policy,omitempty"`
 	Rule     string `json:"rule,omitempty"`
 	Position int    `json:"position,omitempty"`
-	Index    int    `json:"index,omitempty"`
+	Index    int    `json:"-"`
 	// Action is what the step does to a packet it matches; a Default step's
 	// is the chain's default action.
 	Action v1alpha1.Action `json:"action"`

@@ -40,7 +40,7 @@ func TestTraceSpec(t *testing.T) {
 		FailsafeOutbound: []compile.Failsafe{{Protocol: v1alpha1.ProtocolUDP, Ports: compile.PortInterval{First: 53, Last: 53}}},
 	}
 	notSSH := Step{Kind: StepImplicit, Implicit: ImplicitFailsafe, Action: v1alpha1.ActionAccept,
-		Mismatch: &Mismatch{Field: "ports", Want: "one of tcp:22", Got: "tcp:80"}}
+		Mismatch: &Mismatch{Field: "ports", Want: "tcp:22", Got: "tcp:80"}}
 	dropped := Step{Kind: StepDefault, Action: v1alpha1.ActionDrop, Matched: true, Verdict: compile.VerdictDrop}
 	ruleStep := func(name string, pos, index int, action v1alpha1.Action, mm *Mismatch) Step {
 		return Step{Kind: StepRule, Policy: "p", Rule: name, Position: pos, Index: index, Action: action, Mismatch: mm}
