@@ -10,6 +10,7 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/envtesting"
+	"github.com/nodefw/nodefw/internal/policytest"
 	"github.com/nodefw/nodefw/internal/resolve"
 )
 
@@ -25,7 +26,7 @@ func TestTraceLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	policies, err := readPolicyPaths([]string{samplesDir}, nil)
+	policies, err := policytest.ReadPolicies([]string{samplesDir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

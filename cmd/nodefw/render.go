@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/policytest"
 	"github.com/nodefw/nodefw/internal/resolve"
 )
 
@@ -33,7 +34,7 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(files) == 0 {
 		return errors.New("render: -f is required")
 	}
-	policies, err := readPolicyPaths(files, stdin)
+	policies, err := policytest.ReadPolicies(files, stdin)
 	if err != nil {
 		return err
 	}

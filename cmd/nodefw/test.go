@@ -75,12 +75,12 @@ func runTestFiles(testFiles, policyFiles []string, o policytest.Overrides, stdin
 	if len(testFiles) == 0 {
 		return report, errors.New("test: name at least one test file")
 	}
-	policies, err := readPolicyPaths(policyFiles, stdin)
+	policies, err := policytest.ReadPolicies(policyFiles, stdin)
 	if err != nil {
 		return report, err
 	}
 	for _, path := range testFiles {
-		data, err := readFile(path, stdin)
+		data, err := policytest.ReadFile(path, stdin)
 		if err != nil {
 			return report, err
 		}

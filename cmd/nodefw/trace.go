@@ -144,11 +144,11 @@ func (f *traceFlags) offlineNode(fs *flag.FlagSet, stdin io.Reader, stderr io.Wr
 	if slices.Contains(f.files, "-") && slices.Contains(f.nodeFiles, "-") {
 		return policytest.Node{}, usagef("only one of -f and --node can read stdin")
 	}
-	policies, err := readPolicyPaths(f.files, stdin)
+	policies, err := policytest.ReadPolicies(f.files, stdin)
 	if err != nil {
 		return policytest.Node{}, err
 	}
-	nodes, err := readNodePaths(f.nodeFiles, stdin)
+	nodes, err := policytest.ReadNodes(f.nodeFiles, stdin)
 	if err != nil {
 		return policytest.Node{}, err
 	}

@@ -1,4 +1,4 @@
-package main
+package policytest
 
 import (
 	"bufio"
@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,13 +19,13 @@ import (
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 )
 
-// The files of render, trace and test: policies and nodes as YAML
-// manifests, from files, directories or stdin.
+// Policies and nodes as YAML manifests, from files, directories or stdin,
+// for `nodefw render`, `trace` and `test` and for pkg/nodefwtest.
 
-// readPolicyPaths reads the policies of every path: a file, a directory
-// (its .yaml, .yml and .json files, not its subdirectories) or - for
-// stdin.
-func readPolicyPaths(paths []string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, error) {
+// ReadPolicies reads the policies of every path: a file, a directory (its
+// .yaml, .yml and .json files, not its subdirectories) or - for stdin.
+// Documents of other kinds are skipped; the CRD's defaults are applied.
+func ReadPolicies(paths []string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, error) {
 	var out []fwv1.NodeFirewallPolicy
 	for _, path := range paths {
 		files, err := manifestFiles(path)
@@ -103,8 +102,7 @@ func readPolicies(path string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, erro
 	return out, err
 }
 
-// readNodes reads the Node objects of a file: Nodes, and the Nodes of
-// NodeLists and Lists, as `kubectl get nodes -o yaml` prints them.
+// readNodes reads the Node objects of a file.
 func readNodes(path string, stdin io.Reader) ([]corev1.Node, error) {
 	var out []corev1.Node
 	add := func(kind string, doc []byte) error {
@@ -145,8 +143,10 @@ func readNodes(path string, stdin io.Reader) ([]corev1.Node, error) {
 	return out, err
 }
 
-// readNodePaths reads the nodes of every file.
-func readNodePaths(paths []string, stdin io.Reader) ([]corev1.Node, error) {
+// ReadNodes reads the Node objects of every file (or - for stdin): Nodes,
+// and the Nodes of NodeLists and Lists, as `kubectl get nodes -o yaml`
+// prints them. A file without a Node is an error.
+func ReadNodes(paths []string, stdin io.Reader) ([]corev1.Node, error) {
 	var out []corev1.Node
 	for _, path := range paths {
 		nodes, err := readNodes(path, stdin)
@@ -164,7 +164,7 @@ func readNodePaths(paths []string, stdin io.Reader) ([]corev1.Node, error) {
 // eachDocument calls fn with the kind and text of every document of a
 // multi-document YAML file, or of stdin for "-"; errors name the file.
 func eachDocument(path string, stdin io.Reader, fn func(kind string, doc []byte) error) error {
-	data, err := readFile(path, stdin)
+	data, err := ReadFile(path, stdin)
 	if err != nil {
 		return err
 	}
@@ -190,15 +190,10 @@ func eachDocument(path string, stdin io.Reader, fn func(kind string, doc []byte)
 	}
 }
 
-func readFile(path string, stdin io.Reader) ([]byte, error) {
+// ReadFile reads a file, or stdin for "-".
+func ReadFile(path string, stdin io.Reader) ([]byte, error) {
 	if path == "-" {
 		return io.ReadAll(stdin)
 	}
 	return os.ReadFile(path)
 }
-
-// multiFlag is a repeatable string flag.
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
