@@ -62,11 +62,22 @@ var kernelVerdicts = map[compile.Verdict]netnstest.Verdict{
 	compile.VerdictReject: netnstest.Rejected,
 }
 
-// traceVerdict is the verdict the trace of a probe's first packet
-// foretells.
+// traceVerdict is what the probe sees of the verdict the trace of its
+// first packet foretells.
 func traceVerdict(spec v1alpha1.NodeFirewallSpec, p probe) netnstest.Verdict {
 	pk := tracePacket(p)
-	return kernelVerdicts[reference.TraceSpec(spec, traceOptions, pk.Chain, pk.Packet).Verdict]
+	return seen(reference.TraceSpec(spec, traceOptions, pk.Chain, pk.Packet).Verdict, p)
+}
+
+// seen is what a probe sees of a verdict. A UDP datagram that the
+// sender's own Output chain rejects looks dropped: the kernel answers the
+// send with EPERM, as for a drop, before the ICMP error it also makes
+// could reach the socket (TCP retries the SYN and sees the error).
+func seen(v compile.Verdict, p probe) netnstest.Verdict {
+	if v == compile.VerdictReject && p.chain == v1alpha1.ChainOutput && p.proto == v1alpha1.ProtocolUDP {
+		return netnstest.Dropped
+	}
+	return kernelVerdicts[v]
 }
 
 // describeTrace is the trace of a probe as `nodefw trace` prints it.
@@ -77,6 +88,27 @@ func describeTrace(spec v1alpha1.NodeFirewallSpec, p probe) string {
 		return err.Error()
 	}
 	return b.String()
+}
+
+func TestSeen(t *testing.T) {
+	udpOut := probe{chain: v1alpha1.ChainOutput, proto: v1alpha1.ProtocolUDP}
+	tcpOut := probe{chain: v1alpha1.ChainOutput, proto: v1alpha1.ProtocolTCP}
+	udpIn := probe{chain: v1alpha1.ChainInput, proto: v1alpha1.ProtocolUDP}
+	for _, tt := range []struct {
+		v    compile.Verdict
+		p    probe
+		want netnstest.Verdict
+	}{
+		{compile.VerdictReject, udpOut, netnstest.Dropped},
+		{compile.VerdictReject, tcpOut, netnstest.Rejected},
+		{compile.VerdictReject, udpIn, netnstest.Rejected},
+		{compile.VerdictAccept, udpOut, netnstest.Accepted},
+		{compile.VerdictDrop, udpIn, netnstest.Dropped},
+	} {
+		if got := seen(tt.v, tt.p); got != tt.want {
+			t.Errorf("seen(%s, %v %v) = %v, want %v", tt.v, tt.p.chain, tt.p.proto, got, tt.want)
+		}
+	}
 }
 
 func TestTracePacket(t *testing.T) {
