@@ -132,6 +132,10 @@ const (
 	// ReasonProgressDeadlineExceeded: nodes have not reported a generation
 	// within the progress deadline (an agent down, a node unreachable).
 	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
+	// ReasonNodeFirewallTooLarge: the NodeFirewall of a node the policy
+	// selects would exceed the API server's request size, so it is not
+	// written; that node keeps its last NodeFirewall and ruleset.
+	ReasonNodeFirewallTooLarge = "NodeFirewallTooLarge"
 	// ReasonDefaultActionConflict: policies on one node set different
 	// default actions for a chain; the one evaluated first wins.
 	ReasonDefaultActionConflict = ConditionDefaultActionConflict
