@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 
 	"github.com/nodefw/nodefw/internal/policytest"
 )
@@ -74,6 +75,9 @@ func runTestFiles(testFiles, policyFiles []string, o policytest.Overrides, stdin
 	}
 	if len(testFiles) == 0 {
 		return report, errors.New("test: name at least one test file")
+	}
+	if slices.Contains(policyFiles, "-") && slices.Contains(testFiles, "-") {
+		return report, errors.New("test: only one of -f and the test files can read stdin")
 	}
 	policies, err := policytest.ReadPolicies(policyFiles, stdin)
 	if err != nil {

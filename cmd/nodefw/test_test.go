@@ -139,6 +139,7 @@ func TestTestInvalid(t *testing.T) {
 		{"bad failsafes", []string{"-f", samplesDir, seedTests, "--failsafe-outbound", "dns"}, "--failsafe-outbound"},
 		{"a bad output", []string{"-f", samplesDir, seedTests, "-o", "table"}, `-o: "table" is not text or json`},
 		{"an unknown flag", []string{"-f", samplesDir, seedTests, "--strict"}, "flag provided but not defined: -strict"},
+		{"stdin twice", []string{"-f", "-", "-"}, "only one of -f and the test files can read stdin"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
