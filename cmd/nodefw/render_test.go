@@ -294,3 +294,18 @@ func nftCheck(t *testing.T, ruleset string) {
 		t.Errorf("nft -c -f - rejects the ruleset: %v\n%s\nruleset:\n%s", err, stderr.String(), ruleset)
 	}
 }
+
+// TestRenderDirectory: -f takes a directory, whose manifests count as if
+// each were named (its other files, the kustomization and the test cases,
+// hold no policy).
+func TestRenderDirectory(t *testing.T) {
+	labels := []string{"--node-labels", "node-role.kubernetes.io/control-plane="}
+	code, fromDir, stderr := runCLI(t, "", append([]string{"render", "-f", "../../config/samples"}, labels...)...)
+	if code != 0 {
+		t.Fatalf("exit code %d\n%s", code, stderr)
+	}
+	_, fromFiles, _ := runCLI(t, "", append([]string{"render", "-f", workerSample, "-f", controlPlaneSample, "-f", strictOutputSample}, labels...)...)
+	if diff := cmp.Diff(fromFiles, fromDir); diff != "" {
+		t.Errorf("render of the directory (-files +directory):\n%s", diff)
+	}
+}
