@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -188,7 +189,7 @@ func (c *Cluster) waitCRDs(ctx context.Context, objs []*unstructured.Unstructure
 		if o.GetKind() != "CustomResourceDefinition" {
 			continue
 		}
-		err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 			var crd apiextensionsv1.CustomResourceDefinition
 			if err := c.Client.Get(ctx, client.ObjectKey{Name: o.GetName()}, &crd); err != nil {
 				return false, err
@@ -227,7 +228,7 @@ func (c *Cluster) WaitNodefwReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	var state string
-	err := poll(ctx, 250*time.Millisecond, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(context.Context) (bool, error) {
 		var dep appsv1.Deployment
 		var ds appsv1.DaemonSet
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ManagerNamespace, Name: ManagerDeployment}, &dep); err != nil {
@@ -277,7 +278,7 @@ func (c *Cluster) Uninstall(ctx context.Context, objs []*unstructured.Unstructur
 	}
 	// A terminating manager still reconciles: it would create the
 	// NodeFirewalls deleted below again.
-	err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
 		var pods corev1.PodList
 		err := c.Client.List(ctx, &pods, client.InNamespace(ManagerNamespace),
 			client.MatchingLabels{"app.kubernetes.io/component": "controller-manager"})
@@ -306,7 +307,7 @@ func (c *Cluster) Uninstall(ctx context.Context, objs []*unstructured.Unstructur
 
 // waitGone waits until a list of nodefw objects is empty.
 func (c *Cluster) waitGone(ctx context.Context, list client.ObjectList) error {
-	return poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	return wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
 		if err := c.Client.List(ctx, list); err != nil {
 			return false, err
 		}

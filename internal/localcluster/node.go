@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"net"
 	"net/netip"
 	"os"
@@ -249,7 +250,7 @@ func (c *Cluster) configureNodes(ctx context.Context) error {
 	}
 	for _, n := range c.Nodes {
 		var node corev1.Node
-		err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+		err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
 			if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, &node); err != nil {
 				return false, client.IgnoreNotFound(err)
 			}
@@ -291,7 +292,7 @@ func (c *Cluster) configureNodes(ctx context.Context) error {
 		}
 	}
 	for _, n := range c.Nodes {
-		err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+		err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
 			var node corev1.Node
 			if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, &node); err != nil {
 				return false, err
@@ -399,7 +400,7 @@ func (c *Cluster) labelNode(ctx context.Context, name, key, value string) error 
 func waitSocket(ctx context.Context, path string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return poll(ctx, 100*time.Millisecond, func() (bool, error) {
+	return wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 		conn, err := net.Dial("unix", path)
 		if err != nil {
 			return false, nil
@@ -407,23 +408,4 @@ func waitSocket(ctx context.Context, path string, timeout time.Duration) error {
 		conn.Close()
 		return true, nil
 	})
-}
-
-// poll calls cond every interval until it returns true, an error, or ctx
-// ends.
-func poll(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
-	for {
-		ok, err := cond()
-		if err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(interval):
-		}
-	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -121,7 +122,7 @@ func (c *Cluster) DeletePolicy(ctx context.Context, name string) error {
 	if err := client.IgnoreNotFound(c.Client.Delete(ctx, p)); err != nil {
 		return err
 	}
-	return poll(ctx, 100*time.Millisecond, func() (bool, error) {
+	return wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 		err := c.Client.Get(ctx, client.ObjectKey{Name: name}, &fwv1.NodeFirewallPolicy{})
 		if apierrors.IsNotFound(err) {
 			return true, nil
@@ -182,7 +183,7 @@ func NodeFirewallReady(nfw *fwv1.NodeFirewall) bool {
 // On timeout the error says what is not ready.
 func (c *Cluster) WaitReady(ctx context.Context) error {
 	var pending []string
-	err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 		var err error
 		pending, err = c.notReady(ctx)
 		return err == nil && len(pending) == 0, nil
@@ -243,22 +244,4 @@ func describeNodeFirewall(nfw *fwv1.NodeFirewall) string {
 		s += ", last error: " + nfw.Status.LastError
 	}
 	return s
-}
-
-// poll calls cond every interval until it returns true, an error, or ctx ends.
-func poll(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
-	for {
-		ok, err := cond()
-		if err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(interval):
-		}
-	}
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -302,7 +303,7 @@ func waitPoliciesReady(t *testing.T, ctx context.Context, c *localcluster.Cluste
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	var pending []string
-	err := poll(ctx, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(context.Context) (bool, error) {
 		pending = nil
 		var policies fwv1.NodeFirewallPolicyList
 		if err := c.Client.List(ctx, &policies); err != nil {
@@ -354,7 +355,7 @@ func deletePolicies(t *testing.T, ctx context.Context, c *localcluster.Cluster) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	err := poll(ctx, func() (bool, error) {
+	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(context.Context) (bool, error) {
 		var nfws fwv1.NodeFirewallList
 		if err := c.Client.List(ctx, &nfws); err != nil {
 			return false, err
@@ -432,7 +433,7 @@ func waitNamespacesGone(t *testing.T, ctx context.Context, c *localcluster.Clust
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for _, name := range []string{localcluster.ManagerNamespace, localcluster.AgentNamespace} {
-		err := poll(ctx, func() (bool, error) {
+		err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(context.Context) (bool, error) {
 			err := c.Client.Get(ctx, client.ObjectKey{Name: name}, &corev1.Namespace{})
 			if apierrors.IsNotFound(err) {
 				return true, nil

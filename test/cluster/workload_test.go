@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -105,7 +106,7 @@ func startWorkload(t *testing.T, ctx context.Context, c *localcluster.Cluster) *
 	for _, n := range c.Nodes {
 		for _, name := range []string{serverPodName(n), "host-" + serverPodName(n)} {
 			var pod corev1.Pod
-			err := poll(waitCtx, func() (bool, error) {
+			err := wait.PollUntilContextCancel(waitCtx, 250*time.Millisecond, true, func(context.Context) (bool, error) {
 				if err := c.Client.Get(waitCtx, client.ObjectKey{Namespace: workloadNamespace, Name: name}, &pod); err != nil {
 					return false, err
 				}
@@ -222,21 +223,4 @@ func (w *workload) listedProbes() []probe {
 	}
 	cp := w.c.ControlPlane
 	return append(out, probe{from: "LAN client", proto: "tcp", to: netip.AddrPortFrom(cp.Addr, localcluster.APIServerPort), via: "API server", want: netnstest.Accepted})
-}
-
-func poll(ctx context.Context, cond func() (bool, error)) error {
-	for {
-		ok, err := cond()
-		if err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
 }
