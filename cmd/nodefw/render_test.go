@@ -115,7 +115,7 @@ func TestRenderSamples(t *testing.T) {
 			want: []string{
 				"type filter hook output priority 10; policy accept;",
 				`ip daddr 192.168.0.10 counter accept comment "strict-output/to-control-plane"`,
-				`counter limit rate 10/minute burst 5 packets log prefix "nodefw-audit default-drop output: " comment "nodefw: audit default-drop"`,
+				`counter limit rate 10/minute burst 5 packets log prefix "nfw audit strict-output:output" group 100 comment "nodefw: audit default-drop"`,
 			},
 			wantNot: []string{"policy drop;"},
 		},
