@@ -28,6 +28,8 @@ func TestRunUsage(t *testing.T) {
 		{name: "flag as command", args: []string{"--kubeconfig", "x"}, wantCode: 2, wantStderr: "unknown command"},
 		{name: "help", args: []string{"help"}, wantCode: 0, wantStdout: "nodefw render -f policy.yaml"},
 		{name: "-h", args: []string{"-h"}, wantCode: 0, wantStdout: "Usage:"},
+		{name: "help names trace", args: []string{"help"}, wantCode: 0, wantStdout: "Exit code: 0 accept, 3 drop, 4 reject, 1 error, 2 usage."},
+		{name: "help names test", args: []string{"help"}, wantCode: 0, wantStdout: "nodefw test -f policy.yaml TESTS.yaml..."},
 		{name: "--help", args: []string{"--help"}, wantCode: 0, wantStdout: "nodefw import"},
 		{name: "unknown flag", args: []string{"render", "--no-such-flag"}, wantCode: 1, wantStderr: "no-such-flag"},
 		{name: "render without -f", args: []string{"render"}, wantCode: 1, wantStderr: "-f is required"},

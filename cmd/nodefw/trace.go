@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -234,15 +235,13 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
+// chainNames lists the chains a packet may name.
 func chainNames() string {
-	s := ""
+	names := make([]string, len(policytest.Chains))
 	for i, c := range policytest.Chains {
-		if i > 0 {
-			s += ", "
-		}
-		s += string(c)
+		names[i] = string(c)
 	}
-	return s
+	return strings.Join(names, ", ")
 }
 
 // writeJSON prints v as indented JSON.

@@ -3,6 +3,7 @@ package reference
 import (
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
@@ -158,7 +159,7 @@ func evaluate(spec v1alpha1.NodeFirewallSpec, opts compile.Options, chain v1alph
 			continue
 		}
 		if r.Log && explain {
-			s.Notes = append(s.Notes, fmt.Sprintf("logged with prefix %q, at most %d a minute", "nodefw "+s.Name()+": ", compile.LogRatePerMinute))
+			s.Notes = append(s.Notes, logNote(r))
 		}
 		if r.Mode == v1alpha1.PolicyModeAudit && r.Action != v1alpha1.ActionAccept {
 			if explain {
@@ -171,6 +172,20 @@ func evaluate(spec v1alpha1.NodeFirewallSpec, opts compile.Options, chain v1alph
 		return t.decided(s)
 	}
 	return t.decided(defaultStep(spec, chain))
+}
+
+// logNote says how a logged rule logs: as a line of the agent's log, at
+// the rule's rate, with its label.
+func logNote(r *v1alpha1.NodeFirewallRule) string {
+	rate := r.LogRatePerMinute
+	if rate <= 0 {
+		rate = compile.LogRatePerMinute
+	}
+	note := fmt.Sprintf("logged by the agent, at most %d a minute", rate)
+	if r.LogLabel != "" {
+		note += ", label " + strconv.Quote(r.LogLabel)
+	}
+	return note
 }
 
 // decided ends a trace with the step that decided.

@@ -127,7 +127,7 @@ func TestTraceSpec(t *testing.T) {
 			name: "an audited drop decides nothing, a log is noted",
 			spec: v1alpha1.NodeFirewallSpec{DefaultActions: dropAll, Rules: []v1alpha1.NodeFirewallRule{
 				rule("watch", v1alpha1.ActionDrop, func(r *v1alpha1.NodeFirewallRule) { r.Mode = v1alpha1.PolicyModeAudit }),
-				rule("all", v1alpha1.ActionAccept, func(r *v1alpha1.NodeFirewallRule) { r.Log = true }),
+				rule("all", v1alpha1.ActionAccept, func(r *v1alpha1.NodeFirewallRule) { r.Log, r.LogRatePerMinute, r.LogLabel = true, 60, "web" }),
 			}},
 			chain: in, p: tcpIn(nil),
 			want: Trace{Chain: in, Verdict: compile.VerdictAccept, Steps: []Step{
@@ -135,7 +135,7 @@ func TestTraceSpec(t *testing.T) {
 				{Kind: StepRule, Policy: "p", Rule: "watch", Position: 1, Action: v1alpha1.ActionDrop, Matched: true,
 					Notes: []string{"policy p is in Audit mode: the Drop is only counted and logged, evaluation goes on"}},
 				{Kind: StepRule, Policy: "p", Rule: "all", Position: 2, Index: 1, Action: v1alpha1.ActionAccept, Matched: true, Verdict: compile.VerdictAccept,
-					Notes: []string{`logged with prefix "nodefw p/all: ", at most 10 a minute`}},
+					Notes: []string{`logged by the agent, at most 60 a minute, label "web"`}},
 			}},
 		},
 		{
