@@ -152,6 +152,11 @@ func (in *NodeFirewallPolicyList) DeepCopyObject() runtime.Object {
 func (in *NodeFirewallPolicySpec) DeepCopyInto(out *NodeFirewallPolicySpec) {
 	*out = *in
 	in.NodeSelector.DeepCopyInto(&out.NodeSelector)
+	if in.Priority != nil {
+		in, out := &in.Priority, &out.Priority
+		*out = new(int32)
+		**out = **in
+	}
 	if in.DefaultActions != nil {
 		in, out := &in.DefaultActions, &out.DefaultActions
 		*out = new(DefaultActions)

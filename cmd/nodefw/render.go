@@ -115,17 +115,10 @@ func readPolicies(path string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, erro
 		if err := yaml.UnmarshalStrict(doc, &p); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
+		// The CRD's defaults; an absent priority is DefaultPriority to
+		// the resolver already.
 		if p.Spec.Mode == "" {
 			p.Spec.Mode = fwv1.PolicyModeEnforce
-		}
-		// Apply the CRD's default priority only when the field is absent.
-		var raw struct {
-			Spec struct {
-				Priority *int32 `json:"priority"`
-			} `json:"spec"`
-		}
-		if err := yaml.Unmarshal(doc, &raw); err == nil && raw.Spec.Priority == nil {
-			p.Spec.Priority = fwv1.DefaultPriority
 		}
 		out = append(out, p)
 	}

@@ -204,7 +204,8 @@ spec:
 
 // TestRenderWarnsAsPolicyStatusDoes: render prints the problems the
 // controller puts in policy status, failsafe shadows with the agents'
-// failsafe ports included.
+// failsafe ports included, and a default-action conflict to both policies:
+// the Drop wins although the Accept's policy comes first (priority 0).
 func TestRenderWarnsAsPolicyStatusDoes(t *testing.T) {
 	const policies = `apiVersion: firewall.nodefw.io/v1alpha1
 kind: NodeFirewallPolicy
@@ -221,6 +222,7 @@ metadata:
   name: lockdown
 spec:
   nodeSelector: {}
+  priority: 0
   defaultActions: {input: Accept}
   rules:
     - {name: web, chain: Input, protocol: TCP, ports: [{port: 443}], action: Accept}
@@ -230,7 +232,8 @@ spec:
 	if err := os.WriteFile(path, []byte(policies), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	conflict := `warning: policy lockdown: spec.defaultActions.input=Accept is overridden by policy "first" (Drop), evaluated first, on 1 node(s): [node]` + "\n"
+	conflict := `warning: policy first: spec.defaultActions.input=Drop overrides policy "lockdown", which sets Accept: the more restrictive default wins, on 1 node(s): [node]` + "\n" +
+		`warning: policy lockdown: spec.defaultActions.input=Accept is overridden by policy "first", which sets Drop: the more restrictive default wins, on 1 node(s): [node]` + "\n"
 	shadow := "warning: policy lockdown: spec.rules[1] (block-ssh) would drop failsafe port(s) tcp:22, which nodes accept before any rule\n"
 	tests := []struct {
 		name string
@@ -242,12 +245,16 @@ spec:
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			code, _, stderr := runCLI(t, "", append([]string{"render", "-f", path}, tc.args...)...)
+			code, out, stderr := runCLI(t, "", append([]string{"render", "-f", path}, tc.args...)...)
 			if code != 0 {
 				t.Fatalf("exit code %d\nstderr:\n%s", code, stderr)
 			}
 			if diff := cmp.Diff(tc.want, stderr); diff != "" {
 				t.Errorf("warnings (-want +got):\n%s", diff)
+			}
+			// lockdown (priority 0) comes first, and its Accept still loses.
+			if !strings.Contains(out, "policies lockdown, first") || !strings.Contains(out, "hook input priority 10; policy drop;") {
+				t.Errorf("want lockdown first and the input chain's policy drop:\n%s", out)
 			}
 		})
 	}
