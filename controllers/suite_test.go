@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/watch"
@@ -24,8 +25,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
-	"github.com/nodefw/nodefw/internal/compile"
-	"github.com/nodefw/nodefw/internal/resolve"
+	"github.com/nodefw/nodefw/internal/clusterconfig"
 )
 
 // The suite shares one API server and one running controller.
@@ -47,6 +47,8 @@ func runSuite(m *testing.M) int {
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapLevel())))
 	utilruntime.Must(clientgoscheme.AddToScheme(testScheme))
 	utilruntime.Must(fwv1.AddToScheme(testScheme))
+	// The NodeFirewallConfig test edits its CRD.
+	utilruntime.Must(apiextensionsv1.AddToScheme(testScheme))
 
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
@@ -79,7 +81,7 @@ func runSuite(m *testing.M) int {
 		Client:           countWrites(mgr.GetClient()),
 		Recorder:         mgr.GetEventRecorder("nodefw-controller"),
 		WriteConcurrency: 8,
-		Failsafes:        resolve.Failsafes{Inbound: compile.DefaultFailsafeInbound(), Outbound: compile.DefaultFailsafeOutbound()},
+		Config:           clusterconfig.NewTracker(clusterconfig.Defaults()),
 	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
 		fmt.Fprintf(os.Stderr, "setting up controller: %v\n", err)

@@ -178,12 +178,12 @@ func validateOptions(opts Options) error {
 		errs = append(errs, fmt.Errorf("table: %q is not a table name", opts.Table))
 	}
 	for i, f := range opts.FailsafeInbound {
-		if err := validateFailsafe(f); err != nil {
+		if err := ValidateFailsafe(f); err != nil {
 			errs = append(errs, fmt.Errorf("failsafeInbound[%d]: %w", i, err))
 		}
 	}
 	for i, f := range opts.FailsafeOutbound {
-		if err := validateFailsafe(f); err != nil {
+		if err := ValidateFailsafe(f); err != nil {
 			errs = append(errs, fmt.Errorf("failsafeOutbound[%d]: %w", i, err))
 		}
 	}
@@ -218,26 +218,7 @@ func implicitRules(c v1alpha1.Chain, opts Options) []Rule {
 		Verdict:   VerdictAccept,
 		Comment:   "nodefw: icmpv6 neighbour discovery",
 	})
-	// One rule per protocol, in a fixed order whatever the flag's order.
-	for _, p := range []v1alpha1.Protocol{v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP, v1alpha1.ProtocolSCTP} {
-		var ports []PortInterval
-		for _, f := range failsafes {
-			if f.Protocol == p {
-				ports = append(ports, f.Ports)
-			}
-		}
-		if len(ports) == 0 {
-			continue
-		}
-		rules = append(rules, Rule{
-			L4Proto: l4Proto(p),
-			DPorts:  canonicalPorts(ports),
-			Counter: true,
-			Verdict: VerdictAccept,
-			Comment: "nodefw: failsafe " + protoName(l4Proto(p)),
-		})
-	}
-	return rules
+	return appendFailsafeRules(rules, failsafes)
 }
 
 // parsedRule is a validated API rule with what Compile reads of it more

@@ -61,7 +61,7 @@ func EvalSpec(spec v1alpha1.NodeFirewallSpec, opts Options, chain v1alpha1.Chain
 		return VerdictAccept
 	}
 	for _, f := range failsafes {
-		if p.L4Proto == l4Proto(f.Protocol) && p.Transport && f.Ports.First <= p.DPort && p.DPort <= f.Ports.Last {
+		if failsafeMatches(f, p) {
 			return VerdictAccept
 		}
 	}
@@ -78,6 +78,23 @@ func EvalSpec(spec v1alpha1.NodeFirewallSpec, opts Options, chain v1alpha1.Chain
 		return VerdictDrop
 	}
 	return VerdictAccept
+}
+
+// failsafeMatches reports whether a failsafe accepts a packet: its
+// protocol, a destination port in its range (which needs a readable
+// transport header), and a source and a destination among its addresses
+// when it lists any; an address list holds addresses of either family and
+// matches a packet only by those of the packet's family.
+func failsafeMatches(f Failsafe, p Packet) bool {
+	if p.L4Proto != l4Proto(f.Protocol) || !p.Transport || p.DPort < f.Ports.First || p.DPort > f.Ports.Last {
+		return false
+	}
+	in := func(prefixes []netip.Prefix, a netip.Addr) bool {
+		return len(prefixes) == 0 || slices.ContainsFunc(prefixes, func(pfx netip.Prefix) bool {
+			return pfx.Addr().Is4() == (p.Family == FamilyIPv4) && pfx.Contains(a)
+		})
+	}
+	return in(f.Sources, p.SAddr) && in(f.Destinations, p.DAddr)
 }
 
 func specRuleMatches(r v1alpha1.NodeFirewallRule, p Packet) bool {

@@ -123,9 +123,10 @@ func genSpec(c chooser, maxRules int) v1alpha1.NodeFirewallSpec {
 	return spec
 }
 
-// genOptions picks the agent's failsafes: the defaults, none or a few.
+// genOptions picks the agent's failsafes: the defaults, none, a few, or
+// a few restricted to addresses.
 func genOptions(c chooser) Options {
-	switch c.intn(4) {
+	switch c.intn(5) {
 	case 0:
 		return Options{}
 	case 1:
@@ -133,8 +134,55 @@ func genOptions(c chooser) Options {
 			FailsafeInbound:  []Failsafe{{Protocol: v1alpha1.ProtocolTCP, Ports: PortInterval{1005, 1006}}},
 			FailsafeOutbound: []Failsafe{{Protocol: v1alpha1.ProtocolSCTP, Ports: PortInterval{80, 80}}},
 		}
+	case 2:
+		return Options{FailsafeInbound: genRestrictedFailsafes(c), FailsafeOutbound: genRestrictedFailsafes(c)}
 	}
 	return Options{FailsafeInbound: DefaultFailsafeInbound(), FailsafeOutbound: DefaultFailsafeOutbound()}
+}
+
+// genRestrictedFailsafes makes a few failsafes, most of them restricted to
+// sources or destinations from the address palette, with an IP family in
+// common when they have both.
+func genRestrictedFailsafes(c chooser) []Failsafe {
+	prefixes := func() []netip.Prefix {
+		var out []netip.Prefix
+		for range 1 + c.intn(3) {
+			p, err := parseAddress(pick(c, addrPalette...))
+			if err != nil {
+				panic(err)
+			}
+			out = append(out, p)
+		}
+		return out
+	}
+	var out []Failsafe
+	for range 1 + c.intn(4) {
+		pr := pick(c, portPalette...)
+		f := Failsafe{
+			Protocol: pick(c, v1alpha1.ProtocolTCP, v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP, v1alpha1.ProtocolSCTP),
+			Ports:    PortInterval{uint16(pr.Port), uint16(pr.Last())},
+		}
+		if chance(c, 70) {
+			f.Sources = prefixes()
+		}
+		if chance(c, 40) {
+			f.Destinations = prefixes()
+		}
+		if ValidateFailsafe(f) != nil {
+			f.Destinations = nil // no family in common with the sources
+		}
+		out = append(out, f)
+		if chance(c, 30) {
+			// Another port range with the same addresses shares its rules.
+			g := f
+			g.Ports = PortInterval{uint16(pr.Port) / 2, uint16(pr.Port) / 2}
+			if g.Ports.First == 0 {
+				g.Ports = PortInterval{7, 7}
+			}
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // interesting are the addresses at and around the palette's edges.
@@ -358,6 +406,34 @@ func checkFailsafes(t testing.TB, c chooser, spec v1alpha1.NodeFirewallSpec, opt
 			p := genPacket(c, chain)
 			p.L4Proto, p.Transport = l4Proto(f.Protocol), true
 			p.DPort = f.Ports.First + uint16(c.intn(int(f.Ports.Last-f.Ports.First)+1))
+			// From and to addresses the failsafe lists, of a family both
+			// lists have.
+			var fams []Family
+			for _, fam := range families {
+				has := func(ps []netip.Prefix) bool {
+					return len(ps) == 0 || slices.ContainsFunc(ps, func(p netip.Prefix) bool { return prefixFamily(p) == fam })
+				}
+				if has(f.Sources) && has(f.Destinations) {
+					fams = append(fams, fam)
+				}
+			}
+			p.Family = pick(c, fams...)
+			within := func(ps []netip.Prefix, a netip.Addr) netip.Addr {
+				var of []netip.Prefix
+				for _, pfx := range ps {
+					if prefixFamily(pfx) == p.Family {
+						of = append(of, pfx)
+					}
+				}
+				if len(of) == 0 {
+					return a
+				}
+				return pick(c, of...).Addr()
+			}
+			if (p.Family == FamilyIPv4) != p.SAddr.Is4() {
+				p.SAddr, p.DAddr = pick(c, interesting[p.Family]...), pick(c, interesting[p.Family]...)
+			}
+			p.SAddr, p.DAddr = within(f.Sources, p.SAddr), within(f.Destinations, p.DAddr)
 			for name, rs := range forms {
 				if got := rs.Eval(chainName(chain), p); got != VerdictAccept {
 					t.Fatalf("%s form: failsafe %v packet %+v got %q\nruleset:\n%s", name, f, p, got, Render(rs))

@@ -2,6 +2,8 @@ package resolve
 
 import (
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
@@ -43,18 +45,62 @@ func failsafeShadows(p *fwv1.NodeFirewallPolicy, fs Failsafes) []Problem {
 	return out
 }
 
-// shadows reports whether rule r matches some traffic to failsafe f.
+// shadows reports whether rule r matches some traffic to failsafe f: the
+// protocol, a port and, in some IP family, a source and a destination
+// that both allow. Interfaces and states do not matter: the rule would
+// still drop some of that traffic.
 func shadows(r fwv1.Rule, f compile.Failsafe) bool {
 	if r.Protocol != "" && r.Protocol != f.Protocol {
 		return false
 	}
-	if len(r.Ports) == 0 {
-		return true
+	if len(r.Ports) > 0 && !slices.ContainsFunc(r.Ports, func(pr fwv1.PortRange) bool {
+		return pr.Port <= int32(f.Ports.Last) && pr.Last() >= int32(f.Ports.First)
+	}) {
+		return false
 	}
-	for _, pr := range r.Ports {
-		if pr.Port <= int32(f.Ports.Last) && pr.Last() >= int32(f.Ports.First) {
+	src, dst := rulePrefixes(r.Sources), rulePrefixes(r.Destinations)
+	for _, v4 := range []bool{true, false} {
+		if overlapIn(v4, src, f.Sources) && overlapIn(v4, dst, f.Destinations) {
 			return true
 		}
 	}
 	return false
+}
+
+// overlapIn reports whether two address lists, each empty for any
+// address, have an address of the family (IPv4 or not) in common.
+func overlapIn(v4 bool, a, b []netip.Prefix) bool {
+	of := func(ps []netip.Prefix) []netip.Prefix {
+		var out []netip.Prefix
+		for _, p := range ps {
+			if p.Addr().Is4() == v4 {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	fa, fb := of(a), of(b)
+	switch {
+	case len(a) > 0 && len(fa) == 0, len(b) > 0 && len(fb) == 0:
+		return false // the list has no address of this family
+	case len(a) == 0 || len(b) == 0:
+		return true
+	}
+	return slices.ContainsFunc(fa, func(p netip.Prefix) bool {
+		return slices.ContainsFunc(fb, p.Overlaps)
+	})
+}
+
+// rulePrefixes parses a rule's addresses; what does not parse (which the
+// API's validation refuses) is left out.
+func rulePrefixes(addrs []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a); err == nil {
+			out = append(out, p.Masked())
+		} else if ip, err := netip.ParseAddr(a); err == nil {
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	return out
 }
