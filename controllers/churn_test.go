@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/envtesting"
 	"github.com/nodefw/nodefw/internal/resolve"
 )
 
@@ -86,7 +87,7 @@ func TestConcurrentChurnConverges(t *testing.T) {
 	}
 	wg.Wait()
 
-	eventually(t, 60*time.Second, func() error {
+	envtesting.Eventually(t, 60*time.Second, func() error {
 		var ps fwv1.NodeFirewallPolicyList
 		var ns corev1.NodeList
 		if err := k8sClient.List(ctx, &ps); err != nil {
@@ -98,7 +99,7 @@ func TestConcurrentChurnConverges(t *testing.T) {
 		want := resolve.Resolve(resolve.Input{Policies: ps.Items, Nodes: ns.Items})
 		for i := range nodes {
 			n := fmt.Sprintf("t9-node-%d", i)
-			nfw, err := getNFW(n)
+			nfw, err := envtesting.GetNodeFirewall(k8sClient, n)
 			if err != nil {
 				return err
 			}

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/envtesting"
 	"github.com/nodefw/nodefw/internal/status"
 )
 
@@ -95,7 +96,7 @@ func TestFanOut(t *testing.T) {
 	})
 	ready := func(name string, timeout time.Duration) time.Duration {
 		start := time.Now()
-		eventually(t, timeout, func() error {
+		envtesting.Eventually(t, timeout, func() error {
 			p, err := getPolicy(name)
 			if err != nil {
 				return err

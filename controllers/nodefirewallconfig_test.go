@@ -10,9 +10,12 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/envtesting"
 )
 
 // getConfig reads the NodeFirewallConfig.
@@ -51,7 +54,7 @@ func TestConfigFailsafesReachPolicyStatus(t *testing.T) {
 	})
 	expectShadow := func(want string) {
 		t.Helper()
-		eventually(t, timeout, func() error {
+		envtesting.Eventually(t, timeout, func() error {
 			got, err := shadowed("t9-alt-ssh")
 			if err != nil {
 				return err
@@ -65,7 +68,7 @@ func TestConfigFailsafesReachPolicyStatus(t *testing.T) {
 	expectConfig := func(status metav1.ConditionStatus, reason, message string) *fwv1.NodeFirewallConfig {
 		t.Helper()
 		var cfg *fwv1.NodeFirewallConfig
-		eventually(t, timeout, func() error {
+		envtesting.Eventually(t, timeout, func() error {
 			var err error
 			if cfg, err = getConfig(); err != nil {
 				return err
@@ -159,14 +162,27 @@ func TestConfigFailsafesReachPolicyStatus(t *testing.T) {
 
 const configCRD = "nodefirewallconfigs.firewall.nodefw.io"
 
+// crdClient reaches the suite's API server with the CRD types.
+func crdClient(t *testing.T) client.Client {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	utilruntime.Must(apiextensionsv1.AddToScheme(scheme))
+	c, err := client.New(restConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // relaxSourcesValidation drops the CRD's check that failsafe sources are
 // addresses, as a CRD of before that check would have been, until the
 // function it returns or the end of the test puts it back.
 func relaxSourcesValidation(t *testing.T) (restore func()) {
 	t.Helper()
 	ctx := context.Background()
+	crds := crdClient(t)
 	crd := &apiextensionsv1.CustomResourceDefinition{}
-	if err := k8sClient.Get(ctx, client.ObjectKey{Name: configCRD}, crd); err != nil {
+	if err := crds.Get(ctx, client.ObjectKey{Name: configCRD}, crd); err != nil {
 		t.Fatal(err)
 	}
 	original := crd.DeepCopy()
@@ -184,12 +200,12 @@ func relaxSourcesValidation(t *testing.T) (restore func()) {
 	failsafes.Properties["inbound"] = inbound
 	spec.Properties["failsafes"] = failsafes
 	schema.Properties["spec"] = spec
-	if err := k8sClient.Update(ctx, crd); err != nil {
+	if err := crds.Update(ctx, crd); err != nil {
 		t.Fatal(err)
 	}
 	// The API server takes a moment to serve the new schema: dry-run until
 	// a malformed source passes.
-	eventually(t, timeout, func() error {
+	envtesting.Eventually(t, timeout, func() error {
 		cur, err := getConfig()
 		if err != nil {
 			return err
@@ -203,12 +219,13 @@ func relaxSourcesValidation(t *testing.T) (restore func()) {
 // putCRD makes the CRD's spec want's again.
 func putCRD(t *testing.T, want *apiextensionsv1.CustomResourceDefinition) {
 	t.Helper()
-	eventually(t, timeout, func() error {
+	crds := crdClient(t)
+	envtesting.Eventually(t, timeout, func() error {
 		crd := &apiextensionsv1.CustomResourceDefinition{}
-		if err := k8sClient.Get(context.Background(), client.ObjectKey{Name: want.Name}, crd); err != nil {
+		if err := crds.Get(context.Background(), client.ObjectKey{Name: want.Name}, crd); err != nil {
 			return err
 		}
 		crd.Spec = want.Spec
-		return k8sClient.Update(context.Background(), crd)
+		return crds.Update(context.Background(), crd)
 	})
 }

@@ -17,16 +17,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/envtesting"
 	"github.com/nodefw/nodefw/internal/status"
 )
 
 const timeout = 15 * time.Second
-
-func getNFW(name string) (*fwv1.NodeFirewall, error) {
-	nfw := &fwv1.NodeFirewall{}
-	err := k8sClient.Get(context.Background(), client.ObjectKey{Name: name}, nfw)
-	return nfw, err
-}
 
 func getPolicy(name string) (*fwv1.NodeFirewallPolicy, error) {
 	p := &fwv1.NodeFirewallPolicy{}
@@ -38,8 +33,8 @@ func getPolicy(name string) (*fwv1.NodeFirewallPolicy, error) {
 // (or failed).
 func ack(t *testing.T, node string, ok bool) {
 	t.Helper()
-	eventually(t, timeout, func() error {
-		nfw, err := getNFW(node)
+	envtesting.Eventually(t, timeout, func() error {
+		nfw, err := envtesting.GetNodeFirewall(k8sClient, node)
 		if err != nil {
 			return err
 		}
@@ -62,8 +57,8 @@ func ruleNames(spec fwv1.NodeFirewallSpec) []string {
 
 func expectRules(t *testing.T, node string, want []string) {
 	t.Helper()
-	eventually(t, timeout, func() error {
-		nfw, err := getNFW(node)
+	envtesting.Eventually(t, timeout, func() error {
+		nfw, err := envtesting.GetNodeFirewall(k8sClient, node)
 		if err != nil {
 			return err
 		}
@@ -87,7 +82,7 @@ type wantStatus struct {
 
 func expectStatus(t *testing.T, name string, want wantStatus) {
 	t.Helper()
-	eventually(t, timeout, func() error {
+	envtesting.Eventually(t, timeout, func() error {
 		p, err := getPolicy(name)
 		if err != nil {
 			return err
@@ -149,7 +144,7 @@ func TestResolvesPoliciesIntoNodeFirewalls(t *testing.T) {
 
 	expectRules(t, "t1-cp", []string{"t1-cp/kube-apiserver", "t1-cp/kubelet"})
 	expectRules(t, "t1-worker", []string{"t1-worker/kubelet"})
-	nfw, err := getNFW("t1-cp")
+	nfw, err := envtesting.GetNodeFirewall(k8sClient, "t1-cp")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +184,7 @@ func TestResolvesPoliciesIntoNodeFirewalls(t *testing.T) {
 
 func expectEvent(t *testing.T, regarding, kind, reason string) {
 	t.Helper()
-	eventually(t, timeout, func() error {
+	envtesting.Eventually(t, timeout, func() error {
 		var evs eventsv1.EventList
 		if err := k8sClient.List(context.Background(), &evs); err != nil {
 			return err
@@ -233,8 +228,8 @@ func TestReactsToNodeChanges(t *testing.T) {
 	if err := k8sClient.Delete(context.Background(), n); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, timeout, func() error {
-		if _, err := getNFW("t2-node"); !apierrors.IsNotFound(err) {
+	envtesting.Eventually(t, timeout, func() error {
+		if _, err := envtesting.GetNodeFirewall(k8sClient, "t2-node"); !apierrors.IsNotFound(err) {
 			return fmt.Errorf("NodeFirewall t2-node still there: %v", err)
 		}
 		return nil
@@ -277,7 +272,7 @@ func TestDefaultActionConflictIsReported(t *testing.T) {
 		"t4-lockdown": {fwv1.ReasonDefaultActionConflict, `overrides policy "t4-open"`},
 	}
 	for name, w := range want {
-		eventually(t, timeout, func() error {
+		envtesting.Eventually(t, timeout, func() error {
 			p, err := getPolicy(name)
 			if err != nil {
 				return err
@@ -296,7 +291,7 @@ func TestDefaultActionConflictIsReported(t *testing.T) {
 	if open.Spec.Priority == nil || *open.Spec.Priority != 0 {
 		t.Errorf("stored priority %v, want the 0 that was sent", open.Spec.Priority)
 	}
-	nfw, err := getNFW("t4-node")
+	nfw, err := envtesting.GetNodeFirewall(k8sClient, "t4-node")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +338,7 @@ func TestResyncWithNothingChangedWritesNothing(t *testing.T) {
 	}
 	// Let other tests' writes settle, then resolve twice by hand.
 	var before map[string]string
-	eventually(t, timeout, func() error {
+	envtesting.Eventually(t, timeout, func() error {
 		before = versions()
 		time.Sleep(time.Second)
 		if diff := cmp.Diff(before, versions()); diff != "" {
@@ -391,7 +386,7 @@ func TestFailsafeShadowIsReported(t *testing.T) {
 				Ports: []fwv1.PortRange{{Port: 22}}}},
 		},
 	})
-	eventually(t, timeout, func() error {
+	envtesting.Eventually(t, timeout, func() error {
 		p, err := getPolicy("t7-no-ssh")
 		if err != nil {
 			return err
@@ -410,7 +405,7 @@ func TestFailsafeShadowIsReported(t *testing.T) {
 
 func policyGeneration(t *testing.T, node, policy string) int64 {
 	t.Helper()
-	nfw, err := getNFW(node)
+	nfw, err := envtesting.GetNodeFirewall(k8sClient, node)
 	if err != nil {
 		return -1
 	}
@@ -445,7 +440,7 @@ func TestStagedRolloutAdvancesAndHalts(t *testing.T) {
 	}
 	expectGens := func(want ...int64) {
 		t.Helper()
-		eventually(t, timeout, func() error {
+		envtesting.Eventually(t, timeout, func() error {
 			if diff := cmp.Diff(want, gens()); diff != "" {
 				return fmt.Errorf("policy generation per node (-want +got):\n%s", diff)
 			}

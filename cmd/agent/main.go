@@ -16,15 +16,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/util/workqueue"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/agent"
@@ -39,134 +37,74 @@ func main() {
 	}
 }
 
-func run() error {
-	var (
-		nodeName      string
-		table         string
-		netnsPath     string
-		resync        time.Duration
-		inbound       string
-		outbound      string
-		metricsAddr   string
-		probeAddr     string
-		secureMetrics bool
-		cleanup       bool
-		qps           float64
-		burst         int
-		confirmWait   time.Duration
-		confirmAddr   string
-		setLookups    bool
-	)
-	flag.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "Name of this node (default $NODE_NAME).")
-	flag.StringVar(&table, "table", compile.DefaultTable, "The one nftables table (family inet) the agent owns.")
-	flag.StringVar(&netnsPath, "netns", "", "Program the network namespace at this path instead of the agent's own.")
-	flag.DurationVar(&resync, "resync-period", 10*time.Second, "How often the kernel table is compared with the desired ruleset and repaired.")
-	flag.StringVar(&inbound, "failsafe-inbound", compile.FormatFailsafes(compile.DefaultFailsafeInbound()),
-		`Inbound ports accepted before any rule, as "tcp:22,tcp:2379-2380,udp:67-68", or "none".`)
-	flag.StringVar(&outbound, "failsafe-outbound", compile.FormatFailsafes(compile.DefaultFailsafeOutbound()),
-		`Outbound ports accepted before any rule, as "udp:53,tcp:6443", or "none".`)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":9861", "Address of the metrics endpoint; 0 disables it.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", ":9862", "Address of the health probes; 0 disables them.")
-	flag.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization.")
-	flag.BoolVar(&cleanup, "cleanup", false, "Delete the agent's table and exit.")
-	flag.Float64Var(&qps, "kube-api-qps", 20, "Queries per second to the API server.")
-	flag.IntVar(&burst, "kube-api-burst", 40, "Burst of queries to the API server.")
-	flag.DurationVar(&confirmWait, "confirm-timeout", 10*time.Second,
-		"After each new ruleset, how long the control plane may stay unreachable before the agent reverts to the previous ruleset; 0 disables the check.")
-	flag.StringVar(&confirmAddr, "confirm-endpoint", "",
-		"host:port the node must still reach after an apply (default: the API server from the kubeconfig).")
-	flag.BoolVar(&setLookups, "set-lookups", true,
-		"Compile runs of simple rules into concatenated-set lookups (per-packet cost independent of the rule count); "+
-			"false programs one nftables rule per rule, evaluated in order as iptables does.")
-	opts := zap.Options{}
-	opts.BindFlags(flag.CommandLine)
-	flag.Parse()
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+// options are the agent's command-line flags.
+type options struct {
+	nodeName      string
+	table         string
+	netnsPath     string
+	resync        time.Duration
+	inbound       string
+	outbound      string
+	metricsAddr   string
+	probeAddr     string
+	secureMetrics bool
+	cleanup       bool
+	qps           float64
+	burst         int
+	confirmWait   time.Duration
+	confirmAddr   string
+	setLookups    bool
+	zap           zap.Options
+}
 
-	fw, err := nft.New(netnsPath, table)
+func run() error {
+	o := parseFlags()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
+
+	fw, err := nft.New(o.netnsPath, o.table)
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
 	defer fw.Close()
-	if cleanup {
+	if o.cleanup {
 		return fw.Delete()
 	}
-	if nodeName == "" {
+	if o.nodeName == "" {
 		return fmt.Errorf("--node-name (or $NODE_NAME) is required")
 	}
-	in, err := compile.ParseFailsafes(inbound)
+	compileOpts, err := o.compileOptions()
 	if err != nil {
-		return fmt.Errorf("--failsafe-inbound: %w", err)
+		return err
 	}
-	out, err := compile.ParseFailsafes(outbound)
-	if err != nil {
-		return fmt.Errorf("--failsafe-outbound: %w", err)
-	}
-
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(fwv1.AddToScheme(scheme))
 	// --kubeconfig is registered by controller-runtime; empty means in-cluster.
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
-	cfg.QPS, cfg.Burst = float32(qps), burst
-
-	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics,
-		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}}
-	if secureMetrics {
-		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
-	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsOpts,
-		HealthProbeBindAddress: probeAddr,
-		Cache:                  agent.CacheOptions(nodeName),
-	})
+	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
+	mgr, err := newManager(cfg, o)
 	if err != nil {
-		return fmt.Errorf("creating manager: %w", err)
+		return err
+	}
+	confirm, err := o.confirmer(cfg.Host)
+	if err != nil {
+		return err
 	}
 
-	var confirm agent.Confirmer
-	if confirmWait > 0 {
-		if confirmAddr == "" {
-			if confirmAddr, err = hostPort(cfg.Host); err != nil {
-				return fmt.Errorf("--confirm-endpoint: %w", err)
-			}
-		}
-		confirm = &agent.TCPConfirmer{Endpoint: confirmAddr, NetnsPath: netnsPath}
-	}
-
-	metrics.Registry.MustRegister(agent.NewRuleCounters(func() ([]agent.RuleCount, error) {
-		counts, err := fw.Counters()
-		out := make([]agent.RuleCount, len(counts))
-		for i, c := range counts {
-			out[i] = agent.RuleCount{Chain: c.Chain, Comment: c.Comment, Packets: c.Packets, Bytes: c.Bytes}
-		}
-		return out, err
-	}))
-
+	metrics.Registry.MustRegister(agent.NewRuleCounters(fw.Counters))
 	r := &agent.Reconciler{
 		Client:       mgr.GetClient(),
 		Recorder:     mgr.GetEventRecorder("nodefw-agent"),
 		Firewall:     fw,
 		Metrics:      agent.NewMetrics(metrics.Registry),
-		NodeName:     nodeName,
-		Compile:      compile.Options{Table: table, FailsafeInbound: in, FailsafeOutbound: out, SetLookups: setLookups},
-		ResyncPeriod: resync,
+		NodeName:     o.nodeName,
+		Compile:      compileOpts,
+		ResyncPeriod: o.resync,
 
 		Confirm:        confirm,
-		ConfirmTimeout: confirmWait,
+		ConfirmTimeout: o.confirmWait,
 	}
-	// Errors back off to at most the resync period: no hot loop while the
-	// API server is away, and no long stall after it returns.
-	limiter := workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](200*time.Millisecond, resync)
-	if err := ctrl.NewControllerManagedBy(mgr).
-		Named("nodefirewall-agent").
-		For(&fwv1.NodeFirewall{}).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 1, RateLimiter: limiter}).
-		Complete(r); err != nil {
+	if err := r.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -176,9 +114,90 @@ func run() error {
 		return err
 	}
 	ctx := ctrl.SetupSignalHandler()
-	ctrl.Log.Info("starting agent", "node", nodeName, "table", table, "netns", netnsPath)
+	ctrl.Log.Info("starting agent", "node", o.nodeName, "table", o.table, "netns", o.netnsPath)
 	// Fail-static: on exit the table stays in the kernel.
 	return mgr.Start(ctx)
+}
+
+func parseFlags() *options {
+	o := &options{}
+	flag.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "Name of this node (default $NODE_NAME).")
+	flag.StringVar(&o.table, "table", compile.DefaultTable, "The one nftables table (family inet) the agent owns.")
+	flag.StringVar(&o.netnsPath, "netns", "", "Program the network namespace at this path instead of the agent's own.")
+	flag.DurationVar(&o.resync, "resync-period", 10*time.Second, "How often the kernel table is compared with the desired ruleset and repaired.")
+	flag.StringVar(&o.inbound, "failsafe-inbound", compile.FormatFailsafes(compile.DefaultFailsafeInbound()),
+		`Inbound ports accepted before any rule, as "tcp:22,tcp:2379-2380,udp:67-68", or "none".`)
+	flag.StringVar(&o.outbound, "failsafe-outbound", compile.FormatFailsafes(compile.DefaultFailsafeOutbound()),
+		`Outbound ports accepted before any rule, as "udp:53,tcp:6443", or "none".`)
+	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":9861", "Address of the metrics endpoint; 0 disables it.")
+	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":9862", "Address of the health probes; 0 disables them.")
+	flag.BoolVar(&o.secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization.")
+	flag.BoolVar(&o.cleanup, "cleanup", false, "Delete the agent's table and exit.")
+	flag.Float64Var(&o.qps, "kube-api-qps", 20, "Queries per second to the API server.")
+	flag.IntVar(&o.burst, "kube-api-burst", 40, "Burst of queries to the API server.")
+	flag.DurationVar(&o.confirmWait, "confirm-timeout", 10*time.Second,
+		"After each new ruleset, how long the control plane may stay unreachable before the agent reverts to the previous ruleset; 0 disables the check.")
+	flag.StringVar(&o.confirmAddr, "confirm-endpoint", "",
+		"host:port the node must still reach after an apply (default: the API server from the kubeconfig).")
+	flag.BoolVar(&o.setLookups, "set-lookups", true,
+		"Compile runs of simple rules into concatenated-set lookups (per-packet cost independent of the rule count); "+
+			"false programs one nftables rule per rule, evaluated in order as iptables does.")
+	o.zap.BindFlags(flag.CommandLine)
+	flag.Parse()
+	return o
+}
+
+// compileOptions are how the agent compiles its node's NodeFirewall.
+func (o *options) compileOptions() (compile.Options, error) {
+	in, err := compile.ParseFailsafes(o.inbound)
+	if err != nil {
+		return compile.Options{}, fmt.Errorf("--failsafe-inbound: %w", err)
+	}
+	out, err := compile.ParseFailsafes(o.outbound)
+	if err != nil {
+		return compile.Options{}, fmt.Errorf("--failsafe-outbound: %w", err)
+	}
+	return compile.Options{Table: o.table, FailsafeInbound: in, FailsafeOutbound: out, SetLookups: o.setLookups}, nil
+}
+
+// newManager creates the manager, its cache watching only the node's
+// NodeFirewall.
+func newManager(cfg *rest.Config, o *options) (ctrl.Manager, error) {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(fwv1.AddToScheme(scheme))
+	metricsOpts := metricsserver.Options{BindAddress: o.metricsAddr, SecureServing: o.secureMetrics,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}}
+	if o.secureMetrics {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsOpts,
+		HealthProbeBindAddress: o.probeAddr,
+		Cache:                  agent.CacheOptions(o.nodeName),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+	return mgr, nil
+}
+
+// confirmer checks, after each new ruleset, that the node still reaches
+// the control plane at apiHost (or --confirm-endpoint); nil when
+// --confirm-timeout is 0.
+func (o *options) confirmer(apiHost string) (agent.Confirmer, error) {
+	if o.confirmWait <= 0 {
+		return nil, nil
+	}
+	addr := o.confirmAddr
+	if addr == "" {
+		var err error
+		if addr, err = hostPort(apiHost); err != nil {
+			return nil, fmt.Errorf("--confirm-endpoint: %w", err)
+		}
+	}
+	return &agent.TCPConfirmer{Endpoint: addr, NetnsPath: o.netnsPath}, nil
 }
 
 // hostPort turns the API server URL into the host:port to dial.

@@ -232,8 +232,8 @@ spec:
 	if err := os.WriteFile(path, []byte(policies), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	conflict := `warning: policy first: spec.defaultActions.input=Drop overrides policy "lockdown", which sets Accept: the more restrictive default wins, on 1 node(s): [node]` + "\n" +
-		`warning: policy lockdown: spec.defaultActions.input=Accept is overridden by policy "first", which sets Drop: the more restrictive default wins, on 1 node(s): [node]` + "\n"
+	conflict := `warning: policy first: spec.defaultActions.input=Drop overrides policy "lockdown", which sets Accept: the more restrictive default wins, on 1 node(s): node` + "\n" +
+		`warning: policy lockdown: spec.defaultActions.input=Accept is overridden by policy "first", which sets Drop: the more restrictive default wins, on 1 node(s): node` + "\n"
 	shadow := "warning: policy lockdown: spec.rules[1] (block-ssh) would drop failsafe port(s) tcp:22, which nodes accept before any rule\n"
 	tests := []struct {
 		name string

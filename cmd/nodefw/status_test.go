@@ -112,8 +112,8 @@ func TestWriteStatus(t *testing.T) {
 	// reported to both policies, each naming the other.
 	wantWarnings := []string{
 		"WARNING POLICY MESSAGE",
-		`DefaultActionConflict audit-egress spec.defaultActions.input=Accept is overridden by policy "worker", which sets Drop: the more restrictive default wins, on 1 node(s): [worker-1]`,
-		`DefaultActionConflict worker spec.defaultActions.input=Drop overrides policy "audit-egress", which sets Accept: the more restrictive default wins, on 1 node(s): [worker-1]`,
+		`DefaultActionConflict audit-egress spec.defaultActions.input=Accept is overridden by policy "worker", which sets Drop: the more restrictive default wins, on 1 node(s): worker-1`,
+		`DefaultActionConflict worker spec.defaultActions.input=Drop overrides policy "audit-egress", which sets Accept: the more restrictive default wins, on 1 node(s): worker-1`,
 	}
 	if len(sections) != 3 {
 		t.Fatalf("want three tables, got %d:\n%s", len(sections), out)

@@ -22,19 +22,27 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/nft"
 	"github.com/nodefw/nodefw/internal/status"
 )
 
-// FieldManager is the agent's field manager name.
-const FieldManager = "nodefw-agent"
+// fieldManager is the agent's field manager name.
+const fieldManager = "nodefw-agent"
 
 // Firewall is the kernel side: one nftables table, replaced atomically.
+// It, not the Reconciler, keeps the ruleset committed last: the Reconciler
+// asks Committed, and keeps only the generation that ruleset came from.
 type Firewall interface {
 	// Apply makes the table rs: packets meet the old ruleset or the new
 	// one, never a mix or an empty table.
-	Apply(rs *compile.Ruleset) error
-	// InSync reports whether the kernel's table equals rs.
-	InSync(rs *compile.Ruleset) (bool, error)
+	Apply(rs *compile.Ruleset) (nft.ApplyStats, error)
+	// Drift describes how the kernel's table differs from rs, or returns
+	// "" when it is exactly rs, which then becomes the committed ruleset.
+	Drift(rs *compile.Ruleset) (string, error)
+	// Committed is the ruleset last applied, or found by Drift to be the
+	// table; nil before either and after Delete. A failed Apply leaves it
+	// as it was.
+	Committed() *compile.Ruleset
 	// Delete removes the table, and nothing else; absent is not an error.
 	Delete() error
 }
@@ -57,11 +65,10 @@ type Reconciler struct {
 	ConfirmTimeout time.Duration
 
 	mu sync.Mutex
-	// applied is the ruleset last committed by this process and the
-	// NodeFirewall generation it came from; nil until the first apply or
-	// adoption. It is what drift repair restores.
-	applied    *compile.Ruleset
-	appliedGen int64
+	// committedGen is the NodeFirewall generation of the Firewall's
+	// committed ruleset, the one drift repair restores: the same
+	// generation and a table that differs mean a change from outside.
+	committedGen int64
 	// revertedGen is a generation that cut the node off and was reverted;
 	// it is not tried again until the NodeFirewall changes.
 	revertedGen int64
@@ -79,7 +86,6 @@ type Reconciler struct {
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	logger := log.FromContext(ctx)
 	resync := reconcile.Result{RequeueAfter: r.ResyncPeriod}
 
 	nfw := &fwv1.NodeFirewall{}
@@ -91,80 +97,72 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		// stays, and drift repair keeps restoring what we last applied.
 		return resync, r.repairDrift(ctx, nil)
 	}
-
 	if !nfw.DeletionTimestamp.IsZero() {
 		return reconcile.Result{}, r.cleanup(ctx, nfw)
 	}
-	if !controllerutil.ContainsFinalizer(nfw, fwv1.AgentFinalizer) {
-		patch := client.MergeFrom(nfw.DeepCopy())
-		controllerutil.AddFinalizer(nfw, fwv1.AgentFinalizer)
-		if err := r.Client.Patch(ctx, nfw, patch, client.FieldOwner(FieldManager)); err != nil {
-			return reconcile.Result{}, err
-		}
+	if err := r.ensureFinalizer(ctx, nfw); err != nil {
+		return reconcile.Result{}, err
 	}
-
 	rs, err := compile.Compile(nfw.Spec, r.Compile)
 	if err != nil {
-		// Refuse a NodeFirewall that fails our own checks: keep the last
-		// good ruleset and say why.
-		logger.Error(err, "refusing invalid NodeFirewall; keeping the previous ruleset")
-		r.Metrics.ApplyErrors.Inc()
-		r.event(nfw, corev1.EventTypeWarning, fwv1.ReasonInvalidSpec, "Refused: %v", err)
-		if derr := r.repairDrift(ctx, nfw); derr != nil {
-			logger.Error(derr, "repairing drift of the previous ruleset")
-		}
-		return resync, r.writeStatus(ctx, nfw, status.NodeFailed(nfw, fwv1.ReasonInvalidSpec, err))
+		return resync, r.refuse(ctx, nfw, err)
 	}
-
 	if nfw.Generation == r.revertedGen {
 		// Keep the ruleset we reverted to until the NodeFirewall changes.
 		if err := r.repairDrift(ctx, nfw); err != nil {
-			logger.Error(err, "repairing drift of the previous ruleset")
+			log.FromContext(ctx).Error(err, "repairing drift of the previous ruleset")
 		}
 		return resync, nil
 	}
+	return r.sync(ctx, nfw, rs)
+}
 
-	inSync, err := r.Firewall.InSync(rs)
+// ensureFinalizer adds the agent's finalizer, so that the table goes
+// before the NodeFirewall does.
+func (r *Reconciler) ensureFinalizer(ctx context.Context, nfw *fwv1.NodeFirewall) error {
+	if controllerutil.ContainsFinalizer(nfw, fwv1.AgentFinalizer) {
+		return nil
+	}
+	patch := client.MergeFrom(nfw.DeepCopy())
+	controllerutil.AddFinalizer(nfw, fwv1.AgentFinalizer)
+	return r.Client.Patch(ctx, nfw, patch, client.FieldOwner(fieldManager))
+}
+
+// refuse keeps the last good ruleset for a NodeFirewall that fails the
+// agent's own checks, and says why.
+func (r *Reconciler) refuse(ctx context.Context, nfw *fwv1.NodeFirewall, err error) error {
+	logger := log.FromContext(ctx)
+	logger.Error(err, "refusing invalid NodeFirewall; keeping the previous ruleset")
+	r.Metrics.ApplyErrors.Inc()
+	r.event(nfw, corev1.EventTypeWarning, fwv1.ReasonInvalidSpec, "Refused: %v", err)
+	if derr := r.repairDrift(ctx, nfw); derr != nil {
+		logger.Error(derr, "repairing drift of the previous ruleset")
+	}
+	return r.writeStatus(ctx, nfw, status.NodeFailed(nfw, fwv1.ReasonInvalidSpec, err))
+}
+
+// sync brings the kernel to rs, the node's NodeFirewall compiled, and the
+// status in line with it: a table that is rs already is kept (adopted
+// after a restart), any other is replaced.
+func (r *Reconciler) sync(ctx context.Context, nfw *fwv1.NodeFirewall, rs *compile.Ruleset) (reconcile.Result, error) {
+	logger := log.FromContext(ctx)
+	previous := r.Firewall.Committed()
+	drift, err := r.Firewall.Drift(rs)
 	if err != nil {
 		logger.Error(err, "reading the kernel ruleset")
 	}
-	switch {
-	case inSync && r.applied == nil:
-		// A restart finds its own table already right: adopt it.
-		r.applied, r.appliedGen = rs, nfw.Generation
-		logger.Info("adopted the existing table", "generation", nfw.Generation)
-	case inSync:
-		r.applied, r.appliedGen = rs, nfw.Generation
-	default:
-		drift := r.applied != nil && r.appliedGen == nfw.Generation
-		reachableBefore := !drift && r.Confirm != nil && r.Confirm.Reachable(ctx)
-		previous := r.applied
-		if err := r.apply(rs); err != nil {
-			logger.Error(err, "applying ruleset")
-			r.event(nfw, corev1.EventTypeWarning, fwv1.ReasonApplyFailed, "Apply failed: %v", err)
-			if serr := r.writeStatus(ctx, nfw, status.NodeFailed(nfw, fwv1.ReasonApplyFailed, err)); serr != nil {
-				logger.Error(serr, "writing status")
-			}
-			return reconcile.Result{}, err
-		}
-		if reachableBefore && !r.confirm(ctx) {
-			return resync, r.revert(ctx, nfw, previous)
-		}
-		r.applied, r.appliedGen = rs, nfw.Generation
-		if drift {
-			r.Metrics.DriftRepairs.Inc()
-			r.event(nfw, corev1.EventTypeWarning, "DriftRepaired", "Restored table %s after an outside change", rs.Table)
-			logger.Info("repaired drift", "table", rs.Table)
-		} else {
-			r.event(nfw, corev1.EventTypeNormal, fwv1.ReasonApplied, "Applied generation %d: %d rules", nfw.Generation, rs.RuleCount())
-			logger.Info("applied", "generation", nfw.Generation, "rules", rs.RuleCount())
-		}
-		nfw.Status = status.NodeApplied(nfw, rs.RuleCount(), metav1.Now())
-		return resync, r.writeStatus(ctx, nfw, nfw.Status)
+	if err != nil || drift != "" {
+		return r.applyChange(ctx, nfw, rs, previous, drift)
 	}
+	if previous == nil {
+		// A restart finds its own table already right: adopt it.
+		logger.Info("adopted the existing table", "generation", nfw.Generation)
+	}
+	r.committedGen = nfw.Generation
 	r.Metrics.RulesProgrammed.Set(float64(rs.RuleCount()))
 
 	// In the kernel already: make sure the status says so.
+	resync := reconcile.Result{RequeueAfter: r.ResyncPeriod}
 	if !appliedStatus(nfw, rs.RuleCount()) {
 		at := metav1.Now()
 		if nfw.Status.LastAppliedTime != nil {
@@ -175,25 +173,45 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	return resync, nil
 }
 
+// applyChange commits rs, which the kernel does not hold: a new
+// generation, or the committed one again after a change from outside
+// (drift, described by how). A new generation that cuts the node off from
+// its control plane is reverted to previous.
+func (r *Reconciler) applyChange(ctx context.Context, nfw *fwv1.NodeFirewall, rs, previous *compile.Ruleset, how string) (reconcile.Result, error) {
+	logger := log.FromContext(ctx)
+	resync := reconcile.Result{RequeueAfter: r.ResyncPeriod}
+	drift := previous != nil && r.committedGen == nfw.Generation
+	reachableBefore := !drift && r.Confirm != nil && r.Confirm.Reachable(ctx)
+	stats, err := r.apply(rs)
+	if err != nil {
+		logger.Error(err, "applying ruleset")
+		r.event(nfw, corev1.EventTypeWarning, fwv1.ReasonApplyFailed, "Apply failed: %v", err)
+		if serr := r.writeStatus(ctx, nfw, status.NodeFailed(nfw, fwv1.ReasonApplyFailed, err)); serr != nil {
+			logger.Error(serr, "writing status")
+		}
+		return reconcile.Result{}, err
+	}
+	if reachableBefore && !r.confirm(ctx) {
+		return resync, r.revert(ctx, nfw, previous)
+	}
+	r.committedGen = nfw.Generation
+	if drift {
+		r.Metrics.DriftRepairs.Inc()
+		r.event(nfw, corev1.EventTypeWarning, "DriftRepaired", "Restored table %s after an outside change", rs.Table)
+		logger.Info("repaired drift", "table", rs.Table, "drift", how, "batch", stats)
+	} else {
+		r.event(nfw, corev1.EventTypeNormal, fwv1.ReasonApplied, "Applied generation %d: %d rules", nfw.Generation, rs.RuleCount())
+		logger.Info("applied", "generation", nfw.Generation, "rules", rs.RuleCount(), "batch", stats)
+	}
+	nfw.Status = status.NodeApplied(nfw, rs.RuleCount(), metav1.Now())
+	return resync, r.writeStatus(ctx, nfw, nfw.Status)
+}
+
 // appliedStatus reports whether the status already says this generation is applied.
 func appliedStatus(nfw *fwv1.NodeFirewall, rules int) bool {
 	ready := meta.FindStatusCondition(nfw.Status.Conditions, fwv1.ConditionReady)
 	return ready != nil && ready.Status == metav1.ConditionTrue && ready.ObservedGeneration == nfw.Generation &&
 		nfw.Status.ObservedGeneration == nfw.Generation && nfw.Status.RuleCount == int32(rules) && nfw.Status.LastError == ""
-}
-
-// apply commits a ruleset and records metrics.
-func (r *Reconciler) apply(rs *compile.Ruleset) error {
-	start := time.Now()
-	err := r.Firewall.Apply(rs)
-	r.Metrics.ApplyDuration.Observe(time.Since(start).Seconds())
-	if err != nil {
-		r.Metrics.ApplyErrors.Inc()
-		return err
-	}
-	r.Metrics.Applies.Inc()
-	r.Metrics.RulesProgrammed.Set(float64(rs.RuleCount()))
-	return nil
 }
 
 // confirm waits up to ConfirmTimeout for the control plane to be reachable
@@ -217,7 +235,7 @@ func (r *Reconciler) revert(ctx context.Context, nfw *fwv1.NodeFirewall, previou
 	logger := log.FromContext(ctx)
 	var err error
 	if previous != nil {
-		err = r.apply(previous)
+		_, err = r.apply(previous)
 	} else {
 		// There was no ruleset of ours before: going back means none.
 		err = r.Firewall.Delete()
@@ -228,31 +246,47 @@ func (r *Reconciler) revert(ctx context.Context, nfw *fwv1.NodeFirewall, previou
 	if previous == nil {
 		r.Metrics.RulesProgrammed.Set(0)
 	}
-	r.applied, r.revertedGen = previous, nfw.Generation
+	r.revertedGen = nfw.Generation
 	cause := fmt.Errorf("generation %d cut the node off from its control plane within %v; reverted to the previous ruleset", nfw.Generation, r.ConfirmTimeout)
 	logger.Error(cause, "reverted")
 	r.event(nfw, corev1.EventTypeWarning, fwv1.ReasonReverted, "%v", cause)
 	return r.writeStatus(ctx, nfw, status.NodeFailed(nfw, fwv1.ReasonReverted, cause))
 }
 
-// repairDrift restores the last applied ruleset if the kernel lost it.
+// repairDrift restores the committed ruleset if the kernel lost it.
 func (r *Reconciler) repairDrift(ctx context.Context, nfw *fwv1.NodeFirewall) error {
-	if r.applied == nil {
+	rs := r.Firewall.Committed()
+	if rs == nil {
 		return nil
 	}
-	inSync, err := r.Firewall.InSync(r.applied)
-	if err != nil || inSync {
+	drift, err := r.Firewall.Drift(rs)
+	if err != nil || drift == "" {
 		return err
 	}
-	if err := r.apply(r.applied); err != nil {
+	stats, err := r.apply(rs)
+	if err != nil {
 		return err
 	}
 	r.Metrics.DriftRepairs.Inc()
-	log.FromContext(ctx).Info("repaired drift", "table", r.applied.Table)
+	log.FromContext(ctx).Info("repaired drift", "table", rs.Table, "drift", drift, "batch", stats)
 	if nfw != nil {
-		r.event(nfw, corev1.EventTypeWarning, "DriftRepaired", "Restored table %s after an outside change", r.applied.Table)
+		r.event(nfw, corev1.EventTypeWarning, "DriftRepaired", "Restored table %s after an outside change", rs.Table)
 	}
 	return nil
+}
+
+// apply commits a ruleset and records metrics.
+func (r *Reconciler) apply(rs *compile.Ruleset) (nft.ApplyStats, error) {
+	start := time.Now()
+	stats, err := r.Firewall.Apply(rs)
+	r.Metrics.ApplyDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		r.Metrics.ApplyErrors.Inc()
+		return nft.ApplyStats{}, err
+	}
+	r.Metrics.Applies.Inc()
+	r.Metrics.RulesProgrammed.Set(float64(rs.RuleCount()))
+	return stats, nil
 }
 
 // cleanup removes the table and releases the finalizer.
@@ -263,12 +297,12 @@ func (r *Reconciler) cleanup(ctx context.Context, nfw *fwv1.NodeFirewall) error 
 	if err := r.Firewall.Delete(); err != nil {
 		return fmt.Errorf("deleting table: %w", err)
 	}
-	r.applied, r.appliedGen = nil, 0
+	r.committedGen = 0
 	r.Metrics.RulesProgrammed.Set(0)
 	log.FromContext(ctx).Info("NodeFirewall deleted: removed the table")
 	patch := client.MergeFrom(nfw.DeepCopy())
 	controllerutil.RemoveFinalizer(nfw, fwv1.AgentFinalizer)
-	return client.IgnoreNotFound(r.Client.Patch(ctx, nfw, patch, client.FieldOwner(FieldManager)))
+	return client.IgnoreNotFound(r.Client.Patch(ctx, nfw, patch, client.FieldOwner(fieldManager)))
 }
 
 // writeStatus writes st if it differs from what is stored.
@@ -281,7 +315,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, nfw *fwv1.NodeFirewall, st
 		return nil
 	}
 	stored.Status = st
-	return r.Client.Status().Update(ctx, stored, client.FieldOwner(FieldManager))
+	return r.Client.Status().Update(ctx, stored, client.FieldOwner(fieldManager))
 }
 
 func (r *Reconciler) event(nfw *fwv1.NodeFirewall, kind, reason, note string, args ...any) {

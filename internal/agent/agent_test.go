@@ -19,32 +19,44 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/nft"
 )
 
-// fakeFirewall stands in for the kernel: it holds one ruleset.
+// fakeFirewall stands in for the kernel: it holds one ruleset, and keeps
+// the committed one as nft.Programmer does.
 type fakeFirewall struct {
-	table    *compile.Ruleset
-	applies  int
-	deletes  int
-	applyErr error
+	table     *compile.Ruleset
+	committed *compile.Ruleset
+	applies   int
+	deletes   int
+	applyErr  error
 }
 
-func (f *fakeFirewall) Apply(rs *compile.Ruleset) error {
+func (f *fakeFirewall) Apply(rs *compile.Ruleset) (nft.ApplyStats, error) {
 	if f.applyErr != nil {
-		return f.applyErr
+		return nft.ApplyStats{}, f.applyErr
 	}
 	f.applies++
-	f.table = rs
-	return nil
+	f.table, f.committed = rs, rs
+	return nft.ApplyStats{Batches: 1}, nil
 }
 
-func (f *fakeFirewall) InSync(rs *compile.Ruleset) (bool, error) {
-	return f.table != nil && cmp.Equal(f.table, rs), nil
+func (f *fakeFirewall) Drift(rs *compile.Ruleset) (string, error) {
+	if f.table == nil {
+		return "table is missing", nil
+	}
+	if d := cmp.Diff(rs, f.table); d != "" {
+		return "table differs (-want +got):\n" + d, nil
+	}
+	f.committed = rs
+	return "", nil
 }
+
+func (f *fakeFirewall) Committed() *compile.Ruleset { return f.committed }
 
 func (f *fakeFirewall) Delete() error {
 	f.deletes++
-	f.table = nil
+	f.table, f.committed = nil, nil
 	return nil
 }
 
@@ -312,8 +324,8 @@ func TestRevertsARulesetThatCutsOffTheControlPlane(t *testing.T) {
 }
 
 func TestRuleCountersCollector(t *testing.T) {
-	c := NewRuleCounters(func() ([]RuleCount, error) {
-		return []RuleCount{
+	c := NewRuleCounters(func() ([]nft.RuleCounter, error) {
+		return []nft.RuleCounter{
 			{Chain: "input", Comment: "audit/drop-web", Packets: 3, Bytes: 180},
 			{Chain: "input", Comment: "audit/drop-web", Packets: 1, Bytes: 60}, // the IPv6 half
 			{Chain: "input", Comment: "nodefw: failsafe tcp", Packets: 7, Bytes: 420},

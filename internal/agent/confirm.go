@@ -18,23 +18,21 @@ type Confirmer interface {
 	Reachable(ctx context.Context) bool
 }
 
+// confirmDialTimeout bounds one attempt of TCPConfirmer.
+const confirmDialTimeout = time.Second
+
 // TCPConfirmer dials Endpoint (host:port, usually the API server) from the
 // network namespace the agent programs.
 type TCPConfirmer struct {
 	Endpoint string
 	// NetnsPath is the namespace to dial from; "" means the agent's own.
 	NetnsPath string
-	// DialTimeout bounds one attempt.
-	DialTimeout time.Duration
 }
 
-// Reachable reports whether a TCP connection to Endpoint succeeds.
+// Reachable reports whether a TCP connection to Endpoint succeeds within
+// confirmDialTimeout.
 func (c *TCPConfirmer) Reachable(ctx context.Context) bool {
-	timeout := c.DialTimeout
-	if timeout == 0 {
-		timeout = time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, confirmDialTimeout)
 	defer cancel()
 	conn, err := dialIn(ctx, c.NetnsPath, c.Endpoint)
 	if err != nil {

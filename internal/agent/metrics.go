@@ -2,6 +2,8 @@ package agent
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodefw/nodefw/internal/nft"
 )
 
 // Metrics are the agent's Prometheus metrics, all prefixed nodefw_agent_.
@@ -39,27 +41,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// RuleCount is one rule's kernel counter.
-type RuleCount struct {
-	Chain   string
-	Comment string
-	Packets uint64
-	Bytes   uint64
-}
-
 // ruleCounters exports the kernel's per-rule counters at scrape time: how
 // many packets each counted rule matched, audit-mode rules (the packets they
 // would have dropped) and logged rules included. Rules are named by their
 // comment, "<policy>/<rule>" for policy rules.
 type ruleCounters struct {
-	read    func() ([]RuleCount, error)
+	read    func() ([]nft.RuleCounter, error)
 	packets *prometheus.Desc
 	bytes   *prometheus.Desc
 }
 
 // NewRuleCounters returns a collector over read, typically the nftables
-// programmer's counters.
-func NewRuleCounters(read func() ([]RuleCount, error)) prometheus.Collector {
+// programmer's Counters.
+func NewRuleCounters(read func() ([]nft.RuleCounter, error)) prometheus.Collector {
 	labels := []string{"chain", "rule"}
 	return &ruleCounters{
 		read:    read,
@@ -82,7 +76,7 @@ func (c *ruleCounters) Collect(ch chan<- prometheus.Metric) {
 	// Rules that share a comment (one API rule split by address family)
 	// add up.
 	type key struct{ chain, rule string }
-	sum := map[key]RuleCount{}
+	sum := map[key]nft.RuleCounter{}
 	var order []key
 	for _, rc := range counts {
 		k := key{rc.Chain, rc.Comment}

@@ -6,16 +6,18 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/nodefw/nodefw/api/v1alpha1"
 )
 
 // TestParseAddressMatchesNetip checks that the fast path of parseAddress
-// takes exactly what netip takes, to the same prefix, and that errors stay
-// netip's.
+// takes exactly what v1alpha1.ParseAddress, netip's parsers, takes, to the
+// same prefix, and that errors stay its.
 func TestParseAddressMatchesNetip(t *testing.T) {
 	check := func(s string) {
 		t.Helper()
 		got, gotErr := parseAddress(s)
-		want, wantErr := netipAddress(s)
+		want, wantErr := v1alpha1.ParseAddress(s)
 		if got != want || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
 			t.Fatalf("parseAddress(%q) = %v, %v; netip: %v, %v", s, got, gotErr, want, wantErr)
 		}

@@ -2,7 +2,6 @@ package compile
 
 import (
 	"fmt"
-	"math"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -77,7 +76,7 @@ func appendFailsafeRules(rules []Rule, failsafes []Failsafe) []Rule {
 		}
 		rules = append(rules, Rule{
 			L4Proto: l4Proto(p),
-			DPorts:  canonicalPorts(ports),
+			DPorts:  CanonicalPorts(ports),
 			Counter: true,
 			Verdict: VerdictAccept,
 			Comment: "nodefw: failsafe " + protoName(l4Proto(p)),
@@ -112,7 +111,7 @@ func appendFailsafeRules(rules []Rule, failsafes []Failsafe) []Rule {
 			rules = append(rules, Rule{
 				Family:  fam,
 				L4Proto: l4Proto(g.f.Protocol),
-				DPorts:  canonicalPorts(g.ports),
+				DPorts:  CanonicalPorts(g.ports),
 				SAddrs:  src[fam],
 				DAddrs:  dst[fam],
 				Counter: true,
@@ -122,68 +121,6 @@ func appendFailsafeRules(rules []Rule, failsafes []Failsafe) []Rule {
 		}
 	}
 	return rules
-}
-
-// Options are an agent's settings that shape every ruleset it compiles.
-type Options struct {
-	// Table is the nftables table; "" means DefaultTable.
-	Table string
-	// FailsafeInbound are accepted on the input chain and FailsafeOutbound
-	// on the output chain, before any policy rule. nil means none: agents
-	// pass DefaultFailsafeInbound and DefaultFailsafeOutbound unless told
-	// otherwise.
-	FailsafeInbound, FailsafeOutbound []Failsafe
-
-	// SetLookups compiles runs of simple rules into lookups in concatenated
-	// sets, so that a packet's cost depends on how often the verdict
-	// changes along the rules rather than on their number. Agents turn it
-	// on unless told otherwise; without it every rule is one nftables
-	// rule, as in iptables.
-	SetLookups bool
-
-	// ExactSetMin is the least number of elements of a run's set for
-	// which its single-key elements (one protocol, one port, one address)
-	// go to a hash set of their own, next to the interval set of the
-	// others: the kernel fills a hash set several times faster. 0 means
-	// DefaultExactSetMin; a negative value never splits.
-	ExactSetMin int
-
-	// minRunLen is the least length of a run of simple rules that becomes
-	// set lookups; 0 means minRunRules. Tests lower it to exercise sets
-	// with few rules.
-	minRunLen int
-}
-
-func (o Options) minRun() int {
-	if !o.SetLookups && o.minRunLen == 0 {
-		return math.MaxInt
-	}
-	if o.minRunLen > 0 {
-		return o.minRunLen
-	}
-	return minRunRules
-}
-
-// DefaultExactSetMin is the default of Options.ExactSetMin: smaller sets
-// stay one interval set, where a second lookup would cost more than the
-// faster filling saves.
-const DefaultExactSetMin = 256
-
-func (o Options) exactSetMin() int {
-	switch {
-	case o.ExactSetMin < 0:
-		return math.MaxInt
-	case o.ExactSetMin == 0:
-		return DefaultExactSetMin
-	}
-	return o.ExactSetMin
-}
-
-func (o Options) table() string {
-	if o.Table == "" {
-		return DefaultTable
-	}
-	return o.Table
 }
 
 // DefaultFailsafeInbound keeps a node reachable whatever its policies say:

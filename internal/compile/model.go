@@ -20,21 +20,6 @@ const (
 	ChainOutput  = "output"
 )
 
-// SetName names the set that holds run n (counted from 1 per chain) of a
-// chain for one IP family, as "<chain>-run-<n>-v4". Sets keyed on
-// protocol, destination port and addresses take that name; sets keyed on
-// protocol and addresses alone add "-noports". The sets of a large run
-// add a suffix each: "-<first port>" for a port block of the interval set,
-// "-exact" for the hash set of single keys, "-exact-s24" (or "-d24") for
-// the hash set of /24 source (or destination) prefixes.
-func SetName(chain string, run int, fam Family, ports bool) string {
-	name := chain + "-run-" + strconv.Itoa(run) + "-" + fam.String()
-	if !ports {
-		name += "-noports"
-	}
-	return name
-}
-
 // Hook is the netfilter hook a base chain attaches to.
 type Hook string
 
@@ -281,6 +266,16 @@ func (r *Ruleset) Set(name string) *Set {
 	return nil
 }
 
+// RuleCount is the number of rules in all chains; a lookup in a set counts
+// as one rule.
+func (r *Ruleset) RuleCount() int {
+	n := 0
+	for _, c := range r.Chains {
+		n += len(c.Rules)
+	}
+	return n
+}
+
 // Equal reports whether two rulesets are the same, field by field.
 func (r *Ruleset) Equal(o *Ruleset) bool {
 	if r == nil || o == nil {
@@ -316,4 +311,38 @@ func (r *Rule) equal(o *Rule) bool {
 		r.IIfName == o.IIfName && r.OIfName == o.OIfName && r.CtStates == o.CtStates && r.Counter == o.Counter &&
 		(r.Log == nil) == (o.Log == nil) && (r.Log == nil || *r.Log == *o.Log) && r.Lookup == o.Lookup &&
 		r.Verdict == o.Verdict && r.Comment == o.Comment
+}
+
+// prefixFamily is the IP family of a prefix.
+func prefixFamily(p netip.Prefix) Family {
+	if p.Addr().Is4() {
+		return FamilyIPv4
+	}
+	return FamilyIPv6
+}
+
+// IP protocol numbers, as Rule.L4Proto holds them.
+const (
+	protoICMP   = 1
+	protoTCP    = 6
+	protoUDP    = 17
+	protoICMPv6 = 58
+	protoSCTP   = 132
+)
+
+// protoName is the name nft gives a protocol number.
+func protoName(p uint8) string {
+	switch p {
+	case protoICMP:
+		return "icmp"
+	case protoTCP:
+		return "tcp"
+	case protoUDP:
+		return "udp"
+	case protoICMPv6:
+		return "ipv6-icmp"
+	case protoSCTP:
+		return "sctp"
+	}
+	return strconv.Itoa(int(p))
 }

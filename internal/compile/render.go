@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/nodefw/nodefw/internal/text"
 )
 
 // Render returns the ruleset in the syntax `nft -f` reads, for review,
@@ -151,6 +153,16 @@ func rangePrefix(r AddrRange) (netip.Prefix, bool) {
 
 // renderRule renders one rule; lookup is the set the rule looks up, if any.
 func renderRule(r Rule, lookup *Set) string {
+	parts := matchParts(r, lookup)
+	if r.Lookup != "" {
+		parts = append(parts, lookupParts(r.Lookup, lookup)...)
+	}
+	parts = append(parts, statementParts(r)...)
+	return strings.Join(parts, " ")
+}
+
+// matchParts renders a rule's matches but its lookup.
+func matchParts(r Rule, lookup *Set) []string {
 	var parts []string
 	add := func(s ...string) { parts = append(parts, s...) }
 
@@ -171,10 +183,10 @@ func renderRule(r Rule, lookup *Set) string {
 	// A lone "+" matches every name, and nft refuses an all-wildcard
 	// string: it is no condition at all.
 	if r.IIfName != "" && r.IIfName != "+" {
-		add("iifname", quote(ifnamePattern(r.IIfName)))
+		add("iifname", text.Quote(ifnamePattern(r.IIfName)))
 	}
 	if r.OIfName != "" && r.OIfName != "+" {
-		add("oifname", quote(ifnamePattern(r.OIfName)))
+		add("oifname", text.Quote(ifnamePattern(r.OIfName)))
 	}
 	ip := "ip"
 	if family == FamilyIPv6 {
@@ -200,21 +212,31 @@ func renderRule(r Rule, lookup *Set) string {
 	if r.CtStates != 0 {
 		add("ct state", ctStateNames(r.CtStates))
 	}
-	if r.Lookup != "" {
-		if lookup == nil {
-			// A dangling lookup: nft names the missing set.
-			add("meta l4proto", "@"+r.Lookup)
-		} else {
-			keys := make([]string, len(lookup.Fields))
-			for i, f := range lookup.Fields {
-				keys[i] = fieldExpr(f, lookup.Family)
-				if bits := lookup.AddrBits(f); bits > 0 {
-					keys[i] += " & " + AddrMask(lookup.Family, bits).String()
-				}
-			}
-			add(strings.Join(keys, " . "), "@"+lookup.Name)
+	return parts
+}
+
+// lookupParts renders the lookup of the named set: its key, each address
+// masked as the set asks, then the set.
+func lookupParts(name string, lookup *Set) []string {
+	if lookup == nil {
+		// A dangling lookup: nft names the missing set.
+		return []string{"meta l4proto", "@" + name}
+	}
+	keys := make([]string, len(lookup.Fields))
+	for i, f := range lookup.Fields {
+		keys[i] = fieldExpr(f, lookup.Family)
+		if bits := lookup.AddrBits(f); bits > 0 {
+			keys[i] += " & " + AddrMask(lookup.Family, bits).String()
 		}
 	}
+	return []string{strings.Join(keys, " . "), "@" + lookup.Name}
+}
+
+// statementParts renders what a matching rule does: count, log, its
+// verdict, and its comment.
+func statementParts(r Rule) []string {
+	var parts []string
+	add := func(s ...string) { parts = append(parts, s...) }
 	if r.Counter {
 		add("counter")
 	}
@@ -225,28 +247,21 @@ func renderRule(r Rule, lookup *Set) string {
 				add("burst", fmt.Sprintf("%d packets", r.Log.Burst))
 			}
 		}
-		add("log prefix", quote(r.Log.Prefix))
+		add("log prefix", text.Quote(r.Log.Prefix))
 	}
 	if r.Verdict != VerdictNone {
 		add(string(r.Verdict))
 	}
 	if r.Comment != "" {
-		add("comment", quote(r.Comment))
+		add("comment", text.Quote(r.Comment))
 	}
-	return strings.Join(parts, " ")
+	return parts
 }
 
 // lookupImpliesFamily reports whether a set's key loads addresses, which
 // restricts the rule to the set's family.
 func lookupImpliesFamily(s *Set) bool {
 	return s != nil && (slices.Contains(s.Fields, FieldSAddr) || slices.Contains(s.Fields, FieldDAddr))
-}
-
-func prefixFamily(p netip.Prefix) Family {
-	if p.Addr().Is4() {
-		return FamilyIPv4
-	}
-	return FamilyIPv6
 }
 
 // ifnamePattern turns iptables' trailing "+" wildcard into nft's "*".
@@ -283,22 +298,6 @@ func formatPorts(p PortInterval) string {
 	return fmt.Sprintf("%d-%d", p.First, p.Last)
 }
 
-func protoName(p uint8) string {
-	switch p {
-	case protoICMP:
-		return "icmp"
-	case protoTCP:
-		return "tcp"
-	case protoUDP:
-		return "udp"
-	case protoICMPv6:
-		return "ipv6-icmp"
-	case protoSCTP:
-		return "sctp"
-	}
-	return strconv.Itoa(int(p))
-}
-
 func icmpv6TypeName(t uint8) string {
 	switch t {
 	case 133:
@@ -332,15 +331,4 @@ func ctStateNames(s CtState) string {
 		}
 	}
 	return strings.Join(names, ",")
-}
-
-// quote makes an nft string. nft has no escapes, so characters that would
-// end or break the string are replaced.
-func quote(s string) string {
-	return `"` + strings.Map(func(r rune) rune {
-		if r == '"' || r == '\\' || r < ' ' || r == 0x7f {
-			return '_'
-		}
-		return r
-	}, s) + `"`
 }

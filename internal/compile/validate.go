@@ -18,56 +18,28 @@ import (
 // wildcard, or "+" alone for any interface.
 var interfaceName = regexp.MustCompile(`^([A-Za-z0-9_.@:-]{1,15}\+?|\+)$`)
 
-// Validate checks the invariants the compiler relies on. The CRD enforces
-// most of them for policies, but a hand-written NodeFirewall bypasses that
-// validation, so the agent checks again. Errors name the field path, e.g.
-// "rules[3].ports[0].endPort: ...", and come in field order.
-func Validate(spec v1alpha1.NodeFirewallSpec) error {
-	_, err := validate(spec, false)
-	return err
-}
-
-// validate is Validate that, with keep, also returns the rules as Compile
-// reads them, split by chain in the order of v1alpha1.Chains: with their
-// addresses parsed in the same pass as the checks, so that Compile reads
-// each rule once.
-func validate(spec v1alpha1.NodeFirewallSpec, keep bool) ([][]parsedRule, error) {
+// validate checks the invariants the compiler relies on, and returns the
+// rules as Compile reads them, split by chain in the order of
+// v1alpha1.Chains, with their addresses parsed in the same pass as the
+// checks, so that Compile reads each rule once. The CRD enforces most of
+// the invariants for policies, but a hand-written NodeFirewall bypasses
+// that validation, so the agent checks again. Errors name the field path,
+// e.g. "rules[3].ports[0].endPort: ...", and come in field order.
+func validate(spec v1alpha1.NodeFirewallSpec) ([][]parsedRule, error) {
 	var errs []error
 	fail := func(path, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 	}
-	var rules []parsedRule
-	var addrs []netip.Prefix
+	addrs := parseAddresses(spec.Rules)
+	rules := make([]parsedRule, len(spec.Rules))
 	perChain := make([]int, len(v1alpha1.Chains))
-	if keep {
-		rules = make([]parsedRule, len(spec.Rules))
-		// Most rules name one address or none.
-		addrs = make([]netip.Prefix, 0, len(spec.Rules)+len(spec.Rules)/8+8)
-		// Parse every address first, in a loop short enough that the
-		// processor reads several rules' addresses at once. A failure
-		// leaves the zero Prefix, for validateRule to report.
-		for i := range spec.Rules {
-			r := &spec.Rules[i]
-			for _, a := range r.Sources {
-				p, _ := parseAddress(a)
-				addrs = append(addrs, p)
-			}
-			for _, a := range r.Destinations {
-				p, _ := parseAddress(a)
-				addrs = append(addrs, p)
-			}
-		}
-	}
 	next := 0
 	validPolicy := "" // the last policy name found valid
 	for i := range spec.Rules {
 		r := &spec.Rules[i]
-		var parsed []netip.Prefix
-		if keep {
-			n := len(r.Sources) + len(r.Destinations)
-			parsed = addrs[next : next+n : next+n]
-			next += n
-		}
+		n := len(r.Sources) + len(r.Destinations)
+		parsed := addrs[next : next+n : next+n]
+		next += n
 		// A policy's rules come one after the other: check its name once.
 		if validPolicy == "" || r.Policy != validPolicy {
 			if isDNS1123Subdomain(r.Policy) {
@@ -78,13 +50,41 @@ func validate(spec v1alpha1.NodeFirewallSpec, keep bool) ([][]parsedRule, error)
 			}
 		}
 		validateRule(i, r, fail, parsed)
-		if keep {
-			rules[i].parse(r, parsed)
-			if c := chainIndex(r.Chain); c >= 0 {
-				perChain[c]++
-			}
+		rules[i].parse(r, parsed)
+		if c := chainIndex(r.Chain); c >= 0 {
+			perChain[c]++
 		}
 	}
+	validateChains(spec, fail)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return splitByChain(rules, perChain), nil
+}
+
+// parseAddresses parses every rule's sources, then destinations, into one
+// slice, in a loop short enough that the processor reads several rules'
+// addresses at once. A failure leaves the zero Prefix, for validateRule to
+// report.
+func parseAddresses(rules []v1alpha1.NodeFirewallRule) []netip.Prefix {
+	// Most rules name one address or none.
+	addrs := make([]netip.Prefix, 0, len(rules)+len(rules)/8+8)
+	for i := range rules {
+		r := &rules[i]
+		for _, a := range r.Sources {
+			p, _ := parseAddress(a)
+			addrs = append(addrs, p)
+		}
+		for _, a := range r.Destinations {
+			p, _ := parseAddress(a)
+			addrs = append(addrs, p)
+		}
+	}
+	return addrs
+}
+
+// validateChains checks the default actions and the audited chains.
+func validateChains(spec v1alpha1.NodeFirewallSpec, fail func(path, format string, args ...any)) {
 	for _, c := range v1alpha1.Chains {
 		switch p := spec.DefaultActions.For(c); p {
 		case "", v1alpha1.ChainPolicyAccept, v1alpha1.ChainPolicyDrop:
@@ -97,18 +97,14 @@ func validate(spec v1alpha1.NodeFirewallSpec, keep bool) ([][]parsedRule, error)
 			fail(fmt.Sprintf("auditedChains[%d]", i), "%q is not Input, Forward or Output", c)
 		}
 	}
-	if len(errs) > 0 || !keep {
-		return nil, errors.Join(errs...)
-	}
-	return splitByChain(rules, perChain), nil
 }
 
 // rulePath is the field path of rule i.
 func rulePath(i int) string { return "rules[" + strconv.Itoa(i) + "]" }
 
-// validateRule checks rule i but for its policy name. parsed, if not nil,
-// are its sources and then its destinations as parseAddress made them,
-// invalid where it failed. Field paths are built only for errors: most
+// validateRule checks rule i but for its policy name. parsed are its
+// sources and then its destinations as parseAddress made them, invalid
+// where it failed. Field paths are built only for errors: most
 // rules have none.
 func validateRule(i int, r *v1alpha1.NodeFirewallRule, fail func(path, format string, args ...any), parsed []netip.Prefix) {
 	path := func() string { return rulePath(i) }
@@ -152,7 +148,7 @@ func validateRule(i int, r *v1alpha1.NodeFirewallRule, fail func(path, format st
 		}
 	}
 	for j, a := range r.Sources {
-		if parsed != nil && parsed[j].IsValid() {
+		if parsed[j].IsValid() {
 			continue
 		}
 		if _, err := parseAddress(a); err != nil {
@@ -160,29 +156,15 @@ func validateRule(i int, r *v1alpha1.NodeFirewallRule, fail func(path, format st
 		}
 	}
 	for j, a := range r.Destinations {
-		if parsed != nil && parsed[len(r.Sources)+j].IsValid() {
+		if parsed[len(r.Sources)+j].IsValid() {
 			continue
 		}
 		if _, err := parseAddress(a); err != nil {
 			fail(fmt.Sprintf("%s.destinations[%d]", path(), j), "%v", err)
 		}
 	}
-	if r.InInterface != "" {
-		if !interfaceName.MatchString(r.InInterface) {
-			fail(path()+".inInterface", "%q is not an interface name, name+ or +", r.InInterface)
-		}
-		if r.Chain == v1alpha1.ChainOutput {
-			fail(path()+".inInterface", "not allowed on the Output chain")
-		}
-	}
-	if r.OutInterface != "" {
-		if !interfaceName.MatchString(r.OutInterface) {
-			fail(path()+".outInterface", "%q is not an interface name, name+ or +", r.OutInterface)
-		}
-		if r.Chain == v1alpha1.ChainInput {
-			fail(path()+".outInterface", "not allowed on the Input chain")
-		}
-	}
+	validateInterface(i, ".inInterface", r.InInterface, r.Chain == v1alpha1.ChainOutput, "Output", fail)
+	validateInterface(i, ".outInterface", r.OutInterface, r.Chain == v1alpha1.ChainInput, "Input", fail)
 	for j, s := range r.States {
 		if _, ok := ctStates[s]; !ok {
 			fail(fmt.Sprintf("%s.states[%d]", path(), j), "%q is not New, Established, Related or Invalid", s)
@@ -190,89 +172,23 @@ func validateRule(i int, r *v1alpha1.NodeFirewallRule, fail func(path, format st
 	}
 }
 
+// validateInterface checks field of rule i, an interface name, if set:
+// it must match the CRD's pattern, on a chain that has that interface;
+// banned says the rule's chain, named chain, has not.
+func validateInterface(i int, field, name string, banned bool, chain string, fail func(path, format string, args ...any)) {
+	if name == "" {
+		return
+	}
+	if !interfaceName.MatchString(name) {
+		fail(rulePath(i)+field, "%q is not an interface name, name+ or +", name)
+	}
+	if banned {
+		fail(rulePath(i)+field, "not allowed on the %s chain", chain)
+	}
+}
+
 func validChain(c v1alpha1.Chain) bool {
 	return c == v1alpha1.ChainInput || c == v1alpha1.ChainForward || c == v1alpha1.ChainOutput
-}
-
-// parseAddress parses an IP address or CIDR. Host bits in a CIDR are
-// masked off, as iptables does with -s 10.1.2.3/8.
-func parseAddress(s string) (netip.Prefix, error) {
-	if p, ok := parseIPv4Prefix(s); ok {
-		return p, nil
-	}
-	return netipAddress(s)
-}
-
-// netipAddress is parseAddress through netip alone: what the fast path
-// hands everything else to, and the reference its tests compare it with.
-func netipAddress(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR", s)
-		}
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR", s)
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
-// parseIPv4Prefix parses the common forms, a dotted quad with or without a
-// prefix length, in one pass. It takes only what netip takes, to the same
-// prefix, and leaves anything else, errors included, to netip (ok false).
-func parseIPv4Prefix(s string) (p netip.Prefix, ok bool) {
-	var ip [4]byte
-	field, val, digits := 0, 0, 0
-	i := 0
-	for ; i < len(s) && s[i] != '/'; i++ {
-		switch c := s[i]; {
-		case c >= '0' && c <= '9':
-			if digits == 1 && val == 0 {
-				return p, false // a leading zero
-			}
-			val, digits = val*10+int(c-'0'), digits+1
-			if val > 255 {
-				return p, false
-			}
-		case c == '.' && digits > 0 && field < 3:
-			ip[field] = byte(val)
-			field, val, digits = field+1, 0, 0
-		default:
-			return p, false
-		}
-	}
-	if field != 3 || digits == 0 {
-		return p, false
-	}
-	ip[3] = byte(val)
-	return prefixOf(netip.AddrFrom4(ip), s[i:])
-}
-
-// prefixOf is the masked prefix of an address and what follows it in the
-// string it was parsed from: nothing, or "/" and a length without sign or
-// leading zero, at most the address's (ok false otherwise), as
-// netip.ParsePrefix takes it.
-func prefixOf(addr netip.Addr, rest string) (p netip.Prefix, ok bool) {
-	if rest == "" {
-		return netip.PrefixFrom(addr, addr.BitLen()), true
-	}
-	if rest[0] != '/' || len(rest) < 2 || len(rest) > 4 || len(rest) > 2 && rest[1] == '0' {
-		return p, false
-	}
-	n := 0
-	for _, c := range []byte(rest[1:]) {
-		if c < '0' || c > '9' {
-			return p, false
-		}
-		n = n*10 + int(c-'0')
-	}
-	if n > addr.BitLen() {
-		return p, false
-	}
-	return netip.PrefixFrom(addr, n).Masked(), true
 }
 
 // isDNS1123Label is a fast check of what validation.IsDNS1123Label

@@ -26,6 +26,12 @@ func validRule() v1alpha1.NodeFirewallRule {
 	}
 }
 
+// validateSpec is validate's verdict alone.
+func validateSpec(spec v1alpha1.NodeFirewallSpec) error {
+	_, err := validate(spec)
+	return err
+}
+
 func TestValidateAccepts(t *testing.T) {
 	specs := map[string]v1alpha1.NodeFirewallSpec{
 		"empty": {},
@@ -43,8 +49,8 @@ func TestValidateAccepts(t *testing.T) {
 		}},
 	}
 	for name, spec := range specs {
-		if err := Validate(spec); err != nil {
-			t.Errorf("%s: Validate: %v", name, err)
+		if err := validateSpec(spec); err != nil {
+			t.Errorf("%s: validate: %v", name, err)
 		}
 	}
 }
@@ -109,15 +115,15 @@ func TestValidateRejects(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			spec := v1alpha1.NodeFirewallSpec{Rules: []v1alpha1.NodeFirewallRule{validRule()}}
 			tt.mutate(&spec)
-			err := Validate(spec)
+			err := validateSpec(spec)
 			if err == nil {
-				t.Fatalf("Validate accepted the spec, want an error containing %q", tt.want)
+				t.Fatalf("validate accepted the spec, want an error containing %q", tt.want)
 			}
 			if !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Validate error:\n%v\nwant it to contain %q", err, tt.want)
+				t.Errorf("validate error:\n%v\nwant it to contain %q", err, tt.want)
 			}
-			if _, err := Compile(spec, Options{}); err == nil {
-				t.Errorf("Compile accepted a spec Validate rejects")
+			if _, cerr := Compile(spec, Options{}); cerr == nil || cerr.Error() != err.Error() {
+				t.Errorf("Compile error:\n%v\nwant validate's:\n%v", cerr, err)
 			}
 		})
 	}
@@ -144,9 +150,9 @@ func TestValidateJoinsErrorsInOrder(t *testing.T) {
 		`auditedChains[0]: "nat" is not Input, Forward or Output`,
 	}, "\n")
 	for range 3 {
-		err := Validate(spec)
+		err := validateSpec(spec)
 		if err == nil || err.Error() != want {
-			t.Fatalf("Validate error:\n%v\nwant:\n%s", err, want)
+			t.Fatalf("validate error:\n%v\nwant:\n%s", err, want)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -196,6 +197,41 @@ func DeleteWithPrefix(prefix string) ([]string, error) {
 	if prefix == "" {
 		return nil, errors.New("netnstest: DeleteWithPrefix needs a prefix")
 	}
+	return deleteMatching(prefix, func(string) bool { return true })
+}
+
+// OwnedName names a namespace of this process: prefix, the process ID, "-"
+// and name, such as "nfwt-diff-1234-router". DeleteOrphaned tells the
+// namespaces so named of a process that has exited from those of a run in
+// progress.
+func OwnedName(prefix, name string) string {
+	return prefix + strconv.Itoa(os.Getpid()) + "-" + name
+}
+
+// DeleteOrphaned deletes the namespaces named with OwnedName and prefix
+// whose process no longer runs (and those whose name holds no process ID
+// after prefix), the leftovers of killed runs, and returns the names it
+// deleted. The namespaces of other live processes stay.
+func DeleteOrphaned(prefix string) ([]string, error) {
+	if prefix == "" {
+		return nil, errors.New("netnstest: DeleteOrphaned needs a prefix")
+	}
+	return deleteMatching(prefix, func(name string) bool {
+		pid, _, _ := strings.Cut(strings.TrimPrefix(name, prefix), "-")
+		n, err := strconv.Atoi(pid)
+		return err != nil || n == os.Getpid() || !processRuns(n)
+	})
+}
+
+// processRuns reports whether a process with this ID exists.
+func processRuns(pid int) bool {
+	_, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid)))
+	return err == nil
+}
+
+// deleteMatching deletes the namespaces whose name starts with prefix and
+// that orphaned accepts, and returns their names.
+func deleteMatching(prefix string, orphaned func(name string) bool) ([]string, error) {
 	entries, err := os.ReadDir(NetnsDir)
 	if os.IsNotExist(err) {
 		return nil, nil
@@ -206,7 +242,7 @@ func DeleteWithPrefix(prefix string) ([]string, error) {
 	var deleted []string
 	var errs []error
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), prefix) {
+		if !strings.HasPrefix(e.Name(), prefix) || !orphaned(e.Name()) {
 			continue
 		}
 		if err := Delete(e.Name()); err != nil {

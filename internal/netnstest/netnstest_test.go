@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -143,6 +145,51 @@ func TestRouted(t *testing.T) {
 	}
 }
 
+// TestRoutedWith wires a Routed topology with a plan of its own: other
+// interface names, and a second source address on the client link, routed
+// through the router's first address of each family.
+func TestRoutedWith(t *testing.T) {
+	RequireRoot(t)
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	plan := RoutedPlan{
+		ClientDev: "lan0", RouterClientDev: "rc0", RouterServerDev: "rs0", ServerDev: "wan0",
+		Client:       []string{"10.9.1.10/24", "10.9.1.11/24", "fd09:1::10/64"},
+		RouterClient: []string{"10.9.1.1/24", "10.9.3.1/24", "fd09:1::1/64"},
+		RouterServer: []string{"fd09:2::1/64", "10.9.2.1/24"},
+		Server:       []string{"10.9.2.10/24", "fd09:2::10/64"},
+	}
+	r, err := NewRoutedWith("with-"+hex.EncodeToString(b[:]), plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Server.ServeTCP(443); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{"10.9.1.10", "10.9.1.11"} {
+		ExpectTCP(t, r.Client, netip.MustParseAddr("10.9.2.10"), 443, Accepted, WithSource(netip.MustParseAddr(src)))
+	}
+	ExpectTCP(t, r.Client, netip.MustParseAddr("fd09:2::10"), 443, Accepted)
+	for _, c := range []struct {
+		ns    *NS
+		want  string
+		flags []string
+	}{
+		{r.Client, "default via 10.9.1.1 dev lan0", nil},
+		{r.Client, "default via fd09:1::1 dev lan0", []string{"-6"}},
+		{r.Server, "default via 10.9.2.1 dev wan0", nil},
+		{r.Server, "default via fd09:2::1 dev wan0", []string{"-6"}},
+	} {
+		out := c.ns.MustExec(append(append([]string{"ip"}, c.flags...), "route", "show", "default")...)
+		if !strings.Contains(out, c.want) {
+			t.Errorf("%s: routes %q, want %q", c.ns, out, c.want)
+		}
+	}
+}
+
 func nftIn(t *testing.T, ns *NS, ruleset string) {
 	t.Helper()
 	f, err := os.CreateTemp(t.TempDir(), "ruleset")
@@ -205,6 +252,50 @@ func TestCreateExact(t *testing.T) {
 	}
 	if _, err := DeleteWithPrefix(""); err == nil {
 		t.Error("DeleteWithPrefix with no prefix succeeded")
+	}
+}
+
+// TestDeleteOrphaned deletes the namespaces of exited processes and of
+// this one, and keeps those of live processes.
+func TestDeleteOrphaned(t *testing.T) {
+	RequireRoot(t)
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	prefix := Prefix + "orph" + hex.EncodeToString(b[:]) + "-"
+	exited := exec.Command("true")
+	if err := exited.Run(); err != nil {
+		t.Fatal(err)
+	}
+	live := prefix + "1-init"
+	names := []string{
+		live,
+		prefix + strconv.Itoa(exited.Process.Pid) + "-gone",
+		OwnedName(prefix, "mine"),
+		prefix + "nopid",
+	}
+	for _, n := range names {
+		ns, err := CreateExact(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ns.Close()
+	}
+	deleted, err := DeleteOrphaned(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(deleted)
+	want := slices.Sorted(slices.Values(names[1:]))
+	if !slices.Equal(deleted, want) {
+		t.Errorf("deleted %v, want %v", deleted, want)
+	}
+	if _, err := os.Stat(NetnsDir + "/" + live); err != nil {
+		t.Errorf("the namespace of a live process is gone: %v", err)
+	}
+	if _, err := DeleteOrphaned(""); err == nil {
+		t.Error("DeleteOrphaned with no prefix succeeded")
 	}
 }
 

@@ -141,69 +141,112 @@ func (p *Pair) Close() error {
 }
 
 // Routed is client — router — server: the router forwards between a
-// client link ("eth0" in the client, "eth-c" in the router; 192.0.2.0/24,
-// 2001:db8:1::/64) and a server link ("eth-s" in the router, "eth0" in the
-// server; 198.51.100.0/24, 2001:db8:2::/64). The router plays the node
-// whose Forward chain is tested; it owns .254 and ::fe on both links.
+// client link and a server link, and plays the node whose Forward chain is
+// tested. Its addressing is a RoutedPlan; NewRouted and NewTestRouted use
+// DefaultRoutedPlan.
 type Routed struct {
 	Client, Router, Server *NS
 }
 
-// NewRouted creates a Routed topology, or fails; the caller must Close it.
-func NewRouted(name string) (*Routed, error) {
+// RoutedPlan is the addressing of a Routed topology: the interface names
+// of the two links and the addresses of each end. The router's first IPv4
+// and first IPv6 address on a link are the default gateways of the
+// namespace behind it.
+type RoutedPlan struct {
+	// ClientDev is the client's end of the client link, RouterClientDev
+	// the router's; RouterServerDev and ServerDev are the ends of the
+	// server link.
+	ClientDev, RouterClientDev, RouterServerDev, ServerDev string
+	// Client, RouterClient, RouterServer and Server are the addresses of
+	// those ends in CIDR form, as AddAddr takes them.
+	Client, RouterClient, RouterServer, Server []string
+}
+
+// DefaultRoutedPlan: the client link is "eth0" in the client and "eth-c" in
+// the router (192.0.2.0/24, 2001:db8:1::/64), the server link "eth-s" in
+// the router and "eth0" in the server (198.51.100.0/24, 2001:db8:2::/64);
+// the router owns .254 and ::fe on both links.
+var DefaultRoutedPlan = RoutedPlan{
+	ClientDev: "eth0", RouterClientDev: "eth-c", RouterServerDev: "eth-s", ServerDev: "eth0",
+	Client:       []string{prefix(ClientV4, 24), prefix(ClientV6, 64)},
+	RouterClient: []string{prefix(RouterClientV4, 24), prefix(RouterClientV6, 64)},
+	RouterServer: []string{prefix(RouterServerV4, 24), prefix(RouterServerV6, 64)},
+	Server:       []string{prefix(ServerV4, 24), prefix(ServerV6, 64)},
+}
+
+// NewRouted creates a Routed topology with DefaultRoutedPlan, or fails; the
+// caller must Close it.
+func NewRouted(name string) (*Routed, error) { return NewRoutedWith(name, DefaultRoutedPlan) }
+
+// NewRoutedWith creates a Routed topology with the given addressing, its
+// namespaces called name plus "-client", "-router" and "-server" (see
+// Create), or fails; the caller must Close it.
+func NewRoutedWith(name string, plan RoutedPlan) (*Routed, error) {
 	r := &Routed{}
 	var err error
 	if r.Client, err = Create(name + "-client"); err != nil {
 		return nil, err
 	}
 	if r.Router, err = Create(name + "-router"); err != nil {
-		r.Client.Close()
+		r.Close()
 		return nil, err
 	}
 	if r.Server, err = Create(name + "-server"); err != nil {
-		r.Client.Close()
-		r.Router.Close()
+		r.Close()
 		return nil, err
 	}
-	if err := r.wire(); err != nil {
+	if err := r.wire(plan); err != nil {
 		r.Close()
 		return nil, err
 	}
 	return r, nil
 }
 
-// NewTestRouted creates a Routed topology for a test and deletes it when
-// the test ends.
+// NewTestRouted creates a Routed topology with DefaultRoutedPlan for a test
+// and deletes it when the test ends.
 func NewTestRouted(tb testing.TB) *Routed {
 	tb.Helper()
 	r := &Routed{Client: NewNS(tb, "client"), Router: NewNS(tb, "router"), Server: NewNS(tb, "server")}
-	if err := r.wire(); err != nil {
+	if err := r.wire(DefaultRoutedPlan); err != nil {
 		tb.Fatal(err)
 	}
 	return r
 }
 
-func (r *Routed) wire() error {
+func (r *Routed) wire(plan RoutedPlan) error {
 	steps := []func() error{
-		func() error { return Veth(r.Client, "eth0", r.Router, "eth-c") },
-		func() error { return Veth(r.Server, "eth0", r.Router, "eth-s") },
-		func() error { return r.Client.AddAddr("eth0", prefix(ClientV4, 24), prefix(ClientV6, 64)) },
-		func() error { return r.Server.AddAddr("eth0", prefix(ServerV4, 24), prefix(ServerV6, 64)) },
-		func() error {
-			return r.Router.AddAddr("eth-c", prefix(RouterClientV4, 24), prefix(RouterClientV6, 64))
-		},
-		func() error {
-			return r.Router.AddAddr("eth-s", prefix(RouterServerV4, 24), prefix(RouterServerV6, 64))
-		},
+		func() error { return Veth(r.Client, plan.ClientDev, r.Router, plan.RouterClientDev) },
+		func() error { return Veth(r.Server, plan.ServerDev, r.Router, plan.RouterServerDev) },
+		func() error { return r.Client.AddAddr(plan.ClientDev, plan.Client...) },
+		func() error { return r.Server.AddAddr(plan.ServerDev, plan.Server...) },
+		func() error { return r.Router.AddAddr(plan.RouterClientDev, plan.RouterClient...) },
+		func() error { return r.Router.AddAddr(plan.RouterServerDev, plan.RouterServer...) },
 		func() error { return r.Router.EnableForwarding() },
-		func() error { return r.Client.AddRoute("default", RouterClientV4.String()) },
-		func() error { return r.Client.AddRoute("default", RouterClientV6.String()) },
-		func() error { return r.Server.AddRoute("default", RouterServerV4.String()) },
-		func() error { return r.Server.AddRoute("default", RouterServerV6.String()) },
+		func() error { return addDefaultRoutes(r.Client, plan.RouterClient) },
+		func() error { return addDefaultRoutes(r.Server, plan.RouterServer) },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// addDefaultRoutes routes both families of ns through the first IPv4 and
+// the first IPv6 address of gateways.
+func addDefaultRoutes(ns *NS, gateways []string) error {
+	var v4, v6 bool
+	for _, s := range gateways {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return err
+		}
+		if is6 := p.Addr().Is6(); is6 && !v6 || !is6 && !v4 {
+			if err := ns.AddRoute("default", p.Addr().String()); err != nil {
+				return err
+			}
+			v4, v6 = v4 || !is6, v6 || is6
 		}
 	}
 	return nil

@@ -71,7 +71,7 @@ func TestParityWithRender(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns, p := target(t)
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	mustInSync(t, p, rs, true)

@@ -74,7 +74,7 @@ func TestRandomRulesetsLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := p.Apply(rs); err != nil {
+		if _, err := p.Apply(rs); err != nil {
 			t.Fatalf("spec %d: %v\n%s", i, err, compile.Render(rs))
 		}
 		mustInSync(t, p, rs, true)

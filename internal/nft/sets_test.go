@@ -119,7 +119,7 @@ func TestExactSetsParityWithRender(t *testing.T) {
 func parity(t *testing.T, rs *compile.Ruleset) {
 	t.Helper()
 	ns, p := target(t)
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	mustInSync(t, p, rs, true)
@@ -155,7 +155,7 @@ func TestSetsPackets(t *testing.T) {
 	}
 	spec := runsSpec()
 	rs := compileRuns(t, spec)
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	for _, dst := range []netip.Addr{netnstest.HostV4, netnstest.HostV6} {
@@ -188,10 +188,11 @@ func TestSetsPackets(t *testing.T) {
 	spec.Rules = append(spec.Rules, v1alpha1.NodeFirewallRule{Policy: "runs", Name: "more", Chain: v1alpha1.ChainInput,
 		Action: v1alpha1.ActionAccept, Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: 8004}}})
 	rs2 := compileRuns(t, spec)
-	if err := p.Apply(rs2); err != nil {
+	st, err := p.Apply(rs2)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if st := p.LastApply(); !st.Incremental || st.ElementsAdded == 0 || st.Messages > 10 {
+	if !st.Incremental || st.ElementsAdded == 0 || st.Messages > 10 {
 		t.Errorf("adding a port: %+v", st)
 	}
 	mustInSync(t, p, rs2, true)
@@ -234,12 +235,16 @@ func TestSetsIncremental(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if err := p.Apply(rs); err != nil {
+	full, err := p.Apply(rs)
+	if err != nil {
 		t.Fatal(err)
 	}
-	full := p.LastApply()
-	t.Logf("full apply: %v, %+v, %d rules, %d elements", time.Since(start), full, rs.RuleCount(), rs.ElementCount())
-	if full.Incremental || full.ElementsAdded != rs.ElementCount() {
+	elements := 0
+	for _, s := range rs.Sets {
+		elements += len(s.Elements)
+	}
+	t.Logf("full apply: %v, %+v, %d rules, %d elements", time.Since(start), full, rs.RuleCount(), elements)
+	if full.Incremental || full.ElementsAdded != elements {
 		t.Errorf("first apply: %+v", full)
 	}
 	mustInSync(t, p, rs, true)
@@ -251,11 +256,11 @@ func TestSetsIncremental(t *testing.T) {
 	}
 	mustInSync(t, p, rs2, false)
 	start = time.Now()
-	if err := p.Apply(rs2); err != nil {
+	st, err := p.Apply(rs2)
+	if err != nil {
 		t.Fatal(err)
 	}
 	took := time.Since(start)
-	st := p.LastApply()
 	t.Logf("one rule changed: %v, %+v", took, st)
 	if !st.Incremental || st.ElementsAdded != 1 || st.ElementsDeleted != 1 || st.Messages != 4 {
 		t.Errorf("one rule changed: %+v", st)
@@ -265,24 +270,23 @@ func TestSetsIncremental(t *testing.T) {
 
 	// An element deleted from outside is drift; Drift distrusts the table,
 	// and the next Apply rewrites it whole.
-	ns.MustExec("nft", "delete", "element", "inet", compile.DefaultTable, kernelName("input-run-1-v4-0", p.slot), "{ 2 . 10.0.1.0/24 . tcp }")
+	ns.MustExec("nft", "delete", "element", "inet", compile.DefaultTable, kernelName("input-run-1-v4-0", p.last.slot), "{ 2 . 10.0.1.0/24 . tcp }")
 	mustInSync(t, p, rs2, false)
-	if err := p.Apply(rs2); err != nil {
+	if st, err := p.Apply(rs2); err != nil {
 		t.Fatal(err)
-	}
-	if st := p.LastApply(); st.Incremental {
+	} else if st.Incremental {
 		t.Errorf("drift repaired incrementally: %+v", st)
 	}
 	mustInSync(t, p, rs2, true)
 
 	// An element added from outside, unseen by Drift: the incremental
 	// batch still succeeds (adds are idempotent), then Drift sees it.
-	ns.MustExec("nft", "add", "element", "inet", compile.DefaultTable, kernelName("input-run-1-v4-0", p.slot), "{ 7 . 10.9.9.9 . udp }")
-	if err := p.Apply(rs); err != nil {
+	ns.MustExec("nft", "add", "element", "inet", compile.DefaultTable, kernelName("input-run-1-v4-0", p.last.slot), "{ 7 . 10.9.9.9 . udp }")
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	mustInSync(t, p, rs, false)
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	mustInSync(t, p, rs, true)
@@ -294,11 +298,10 @@ func TestSetsIncremental(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns.MustExec("nft", "delete", "element", "inet", compile.DefaultTable, kernelName("input-run-2-v4-4096", p.slot), "{ 4322 . 10.16.225.0/24 . tcp }")
-	if err := p.Apply(rs3); err != nil {
+	ns.MustExec("nft", "delete", "element", "inet", compile.DefaultTable, kernelName("input-run-2-v4-4096", p.last.slot), "{ 4322 . 10.16.225.0/24 . tcp }")
+	if st, err := p.Apply(rs3); err != nil {
 		t.Fatal(err)
-	}
-	if st := p.LastApply(); st.Incremental {
+	} else if st.Incremental {
 		t.Errorf("failed incremental batch not replaced by a full one: %+v", st)
 	}
 	mustInSync(t, p, rs3, true)
@@ -343,14 +346,14 @@ func TestStagedRewrite(t *testing.T) {
 		rs   *compile.Ruleset
 		slot int
 	}{{first, 0}, {second, 1}, {first, 0}} {
-		if err := p.Apply(step.rs); err != nil {
+		st, err := p.Apply(step.rs)
+		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
 		got := kernelSetNames(t, ns)
 		if diff := cmp.Diff(want(step.rs, step.slot), got); diff != "" {
 			t.Errorf("step %d: sets (-want +got):\n%s", i, diff)
 		}
-		st := p.LastApply()
 		if st.Incremental || st.Batches != 2 {
 			t.Errorf("step %d: want a staged rewrite, got %+v", i, st)
 		}
@@ -363,7 +366,7 @@ func TestStagedRewrite(t *testing.T) {
 	ns.MustExec("nft", "add", "set", "inet", compile.DefaultTable, leftover,
 		"{ type inet_proto . inet_service . ipv4_addr; flags interval; }")
 	mustInSync(t, p, first, false)
-	if err := p.Apply(first); err != nil {
+	if _, err := p.Apply(first); err != nil {
 		t.Fatal(err)
 	}
 	mustInSync(t, p, first, true)
@@ -379,11 +382,12 @@ func TestStagedRewrite(t *testing.T) {
 			"{ type inet_proto . inet_service . "+addr+"; flags interval; }")
 	}
 	mustInSync(t, p, first, false)
-	if err := p.Apply(first); err != nil {
+	st, err := p.Apply(first)
+	if err != nil {
 		t.Fatal(err)
 	}
 	mustInSync(t, p, first, true)
-	if st := p.LastApply(); st.Batches != 2 {
+	if st.Batches != 2 {
 		t.Errorf("repair: want a staged rewrite, got %+v", st)
 	}
 	if diff := cmp.Diff(want(first, 0), kernelSetNames(t, ns)); diff != "" {
@@ -409,7 +413,7 @@ func TestExactSetsIncremental(t *testing.T) {
 		return rs
 	}
 	rs := compileSpec()
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	mustInSync(t, p, rs, true)
@@ -417,11 +421,11 @@ func TestExactSetsIncremental(t *testing.T) {
 		spec.Rules[k].Ports[0].Port = 61000
 		next := compileSpec()
 		start := time.Now()
-		if err := p.Apply(next); err != nil {
+		st, err := p.Apply(next)
+		if err != nil {
 			t.Fatal(err)
 		}
 		took := time.Since(start)
-		st := p.LastApply()
 		t.Logf("rule %d (%s) changed: %v, %+v", k, spec.Rules[k].Sources[0], took, st)
 		if !st.Incremental || st.ElementsAdded != 1 || st.ElementsDeleted != 1 || st.Messages != 4 {
 			t.Errorf("rule %d changed: %+v", k, st)
@@ -430,4 +434,42 @@ func TestExactSetsIncremental(t *testing.T) {
 		mustInSync(t, p, rs, false)
 		rs = next
 	}
+}
+
+// TestAdoptedTableUpdatesIncrementally: a Programmer with nothing
+// committed (a restarted agent's) that finds its table to be exactly the
+// ruleset adopts it: Committed returns it, and a change of set elements
+// only is then sent alone.
+func TestAdoptedTableUpdatesIncrementally(t *testing.T) {
+	ns, p := target(t)
+	spec := runsSpec()
+	rs := compileRuns(t, spec)
+	if _, err := p.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	q, err := New(ns.Path(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if got := q.Committed(); got != nil {
+		t.Fatalf("a new Programmer has committed %p", got)
+	}
+	if d, err := q.Drift(rs); err != nil || d != "" {
+		t.Fatalf("Drift = %q, %v", d, err)
+	}
+	if got := q.Committed(); got != rs {
+		t.Fatalf("after a Drift that found the ruleset, Committed = %p, want %p", got, rs)
+	}
+	spec.Rules = append(spec.Rules, v1alpha1.NodeFirewallRule{Policy: "runs", Name: "more", Chain: v1alpha1.ChainInput,
+		Action: v1alpha1.ActionAccept, Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: 8004}}})
+	rs2 := compileRuns(t, spec)
+	st, err := q.Apply(rs2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Incremental || st.ElementsAdded == 0 {
+		t.Errorf("first change after adoption: %+v, want set elements only", st)
+	}
+	mustInSync(t, q, rs2, true)
 }

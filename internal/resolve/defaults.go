@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/text"
 )
 
 // conflictKey identifies one disagreement on a chain's default action: a
@@ -64,20 +65,17 @@ func conflictProblems(conflicts map[conflictKey][]string) []Problem {
 	out := make([]Problem, 0, 2*len(conflicts))
 	for k, nodes := range conflicts {
 		sort.Strings(nodes)
-		shown := nodes
-		if len(shown) > 3 {
-			shown = shown[:3]
-		}
+		shown := text.ListSome(nodes, 3)
 		field := "spec.defaultActions." + chainField(k.chain)
 		out = append(out, Problem{
 			Policy: k.accept,
 			Reason: fwv1.ReasonDefaultActionOverridden,
-			Message: fmt.Sprintf("%s=Accept is overridden by policy %q, which sets Drop: the more restrictive default wins, on %d node(s): %v",
+			Message: fmt.Sprintf("%s=Accept is overridden by policy %q, which sets Drop: the more restrictive default wins, on %d node(s): %s",
 				field, k.drop, len(nodes), shown),
 		}, Problem{
 			Policy: k.drop,
 			Reason: fwv1.ReasonDefaultActionConflict,
-			Message: fmt.Sprintf("%s=Drop overrides policy %q, which sets Accept: the more restrictive default wins, on %d node(s): %v",
+			Message: fmt.Sprintf("%s=Drop overrides policy %q, which sets Accept: the more restrictive default wins, on %d node(s): %s",
 				field, k.accept, len(nodes), shown),
 		})
 	}

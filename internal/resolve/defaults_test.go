@@ -39,10 +39,10 @@ func TestDefaultActionsFailSafe(t *testing.T) {
 		},
 		problems: []Problem{{
 			Policy: "lockdown", Reason: fwv1.ReasonDefaultActionConflict,
-			Message: `spec.defaultActions.input=Drop overrides policy "open-everything", which sets Accept: the more restrictive default wins, on 3 node(s): [a-1 a-2 b-1]`,
+			Message: `spec.defaultActions.input=Drop overrides policy "open-everything", which sets Accept: the more restrictive default wins, on 3 node(s): a-1, a-2, b-1`,
 		}, {
 			Policy: "open-everything", Reason: fwv1.ReasonDefaultActionOverridden,
-			Message: `spec.defaultActions.input=Accept is overridden by policy "lockdown", which sets Drop: the more restrictive default wins, on 3 node(s): [a-1 a-2 b-1]`,
+			Message: `spec.defaultActions.input=Accept is overridden by policy "lockdown", which sets Drop: the more restrictive default wins, on 3 node(s): a-1, a-2, b-1`,
 		}},
 	}, {
 		name: "policies that agree have no conflict",
@@ -68,16 +68,16 @@ func TestDefaultActionsFailSafe(t *testing.T) {
 		},
 		problems: []Problem{{
 			Policy: "all", Reason: fwv1.ReasonDefaultActionConflict,
-			Message: `spec.defaultActions.input=Drop overrides policy "zone-a", which sets Accept: the more restrictive default wins, on 2 node(s): [a-1 a-2]`,
+			Message: `spec.defaultActions.input=Drop overrides policy "zone-a", which sets Accept: the more restrictive default wins, on 2 node(s): a-1, a-2`,
 		}, {
 			Policy: "all", Reason: fwv1.ReasonDefaultActionOverridden,
-			Message: `spec.defaultActions.output=Accept is overridden by policy "zone-a", which sets Drop: the more restrictive default wins, on 2 node(s): [a-1 a-2]`,
+			Message: `spec.defaultActions.output=Accept is overridden by policy "zone-a", which sets Drop: the more restrictive default wins, on 2 node(s): a-1, a-2`,
 		}, {
 			Policy: "zone-a", Reason: fwv1.ReasonDefaultActionConflict,
-			Message: `spec.defaultActions.output=Drop overrides policy "all", which sets Accept: the more restrictive default wins, on 2 node(s): [a-1 a-2]`,
+			Message: `spec.defaultActions.output=Drop overrides policy "all", which sets Accept: the more restrictive default wins, on 2 node(s): a-1, a-2`,
 		}, {
 			Policy: "zone-a", Reason: fwv1.ReasonDefaultActionOverridden,
-			Message: `spec.defaultActions.input=Accept is overridden by policy "all", which sets Drop: the more restrictive default wins, on 2 node(s): [a-1 a-2]`,
+			Message: `spec.defaultActions.input=Accept is overridden by policy "all", which sets Drop: the more restrictive default wins, on 2 node(s): a-1, a-2`,
 		}},
 	}, {
 		name: "every Accept is told of every Drop",
@@ -93,16 +93,16 @@ func TestDefaultActionsFailSafe(t *testing.T) {
 		},
 		problems: []Problem{{
 			Policy: "accept-1", Reason: fwv1.ReasonDefaultActionOverridden,
-			Message: `spec.defaultActions.forward=Accept is overridden by policy "drop", which sets Drop: the more restrictive default wins, on 2 node(s): [a-1 a-2]`,
+			Message: `spec.defaultActions.forward=Accept is overridden by policy "drop", which sets Drop: the more restrictive default wins, on 2 node(s): a-1, a-2`,
 		}, {
 			Policy: "accept-2", Reason: fwv1.ReasonDefaultActionOverridden,
-			Message: `spec.defaultActions.forward=Accept is overridden by policy "drop", which sets Drop: the more restrictive default wins, on 2 node(s): [a-1 a-2]`,
+			Message: `spec.defaultActions.forward=Accept is overridden by policy "drop", which sets Drop: the more restrictive default wins, on 2 node(s): a-1, a-2`,
 		}, {
 			Policy: "drop", Reason: fwv1.ReasonDefaultActionConflict,
-			Message: `spec.defaultActions.forward=Drop overrides policy "accept-1", which sets Accept: the more restrictive default wins, on 2 node(s): [a-1 a-2]`,
+			Message: `spec.defaultActions.forward=Drop overrides policy "accept-1", which sets Accept: the more restrictive default wins, on 2 node(s): a-1, a-2`,
 		}, {
 			Policy: "drop", Reason: fwv1.ReasonDefaultActionConflict,
-			Message: `spec.defaultActions.forward=Drop overrides policy "accept-2", which sets Accept: the more restrictive default wins, on 2 node(s): [a-1 a-2]`,
+			Message: `spec.defaultActions.forward=Drop overrides policy "accept-2", which sets Accept: the more restrictive default wins, on 2 node(s): a-1, a-2`,
 		}},
 	}, {
 		name: "an audited Drop still wins over an Accept, and stays audited",
@@ -117,10 +117,10 @@ func TestDefaultActionsFailSafe(t *testing.T) {
 		},
 		problems: []Problem{{
 			Policy: "open", Reason: fwv1.ReasonDefaultActionOverridden,
-			Message: `spec.defaultActions.output=Accept is overridden by policy "trial", which sets Drop: the more restrictive default wins, on 2 node(s): [a-1 a-2]`,
+			Message: `spec.defaultActions.output=Accept is overridden by policy "trial", which sets Drop: the more restrictive default wins, on 2 node(s): a-1, a-2`,
 		}, {
 			Policy: "trial", Reason: fwv1.ReasonDefaultActionConflict,
-			Message: `spec.defaultActions.output=Drop overrides policy "open", which sets Accept: the more restrictive default wins, on 2 node(s): [a-1 a-2]`,
+			Message: `spec.defaultActions.output=Drop overrides policy "open", which sets Accept: the more restrictive default wins, on 2 node(s): a-1, a-2`,
 		}},
 	}, {
 		name: "a Drop is audited only when every policy that sets it is in Audit mode",

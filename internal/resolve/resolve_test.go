@@ -120,10 +120,10 @@ func TestResolve(t *testing.T) {
 			Matches: map[string][]string{"a-tie": {"worker-1"}, "b-late": {"worker-1"}, "z-first": {"worker-1"}},
 			Problems: []Problem{{
 				Policy: "b-late", Reason: fwv1.ReasonDefaultActionOverridden,
-				Message: `spec.defaultActions.input=Accept is overridden by policy "z-first", which sets Drop: the more restrictive default wins, on 1 node(s): [worker-1]`,
+				Message: `spec.defaultActions.input=Accept is overridden by policy "z-first", which sets Drop: the more restrictive default wins, on 1 node(s): worker-1`,
 			}, {
 				Policy: "z-first", Reason: fwv1.ReasonDefaultActionConflict,
-				Message: `spec.defaultActions.input=Drop overrides policy "b-late", which sets Accept: the more restrictive default wins, on 1 node(s): [worker-1]`,
+				Message: `spec.defaultActions.input=Drop overrides policy "b-late", which sets Accept: the more restrictive default wins, on 1 node(s): worker-1`,
 			}},
 		},
 	}, {
@@ -197,10 +197,10 @@ func TestResolve(t *testing.T) {
 				Message: "spec.nodeSelector: values: Invalid value: null: for 'in', 'notin' operators, values set can't be empty",
 			}, {
 				Policy: "first", Reason: fwv1.ReasonDefaultActionConflict,
-				Message: `spec.defaultActions.input=Drop overrides policy "second", which sets Accept: the more restrictive default wins, on 1 node(s): [worker-1]`,
+				Message: `spec.defaultActions.input=Drop overrides policy "second", which sets Accept: the more restrictive default wins, on 1 node(s): worker-1`,
 			}, {
 				Policy: "second", Reason: fwv1.ReasonDefaultActionOverridden,
-				Message: `spec.defaultActions.input=Accept is overridden by policy "first", which sets Drop: the more restrictive default wins, on 1 node(s): [worker-1]`,
+				Message: `spec.defaultActions.input=Accept is overridden by policy "first", which sets Drop: the more restrictive default wins, on 1 node(s): worker-1`,
 			}, {
 				Policy: "second", Reason: fwv1.ReasonFailsafeShadowed,
 				Message: "spec.rules[2] (no-ssh) would drop failsafe port(s) tcp:22, which nodes accept before any rule",

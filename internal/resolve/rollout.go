@@ -2,12 +2,12 @@ package resolve
 
 import (
 	"fmt"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/text"
 )
 
 // NodeState is what a node's NodeFirewall says about one generation of a policy.
@@ -99,14 +99,10 @@ func stage(cp *preparedPolicy, matched []string, current map[string]*fwv1.NodeFi
 	if len(failed) == 0 {
 		return nil
 	}
-	shown := failed
-	if len(shown) > 3 {
-		shown = shown[:3]
-	}
 	return []Problem{{
 		Policy: p.Name,
 		Reason: fwv1.ReasonRolloutHalted,
 		Message: fmt.Sprintf("rollout of generation %d halted: %d node(s) failed or reverted it (%s); %d node(s) held on their previous generation",
-			p.Generation, len(failed), strings.Join(shown, ", "), len(cp.heldBack)),
+			p.Generation, len(failed), text.ListSome(failed, 3), len(cp.heldBack)),
 	}}
 }

@@ -8,6 +8,7 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/clusterconfig"
+	"github.com/nodefw/nodefw/internal/text"
 )
 
 // Config is the status of the NodeFirewallConfig, given the settings in
@@ -32,7 +33,7 @@ func Config(cfg *fwv1.NodeFirewallConfig, in clusterconfig.State) fwv1.NodeFirew
 	if in.Generation == 0 {
 		kept = "keeping the settings of the controller's and agents' flags (no generation passed the checks yet)"
 	}
-	msg := truncate(fmt.Sprintf("%s: %v", kept, in.Err), 32000)
+	msg := text.Truncate(fmt.Sprintf("%s: %v", kept, in.Err), 32000)
 	set(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonInvalidConfig, msg)
 	set(fwv1.ConditionStalled, metav1.ConditionTrue, fwv1.ReasonInvalidConfig, msg)
 	meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)

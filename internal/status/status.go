@@ -11,13 +11,13 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/resolve"
+	"github.com/nodefw/nodefw/internal/text"
 )
 
 // Policy computes a policy's status from the nodes it matches, their
@@ -75,7 +75,7 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 		set(fwv1.ConditionStalled, metav1.ConditionTrue, fwv1.ReasonRolloutHalted, msg)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 	case len(failed) > 0:
-		msg := fmt.Sprintf("%d of %d matched nodes failed to apply: %s", len(failed), len(matched), listSome(failed))
+		msg := fmt.Sprintf("%d of %d matched nodes failed to apply: %s", len(failed), len(matched), text.ListSome(failed, 5))
 		set(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonApplyFailed, msg)
 		set(fwv1.ConditionStalled, metav1.ConditionTrue, fwv1.ReasonApplyFailed, msg)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
@@ -192,7 +192,7 @@ func NodeFailed(nfw *fwv1.NodeFirewall, reason string, err error) fwv1.NodeFirew
 	st := *nfw.Status.DeepCopy()
 	st.ObservedGeneration = nfw.Generation
 	st.LastError = err.Error()
-	msg := truncate(fmt.Sprintf("keeping the previous ruleset: %v", err), 32000)
+	msg := text.Truncate(fmt.Sprintf("keeping the previous ruleset: %v", err), 32000)
 	for _, t := range []string{fwv1.ConditionReady, fwv1.ConditionStalled} {
 		s := metav1.ConditionFalse
 		if t == fwv1.ConditionStalled {
@@ -218,22 +218,4 @@ func NodeWaiting(nfw *fwv1.NodeFirewall) fwv1.NodeFirewallStatus {
 			Message: "waiting for the node agent", ObservedGeneration: nfw.Generation})
 	}
 	return st
-}
-
-// truncate cuts s to at most n bytes without splitting a UTF-8 character.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
-}
-
-func listSome(names []string) string {
-	if len(names) > 5 {
-		return strings.Join(names[:5], ", ") + fmt.Sprintf(" and %d more", len(names)-5)
-	}
-	return strings.Join(names, ", ")
 }

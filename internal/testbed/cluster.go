@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/nodefw/nodefw/internal/envtesting"
 	"github.com/nodefw/nodefw/internal/netnstest"
 )
 
@@ -196,7 +197,7 @@ func (c *Cluster) start(ctx context.Context) error {
 
 	c.logf("starting the control plane (etcd, kube-apiserver) and installing the CRDs")
 	start := time.Now()
-	cp, err := StartControlPlane(filepath.Join(c.opts.RepoRoot, "config", "crd", "bases"), c.Dir)
+	cp, err := StartControlPlane(envtesting.CRDDir(c.opts.RepoRoot), c.Dir)
 	if err != nil {
 		return err
 	}
@@ -296,6 +297,20 @@ func (c *Cluster) Host(name string) *Host {
 		return &n.Host
 	}
 	panic(fmt.Sprintf("testbed: no host %q", name))
+}
+
+// Agents are the nodes' agents, in the order of the nodes.
+func (c *Cluster) Agents() []*Process {
+	var out []*Process
+	for _, n := range c.Nodes {
+		out = append(out, n.Agent)
+	}
+	return out
+}
+
+// Processes are the manager and the agents.
+func (c *Cluster) Processes() []*Process {
+	return append([]*Process{c.Manager}, c.Agents()...)
 }
 
 // ControlPlaneAddrs are the LAN addresses of the control-plane nodes.

@@ -1,6 +1,7 @@
 // Package testbed runs nodefw for real on one machine: a local control
 // plane (kube-apiserver and etcd as processes), the manager and one agent
-// per network-namespace "node". The demo and the end-to-end suite share it.
+// per network-namespace "node". The demo uses it directly; the end-to-end
+// and fault tests through package suite.
 package testbed
 
 import (
@@ -14,23 +15,14 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/envtesting"
 )
-
-// Scheme knows the built-in types and nodefw's.
-var Scheme = runtime.NewScheme()
-
-func init() {
-	utilruntime.Must(clientgoscheme.AddToScheme(Scheme))
-	utilruntime.Must(fwv1.AddToScheme(Scheme))
-}
 
 // ControlPlane is a local kube-apiserver and etcd with nodefw's CRDs.
 type ControlPlane struct {
@@ -51,8 +43,8 @@ type ControlPlane struct {
 // StartControlPlane starts etcd and kube-apiserver from KUBEBUILDER_ASSETS,
 // installs the CRDs in crdDir and writes an admin kubeconfig into dir.
 func StartControlPlane(crdDir, dir string) (*ControlPlane, error) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run through make, which builds kube-apiserver and etcd")
+	if err := envtesting.CheckAssets(); err != nil {
+		return nil, err
 	}
 	// etcd's data and the API server's certificates live under dir, so
 	// that removing dir removes everything, and a process left over from a
@@ -63,13 +55,10 @@ func StartControlPlane(crdDir, dir string) (*ControlPlane, error) {
 			return nil, err
 		}
 	}
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{crdDir},
-		ErrorIfCRDPathMissing: true,
-		// A busy machine (a parallel `go test ./...`) can be slow to start
-		// kube-apiserver.
-		ControlPlaneStartTimeout: 2 * time.Minute,
-	}
+	env := envtesting.Environment(crdDir)
+	// A busy machine (a parallel `go test ./...`) can be slow to start
+	// kube-apiserver.
+	env.ControlPlaneStartTimeout = 2 * time.Minute
 	env.ControlPlane.APIServer = &envtest.APIServer{CertDir: certDir}
 	env.ControlPlane.Etcd = &envtest.Etcd{DataDir: dataDir}
 	cfg, err := env.Start()
@@ -93,7 +82,7 @@ func StartControlPlane(crdDir, dir string) (*ControlPlane, error) {
 	if err := os.WriteFile(cp.Kubeconfig, kc, 0o600); err != nil {
 		return fail(err)
 	}
-	cp.Client, err = client.New(cfg, client.Options{Scheme: Scheme})
+	cp.Client, err = envtesting.NewClient(cfg)
 	if err != nil {
 		return fail(err)
 	}

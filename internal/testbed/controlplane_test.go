@@ -9,12 +9,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/nodefw/nodefw/internal/envtesting"
 )
 
 // TestControlPlaneRestart checks that the API server can be stopped and
 // started again with the same certificates, port and data.
 func TestControlPlaneRestart(t *testing.T) {
-	cp, err := StartControlPlane(filepath.Join("..", "..", "config", "crd", "bases"), t.TempDir())
+	cp, err := StartControlPlane(envtesting.CRDDir(filepath.Join("..", "..")), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +29,7 @@ func TestControlPlaneRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(cfg, client.Options{Scheme: Scheme})
+	c, err := envtesting.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,9 +17,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/envtesting"
 	"github.com/nodefw/nodefw/internal/netnstest"
 	"github.com/nodefw/nodefw/internal/testbed"
 )
@@ -53,28 +53,13 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "building the agent: %v\n%s", err, out)
 		return 1
 	}
-	cp, err = testbed.StartControlPlane(filepath.Join("..", "..", "config", "crd", "bases"), workDir)
+	cp, err = testbed.StartControlPlane(envtesting.CRDDir(filepath.Join("..", "..")), workDir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer cp.Stop()
 	return m.Run()
-}
-
-func eventually(t *testing.T, timeout time.Duration, cond func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		err := cond()
-		if err == nil {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("not within %v: %v", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 func startAgent(t *testing.T, node string, ns *netnstest.NS, extra ...string) *testbed.Process {
@@ -110,17 +95,12 @@ func createNFW(t *testing.T, name string, spec fwv1.NodeFirewallSpec) {
 	}
 }
 
-func getNFW(name string) (*fwv1.NodeFirewall, error) {
-	nfw := &fwv1.NodeFirewall{}
-	return nfw, cp.Client.Get(context.Background(), client.ObjectKey{Name: name}, nfw)
-}
-
 // waitReady waits for the agent to report the current generation with the
 // given Ready status and reason.
 func waitReady(t *testing.T, name string, want metav1.ConditionStatus, reason string) {
 	t.Helper()
-	eventually(t, 30*time.Second, func() error {
-		nfw, err := getNFW(name)
+	envtesting.Eventually(t, 30*time.Second, func() error {
+		nfw, err := envtesting.GetNodeFirewall(cp.Client, name)
 		if err != nil {
 			return err
 		}
@@ -182,7 +162,7 @@ func TestAgentLifecycle(t *testing.T) {
 	agent := startAgent(t, node, pair.Host)
 	waitReady(t, node, metav1.ConditionTrue, "Applied")
 	expectProbes(t, pair, probes)
-	nfw, _ := getNFW(node)
+	nfw, _ := envtesting.GetNodeFirewall(cp.Client, node)
 	if nfw.Status.RuleCount == 0 || nfw.Status.LastAppliedTime == nil {
 		t.Errorf("status = %+v, want a rule count and a last-applied time", nfw.Status)
 	}
@@ -199,7 +179,7 @@ func TestAgentLifecycle(t *testing.T) {
 		}
 		// The restarted agent adopts the table rather than rewriting it.
 		time.Sleep(3 * time.Second)
-		cur, _ := getNFW(node)
+		cur, _ := envtesting.GetNodeFirewall(cp.Client, node)
 		if !cur.Status.LastAppliedTime.Equal(applied) {
 			t.Errorf("restart re-applied an unchanged table: last applied %v -> %v", applied, cur.Status.LastAppliedTime)
 		}
@@ -217,7 +197,7 @@ func TestAgentLifecycle(t *testing.T) {
 				}()
 			}
 			pair.Host.MustExec(vandal...)
-			took := eventually(t, 10*time.Second, func() error {
+			took := envtesting.Eventually(t, 10*time.Second, func() error {
 				out, err := pair.Host.Exec("nft", "list", "table", "inet", "nodefw")
 				if err != nil || !strings.Contains(out, "10250") {
 					return fmt.Errorf("not repaired after %v", vandal)
@@ -227,7 +207,7 @@ func TestAgentLifecycle(t *testing.T) {
 			t.Logf("%v repaired after %v", vandal, took.Round(time.Millisecond))
 			expectProbes(t, pair, probes)
 		}
-		eventually(t, 10*time.Second, func() error {
+		envtesting.Eventually(t, 10*time.Second, func() error {
 			var evs eventsv1.EventList
 			if err := cp.Client.List(context.Background(), &evs); err != nil {
 				return err
@@ -242,14 +222,14 @@ func TestAgentLifecycle(t *testing.T) {
 	})
 
 	t.Run("a hand-written invalid NodeFirewall is refused and the last good ruleset kept", func(t *testing.T) {
-		cur, _ := getNFW(node)
+		cur, _ := envtesting.GetNodeFirewall(cp.Client, node)
 		cur.Spec.Rules[0].Sources = []string{"10.0.0.300/8"}
 		if err := cp.Client.Update(context.Background(), cur); err != nil {
 			t.Fatal(err)
 		}
 		waitReady(t, node, metav1.ConditionFalse, "InvalidSpec")
 		expectProbes(t, pair, probes)
-		cur, _ = getNFW(node)
+		cur, _ = envtesting.GetNodeFirewall(cp.Client, node)
 		cur.Spec = kubeletSpec()
 		if err := cp.Client.Update(context.Background(), cur); err != nil {
 			t.Fatal(err)
@@ -258,12 +238,12 @@ func TestAgentLifecycle(t *testing.T) {
 	})
 
 	t.Run("deleting the NodeFirewall removes only the agent's table", func(t *testing.T) {
-		cur, _ := getNFW(node)
+		cur, _ := envtesting.GetNodeFirewall(cp.Client, node)
 		if err := cp.Client.Delete(context.Background(), cur); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 15*time.Second, func() error {
-			if _, err := getNFW(node); !apierrors.IsNotFound(err) {
+		envtesting.Eventually(t, 15*time.Second, func() error {
+			if _, err := envtesting.GetNodeFirewall(cp.Client, node); !apierrors.IsNotFound(err) {
 				return fmt.Errorf("NodeFirewall still there (finalizer not released?): %v", err)
 			}
 			if hasTable(pair.Host) {

@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/envtesting"
 	"github.com/nodefw/nodefw/internal/netnstest"
 )
 
@@ -31,7 +32,7 @@ func TestCommitConfirmedRevertsALockout(t *testing.T) {
 	waitReady(t, node, metav1.ConditionTrue, "Applied")
 	before := pair.Host.MustExec("nft", "list", "table", "inet", "nodefw")
 
-	nfw, err := getNFW(node)
+	nfw, err := envtesting.GetNodeFirewall(cp.Client, node)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/envtesting"
 	"github.com/nodefw/nodefw/internal/netnstest"
 )
 
@@ -76,7 +77,7 @@ func TestAgentMetrics(t *testing.T) {
 	for range 3 {
 		netnstest.ExpectTCP(t, pair.Client, netnstest.HostV4, 8080, netnstest.Accepted)
 	}
-	eventually(t, 10*time.Second, func() error {
+	envtesting.Eventually(t, 10*time.Second, func() error {
 		v, err := metric(t, url, `nodefw_agent_rule_packets_total\{chain="input",rule="audit/drop-web"\}`)
 		if err != nil {
 			return err
@@ -88,7 +89,7 @@ func TestAgentMetrics(t *testing.T) {
 	})
 
 	pair.Host.MustExec("nft", "delete", "table", "inet", "nodefw")
-	eventually(t, 10*time.Second, func() error {
+	envtesting.Eventually(t, 10*time.Second, func() error {
 		v, err := metric(t, url, `nodefw_agent_drift_repairs_total`)
 		if err != nil {
 			return err

@@ -12,7 +12,7 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/agent"
-	"github.com/nodefw/nodefw/internal/testbed"
+	"github.com/nodefw/nodefw/internal/envtesting"
 )
 
 // TestAgentWatchesOnlyItsNode proves that a change to node A's
@@ -22,7 +22,7 @@ func TestAgentWatchesOnlyItsNode(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	opts := agent.CacheOptions("watch-node-b")
-	opts.Scheme = testbed.Scheme
+	opts.Scheme = envtesting.Scheme
 	c, err := cache.New(cp.Config, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -53,13 +53,13 @@ func TestAgentWatchesOnlyItsNode(t *testing.T) {
 	}
 
 	createNFW(t, "watch-node-a", kubeletSpec())
-	a, _ := getNFW("watch-node-a")
+	a, _ := envtesting.GetNodeFirewall(cp.Client, "watch-node-a")
 	a.Spec.Rules = nil
 	if err := cp.Client.Update(ctx, a); err != nil {
 		t.Fatal(err)
 	}
 	createNFW(t, "watch-node-b", kubeletSpec())
-	eventually(t, 10*time.Second, func() error {
+	envtesting.Eventually(t, 10*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if seen["watch-node-b"] == 0 {

@@ -12,9 +12,9 @@ import (
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
-	"github.com/nodefw/nodefw/internal/iptables"
 	"github.com/nodefw/nodefw/internal/netnstest"
 	"github.com/nodefw/nodefw/internal/nft"
+	"github.com/nodefw/nodefw/internal/reference"
 )
 
 // benchFullApply times a full apply into an empty namespace: ours (compile,
@@ -31,15 +31,16 @@ func benchFullApply(t *testing.T, r *report) {
 			reps = r.cfg.slowReps
 		}
 		var ours, interval, ipt, nftf []time.Duration
+		var st nft.ApplyStats
 		for range reps {
 			if err := p.Delete(); err != nil {
 				t.Fatal(err)
 			}
-			d, err := oursApply(p, spec)
+			d, stats, err := oursApply(p, spec)
 			if err != nil {
 				t.Fatal(err)
 			}
-			ours = append(ours, d)
+			ours, st = append(ours, d), stats
 			if n == 10000 {
 				// The same with interval sets only, as for rules with
 				// port ranges or address ranges that are not prefixes.
@@ -48,7 +49,7 @@ func benchFullApply(t *testing.T, r *report) {
 				}
 				opts := options()
 				opts.ExactSetMin = -1
-				if d, err = oursApplyWith(p, spec, opts); err != nil {
+				if d, _, err = oursApplyWith(p, spec, opts); err != nil {
 					t.Fatal(err)
 				}
 				interval = append(interval, d)
@@ -72,7 +73,6 @@ func benchFullApply(t *testing.T, r *report) {
 			}
 			nftf = append(nftf, d)
 		}
-		st := p.LastApply()
 		o, i, f := median(ours), median(ipt), median(nftf)
 		t.Logf("%d rules: ours %v (%d messages), iptables-nft-restore %v, nft -f %v", n, o, st.Messages, i, f)
 		goal, result := "—", "—"
@@ -120,7 +120,7 @@ type incremental struct {
 }
 
 // measureIncremental applies base, then moves rule k's port back and forth
-// and times each update as the agent makes it (compile, InSync, Apply),
+// and times each update as the agent makes it (compile, Drift, Apply),
 // and a full drift check (Drift reads the whole table, as the agent's
 // periodic resync does).
 func measureIncremental(t *testing.T, r *report, p *nft.Programmer, base v1alpha1.NodeFirewallSpec, k int) incremental {
@@ -128,7 +128,7 @@ func measureIncremental(t *testing.T, r *report, p *nft.Programmer, base v1alpha
 	if err := p.Delete(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := oursApply(p, specs[1]); err != nil {
+	if _, _, err := oursApply(p, specs[1]); err != nil {
 		t.Fatal(err)
 	}
 	var compileTimes, checkTimes, applyTimes, totals, driftTimes []time.Duration
@@ -141,15 +141,15 @@ func measureIncremental(t *testing.T, r *report, p *nft.Programmer, base v1alpha
 			t.Fatal(err)
 		}
 		compiled := time.Now()
-		if _, err := p.InSync(rs); err != nil {
+		if _, err := p.Drift(rs); err != nil {
 			t.Fatal(err)
 		}
 		synced := time.Now()
-		if err := p.Apply(rs); err != nil {
+		stats, err = p.Apply(rs)
+		if err != nil {
 			t.Fatal(err)
 		}
 		done := time.Now()
-		stats = p.LastApply()
 		if !stats.Incremental {
 			t.Errorf("change %d was a full apply: %+v", i, stats)
 		}
@@ -244,7 +244,7 @@ func benchIncremental(t *testing.T, r *report) {
 		ours:   ms(one.drift), peer: "—", ratio: "—", goal: "—", result: "—",
 	})
 	r.note("One rule changed: the port of one rule in the middle of the list, back and forth; as the agent does, "+
-		"compile, check the table (InSync: %s, which knows from the trusted mirror of the last apply that the table "+
+		"compile, check the table (Drift: %s, which knows from the ruleset it committed last, still trusted, that the table "+
 		"holds another ruleset and reads nothing), apply; the apply row times Apply alone. The agent's resync "+
 		"reads the whole table (the drift check row). One run: all %s rules accept, so they form one run, whose "+
 		"IPv4 hosts and /24s and IPv6 /48s (all of them here) go to hash sets, one per prefix length, and whose "+
@@ -260,7 +260,7 @@ func benchIncremental(t *testing.T, r *report) {
 // iptablesRule returns the position of rule k in iptables' INPUT chain of
 // spec and the arguments that write it, from the renderer's output.
 func iptablesRule(spec v1alpha1.NodeFirewallSpec, k int) (int, []string, error) {
-	v4, _ := iptables.Restore(spec, iptablesOptions())
+	v4, _ := reference.IPTablesRestore(spec, iptablesOptions())
 	want := spec.Rules[k].Policy + "/" + spec.Rules[k].Name
 	pos := 0
 	for _, line := range strings.Split(v4, "\n") {
@@ -335,15 +335,15 @@ func applyWorker(arg string) error {
 		return err
 	}
 	defer p.Close()
-	if _, err := oursApply(p, benchSpec(n)); err != nil {
+	if _, _, err := oursApply(p, benchSpec(n)); err != nil {
 		return err
 	}
 	rs, err := compile.Compile(benchSpec(n), options())
 	if err != nil {
 		return err
 	}
-	if ok, err := p.InSync(rs); err != nil || !ok {
-		return fmt.Errorf("InSync = %v, %v", ok, err)
+	if d, err := p.Drift(rs); err != nil || d != "" {
+		return fmt.Errorf("Drift = %q, %v", d, err)
 	}
 	// The parent reads the peak from here: the last moments of a process
 	// can escape its polling.
@@ -406,7 +406,7 @@ func benchMemory(t *testing.T, r *report) {
 		ratio: fmt.Sprintf("%.2f", o/i), goal: "≤ 64 MiB", result: verdict(o <= 64),
 	})
 	r.note("Memory: peak RSS (VmHWM) of a process that builds the spec, compiles it, applies it over netlink and " +
-		"reads it back (InSync), as the agent does, in a test binary rather than the agent (no Kubernetes client); " +
+		"reads it back (Drift), as the agent does, in a test binary rather than the agent (no Kubernetes client); " +
 		"peer: the larger peak RSS of iptables-nft-restore and ip6tables-nft-restore loading the same rules (their " +
 		"rendering into text happens in the benchmark's process and is not counted).")
 }

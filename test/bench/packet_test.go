@@ -90,7 +90,7 @@ func benchPacketPath(t *testing.T, r *report) {
 		}
 		spec := benchSpec(c.rules)
 		if c.ours {
-			if _, err := oursApply(programmer(t, pair.Host), spec); err != nil {
+			if _, _, err := oursApply(programmer(t, pair.Host), spec); err != nil {
 				t.Fatal(err)
 			}
 		} else if _, _, err := iptablesRestore(pair.Host, spec); err != nil {

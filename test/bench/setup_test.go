@@ -12,9 +12,9 @@ import (
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
-	"github.com/nodefw/nodefw/internal/iptables"
 	"github.com/nodefw/nodefw/internal/netnstest"
 	"github.com/nodefw/nodefw/internal/nft"
+	"github.com/nodefw/nodefw/internal/reference"
 	"github.com/nodefw/nodefw/internal/specgen"
 )
 
@@ -35,8 +35,8 @@ func options() compile.Options {
 	return compile.Options{FailsafeInbound: compile.DefaultFailsafeInbound(), FailsafeOutbound: compile.DefaultFailsafeOutbound(), SetLookups: true}
 }
 
-func iptablesOptions() iptables.Options {
-	return iptables.Options{FailsafeInbound: compile.DefaultFailsafeInbound(), FailsafeOutbound: compile.DefaultFailsafeOutbound()}
+func iptablesOptions() compile.Options {
+	return compile.Options{FailsafeInbound: compile.DefaultFailsafeInbound(), FailsafeOutbound: compile.DefaultFailsafeOutbound()}
 }
 
 // run runs a command inside a namespace, feeding it stdin, and returns how
@@ -116,7 +116,7 @@ func parseVmHWM(status string) int64 {
 // peak RSS of the two, in KiB.
 func iptablesRestore(ns *netnstest.NS, spec v1alpha1.NodeFirewallSpec) (time.Duration, int64, error) {
 	start := time.Now()
-	v4, v6 := iptables.Restore(spec, iptablesOptions())
+	v4, v6 := reference.IPTablesRestore(spec, iptablesOptions())
 	_, p4, err := run(ns, v4, "iptables-nft-restore")
 	if err != nil {
 		return 0, 0, err
@@ -149,21 +149,22 @@ func nftLoad(ns *netnstest.NS, spec v1alpha1.NodeFirewallSpec) (time.Duration, e
 }
 
 // oursApply compiles and applies a spec, and returns the time from the
-// spec to the table committed.
-func oursApply(p *nft.Programmer, spec v1alpha1.NodeFirewallSpec) (time.Duration, error) {
+// spec to the table committed, and the batches Apply sent.
+func oursApply(p *nft.Programmer, spec v1alpha1.NodeFirewallSpec) (time.Duration, nft.ApplyStats, error) {
 	return oursApplyWith(p, spec, options())
 }
 
-func oursApplyWith(p *nft.Programmer, spec v1alpha1.NodeFirewallSpec, opts compile.Options) (time.Duration, error) {
+func oursApplyWith(p *nft.Programmer, spec v1alpha1.NodeFirewallSpec, opts compile.Options) (time.Duration, nft.ApplyStats, error) {
 	start := time.Now()
 	rs, err := compile.Compile(spec, opts)
 	if err != nil {
-		return 0, err
+		return 0, nft.ApplyStats{}, err
 	}
-	if err := p.Apply(rs); err != nil {
-		return 0, err
+	stats, err := p.Apply(rs)
+	if err != nil {
+		return 0, nft.ApplyStats{}, err
 	}
-	return time.Since(start), nil
+	return time.Since(start), stats, nil
 }
 
 func programmer(t *testing.T, ns *netnstest.NS) *nft.Programmer {

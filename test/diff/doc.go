@@ -3,8 +3,9 @@
 // network namespace, and real TCP and UDP probes must get the same verdict
 // from both.
 //
-//   - The reference: the spec rendered by internal/iptables and loaded with
-//     iptables-nft-restore and ip6tables-nft-restore into router "iptables".
+//   - The reference: the spec rendered by reference.IPTablesRestore and
+//     loaded with iptables-nft-restore and ip6tables-nft-restore into
+//     router "iptables".
 //   - The agent's path: compile.Compile without failsafes and
 //     nft.Programmer.Apply into router "nodefw".
 //

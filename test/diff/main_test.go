@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nodefw/nodefw/internal/netnstest"
 )
 
 var (
@@ -43,7 +45,9 @@ func env(t *testing.T) *topology {
 		}
 	}
 	topoOnce.Do(func() {
-		removeLeftovers()
+		// The namespaces of killed runs never clash with this run's, which
+		// carry its process ID: deleting them only tidies up.
+		_, _ = netnstest.DeleteOrphaned(nsPrefix)
 		topo, topoErr = newTopology()
 	})
 	if topoErr != nil {

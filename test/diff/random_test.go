@@ -6,7 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/reference"
+	"github.com/nodefw/nodefw/internal/specgen"
 )
 
 // TestRandomRuleSets loads random rule sets both ways and compares the
@@ -25,8 +26,8 @@ func TestRandomRuleSets(t *testing.T) {
 	ps := pairs(true)
 	for i := first; i <= last; i++ {
 		rng := rand.New(rand.NewPCG(seed, uint64(i)))
-		spec := randomSpec(rng)
-		if err := compile.Validate(spec); err != nil {
+		spec := specgen.Random(rng, randomUniverse)
+		if err := reference.Validate(spec); err != nil {
 			t.Fatalf("set %d: the generator made an invalid rule set: %v", i, err)
 		}
 		ports := probePorts(rng, spec)

@@ -6,35 +6,22 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
-	"github.com/nodefw/nodefw/internal/iptables"
 	"github.com/nodefw/nodefw/internal/netnstest"
 	"github.com/nodefw/nodefw/internal/nft"
+	"github.com/nodefw/nodefw/internal/reference"
 )
 
-// nsTag starts the name of every namespace of this package (after
-// netnstest.Prefix), followed by the process ID, so that namespaces left by
-// a killed run can be told from those of a run in progress.
-const nsTag = "nfwdiff-"
-
-// Interface names. The router's two links share the prefix "eth" with each
-// other but not with "lo", so that exact names and "+" wildcards each
-// match a different set of probes.
-const (
-	clientDev       = "eth0"
-	serverDev       = "eth0"
-	routerClientDev = "ethc0"
-	routerServerDev = "eths0"
-)
+// nsPrefix starts the name of every namespace of this package, followed by
+// the process ID (netnstest.OwnedName), so that namespaces left by a killed
+// run can be told from those of a run in progress.
+const nsPrefix = netnstest.Prefix + "nfwdiff-"
 
 func mustAddrs(s ...string) []netip.Addr {
 	out := make([]netip.Addr, len(s))
@@ -59,13 +46,17 @@ var (
 	routerServerV6 = netip.MustParseAddr("fd77:2::1")
 )
 
-// The address plan as `ip addr add` takes it.
-var (
-	clientPrefixes       = []string{"10.77.1.10/24", "10.77.1.11/24", "10.77.1.12/24", "10.77.1.13/24", "10.244.1.10/24", "fd77:1::10/64", "fd77:1::11/64"}
-	routerClientPrefixes = []string{"10.77.1.1/24", "10.244.1.1/24", "fd77:1::1/64"}
-	routerServerPrefixes = []string{"10.77.2.1/24", "10.244.2.1/24", "fd77:2::1/64"}
-	serverPrefixes       = []string{"10.77.2.10/24", "10.77.2.20/24", "10.244.2.10/24", "fd77:2::10/64"}
-)
+// plan wires each side. The router's two links share the prefix "eth"
+// with each other but not with "lo", so that exact names and "+" wildcards
+// each match a different set of probes. The router's first address of each
+// family on a link is the gateway of the namespace behind it.
+var plan = netnstest.RoutedPlan{
+	ClientDev: "eth0", RouterClientDev: "ethc0", RouterServerDev: "eths0", ServerDev: "eth0",
+	Client:       []string{"10.77.1.10/24", "10.77.1.11/24", "10.77.1.12/24", "10.77.1.13/24", "10.244.1.10/24", "fd77:1::10/64", "fd77:1::11/64"},
+	RouterClient: []string{"10.77.1.1/24", "10.244.1.1/24", "fd77:1::1/64"},
+	RouterServer: []string{"10.77.2.1/24", "10.244.2.1/24", "fd77:2::1/64"},
+	Server:       []string{"10.77.2.10/24", "10.77.2.20/24", "10.244.2.10/24", "fd77:2::10/64"},
+}
 
 // Ports every namespace serves, TCP and UDP: the random rule sets' port
 // universe and the ports of the sample policies' matrix. Ephemeral ports
@@ -110,26 +101,24 @@ const (
 	server
 )
 
-// side is one router with its client and server, and the way rules get into
-// its router.
+// side is one router with its client and server, wired by plan.
 type side struct {
-	name           string
-	client, router *netnstest.NS
-	server         *netnstest.NS
+	name string
+	*netnstest.Routed
 }
 
 func (s *side) ns(e endpoint) *netnstest.NS {
 	switch e {
 	case client:
-		return s.client
+		return s.Client
 	case router:
-		return s.router
+		return s.Router
 	}
-	return s.server
+	return s.Server
 }
 
 func (s *side) namespaces() []*netnstest.NS {
-	return []*netnstest.NS{s.client, s.router, s.server}
+	return []*netnstest.NS{s.Client, s.Router, s.Server}
 }
 
 // topology is the two sides: the reference, loaded with iptables-nft, and
@@ -158,47 +147,23 @@ func newTopology() (_ *topology, err error) {
 	if t.nfw, err = newSide("nodefw", "nfw"); err != nil {
 		return nil, err
 	}
-	if t.prog, err = nft.New(t.nfw.router.Path(), ""); err != nil {
+	if t.prog, err = nft.New(t.nfw.Router.Path(), ""); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
 func newSide(name, short string) (_ *side, err error) {
-	s := &side{name: name}
+	r, err := netnstest.NewRoutedWith(netnstest.OwnedName(nsPrefix, short), plan)
+	if err != nil {
+		return nil, err
+	}
+	s := &side{name: name, Routed: r}
 	defer func() {
 		if err != nil {
 			_ = s.Close()
 		}
 	}()
-	base := fmt.Sprintf("%s%s%d-%s-", netnstest.Prefix, nsTag, os.Getpid(), short)
-	if s.client, err = netnstest.Create(base + "c"); err != nil {
-		return nil, err
-	}
-	if s.router, err = netnstest.Create(base + "r"); err != nil {
-		return nil, err
-	}
-	if s.server, err = netnstest.Create(base + "s"); err != nil {
-		return nil, err
-	}
-	steps := []func() error{
-		func() error { return netnstest.Veth(s.client, clientDev, s.router, routerClientDev) },
-		func() error { return netnstest.Veth(s.server, serverDev, s.router, routerServerDev) },
-		func() error { return s.client.AddAddr(clientDev, clientPrefixes...) },
-		func() error { return s.router.AddAddr(routerClientDev, routerClientPrefixes...) },
-		func() error { return s.router.AddAddr(routerServerDev, routerServerPrefixes...) },
-		func() error { return s.server.AddAddr(serverDev, serverPrefixes...) },
-		func() error { return s.router.EnableForwarding() },
-		func() error { return s.client.AddRoute("default", routerClientV4.String()) },
-		func() error { return s.client.AddRoute("default", routerClientV6.String()) },
-		func() error { return s.server.AddRoute("default", routerServerV4.String()) },
-		func() error { return s.server.AddRoute("default", routerServerV6.String()) },
-	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return nil, err
-		}
-	}
 	ports := servedPorts()
 	for _, ns := range s.namespaces() {
 		if err := ns.Do(func() error {
@@ -219,17 +184,6 @@ func newSide(name, short string) (_ *side, err error) {
 		}
 	}
 	return s, nil
-}
-
-// Close deletes the side's namespaces.
-func (s *side) Close() error {
-	var errs []error
-	for _, ns := range s.namespaces() {
-		if ns != nil {
-			errs = append(errs, ns.Close())
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // Close deletes every namespace and file of the topology.
@@ -262,7 +216,7 @@ func (t *topology) load(c *ruleCase) error {
 	if err != nil {
 		return fmt.Errorf("compile: %w", err)
 	}
-	if err := t.prog.Apply(rs); err != nil {
+	if _, err := t.prog.Apply(rs); err != nil {
 		return fmt.Errorf("nodefw: %w", err)
 	}
 	return t.flushConntrack()
@@ -277,7 +231,7 @@ func (t *topology) loadIptables(v4, v6 string) error {
 		if err := os.WriteFile(path, []byte(f.text), 0o600); err != nil {
 			return err
 		}
-		if _, err := t.ipt.router.Exec(f.tool, path); err != nil {
+		if _, err := t.ipt.Router.Exec(f.tool, path); err != nil {
 			return err
 		}
 	}
@@ -286,8 +240,8 @@ func (t *topology) loadIptables(v4, v6 string) error {
 
 func (t *topology) flushConntrack() error {
 	for _, s := range []*side{t.ipt, t.nfw} {
-		if err := flushConntrack(s.router); err != nil {
-			return fmt.Errorf("%s: flushing conntrack: %w", s.router, err)
+		if err := flushConntrack(s.Router); err != nil {
+			return fmt.Errorf("%s: flushing conntrack: %w", s.Router, err)
 		}
 	}
 	return nil
@@ -359,37 +313,14 @@ func readAck(fd int, seq uint32) error {
 	}
 }
 
-// removeLeftovers deletes this package's namespaces whose process is gone.
-func removeLeftovers() {
-	entries, err := os.ReadDir(netnstest.NetnsDir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		name := e.Name()
-		rest, ok := strings.CutPrefix(name, netnstest.Prefix+nsTag)
-		if !ok {
-			if rest, ok = strings.CutPrefix(name, nsTag); !ok {
-				continue
-			}
-		}
-		pid, _, _ := strings.Cut(rest, "-")
-		if n, err := strconv.Atoi(pid); err == nil && n != os.Getpid() {
-			if _, err := os.Stat(filepath.Join("/proc", pid)); err == nil {
-				continue // a run in progress
-			}
-		}
-		_ = exec.Command("ip", "netns", "delete", name).Run()
-	}
-}
-
 // ruleCase is one rule set in both renderings.
 type ruleCase struct {
 	name   string
 	spec   v1alpha1.NodeFirewallSpec
 	v4, v6 string
-	// derived says v4 and v6 are spec rendered by internal/iptables, rather
-	// than iptables text the spec was imported from.
+	// derived says v4 and v6 are spec rendered by
+	// reference.IPTablesRestore, rather than iptables text the spec was
+	// imported from.
 	derived bool
 	// excused, when set, says why mismatches are expected: they are logged
 	// instead of failing the test.
@@ -415,6 +346,6 @@ func (c *ruleCase) options() compile.Options {
 // newRuleCase renders a spec for iptables with the agent's options: no
 // failsafes.
 func newRuleCase(name string, spec v1alpha1.NodeFirewallSpec) *ruleCase {
-	v4, v6 := iptables.Restore(spec, iptables.Options{})
+	v4, v6 := reference.IPTablesRestore(spec, compile.Options{})
 	return &ruleCase{name: name, spec: spec, v4: v4, v6: v6, derived: true}
 }

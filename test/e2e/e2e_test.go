@@ -14,6 +14,7 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/testbed"
+	"github.com/nodefw/nodefw/internal/testbed/suite"
 )
 
 // Shorthands for the verdicts.
@@ -35,20 +36,20 @@ func concat(parts ...[]testbed.Check) []testbed.Check { return slices.Concat(par
 // TestControlPlaneIngress: a control-plane node accepts exactly the
 // hardening table's ports from a worker.
 func TestControlPlaneIngress(t *testing.T) {
-	c := cluster
+	c := bed.Cluster(t)
 	var checks []testbed.Check
 	for _, from := range []string{"worker-1", "worker-2"} {
 		checks = concat(checks,
 			c.Checks(from, "cp-1", accepted, testbed.ControlPlaneAccepted...),
 			c.Checks(from, "cp-1", dropped, testbed.ControlPlaneDropped...))
 	}
-	expect(t, "control-plane ingress", checks)
+	c.Expect(t, "control-plane ingress", checks)
 }
 
 // TestWorkerIngress: a worker accepts VXLAN, the kubelet and the NodePort
 // range (both edges), and nothing else.
 func TestWorkerIngress(t *testing.T) {
-	c := cluster
+	c := bed.Cluster(t)
 	var checks []testbed.Check
 	for _, to := range []string{"worker-1", "worker-2"} {
 		checks = concat(checks,
@@ -58,14 +59,14 @@ func TestWorkerIngress(t *testing.T) {
 	checks = concat(checks,
 		c.Checks("worker-2", "worker-1", accepted, testbed.WorkerAccepted...),
 		c.Checks("worker-2", "worker-1", dropped, testbed.WorkerDropped...))
-	expect(t, "worker ingress", checks)
+	c.Expect(t, "worker ingress", checks)
 }
 
 // TestForward: pod traffic crosses nodes through the Forward accepts; with
 // a default Drop and no accepts, pods on different nodes cannot talk.
 func TestForward(t *testing.T) {
-	c := cluster
-	t.Cleanup(func() { restoreBaseline(t) })
+	c := bed.Cluster(t)
+	t.Cleanup(func() { c.RestoreBaseline(t) })
 	pods := func(want testbed.Verdict) []testbed.Check {
 		return []testbed.Check{
 			c.PodCheck("worker-1/pod", "worker-2/pod", want),
@@ -74,35 +75,35 @@ func TestForward(t *testing.T) {
 			c.PodCheck("cp-1", "worker-2/pod", want),
 		}
 	}
-	expect(t, "pods across nodes", pods(accepted))
+	c.Expect(t, "pods across nodes", pods(accepted))
 
 	// A default Drop on the workers' Forward chain: the accepts still let
 	// the pod range through.
-	update(t, "worker", func(p *fwv1.NodeFirewallPolicy) {
+	c.Update(t, "worker", func(p *fwv1.NodeFirewallPolicy) {
 		if p.Spec.DefaultActions == nil {
 			p.Spec.DefaultActions = &fwv1.DefaultActions{}
 		}
 		p.Spec.DefaultActions.Forward = fwv1.ChainPolicyDrop
 	})
-	waitPolicy(t, "worker", "forward default Drop applied", matched(2))
-	expect(t, "forward Drop with the pod-range accepts", pods(accepted))
+	c.WaitPolicy(t, "worker", "forward default Drop applied", suite.Matched(2))
+	c.Expect(t, "forward Drop with the pod-range accepts", pods(accepted))
 
 	// Without the accepts the default Drop cuts pods on different nodes off.
-	start := update(t, "worker", func(p *fwv1.NodeFirewallPolicy) {
+	start := c.Update(t, "worker", func(p *fwv1.NodeFirewallPolicy) {
 		testbed.RemoveRules(p, "pod-cidr-from", "pod-cidr-to")
 	})
-	converge(t, "forward accepts removed: pods cut off", pods(dropped), start, changeWithin)
-	waitPolicy(t, "worker", "accepts removal applied", matched(2))
+	c.Converge(t, "forward accepts removed: pods cut off", pods(dropped), start, changeWithin)
+	c.WaitPolicy(t, "worker", "accepts removal applied", suite.Matched(2))
 
-	start = restoreSample(t, "worker")
-	converge(t, "worker policy restored: pods reach each other", pods(accepted), start, changeWithin)
+	start = c.RestoreSample(t, "worker")
+	c.Converge(t, "worker policy restored: pods reach each other", pods(accepted), start, changeWithin)
 }
 
 // TestOutput: a default Drop on one node's Output chain with accepts for
 // the pod range and the control plane lets that node reach only those.
 func TestOutput(t *testing.T) {
-	c := cluster
-	t.Cleanup(func() { restoreBaseline(t) })
+	c := bed.Cluster(t)
+	t.Cleanup(func() { c.RestoreBaseline(t) })
 	ctx := context.Background()
 
 	// Failsafe outbound ports (53, 6443, 67-68) pass anyway: probe others.
@@ -126,7 +127,7 @@ func TestOutput(t *testing.T) {
 		c.Checks("worker-1", "worker-2", accepted, kubelet, vxlan, nodePort),
 		c.Checks("worker-1", "cp-1", accepted, kubelet),
 	)
-	expect(t, "worker-1 egress before", open)
+	c.Expect(t, "worker-1 egress before", open)
 
 	egress := &fwv1.NodeFirewallPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "e2e-egress"},
@@ -145,22 +146,22 @@ func TestOutput(t *testing.T) {
 	if err := c.ApplyPolicy(ctx, egress); err != nil {
 		t.Fatalf("creating policy e2e-egress: %v", err)
 	}
-	converge(t, "worker-1 output default Drop", restricted, start, changeWithin)
-	waitPolicy(t, "e2e-egress", "Ready on worker-1", matched(1))
+	c.Converge(t, "worker-1 output default Drop", restricted, start, changeWithin)
+	c.WaitPolicy(t, "e2e-egress", "Ready on worker-1", suite.Matched(1))
 
 	start = time.Now()
 	if err := c.DeletePolicy(ctx, "e2e-egress"); err != nil {
 		t.Fatalf("deleting policy e2e-egress: %v", err)
 	}
-	converge(t, "egress policy deleted: worker-1 reaches everything again", open, start, changeWithin)
+	c.Converge(t, "egress policy deleted: worker-1 reaches everything again", open, start, changeWithin)
 }
 
 // TestLiveChanges: a policy edit, a node relabel and a policy delete each
 // reach the kernel of every affected node within seconds, and the status
 // reports them.
 func TestLiveChanges(t *testing.T) {
-	c := cluster
-	t.Cleanup(func() { restoreBaseline(t) })
+	c := bed.Cluster(t)
+	t.Cleanup(func() { c.RestoreBaseline(t) })
 	ctx := context.Background()
 
 	t.Run("PolicyEdit", func(t *testing.T) {
@@ -171,9 +172,9 @@ func TestLiveChanges(t *testing.T) {
 			c.Checks("cp-1", "worker-1", accepted, nodePort, vxlan),
 			c.Checks("worker-1", "cp-1", accepted, kubelet),
 		)
-		start := update(t, "worker", func(p *fwv1.NodeFirewallPolicy) { testbed.RemoveRules(p, "kubelet") })
-		converge(t, "kubelet rule removed from the worker policy", edited, start, changeWithin)
-		p := waitPolicy(t, "worker", "edit applied on both workers", matched(2))
+		start := c.Update(t, "worker", func(p *fwv1.NodeFirewallPolicy) { testbed.RemoveRules(p, "kubelet") })
+		c.Converge(t, "kubelet rule removed from the worker policy", edited, start, changeWithin)
+		p := c.WaitPolicy(t, "worker", "edit applied on both workers", suite.Matched(2))
 		for _, n := range []string{"worker-1", "worker-2"} {
 			nfw := &fwv1.NodeFirewall{}
 			if err := c.Client.Get(ctx, client.ObjectKey{Name: n}, nfw); err != nil {
@@ -186,12 +187,12 @@ func TestLiveChanges(t *testing.T) {
 			}
 		}
 
-		start = restoreSample(t, "worker")
-		converge(t, "kubelet rule restored", concat(
+		start = c.RestoreSample(t, "worker")
+		c.Converge(t, "kubelet rule restored", concat(
 			c.Checks("cp-1", "worker-1", accepted, kubelet),
 			c.Checks("cp-1", "worker-2", accepted, kubelet),
 		), start, changeWithin)
-		waitPolicy(t, "worker", "restore applied", matched(2))
+		c.WaitPolicy(t, "worker", "restore applied", suite.Matched(2))
 	})
 
 	t.Run("NodeRelabel", func(t *testing.T) {
@@ -212,23 +213,23 @@ func TestLiveChanges(t *testing.T) {
 				testbed.Port{Proto: testbed.TCP, Port: 10251, Note: "kube-scheduler"}),
 			c.Checks("worker-1", "worker-2", accepted, nodePort, kubelet),
 		)
-		expect(t, "worker-2 as a worker", asWorker)
+		c.Expect(t, "worker-2 as a worker", asWorker)
 
 		start := time.Now()
 		if err := c.SetNodeLabel(ctx, "worker-2", testbed.LabelControlPlane, new(string)); err != nil {
 			t.Fatal(err)
 		}
-		converge(t, "worker-2 labelled control-plane", asControlPlane, start, changeWithin)
-		waitPolicy(t, "control-plane", "selects cp-1 and worker-2", matched(2))
-		waitPolicy(t, "worker", "selects worker-1 only", matched(1))
+		c.Converge(t, "worker-2 labelled control-plane", asControlPlane, start, changeWithin)
+		c.WaitPolicy(t, "control-plane", "selects cp-1 and worker-2", suite.Matched(2))
+		c.WaitPolicy(t, "worker", "selects worker-1 only", suite.Matched(1))
 
 		start = time.Now()
 		if err := c.SetNodeLabel(ctx, "worker-2", testbed.LabelControlPlane, nil); err != nil {
 			t.Fatal(err)
 		}
-		converge(t, "control-plane label removed from worker-2", asWorker, start, changeWithin)
-		waitPolicy(t, "control-plane", "selects cp-1 only", matched(1))
-		waitPolicy(t, "worker", "selects both workers", matched(2))
+		c.Converge(t, "control-plane label removed from worker-2", asWorker, start, changeWithin)
+		c.WaitPolicy(t, "control-plane", "selects cp-1 only", suite.Matched(1))
+		c.WaitPolicy(t, "worker", "selects both workers", suite.Matched(2))
 	})
 
 	t.Run("PolicyDelete", func(t *testing.T) {
@@ -242,7 +243,7 @@ func TestLiveChanges(t *testing.T) {
 		if err := c.DeletePolicy(ctx, "worker"); err != nil {
 			t.Fatal(err)
 		}
-		converge(t, "worker policy deleted", open, start, changeWithin)
+		c.Converge(t, "worker policy deleted", open, start, changeWithin)
 		if err := c.WaitReady(ctx); err != nil {
 			t.Fatalf("after the delete: %v", err)
 		}
@@ -256,13 +257,13 @@ func TestLiveChanges(t *testing.T) {
 			}
 		}
 
-		start = restoreSample(t, "worker")
-		converge(t, "worker policy re-created", concat(
+		start = c.RestoreSample(t, "worker")
+		c.Converge(t, "worker policy re-created", concat(
 			c.Checks("cp-1", "worker-1", dropped, unlisted, below),
 			c.Checks("cp-1", "worker-2", dropped, unlisted),
 			c.Checks("cp-1", "worker-1", accepted, kubelet),
 		), start, changeWithin)
-		waitPolicy(t, "worker", "re-created and applied on both workers", matched(2))
+		c.WaitPolicy(t, "worker", "re-created and applied on both workers", suite.Matched(2))
 	})
 }
 
@@ -270,8 +271,8 @@ func TestLiveChanges(t *testing.T) {
 // outside flush is repaired within the resync period, and everything
 // converges again once the pieces are back.
 func TestFailures(t *testing.T) {
-	c := cluster
-	t.Cleanup(func() { restoreBaseline(t) })
+	c := bed.Cluster(t)
+	t.Cleanup(func() { c.RestoreBaseline(t) })
 	ctx := context.Background()
 	worker1 := concat(
 		c.Checks("cp-1", "worker-1", accepted, testbed.WorkerAccepted...),
@@ -285,17 +286,17 @@ func TestFailures(t *testing.T) {
 		if agent.Running() {
 			t.Fatal("the agent still runs after kill -9")
 		}
-		hold(t, "worker-1's rules with its agent killed", worker1, 3*time.Second)
+		c.Hold(t, "worker-1's rules with its agent killed", worker1, 3*time.Second)
 
 		if err := agent.Start(); err != nil {
 			t.Fatalf("restarting the agent: %v", err)
 		}
 		// The restarted agent takes over: an edit reaches worker-1.
-		start := update(t, "worker", func(p *fwv1.NodeFirewallPolicy) { testbed.RemoveRules(p, "nodeports") })
-		converge(t, "edit after the agent restart", c.Checks("cp-1", "worker-1", dropped, nodePort), start, 30*time.Second)
-		waitPolicy(t, "worker", "applied by the restarted agent", matched(2))
-		start = restoreSample(t, "worker")
-		converge(t, "nodeports restored", c.Checks("cp-1", "worker-1", accepted, nodePort), start, changeWithin)
+		start := c.Update(t, "worker", func(p *fwv1.NodeFirewallPolicy) { testbed.RemoveRules(p, "nodeports") })
+		c.Converge(t, "edit after the agent restart", c.Checks("cp-1", "worker-1", dropped, nodePort), start, 30*time.Second)
+		c.WaitPolicy(t, "worker", "applied by the restarted agent", suite.Matched(2))
+		start = c.RestoreSample(t, "worker")
+		c.Converge(t, "nodeports restored", c.Checks("cp-1", "worker-1", accepted, nodePort), start, changeWithin)
 	})
 
 	t.Run("RulesetFlushed", func(t *testing.T) {
@@ -307,7 +308,7 @@ func TestFailures(t *testing.T) {
 		if out, err := ns.Exec("nft", "list", "ruleset"); err == nil && !strings.Contains(out, "table inet nodefw") {
 			t.Logf("ruleset of worker-1 right after the flush: empty")
 		}
-		took := converge(t, "flushed ruleset repaired", worker1, start, resyncPeriod+3*time.Second)
+		took := c.Converge(t, "flushed ruleset repaired", worker1, start, resyncPeriod+3*time.Second)
 		if took > resyncPeriod+time.Second {
 			t.Errorf("repair took %s, more than the resync period %s", took.Round(10*time.Millisecond), resyncPeriod)
 		}
@@ -326,7 +327,7 @@ func TestFailures(t *testing.T) {
 		if err == nil {
 			t.Fatal("the API server still answers after StopAPIServer")
 		}
-		hold(t, "every node's rules with the API server down", c.SeedChecks(), 4*time.Second)
+		c.Hold(t, "every node's rules with the API server down", c.SeedChecks(), 4*time.Second)
 
 		start := time.Now()
 		sctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -335,17 +336,17 @@ func TestFailures(t *testing.T) {
 			t.Fatalf("starting the API server again: %v", err)
 		}
 		t.Logf("API server serving again after %s", time.Since(start).Round(10*time.Millisecond))
-		expect(t, "every node's rules after the API server returned", c.SeedChecks())
+		c.Expect(t, "every node's rules after the API server returned", c.SeedChecks())
 
 		// The manager and the agents reconnect: an edit goes through.
-		start = update(t, "worker", func(p *fwv1.NodeFirewallPolicy) { testbed.RemoveRules(p, "kubelet") })
-		converge(t, "edit after the API server restart", concat(
+		start = c.Update(t, "worker", func(p *fwv1.NodeFirewallPolicy) { testbed.RemoveRules(p, "kubelet") })
+		c.Converge(t, "edit after the API server restart", concat(
 			c.Checks("cp-1", "worker-1", dropped, kubelet),
 			c.Checks("cp-1", "worker-2", dropped, kubelet),
 		), start, 30*time.Second)
-		waitPolicy(t, "worker", "status after the API server restart", matched(2))
-		start = restoreSample(t, "worker")
-		converge(t, "kubelet restored", concat(
+		c.WaitPolicy(t, "worker", "status after the API server restart", suite.Matched(2))
+		start = c.RestoreSample(t, "worker")
+		c.Converge(t, "kubelet restored", concat(
 			c.Checks("cp-1", "worker-1", accepted, kubelet),
 			c.Checks("cp-1", "worker-2", accepted, kubelet),
 		), start, changeWithin)

@@ -15,9 +15,12 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/nodefw/nodefw/internal/envtesting"
 )
 
-const crdDir = "../../config/crd/bases"
+// crdDir holds the generated CRDs.
+var crdDir = envtesting.CRDDir(filepath.Join("..", ".."))
 
 // loadCRDs reads every CRD in config/crd/bases, by kind.
 func loadCRDs(t *testing.T) map[string]*apiextensionsv1.CustomResourceDefinition {

@@ -26,8 +26,8 @@ import (
 // table must be exactly what the resolver computes from the final objects,
 // compiled as the node's agent compiles. No update is lost on the way.
 func TestPolicyChurnReachesTheKernel(t *testing.T) {
-	c := faultCluster(t)
-	defer restoreBaseline(t, c)
+	c := bed.Cluster(t)
+	defer c.RestoreBaseline(t)
 	ctx := context.Background()
 	const (
 		policies = 12
@@ -96,7 +96,7 @@ func TestPolicyChurnReachesTheKernel(t *testing.T) {
 	}
 	opts := compile.Options{FailsafeInbound: inbound, FailsafeOutbound: compile.DefaultFailsafeOutbound(), SetLookups: true}
 	settled := time.Now()
-	waitFor(t, c, "every kernel holding the resolver's output for the final policies", 90*time.Second, func(ctx context.Context) (bool, error) {
+	c.WaitFor(t, "every kernel holding the resolver's output for the final policies", 90*time.Second, func(ctx context.Context) (bool, error) {
 		var ps fwv1.NodeFirewallPolicyList
 		var ns corev1.NodeList
 		if err := c.Client.List(ctx, &ps); err != nil {
@@ -122,9 +122,9 @@ func TestPolicyChurnReachesTheKernel(t *testing.T) {
 			if err != nil {
 				return false, err
 			}
-			inSync, err := p.InSync(rs)
+			drift, err := p.Drift(rs)
 			p.Close()
-			if err != nil || !inSync {
+			if err != nil || drift != "" {
 				return false, err
 			}
 		}

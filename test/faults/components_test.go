@@ -20,6 +20,7 @@ import (
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/resolve"
 	"github.com/nodefw/nodefw/internal/testbed"
+	"github.com/nodefw/nodefw/internal/testbed/suite"
 )
 
 var (
@@ -51,8 +52,8 @@ const (
 // the API server is back a policy change reaches every kernel (within
 // reconnectWithin; the time it took is logged against reconnectTarget).
 func TestAPIServerOutage(t *testing.T) {
-	c := faultCluster(t)
-	t.Cleanup(func() { restoreBaseline(t, c) })
+	c := bed.Cluster(t)
+	t.Cleanup(func() { c.RestoreBaseline(t) })
 	outage := time.Minute
 	if s := os.Getenv(outageEnv); s != "" {
 		d, err := time.ParseDuration(s)
@@ -62,7 +63,7 @@ func TestAPIServerOutage(t *testing.T) {
 		outage = d
 	}
 	checks := c.SeedChecks()
-	expect(t, c, "before the outage", checks)
+	c.Expect(t, "before the outage", checks)
 
 	type proc struct {
 		name  string
@@ -94,7 +95,7 @@ func TestAPIServerOutage(t *testing.T) {
 	if err := getObject(c, "worker", &fwv1.NodeFirewallPolicy{}); err == nil {
 		t.Fatal("the API server still answers after StopAPIServer")
 	}
-	hold(t, c, "every node's rules with the API server down", checks, outage)
+	c.Hold(t, "every node's rules with the API server down", checks, outage)
 	elapsed := time.Since(start)
 
 	for _, p := range procs {
@@ -109,7 +110,7 @@ func TestAPIServerOutage(t *testing.T) {
 			t.Errorf("%s used %.1f%% of a core while the API server was away; want under %.0f%%", p.name, 100*share, 100*maxAgentCPU)
 		}
 	}
-	for _, p := range agents(c) {
+	for _, p := range c.Agents() {
 		if !p.Running() {
 			t.Errorf("%s exited during the outage\n%s", p.Name, testbed.LogTail(p, 20))
 		}
@@ -122,18 +123,18 @@ func TestAPIServerOutage(t *testing.T) {
 		t.Fatalf("starting the API server again: %v", err)
 	}
 	t.Logf("API server serving again after %s", time.Since(back).Round(10*time.Millisecond))
-	expect(t, c, "every node's rules after the API server returned", checks)
+	c.Expect(t, "every node's rules after the API server returned", checks)
 
 	// The manager and the agents reconnect: an edit goes through.
-	changed := update(t, c, "worker", func(p *fwv1.NodeFirewallPolicy) { testbed.RemoveRules(p, "kubelet") })
-	took := converge(t, c, "an edit after the outage", slices.Concat(
+	changed := c.Update(t, "worker", func(p *fwv1.NodeFirewallPolicy) { testbed.RemoveRules(p, "kubelet") })
+	took := c.Converge(t, "an edit after the outage", slices.Concat(
 		c.Checks("cp-1", "worker-1", dropped, kubelet),
 		c.Checks("cp-1", "worker-2", dropped, kubelet),
 	), changed, reconnectWithin)
 	if took > reconnectTarget {
 		t.Logf("the edit took %s to reach the kernels, more than %s: the watches were still backing off", took.Round(time.Second), reconnectTarget)
 	}
-	policyReady(t, c, "worker", "the edit after the outage applied", matched(2))
+	c.WaitPolicy(t, "worker", "the edit after the outage applied", suite.Matched(2))
 }
 
 // TestNodeDeletedAndReAdded deletes a Node: the controller deletes its
@@ -141,12 +142,12 @@ func TestAPIServerOutage(t *testing.T) {
 // accepted again) and releases its finalizer. Registering the node again
 // brings a new NodeFirewall, programmed as before.
 func TestNodeDeletedAndReAdded(t *testing.T) {
-	c := faultCluster(t)
-	t.Cleanup(func() { restoreBaseline(t, c) })
+	c := bed.Cluster(t)
+	t.Cleanup(func() { c.RestoreBaseline(t) })
 	const name = "worker-2"
 	protected := c.Checks("cp-1", name, dropped, testbed.WorkerDropped...)
 	open := c.Checks("cp-1", name, accepted, testbed.WorkerAccepted...)
-	expect(t, c, "before", slices.Concat(protected, open))
+	c.Expect(t, "before", slices.Concat(protected, open))
 
 	ctx := context.Background()
 	node := &corev1.Node{}
@@ -163,17 +164,17 @@ func TestNodeDeletedAndReAdded(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No table, no filtering: every port of the node answers.
-	converge(t, c, "node deleted: its table removed", c.Checks("cp-1", name, accepted, testbed.WorkerDropped...), deleted, statusWithin)
-	waitFor(t, c, "NodeFirewall "+name+" gone, the agent's finalizer released", statusWithin, func(ctx context.Context) (bool, error) {
+	c.Converge(t, "node deleted: its table removed", c.Checks("cp-1", name, accepted, testbed.WorkerDropped...), deleted, statusWithin)
+	c.WaitFor(t, "NodeFirewall "+name+" gone, the agent's finalizer released", statusWithin, func(ctx context.Context) (bool, error) {
 		err := c.Client.Get(ctx, client.ObjectKey{Name: name}, &fwv1.NodeFirewall{})
 		return isNotFound(err), client.IgnoreNotFound(err)
 	})
 	if tableExists(c, name) {
 		t.Errorf("table inet nodefw is still in %s's kernel", name)
 	}
-	policyReady(t, c, "worker", "one worker left", matched(1))
+	c.WaitPolicy(t, "worker", "one worker left", suite.Matched(1))
 	// The other nodes keep their rules.
-	expect(t, c, "the other nodes", slices.Concat(
+	c.Expect(t, "the other nodes", slices.Concat(
 		c.Checks("cp-1", "worker-1", dropped, testbed.WorkerDropped...),
 		c.Checks("worker-1", "cp-1", dropped, testbed.ControlPlaneDropped...),
 	))
@@ -190,8 +191,8 @@ func TestNodeDeletedAndReAdded(t *testing.T) {
 	if err := c.Client.Status().Update(ctx, again); err != nil {
 		t.Fatal(err)
 	}
-	converge(t, c, "node re-added: programmed again", slices.Concat(protected, open), readded, statusWithin)
-	policyReady(t, c, "worker", "both workers again", matched(2))
+	c.Converge(t, "node re-added: programmed again", slices.Concat(protected, open), readded, statusWithin)
+	c.WaitPolicy(t, "worker", "both workers again", suite.Matched(2))
 	nfw := &fwv1.NodeFirewall{}
 	if err := c.Client.Get(ctx, client.ObjectKey{Name: name}, nfw); err != nil {
 		t.Fatal(err)
@@ -208,20 +209,20 @@ func TestNodeDeletedAndReAdded(t *testing.T) {
 // rules leave every node it selected, and it reads Ready with reason
 // NoMatchingNodes.
 func TestSelectorMatchingNoNodes(t *testing.T) {
-	c := faultCluster(t)
-	t.Cleanup(func() { restoreBaseline(t, c) })
-	start := update(t, c, "worker", func(p *fwv1.NodeFirewallPolicy) {
+	c := bed.Cluster(t)
+	t.Cleanup(func() { c.RestoreBaseline(t) })
+	start := c.Update(t, "worker", func(p *fwv1.NodeFirewallPolicy) {
 		p.Spec.NodeSelector = metav1.LabelSelector{MatchLabels: map[string]string{"nodefw.example/no-such-node": "true"}}
 	})
 	// Without the worker policy nothing drops on the workers' Input.
-	converge(t, c, "the worker policy's rules gone", slices.Concat(
+	c.Converge(t, "the worker policy's rules gone", slices.Concat(
 		c.Checks("cp-1", "worker-1", accepted, testbed.WorkerDropped...),
 		c.Checks("cp-1", "worker-2", accepted, testbed.WorkerDropped...),
 	), start, statusWithin)
 	// The control plane keeps its own policy.
-	expect(t, c, "the control plane", c.Checks("worker-1", "cp-1", dropped, testbed.ControlPlaneDropped...))
+	c.Expect(t, "the control plane", c.Checks("worker-1", "cp-1", dropped, testbed.ControlPlaneDropped...))
 
-	p := policyReady(t, c, "worker", "matches no node", matched(0))
+	p := c.WaitPolicy(t, "worker", "matches no node", suite.Matched(0))
 	ready := meta.FindStatusCondition(p.Status.Conditions, fwv1.ConditionReady)
 	if ready.Reason != fwv1.ReasonNoMatchingNodes {
 		t.Errorf("Ready reason %q, want %s", ready.Reason, fwv1.ReasonNoMatchingNodes)
@@ -251,8 +252,8 @@ func TestSelectorMatchingNoNodes(t *testing.T) {
 // with every node at the new generation, and at no moment were two nodes
 // taking it at once.
 func TestManagerRestartMidRollout(t *testing.T) {
-	c := faultCluster(t)
-	t.Cleanup(func() { restoreBaseline(t, c) })
+	c := bed.Cluster(t)
+	t.Cleanup(func() { c.RestoreBaseline(t) })
 	ctx := context.Background()
 	const name = "fault-rollout"
 	// Ahead of the samples; the first generation matches nothing real.
@@ -269,7 +270,7 @@ func TestManagerRestartMidRollout(t *testing.T) {
 	if err := c.ApplyPolicy(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	policyReady(t, c, name, "first generation on every node", matched(int32(len(c.Nodes))))
+	c.WaitPolicy(t, name, "first generation on every node", suite.Matched(int32(len(c.Nodes))))
 
 	// Watch the rollout throughout: nodes given the new generation and not
 	// (yet) reporting it applied may never exceed maxUnavailable.
@@ -321,7 +322,7 @@ func TestManagerRestartMidRollout(t *testing.T) {
 	for _, n := range workers {
 		n.Agent.Kill()
 	}
-	start := update(t, c, name, func(p *fwv1.NodeFirewallPolicy) {
+	start := c.Update(t, name, func(p *fwv1.NodeFirewallPolicy) {
 		p.Spec.Rules = append(p.Spec.Rules, fwv1.Rule{Name: "unlisted", Chain: fwv1.ChainInput, Action: fwv1.ActionAccept,
 			Protocol: fwv1.ProtocolTCP, Ports: []fwv1.PortRange{{Port: 8080}}})
 	})
@@ -336,7 +337,7 @@ func TestManagerRestartMidRollout(t *testing.T) {
 	// Mid-rollout: a worker was given the new generation and, its agent
 	// down, cannot apply it; the rollout waits for it.
 	var have []string
-	waitFor(t, c, "a worker given generation "+itoa(cur.Generation), statusWithin, func(ctx context.Context) (bool, error) {
+	c.WaitFor(t, "a worker given generation "+itoa(cur.Generation), statusWithin, func(ctx context.Context) (bool, error) {
 		nfws, err := nodeFirewalls(ctx, c)
 		if err != nil {
 			return false, err
@@ -366,7 +367,7 @@ func TestManagerRestartMidRollout(t *testing.T) {
 		}
 	}
 
-	policyReady(t, c, name, "rollout completed after the manager restart", matched(int32(len(c.Nodes))))
+	c.WaitPolicy(t, name, "rollout completed after the manager restart", suite.Matched(int32(len(c.Nodes))))
 	nfws, err := nodeFirewalls(ctx, c)
 	if err != nil {
 		t.Fatal(err)
@@ -376,7 +377,7 @@ func TestManagerRestartMidRollout(t *testing.T) {
 			t.Errorf("node %s: generation %d of %s is not applied (state %d)", n.Name, cur.Generation, name, s)
 		}
 	}
-	converge(t, c, "the new generation in every kernel", slices.Concat(
+	c.Converge(t, "the new generation in every kernel", slices.Concat(
 		c.Checks("worker-1", "cp-1", accepted, unlisted),
 		c.Checks("cp-1", "worker-1", accepted, unlisted),
 		c.Checks("cp-1", "worker-2", accepted, unlisted),
@@ -402,8 +403,8 @@ func given(nfw *fwv1.NodeFirewall, policy string, gen int64) bool {
 // Each agent restores its table within the resync period and counts the
 // repair (a DriftRepaired event; the testbed's agents serve no metrics).
 func TestForeignRuleEditsRepaired(t *testing.T) {
-	c := faultCluster(t)
-	t.Cleanup(func() { restoreBaseline(t, c) })
+	c := bed.Cluster(t)
+	t.Cleanup(func() { c.RestoreBaseline(t) })
 	ctx := context.Background()
 	for _, tc := range []struct {
 		node string
@@ -436,11 +437,11 @@ func TestForeignRuleEditsRepaired(t *testing.T) {
 			if now, err := c.Ruleset(tc.node); err == nil && now != listing {
 				t.Logf("nft %s: the table changed", strings.Join(cmd, " "))
 			}
-			took := converge(t, c, "the table repaired", table, start, resyncPeriod+5*time.Second)
+			took := c.Converge(t, "the table repaired", table, start, resyncPeriod+5*time.Second)
 			if took > resyncPeriod+1500*time.Millisecond {
 				t.Errorf("repair took %s, more than the resync period %s", took.Round(10*time.Millisecond), resyncPeriod)
 			}
-			waitFor(t, c, "a DriftRepaired event for "+tc.node, statusWithin, func(ctx context.Context) (bool, error) {
+			c.WaitFor(t, "a DriftRepaired event for "+tc.node, statusWithin, func(ctx context.Context) (bool, error) {
 				n, err := driftRepairs(ctx, c, tc.node)
 				return n > before, err
 			})

@@ -61,7 +61,7 @@ func ruleset(variant int, setLookups bool) *compile.Ruleset {
 // TestMain lets the test binary double as the process that gets killed:
 // with applyLoopEnv set it applies the two variants alternately forever.
 // Otherwise it runs the tests and then stops the cluster that the tests
-// with a whole nodefw share (see cluster_test.go).
+// with a whole nodefw share (bed, see cluster_test.go).
 func TestMain(m *testing.M) {
 	if ns := os.Getenv(applyLoopEnv); ns != "" {
 		p, err := nft.New(ns, compile.DefaultTable)
@@ -72,13 +72,13 @@ func TestMain(m *testing.M) {
 		lookups := os.Getenv(applyLoopLinearEnv) == ""
 		rulesets := []*compile.Ruleset{ruleset(0, lookups), ruleset(1, lookups)}
 		for i := 0; ; i++ {
-			if err := p.Apply(rulesets[i%2]); err != nil {
+			if _, err := p.Apply(rulesets[i%2]); err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				os.Exit(3)
 			}
 		}
 	}
-	os.Exit(runTests(m))
+	os.Exit(bed.Main(m))
 }
 
 // TestKillMidApplyLeavesOldOrNewRuleset kills a process in the middle of
@@ -94,8 +94,15 @@ func TestKillMidApplyLeavesOldOrNewRuleset(t *testing.T) {
 // oldOrNew reports whether the kernel holds one of two rulesets. A kill
 // between the two transactions of a rewrite leaves the new named sets
 // unused next to the old rules; they change no verdict, and the next
-// Apply deletes them.
-func oldOrNew(prog *nft.Programmer, old, next *compile.Ruleset) (bool, error) {
+// Apply deletes them. The check reads the table through a Programmer of
+// its own, with nothing committed: one that applied either ruleset would
+// take the table for what it committed, which the killed process changed.
+func oldOrNew(nsPath string, old, next *compile.Ruleset) (bool, error) {
+	prog, err := nft.New(nsPath, compile.DefaultTable)
+	if err != nil {
+		return false, err
+	}
+	defer prog.Close()
 	for _, rs := range []*compile.Ruleset{old, next} {
 		d, err := prog.Drift(rs)
 		if err != nil {
@@ -122,7 +129,7 @@ func killMidApply(t *testing.T, setLookups bool) {
 		t.Fatal(err)
 	}
 	defer prog.Close()
-	if err := prog.Apply(old); err != nil {
+	if _, err := prog.Apply(old); err != nil {
 		t.Fatal(err)
 	}
 
@@ -171,7 +178,7 @@ func killMidApply(t *testing.T, setLookups bool) {
 		if st, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !st.Signaled() {
 			t.Fatalf("kill %d: the apply loop exited on its own: %v", i, cmd.ProcessState)
 		}
-		ok, err := oldOrNew(prog, old, next)
+		ok, err := oldOrNew(pair.Host.Path(), old, next)
 		if err != nil {
 			t.Fatalf("kill %d: reading the table: %v", i, err)
 		}

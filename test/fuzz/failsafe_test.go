@@ -7,6 +7,7 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/reference"
 )
 
 // bytes hands out the fuzzer's bytes, then zeros.
@@ -130,7 +131,7 @@ func FuzzFailsafeNeverDropped(f *testing.F) {
 		for i := range int(b.byte() % 48) {
 			spec.Rules = append(spec.Rules, genRule(b, i))
 		}
-		if err := compile.Validate(spec); err != nil {
+		if err := reference.Validate(spec); err != nil {
 			t.Fatalf("the generator made an invalid spec: %v", err)
 		}
 		rs, err := compile.Compile(spec, opts)
@@ -149,7 +150,7 @@ func FuzzFailsafeNeverDropped(f *testing.F) {
 			for _, fs := range c.failsafes {
 				span := int(fs.Ports.Last) - int(fs.Ports.First)
 				for _, port := range []uint16{fs.Ports.First, fs.Ports.Last, fs.Ports.First + uint16(int(b.byte())%(span+1))} {
-					p := compile.Packet{
+					p := reference.Packet{
 						L4Proto: l4[fs.Protocol], Transport: true, DPort: port,
 						CtState: pick(b, compile.CtStateNew, compile.CtStateInvalid, compile.CtState(0)),
 					}
@@ -168,11 +169,11 @@ func FuzzFailsafeNeverDropped(f *testing.F) {
 					case fwv1.ChainOutput:
 						p.OIfName = pick(b, "eth0", "cni0", "eth1", "")
 					}
-					if v := rs.Eval(c.name, p); v != compile.VerdictAccept {
+					if v := reference.EvalRuleset(rs, c.name, p); v != compile.VerdictAccept {
 						t.Fatalf("%s: packet to failsafe %s: the compiled ruleset says %q\npacket: %+v\nruleset:\n%s",
 							c.chain, fs, v, p, compile.Render(rs))
 					}
-					if v := compile.EvalSpec(spec, opts, c.chain, p); v != compile.VerdictAccept {
+					if v := reference.EvalSpec(spec, opts, c.chain, p); v != compile.VerdictAccept {
 						t.Fatalf("%s: packet to failsafe %s: the reference semantics say %q\npacket: %+v", c.chain, fs, v, p)
 					}
 				}

@@ -9,6 +9,7 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/reference"
 )
 
 // Choices for the enumerated fields: the valid values and near misses.
@@ -91,7 +92,7 @@ func FuzzValidateRule(f *testing.F) {
 		}
 		opts := compile.Options{FailsafeInbound: compile.DefaultFailsafeInbound(), FailsafeOutbound: compile.DefaultFailsafeOutbound()}
 
-		verr := compile.Validate(spec)
+		verr := reference.Validate(spec)
 		rs, cerr := compile.Compile(spec, opts)
 		switch {
 		case verr == nil && cerr != nil:

@@ -2,8 +2,6 @@ package manifests
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -17,19 +15,16 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apiserver/pkg/admission/plugin/policy/validating"
 	"k8s.io/apiserver/pkg/cel/openapi/resolver"
 	"k8s.io/client-go/discovery"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/envtesting"
 )
 
 const nodeNameExtra = "authentication.kubernetes.io/node-name"
@@ -38,10 +33,10 @@ const nodeNameExtra = "authentication.kubernetes.io/node-name"
 // server, then acts as the agent of node-a against the admission policy.
 func TestAgentAdmissionPolicy(t *testing.T) {
 	objs := buildKustomize(t, "config/default")
-	cfg, scheme := startAPIServer(t)
+	cfg := startAPIServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	admin, warned := adminClient(t, cfg, scheme)
+	admin, warned := adminClient(t, cfg)
 
 	// The whole install, as deployed: namespaces first. envtest installed
 	// the CRDs from config/crd/bases, which config/default holds unchanged.
@@ -104,8 +99,8 @@ func TestAgentAdmissionPolicy(t *testing.T) {
 
 	// The agent of node-a, as its pod-bound token authenticates it, and
 	// the agent with a token that names no node.
-	agentA := impersonate(t, cfg, scheme, map[string][]string{nodeNameExtra: {"node-a"}})
-	unbound := impersonate(t, cfg, scheme, nil)
+	agentA := impersonate(t, cfg, map[string][]string{nodeNameExtra: {"node-a"}})
+	unbound := impersonate(t, cfg, nil)
 
 	// Policies take effect a moment after they are created: wait until
 	// the token naming no node is refused.
@@ -197,36 +192,20 @@ func TestAgentAdmissionPolicy(t *testing.T) {
 
 // startAPIServer starts kube-apiserver and etcd with nodefw's CRDs for the
 // test, and stops them when it ends.
-func startAPIServer(t *testing.T) (*rest.Config, *runtime.Scheme) {
+func startAPIServer(t *testing.T) *rest.Config {
 	t.Helper()
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, or set it to the directory that hack/envtest-assets.sh prints (kube-apiserver and etcd)")
-	}
 	log.SetLogger(logr.Discard())
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(fwv1.AddToScheme(scheme))
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(repoRoot, "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		Scheme:                scheme,
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("starting envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	return cfg, scheme
+	return envtesting.StartForTest(t, repoRoot)
 }
 
 // adminClient returns a client with the envtest administrator's rights that
 // collects the API server's warnings.
-func adminClient(t *testing.T, cfg *rest.Config, scheme *runtime.Scheme) (client.Client, *warnings) {
+func adminClient(t *testing.T, cfg *rest.Config) (client.Client, *warnings) {
 	t.Helper()
 	warned := &warnings{}
 	adminCfg := rest.CopyConfig(cfg)
 	adminCfg.WarningHandler = warned
-	admin, err := client.New(adminCfg, client.Options{Scheme: scheme})
+	admin, err := envtesting.NewClient(adminCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +235,7 @@ func (w *warnings) take() []string {
 
 // impersonate returns a client acting as the agent's service account, with
 // the given user extras.
-func impersonate(t *testing.T, cfg *rest.Config, scheme *runtime.Scheme, extra map[string][]string) client.Client {
+func impersonate(t *testing.T, cfg *rest.Config, extra map[string][]string) client.Client {
 	t.Helper()
 	c := rest.CopyConfig(cfg)
 	c.Impersonate = rest.ImpersonationConfig{
@@ -264,7 +243,7 @@ func impersonate(t *testing.T, cfg *rest.Config, scheme *runtime.Scheme, extra m
 		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + agentNamespace, "system:authenticated"},
 		Extra:    extra,
 	}
-	cl, err := client.New(c, client.Options{Scheme: scheme})
+	cl, err := envtesting.NewClient(c)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,10 +87,10 @@ func TestChartFailsafeWarningFollowsValues(t *testing.T) {
 // with the controller's FailsafeShadowed check rule for rule.
 func TestFailsafeWarningAdmission(t *testing.T) {
 	objs := buildKustomize(t, "config/default")
-	cfg, scheme := startAPIServer(t)
+	cfg := startAPIServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	admin, warned := adminClient(t, cfg, scheme)
+	admin, warned := adminClient(t, cfg)
 
 	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
 		if err := admin.Create(ctx, objs.get(t, kind, "", failsafeWarning).DeepCopy()); err != nil {

@@ -1,7 +1,7 @@
 // Package manifests tests the deployment manifests: config/default as
-// kustomize builds it, the Helm chart in charts/nodefw against it, and the
+// kustomize builds it, the Helm chart in charts/nodefw against it, the
 // admission policies (the agent's scoping and the failsafe warning) against
-// a real API server.
+// a real API server, and the Argo CD health checks in config/argocd.
 package manifests
 
 import (
@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/envtesting"
 )
 
 // The names config/default gives the objects that the checks single out.
@@ -149,7 +150,7 @@ func buildKustomize(t *testing.T, dir string) objects {
 // readCRDs reads the generated CRDs in config/crd/bases.
 func readCRDs(t *testing.T) objects {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(repoRoot, "config", "crd", "bases", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(envtesting.CRDDir(repoRoot), "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no CRDs in config/crd/bases (%v)", err)
 	}

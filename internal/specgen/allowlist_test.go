@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
-	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/reference"
 )
 
 func TestAllowlist(t *testing.T) {
@@ -25,7 +25,7 @@ func TestAllowlist(t *testing.T) {
 	if !reflect.DeepEqual(spec, Allowlist(n, probe, "192.0.2.1", "2001:db8::1")) {
 		t.Error("the same size gave another spec")
 	}
-	if err := compile.Validate(spec); err != nil {
+	if err := reference.Validate(spec); err != nil {
 		t.Error(err)
 	}
 }

@@ -1,4 +1,4 @@
-package iptables
+package reference
 
 import (
 	"fmt"
@@ -62,11 +62,11 @@ func rule(chain v1alpha1.Chain, name string, action v1alpha1.Action, f func(r *v
 	return r
 }
 
-func TestRestore(t *testing.T) {
+func TestIPTablesRestore(t *testing.T) {
 	tests := []struct {
 		name   string
 		spec   v1alpha1.NodeFirewallSpec
-		opts   Options
+		opts   compile.Options
 		v4, v6 string
 	}{
 		{
@@ -76,7 +76,7 @@ func TestRestore(t *testing.T) {
 		},
 		{
 			name: "default failsafes",
-			opts: Options{FailsafeInbound: compile.DefaultFailsafeInbound(), FailsafeOutbound: compile.DefaultFailsafeOutbound()},
+			opts: compile.Options{FailsafeInbound: compile.DefaultFailsafeInbound(), FailsafeOutbound: compile.DefaultFailsafeOutbound()},
 			v4: file(false, allAccept,
 				`-A INPUT -p tcp -m multiport --dports 22,2379:2380,6443,10250 -m comment --comment "nodefw: failsafe tcp" -j ACCEPT
 -A INPUT -p udp -m udp --dport 67:68 -m comment --comment "nodefw: failsafe udp" -j ACCEPT
@@ -94,7 +94,7 @@ func TestRestore(t *testing.T) {
 		},
 		{
 			name: "sctp failsafe and merged ports",
-			opts: Options{FailsafeInbound: []compile.Failsafe{
+			opts: compile.Options{FailsafeInbound: []compile.Failsafe{
 				{Protocol: v1alpha1.ProtocolSCTP, Ports: compile.PortInterval{First: 3868, Last: 3868}},
 				{Protocol: v1alpha1.ProtocolTCP, Ports: compile.PortInterval{First: 10, Last: 20}},
 				{Protocol: v1alpha1.ProtocolTCP, Ports: compile.PortInterval{First: 21, Last: 21}},
@@ -272,7 +272,7 @@ func TestRestore(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v4, v6 := Restore(tt.spec, tt.opts)
+			v4, v6 := IPTablesRestore(tt.spec, tt.opts)
 			if diff := cmp.Diff(tt.v4, v4); diff != "" {
 				t.Errorf("v4 (-want +got):\n%s", diff)
 			}
@@ -300,7 +300,7 @@ func TestRestoreMultiportBlocks(t *testing.T) {
 			r.Destinations = []string{"192.0.2.1", "192.0.2.2"}
 		}),
 	}}
-	v4, _ := Restore(spec, Options{})
+	v4, _ := IPTablesRestore(spec, compile.Options{})
 	want := file(false, allAccept, "",
 		`-A FORWARD -d 192.0.2.1/32 -p udp -m multiport --dports 1000,1002,1004,1006,1008,1010,1012,1014,2000:2005,2010:2015,2020:2025 -m comment --comment "p/many" -j DROP
 -A FORWARD -d 192.0.2.1/32 -p udp -m multiport --dports 2030:2035,2040:2045 -m comment --comment "p/many" -j DROP
@@ -325,8 +325,8 @@ func TestLogPrefix(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("logPrefix(%q, %q) = %q, want %q", tt.head, tt.name, got, tt.want)
 		}
-		if len(got) > MaxLogPrefix {
-			t.Errorf("logPrefix(%q, %q) = %q: %d bytes, more than %d", tt.head, tt.name, got, len(got), MaxLogPrefix)
+		if len(got) > maxLogPrefix {
+			t.Errorf("logPrefix(%q, %q) = %q: %d bytes, more than %d", tt.head, tt.name, got, len(got), maxLogPrefix)
 		}
 	}
 }
@@ -340,7 +340,7 @@ func TestRestoreWritesThroughInvalid(t *testing.T) {
 			r.Sources = []string{"10.0.0.300"}
 		}),
 	}}
-	v4, v6 := Restore(spec, Options{})
+	v4, v6 := IPTablesRestore(spec, compile.Options{})
 	for _, f := range []string{v4, v6} {
 		if !strings.Contains(f, "-s 10.0.0.300 ") {
 			t.Errorf("invalid source not written through:\n%s", f)

@@ -1,9 +1,10 @@
-package argocd
+package manifests
 
 import (
 	"context"
 	"flag"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,12 +15,17 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-var update = flag.Bool("update", false, "rewrite config/argocd/argocd-cm-patch.yaml from the Lua scripts")
+// The Argo CD health checks shipped in config/argocd: Lua scripts run the
+// way Argo CD runs them, against fixture objects, and the argocd-cm patch
+// that installs them.
 
-const scriptDir = "../../config/argocd/"
+var updateArgoCDPatch = flag.Bool("update", false, "rewrite config/argocd/argocd-cm-patch.yaml from the Lua scripts")
 
-// health is what a health script returns.
-type health struct {
+// argocdDir holds the health scripts and the argocd-cm patch.
+var argocdDir = filepath.Join(repoRoot, "config", "argocd")
+
+// argoHealth is what a health script returns.
+type argoHealth struct {
 	Status  string
 	Message string
 }
@@ -56,7 +62,7 @@ func toLua(l *lua.LState, v any) lua.LValue {
 // runHealth runs a health script against an object given as YAML, in a
 // state set up as Argo CD sets up custom health checks: without the
 // standard libraries except base, table and package, and with a deadline.
-func runHealth(t *testing.T, script, object string) health {
+func runHealth(t *testing.T, script, object string) argoHealth {
 	t.Helper()
 	j, err := yaml.YAMLToJSON([]byte(object))
 	if err != nil {
@@ -94,7 +100,7 @@ func runHealth(t *testing.T, script, object string) health {
 	if !ok {
 		t.Fatalf("script returned %s, want a table", l.Get(-1).Type())
 	}
-	var h health
+	var h argoHealth
 	ret.ForEach(func(k, v lua.LValue) {
 		switch k.String() {
 		case "status":
@@ -113,17 +119,17 @@ func runHealth(t *testing.T, script, object string) health {
 	return h
 }
 
-func readScript(t *testing.T, name string) string {
+func readArgoScript(t *testing.T, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(scriptDir + name)
+	b, err := os.ReadFile(filepath.Join(argocdDir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return string(b)
 }
 
-// object builds a fixture of kind with generation 2 and the given status.
-func object(kind, status string) string {
+// healthFixture builds an object of kind with generation 2 and the given status.
+func healthFixture(kind, status string) string {
 	s := "apiVersion: firewall.nodefw.io/v1alpha1\nkind: " + kind + "\nmetadata:\n  name: fixture\n  generation: 2\n"
 	if status != "" {
 		s += "status:\n" + status
@@ -132,13 +138,13 @@ func object(kind, status string) string {
 }
 
 const (
-	readyTrue = `  - type: Ready
+	condReadyTrue = `  - type: Ready
     status: "True"
     reason: Applied
     message: ""
     lastTransitionTime: "2026-01-01T00:00:00Z"
 `
-	stalled = `  - type: Stalled
+	condStalled = `  - type: Stalled
     status: "True"
     reason: Failed
     message: "nft: Could not process rule: No such file or directory"
@@ -149,7 +155,7 @@ const (
     message: "nft: Could not process rule: No such file or directory"
     lastTransitionTime: "2026-01-01T00:00:00Z"
 `
-	reconciling = `  - type: Reconciling
+	condReconciling = `  - type: Reconciling
     status: "True"
     reason: Progressing
     message: Programming generation 2
@@ -162,41 +168,41 @@ const (
 `
 )
 
-func TestNodeFirewallPolicyHealth(t *testing.T) {
-	script := readScript(t, "nodefirewallpolicy-health.lua")
+func TestArgoCDNodeFirewallPolicyHealth(t *testing.T) {
+	script := readArgoScript(t, "nodefirewallpolicy-health.lua")
 	const kind = "NodeFirewallPolicy"
 	counts := "  matchedNodes: 3\n  appliedNodes: 3\n  failedNodes: 0\n"
 	tests := []struct {
 		name   string
 		status string
-		want   health
+		want   argoHealth
 	}{
-		{"no status", "", health{"Progressing", "Waiting for the controller to report the policy's status"}},
-		{"no conditions", "  observedGeneration: 2\n" + counts, health{"Progressing", "Waiting for the controller to report the policy's status"}},
-		{"empty conditions", "  observedGeneration: 2\n  conditions: []\n", health{"Progressing", "Waiting for the controller to report the policy's status"}},
-		{"stale generation", "  observedGeneration: 1\n" + counts + "  conditions:\n" + readyTrue,
-			health{"Progressing", "Waiting for the controller to observe generation 2 (observed 1)"}},
-		{"reconciling", "  observedGeneration: 2\n  matchedNodes: 3\n  appliedNodes: 1\n  failedNodes: 0\n  conditions:\n" + reconciling,
-			health{"Progressing", "Programming generation 2"}},
-		{"ready", "  observedGeneration: 2\n" + counts + "  conditions:\n" + readyTrue,
-			health{"Healthy", "Applied on 3 of 3 nodes"}},
-		{"stalled", "  observedGeneration: 2\n  matchedNodes: 3\n  appliedNodes: 2\n  failedNodes: 1\n  conditions:\n" + stalled,
-			health{"Degraded", "nft: Could not process rule: No such file or directory"}},
+		{"no status", "", argoHealth{"Progressing", "Waiting for the controller to report the policy's status"}},
+		{"no conditions", "  observedGeneration: 2\n" + counts, argoHealth{"Progressing", "Waiting for the controller to report the policy's status"}},
+		{"empty conditions", "  observedGeneration: 2\n  conditions: []\n", argoHealth{"Progressing", "Waiting for the controller to report the policy's status"}},
+		{"stale generation", "  observedGeneration: 1\n" + counts + "  conditions:\n" + condReadyTrue,
+			argoHealth{"Progressing", "Waiting for the controller to observe generation 2 (observed 1)"}},
+		{"reconciling", "  observedGeneration: 2\n  matchedNodes: 3\n  appliedNodes: 1\n  failedNodes: 0\n  conditions:\n" + condReconciling,
+			argoHealth{"Progressing", "Programming generation 2"}},
+		{"ready", "  observedGeneration: 2\n" + counts + "  conditions:\n" + condReadyTrue,
+			argoHealth{"Healthy", "Applied on 3 of 3 nodes"}},
+		{"stalled", "  observedGeneration: 2\n  matchedNodes: 3\n  appliedNodes: 2\n  failedNodes: 1\n  conditions:\n" + condStalled,
+			argoHealth{"Degraded", "nft: Could not process rule: No such file or directory"}},
 		{"ready false failed", "  observedGeneration: 2\n  conditions:\n  - type: Ready\n    status: \"False\"\n    reason: Failed\n    message: 1 of 3 nodes failed\n",
-			health{"Degraded", "1 of 3 nodes failed"}},
+			argoHealth{"Degraded", "1 of 3 nodes failed"}},
 		{"ready false other", "  observedGeneration: 2\n  conditions:\n  - type: Ready\n    status: \"False\"\n    reason: NoNodes\n",
-			health{"Progressing", "NoNodes"}},
+			argoHealth{"Progressing", "NoNodes"}},
 		{"ready unknown", "  observedGeneration: 2\n  conditions:\n  - type: Ready\n    status: Unknown\n    reason: Failed\n",
-			health{"Progressing", "Failed"}},
+			argoHealth{"Progressing", "Failed"}},
 		{"no ready", "  observedGeneration: 2\n  conditions:\n  - type: Other\n    status: \"True\"\n",
-			health{"Progressing", "Waiting for the Ready condition"}},
+			argoHealth{"Progressing", "Waiting for the Ready condition"}},
 		// As in kstatus, a status without observedGeneration is taken as
 		// current.
-		{"no observed generation", "  conditions:\n" + readyTrue, health{"Healthy", "Applied"}},
+		{"no observed generation", "  conditions:\n" + condReadyTrue, argoHealth{"Healthy", "Applied"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := runHealth(t, script, object(kind, tc.status))
+			got := runHealth(t, script, healthFixture(kind, tc.status))
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("health mismatch (-want +got):\n%s", diff)
 			}
@@ -204,37 +210,37 @@ func TestNodeFirewallPolicyHealth(t *testing.T) {
 	}
 }
 
-func TestNodeFirewallHealth(t *testing.T) {
-	script := readScript(t, "nodefirewall-health.lua")
+func TestArgoCDNodeFirewallHealth(t *testing.T) {
+	script := readArgoScript(t, "nodefirewall-health.lua")
 	const kind = "NodeFirewall"
 	applied := "  ruleCount: 14\n  lastAppliedTime: \"2026-01-01T00:00:00Z\"\n"
 	tests := []struct {
 		name   string
 		status string
-		want   health
+		want   argoHealth
 	}{
-		{"no status", "", health{"Progressing", "Waiting for the node agent to report the firewall's status"}},
-		{"no conditions", "  observedGeneration: 2\n" + applied, health{"Progressing", "Waiting for the node agent to report the firewall's status"}},
-		{"stale generation", "  observedGeneration: 1\n" + applied + "  conditions:\n" + readyTrue,
-			health{"Progressing", "Waiting for the node agent to apply generation 2 (applied 1)"}},
-		{"reconciling", "  observedGeneration: 2\n  conditions:\n" + reconciling,
-			health{"Progressing", "Programming generation 2"}},
-		{"ready", "  observedGeneration: 2\n" + applied + "  conditions:\n" + readyTrue,
-			health{"Healthy", "14 rules programmed"}},
-		{"stalled", "  observedGeneration: 2\n  lastError: nft failed\n  conditions:\n" + stalled,
-			health{"Degraded", "nft: Could not process rule: No such file or directory"}},
+		{"no status", "", argoHealth{"Progressing", "Waiting for the node agent to report the firewall's status"}},
+		{"no conditions", "  observedGeneration: 2\n" + applied, argoHealth{"Progressing", "Waiting for the node agent to report the firewall's status"}},
+		{"stale generation", "  observedGeneration: 1\n" + applied + "  conditions:\n" + condReadyTrue,
+			argoHealth{"Progressing", "Waiting for the node agent to apply generation 2 (applied 1)"}},
+		{"reconciling", "  observedGeneration: 2\n  conditions:\n" + condReconciling,
+			argoHealth{"Progressing", "Programming generation 2"}},
+		{"ready", "  observedGeneration: 2\n" + applied + "  conditions:\n" + condReadyTrue,
+			argoHealth{"Healthy", "14 rules programmed"}},
+		{"stalled", "  observedGeneration: 2\n  lastError: nft failed\n  conditions:\n" + condStalled,
+			argoHealth{"Degraded", "nft: Could not process rule: No such file or directory"}},
 		{"stalled without message", "  observedGeneration: 2\n  lastError: nft failed\n  conditions:\n  - type: Stalled\n    status: \"True\"\n    reason: Failed\n",
-			health{"Degraded", "nft failed"}},
+			argoHealth{"Degraded", "nft failed"}},
 		{"ready false reverted", "  observedGeneration: 2\n  lastError: commit failed, previous ruleset restored\n  conditions:\n  - type: Ready\n    status: \"False\"\n    reason: Reverted\n",
-			health{"Degraded", "commit failed, previous ruleset restored"}},
+			argoHealth{"Degraded", "commit failed, previous ruleset restored"}},
 		{"ready false other", "  observedGeneration: 2\n  conditions:\n  - type: Ready\n    status: \"False\"\n    reason: Pending\n    message: waiting for the agent\n",
-			health{"Progressing", "waiting for the agent"}},
+			argoHealth{"Progressing", "waiting for the agent"}},
 		{"no ready", "  observedGeneration: 2\n  conditions:\n  - type: Other\n    status: \"True\"\n",
-			health{"Progressing", "Waiting for the Ready condition"}},
+			argoHealth{"Progressing", "Waiting for the Ready condition"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := runHealth(t, script, object(kind, tc.status))
+			got := runHealth(t, script, healthFixture(kind, tc.status))
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("health mismatch (-want +got):\n%s", diff)
 			}
@@ -250,7 +256,7 @@ var patchKeys = []struct{ key, file string }{
 
 const patchHeader = `# Installs the nodefw health checks into Argo CD's argocd-cm ConfigMap.
 # Generated from the .lua files beside it: after editing one, run
-#   go test ./internal/argocd/ -run TestConfigMapPatch -update
+#   go test ./test/manifests/ -run TestArgoCDConfigMapPatch -update
 # See README.md for how to apply it.
 apiVersion: v1
 kind: ConfigMap
@@ -265,7 +271,7 @@ func renderPatch(t *testing.T) string {
 	b.WriteString(patchHeader)
 	for _, k := range patchKeys {
 		b.WriteString("  " + k.key + ": |\n")
-		for _, line := range strings.SplitAfter(strings.TrimRight(readScript(t, k.file), "\n")+"\n", "\n") {
+		for _, line := range strings.SplitAfter(strings.TrimRight(readArgoScript(t, k.file), "\n")+"\n", "\n") {
 			if line == "" {
 				continue
 			}
@@ -279,12 +285,12 @@ func renderPatch(t *testing.T) string {
 	return b.String()
 }
 
-// TestConfigMapPatch checks that argocd-cm-patch.yaml holds the scripts
+// TestArgoCDConfigMapPatch checks that argocd-cm-patch.yaml holds the scripts
 // as they are in the .lua files, under the keys Argo CD reads.
-func TestConfigMapPatch(t *testing.T) {
-	const path = scriptDir + "argocd-cm-patch.yaml"
+func TestArgoCDConfigMapPatch(t *testing.T) {
+	path := filepath.Join(argocdDir, "argocd-cm-patch.yaml")
 	want := renderPatch(t)
-	if *update {
+	if *updateArgoCDPatch {
 		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -308,7 +314,7 @@ func TestConfigMapPatch(t *testing.T) {
 		t.Errorf("data has %d keys, want %d", len(cm.Data), len(patchKeys))
 	}
 	for _, k := range patchKeys {
-		if diff := cmp.Diff(readScript(t, k.file), cm.Data[k.key]); diff != "" {
+		if diff := cmp.Diff(readArgoScript(t, k.file), cm.Data[k.key]); diff != "" {
 			t.Errorf("data[%s] differs from %s (-file +patch):\n%s", k.key, k.file, diff)
 		}
 	}

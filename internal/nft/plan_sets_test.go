@@ -2,11 +2,9 @@ package nft
 
 import (
 	"bytes"
-	"fmt"
 	"net/netip"
 	"testing"
 
-	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
@@ -134,68 +132,6 @@ func TestNamedSetErrors(t *testing.T) {
 	dup.Sets = append(dup.Sets, good)
 	if _, err := buildPlan(dup, "t"); err == nil {
 		t.Error("duplicate set: no error")
-	}
-}
-
-// TestElementsOnlyChangeKeepsShape checks what lets Apply send elements
-// alone: a ruleset whose sets differ only in elements has the same shape,
-// and different content.
-func TestElementsOnlyChangeKeepsShape(t *testing.T) {
-	s := compile.Set{
-		Name: "s", Family: compile.FamilyIPv4,
-		Fields: []compile.SetField{compile.FieldDPort, compile.FieldL4Proto},
-		Elements: []compile.SetElement{{
-			L4Proto: compile.ProtoRange{First: tcp, Last: tcp}, DPort: compile.PortInterval{First: 80, Last: 80},
-			SAddr: addrRange("0.0.0.0", "255.255.255.255"), DAddr: addrRange("0.0.0.0", "255.255.255.255"),
-		}},
-	}
-	rule := compile.Rule{Family: compile.FamilyIPv4, Lookup: "s", Counter: true, Verdict: compile.VerdictAccept, Comment: "run from a/b"}
-	a, err := buildPlan(lookupRuleset(s, rule), "t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s2 := s
-	s2.Elements = append([]compile.SetElement(nil), s.Elements...)
-	s2.Elements[0].DPort = compile.PortInterval{First: 81, Last: 81}
-	b, err := buildPlan(lookupRuleset(s2, rule), "t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !sameShape(a, b) || samePlan(a, b) || !samePlan(a, a) {
-		t.Errorf("same shape %v, same plan %v", sameShape(a, b), samePlan(a, b))
-	}
-	add, del := diffElements(a.named[0].elems, b.named[0].elems)
-	if len(add) != 1 || len(del) != 1 || !bytes.Equal(add[0].Key, b.named[0].elems[0].Key) {
-		t.Errorf("diff: add %v, del %v", add, del)
-	}
-	s3 := s
-	s3.Fields = []compile.SetField{compile.FieldDPort, compile.FieldSAddr, compile.FieldL4Proto}
-	c, err := buildPlan(lookupRuleset(s3, rule), "t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sameShape(a, c) {
-		t.Error("a new key field kept the shape")
-	}
-}
-
-func TestDiffElements(t *testing.T) {
-	el := func(k ...byte) nftables.SetElement { return nftables.SetElement{Key: k, KeyEnd: k} }
-	for _, tc := range []struct {
-		have, want, add, del []nftables.SetElement
-	}{
-		{have: nil, want: []nftables.SetElement{el(1), el(2)}, add: []nftables.SetElement{el(1), el(2)}},
-		{have: []nftables.SetElement{el(1), el(2)}, want: nil, del: []nftables.SetElement{el(1), el(2)}},
-		{have: []nftables.SetElement{el(1), el(3), el(5)}, want: []nftables.SetElement{el(1), el(4), el(5), el(6)},
-			add: []nftables.SetElement{el(4), el(6)}, del: []nftables.SetElement{el(3)}},
-		// Unsorted: through the map.
-		{have: []nftables.SetElement{el(5), el(1), el(3)}, want: []nftables.SetElement{el(6), el(1), el(4), el(5)},
-			add: []nftables.SetElement{el(6), el(4)}, del: []nftables.SetElement{el(3)}},
-	} {
-		add, del := diffElements(tc.have, tc.want)
-		if fmt.Sprint(add) != fmt.Sprint(tc.add) || fmt.Sprint(del) != fmt.Sprint(tc.del) {
-			t.Errorf("diff(%v, %v) = %v, %v; want %v, %v", tc.have, tc.want, add, del, tc.add, tc.del)
-		}
 	}
 }
 

@@ -1,4 +1,18 @@
-// Package iptables renders a node's resolved firewall as iptables-restore
+package reference
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/text"
+)
+
+// The iptables rendering of a node's resolved firewall: iptables-restore
 // input for the filter table, one file for iptables-restore and one for
 // ip6tables-restore, with the semantics of the ruleset internal/compile
 // builds for the agent:
@@ -20,47 +34,20 @@
 // destination ports (multiport's limit); a packet that matches several of
 // them is logged once per matching LOG rule where the agent logs it once.
 // LOG prefixes are cut to 29 bytes, iptables' limit (nftables allows 127).
-package iptables
-
-import (
-	"cmp"
-	"fmt"
-	"net/netip"
-	"slices"
-	"strconv"
-	"strings"
-	"unicode/utf8"
-
-	"github.com/nodefw/nodefw/api/v1alpha1"
-	"github.com/nodefw/nodefw/internal/compile"
-)
-
-// Options are the agent settings that shape the ruleset, as in
-// compile.Options.
-type Options struct {
-	// FailsafeInbound are accepted in INPUT and FailsafeOutbound in OUTPUT,
-	// before any rule; nil means none.
-	FailsafeInbound, FailsafeOutbound []compile.Failsafe
-}
 
 // Limits of iptables' extensions.
 const (
-	// MaxLogPrefix is the longest --log-prefix the LOG target takes.
-	MaxLogPrefix = 29
-	// MaxMultiportPorts is how many ports one multiport match holds; a
+	// maxLogPrefix is the longest --log-prefix the LOG target takes.
+	maxLogPrefix = 29
+	// maxMultiportPorts is how many ports one multiport match holds; a
 	// range counts as two.
-	MaxMultiportPorts = 15
+	maxMultiportPorts = 15
 	// maxComment is the comment match's limit, in bytes.
 	maxComment = 255
 )
 
 // Log rate limit of log and audit rules, as the agent's.
 var logLimit = fmt.Sprintf("-m limit --limit %d/min --limit-burst %d", compile.LogRatePerMinute, compile.LogBurst)
-
-// ICMPv6 neighbour discovery types (RFC 4861) accepted ahead of any rule:
-// router solicitation and advertisement, neighbour solicitation and
-// advertisement, redirect.
-var ndTypes = []int{133, 134, 135, 136, 137}
 
 type family int
 
@@ -83,15 +70,16 @@ var protoNames = map[v1alpha1.Protocol]string{
 	v1alpha1.ProtocolICMPv6: "ipv6-icmp",
 }
 
-// Restore returns the iptables-restore (v4) and ip6tables-restore (v6)
-// input for spec. It does not validate: call compile.Validate first. A
-// value it cannot parse (an address, say) is written through unchanged, so
-// that iptables-restore refuses the file instead of loading a broader rule.
-func Restore(spec v1alpha1.NodeFirewallSpec, opts Options) (v4, v6 string) {
-	return render(spec, opts, ipv4), render(spec, opts, ipv6)
+// IPTablesRestore returns the iptables-restore (v4) and ip6tables-restore
+// (v6) input for spec; of opts it reads only the failsafes. It does not
+// validate: call Validate first. A value it cannot parse (an address, say)
+// is written through unchanged, so that iptables-restore refuses the file
+// instead of loading a broader rule.
+func IPTablesRestore(spec v1alpha1.NodeFirewallSpec, opts compile.Options) (v4, v6 string) {
+	return renderRestore(spec, opts, ipv4), renderRestore(spec, opts, ipv6)
 }
 
-func render(spec v1alpha1.NodeFirewallSpec, opts Options, fam family) string {
+func renderRestore(spec v1alpha1.NodeFirewallSpec, opts compile.Options, fam family) string {
 	var b strings.Builder
 	b.WriteString("*filter\n")
 	for _, c := range v1alpha1.Chains {
@@ -103,16 +91,16 @@ func render(spec v1alpha1.NodeFirewallSpec, opts Options, fam family) string {
 	}
 	for _, c := range v1alpha1.Chains {
 		w := &writer{b: &b, chain: chainNames[c]}
-		implicitRules(w, c, opts, fam)
+		implicitRestoreRules(w, c, opts, fam)
 		for _, r := range spec.Rules {
 			if r.Chain == c {
-				expandRule(w, r, fam)
+				restoreRules(w, r, fam)
 			}
 		}
 		if spec.DefaultActions.For(c) == v1alpha1.ChainPolicyDrop && slices.Contains(spec.AuditedChains, c) {
 			// Log what the policy would drop; drop nothing.
-			w.rule(logLimit, "-m comment --comment", quote("nodefw: audit default-drop"),
-				"-j LOG --log-prefix", quote(logPrefix("nodefw-audit ", "default-drop "+strings.ToLower(w.chain))))
+			w.rule(logLimit, "-m comment --comment", text.Quote("nodefw: audit default-drop"),
+				"-j LOG --log-prefix", text.Quote(logPrefix("nodefw-audit ", "default-drop "+strings.ToLower(w.chain))))
 		}
 	}
 	b.WriteString("COMMIT\n")
@@ -138,24 +126,25 @@ func (w *writer) rule(parts ...string) {
 	w.b.WriteByte('\n')
 }
 
-func implicitRules(w *writer, c v1alpha1.Chain, opts Options, fam family) {
+// implicitRestoreRules writes the accepts every chain starts with.
+func implicitRestoreRules(w *writer, c v1alpha1.Chain, opts compile.Options, fam family) {
 	w.rule("-m conntrack --ctstate RELATED,ESTABLISHED",
-		"-m comment --comment", quote("nodefw: established,related"), "-j ACCEPT")
+		"-m comment --comment", text.Quote("nodefw: established,related"), "-j ACCEPT")
 	var failsafes []compile.Failsafe
 	switch c {
 	case v1alpha1.ChainInput:
-		w.rule("-i lo", "-m comment --comment", quote("nodefw: loopback"), "-j ACCEPT")
+		w.rule("-i lo", "-m comment --comment", text.Quote("nodefw: loopback"), "-j ACCEPT")
 		failsafes = opts.FailsafeInbound
 	case v1alpha1.ChainOutput:
-		w.rule("-o lo", "-m comment --comment", quote("nodefw: loopback"), "-j ACCEPT")
+		w.rule("-o lo", "-m comment --comment", text.Quote("nodefw: loopback"), "-j ACCEPT")
 		failsafes = opts.FailsafeOutbound
 	default:
 		return
 	}
 	if fam == ipv6 {
 		for _, t := range ndTypes {
-			w.rule("-p ipv6-icmp -m icmp6 --icmpv6-type", strconv.Itoa(t),
-				"-m comment --comment", quote("nodefw: icmpv6 neighbour discovery"), "-j ACCEPT")
+			w.rule("-p ipv6-icmp -m icmp6 --icmpv6-type", strconv.Itoa(int(t)),
+				"-m comment --comment", text.Quote("nodefw: icmpv6 neighbour discovery"), "-j ACCEPT")
 		}
 	}
 	// One rule per protocol, in a fixed order whatever the flag's order.
@@ -169,18 +158,18 @@ func implicitRules(w *writer, c v1alpha1.Chain, opts Options, fam family) {
 		if len(ports) == 0 {
 			continue
 		}
-		for _, m := range portMatches(protoNames[p], canonicalPorts(ports)) {
+		for _, m := range portMatches(protoNames[p], compile.CanonicalPorts(ports)) {
 			w.rule("-p", protoNames[p], m,
-				"-m comment --comment", quote("nodefw: failsafe "+protoNames[p]), "-j ACCEPT")
+				"-m comment --comment", text.Quote("nodefw: failsafe "+protoNames[p]), "-j ACCEPT")
 		}
 	}
 }
 
-// expandRule writes one API rule's iptables rules for a family: for every
+// restoreRules writes one API rule's iptables rules for a family: for every
 // source, destination and block of ports an optional LOG rule and the
 // verdict rule, or in Audit mode only a LOG rule in place of a Drop or
 // Reject.
-func expandRule(w *writer, r v1alpha1.NodeFirewallRule, fam family) {
+func restoreRules(w *writer, r v1alpha1.NodeFirewallRule, fam family) {
 	srcs, dsts, ok := addressMatches(r, fam)
 	if !ok {
 		return
@@ -199,13 +188,13 @@ func expandRule(w *writer, r v1alpha1.NodeFirewallRule, fam family) {
 		for i, p := range r.Ports {
 			intervals[i] = compile.PortInterval{First: uint16(p.Port), Last: uint16(p.Last())}
 		}
-		ports = portMatches(protoNames[r.Protocol], canonicalPorts(intervals))
+		ports = portMatches(protoNames[r.Protocol], compile.CanonicalPorts(intervals))
 	} else {
 		ports = []string{""}
 	}
 	states := ""
 	if len(r.States) > 0 {
-		states = "-m conntrack --ctstate " + ctStates(r.States)
+		states = "-m conntrack --ctstate " + restoreStates(r.States)
 	}
 	in, out := "", ""
 	if r.InInterface != "" {
@@ -214,7 +203,7 @@ func expandRule(w *writer, r v1alpha1.NodeFirewallRule, fam family) {
 	if r.OutInterface != "" {
 		out = "-o " + r.OutInterface
 	}
-	comment := "-m comment --comment " + quote(truncate(name, maxComment))
+	comment := "-m comment --comment " + text.Quote(text.Truncate(name, maxComment))
 
 	audit := r.Mode == v1alpha1.PolicyModeAudit && r.Action != v1alpha1.ActionAccept
 	var target string
@@ -238,12 +227,12 @@ func expandRule(w *writer, r v1alpha1.NodeFirewallRule, fam family) {
 				switch {
 				case audit:
 					w.rule(slices.Concat(match, []string{logLimit, comment,
-						"-j LOG --log-prefix", quote(logPrefix("nodefw-audit ", name))})...)
+						"-j LOG --log-prefix", text.Quote(logPrefix("nodefw-audit ", name))})...)
 					continue
 				case r.Log:
 					// A rule of its own: its rate limit must not gate the verdict.
 					w.rule(slices.Concat(match, []string{logLimit, comment,
-						"-j LOG --log-prefix", quote(logPrefix("nodefw ", name))})...)
+						"-j LOG --log-prefix", text.Quote(logPrefix("nodefw ", name))})...)
 				}
 				w.rule(slices.Concat(match, []string{comment, target})...)
 			}
@@ -278,7 +267,7 @@ func addresses(opt string, addrs []string, fam family) ([]string, bool) {
 	var prefixes []netip.Prefix
 	var raw []string
 	for _, a := range addrs {
-		p, err := parseAddress(a)
+		p, err := v1alpha1.ParseAddress(a)
 		if err != nil {
 			raw = append(raw, opt+" "+a)
 			continue
@@ -288,62 +277,15 @@ func addresses(opt string, addrs []string, fam family) ([]string, bool) {
 		}
 	}
 	var out []string
-	for _, p := range canonicalPrefixes(prefixes) {
+	for _, p := range compile.CanonicalPrefixes(prefixes) {
 		out = append(out, opt+" "+p.String())
 	}
 	out = append(out, raw...)
 	return out, len(out) > 0
 }
 
-// parseAddress parses an IP address or CIDR; host bits are masked off, as
-// iptables does with -s 10.1.2.3/8.
-func parseAddress(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		return p.Masked(), err
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR", s)
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
-// canonicalPrefixes sorts prefixes and drops those another one covers.
-func canonicalPrefixes(ps []netip.Prefix) []netip.Prefix {
-	ps = slices.Clone(ps)
-	slices.SortFunc(ps, func(a, b netip.Prefix) int {
-		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
-	})
-	var out []netip.Prefix
-	for _, p := range ps {
-		if n := len(out); n > 0 && out[n-1].Contains(p.Addr()) {
-			continue
-		}
-		out = append(out, p)
-	}
-	return out
-}
-
-// canonicalPorts sorts intervals and merges overlapping or adjacent ones.
-func canonicalPorts(ps []compile.PortInterval) []compile.PortInterval {
-	ps = slices.Clone(ps)
-	slices.SortFunc(ps, func(a, b compile.PortInterval) int {
-		return cmp.Or(cmp.Compare(a.First, b.First), cmp.Compare(a.Last, b.Last))
-	})
-	var out []compile.PortInterval
-	for _, p := range ps {
-		if n := len(out); n > 0 && uint32(p.First) <= uint32(out[n-1].Last)+1 {
-			out[n-1].Last = max(out[n-1].Last, p.Last)
-			continue
-		}
-		out = append(out, p)
-	}
-	return out
-}
-
 // portMatches renders destination ports: "-m PROTO --dport" for one
-// interval, else multiport matches of at most MaxMultiportPorts ports each.
+// interval, else multiport matches of at most maxMultiportPorts ports each.
 func portMatches(proto string, ports []compile.PortInterval) []string {
 	if len(ports) == 1 {
 		return []string{"-m " + proto + " --dport " + formatPorts(ports[0])}
@@ -361,7 +303,7 @@ func portMatches(proto string, ports []compile.PortInterval) []string {
 		if p.First != p.Last {
 			n = 2
 		}
-		if used+n > MaxMultiportPorts {
+		if used+n > maxMultiportPorts {
 			flush()
 		}
 		block = append(block, formatPorts(p))
@@ -378,8 +320,8 @@ func formatPorts(p compile.PortInterval) string {
 	return fmt.Sprintf("%d:%d", p.First, p.Last)
 }
 
-// ctStates lists conntrack states in the order iptables-save prints them.
-func ctStates(states []v1alpha1.ConnState) string {
+// restoreStates lists conntrack states in the order iptables-save prints them.
+func restoreStates(states []v1alpha1.ConnState) string {
 	var names []string
 	for _, s := range []v1alpha1.ConnState{
 		v1alpha1.ConnStateInvalid, v1alpha1.ConnStateNew,
@@ -402,33 +344,7 @@ func ctStates(states []v1alpha1.ConnState) string {
 }
 
 // logPrefix is head + name + ": ", shortening the name so that the prefix
-// fits MaxLogPrefix and still ends with ": ".
+// fits maxLogPrefix and still ends with ": ".
 func logPrefix(head, name string) string {
-	return head + truncate(name, MaxLogPrefix-len(head)-len(": ")) + ": "
-}
-
-// truncate shortens s to at most n bytes without splitting a character.
-func truncate(s string, n int) string {
-	if n <= 0 {
-		return ""
-	}
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
-}
-
-// quote makes an iptables-restore string argument. iptables-restore has no
-// escapes inside quotes, so characters that would end or break the
-// argument are replaced.
-func quote(s string) string {
-	return `"` + strings.Map(func(r rune) rune {
-		if r == '"' || r == '\\' || r < ' ' || r == 0x7f {
-			return '_'
-		}
-		return r
-	}, s) + `"`
+	return head + text.Truncate(name, maxLogPrefix-len(head)-len(": ")) + ": "
 }

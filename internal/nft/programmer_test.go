@@ -105,25 +105,50 @@ func listTable(t *testing.T, ns *netnstest.NS) string {
 	return ns.MustExec("nft", "list", "table", "inet", compile.DefaultTable)
 }
 
+// mustInSync checks Drift's answer and, for a Programmer of another
+// namespace, that of a Programmer with nothing committed, which always
+// reads the table: where p answers from what it committed, it must agree
+// with the kernel.
 func mustInSync(t *testing.T, p *Programmer, rs *compile.Ruleset, want bool) {
 	t.Helper()
-	d, err := p.Drift(rs)
+	check := func(who string, q *Programmer) {
+		t.Helper()
+		d, err := q.Drift(rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := d == ""; got != want {
+			t.Fatalf("%s: in sync = %v (%s), want %v", who, got, d, want)
+		}
+	}
+	check("Drift", p)
+	if p.nsFile == nil {
+		return
+	}
+	q, err := New(p.nsFile.Name(), p.table)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := d == ""; got != want {
-		t.Fatalf("in sync = %v (%s), want %v", got, d, want)
+	defer q.Close()
+	check("Drift with nothing committed", q)
+}
+
+// tableExists reports whether p's table is in the kernel.
+func tableExists(t *testing.T, p *Programmer) bool {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	kt, err := p.findTable()
+	if err != nil {
+		t.Fatal(err)
 	}
-	ok, err := p.InSync(rs)
-	if err != nil || ok != want {
-		t.Fatalf("InSync = %v, %v; want %v", ok, err, want)
-	}
+	return kt != nil
 }
 
 func TestApplyListing(t *testing.T) {
 	ns, p := target(t)
 	rs := sampleRuleset()
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	out := listTable(t, ns)
@@ -157,8 +182,8 @@ func TestApplyListing(t *testing.T) {
 	if n := strings.Count(out, "comment "); n != 14 {
 		t.Errorf("%d rules listed, want 14 (the telnet rule in two)", n)
 	}
-	if ok, err := p.Exists(); err != nil || !ok {
-		t.Errorf("Exists = %v, %v", ok, err)
+	if !tableExists(t, p) {
+		t.Error("table missing after Apply")
 	}
 }
 
@@ -210,13 +235,13 @@ func TestDrift(t *testing.T) {
 		{"flush ruleset", func() { nft("flush", "ruleset") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := p.Apply(rs); err != nil {
+			if _, err := p.Apply(rs); err != nil {
 				t.Fatal(err)
 			}
 			mustInSync(t, p, rs, true)
 			tc.mutate()
 			mustInSync(t, p, rs, false)
-			if err := p.Apply(rs); err != nil {
+			if _, err := p.Apply(rs); err != nil {
 				t.Fatal(err)
 			}
 			mustInSync(t, p, rs, true)
@@ -276,12 +301,12 @@ func TestForeignTablesUntouched(t *testing.T) {
 	}
 	check("delete of a missing table")
 	rs := sampleRuleset()
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	check("apply")
 	rs.Chains[0].Rules = rs.Chains[0].Rules[:3]
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	check("update")
@@ -290,8 +315,8 @@ func TestForeignTablesUntouched(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("delete")
-	if ok, err := p.Exists(); err != nil || ok {
-		t.Errorf("Exists after Delete = %v, %v", ok, err)
+	if tableExists(t, p) {
+		t.Error("table still there after Delete")
 	}
 	mustInSync(t, p, rs, false)
 	if err := p.Delete(); err != nil {
@@ -311,14 +336,14 @@ func TestOtherTableName(t *testing.T) {
 	}
 	defer q.Close()
 	rs := sampleRuleset()
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.Apply(rs); err == nil {
+	if _, err := q.Apply(rs); err == nil {
 		t.Fatal("applying a ruleset for another table succeeded")
 	}
 	rs.Table = ""
-	if err := q.Apply(rs); err != nil {
+	if _, err := q.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	mustInSync(t, q, rs, true)
@@ -332,18 +357,18 @@ func TestOtherTableName(t *testing.T) {
 func TestInvalidRulesetKeepsTable(t *testing.T) {
 	_, p := target(t)
 	rs := sampleRuleset()
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	bad := sampleRuleset()
 	bad.Chains[0].Rules = append(bad.Chains[0].Rules, compile.Rule{DPorts: ports(80), Verdict: compile.VerdictAccept})
-	if err := p.Apply(bad); err == nil {
+	if _, err := p.Apply(bad); err == nil {
 		t.Fatal("ports without a protocol were accepted")
 	}
 	mustInSync(t, p, rs, true)
 	bad = sampleRuleset()
 	bad.Chains[0].Hook = "prerouting"
-	if err := p.Apply(bad); err == nil {
+	if _, err := p.Apply(bad); err == nil {
 		t.Fatal("unknown hook accepted")
 	}
 	mustInSync(t, p, rs, true)
@@ -352,15 +377,51 @@ func TestInvalidRulesetKeepsTable(t *testing.T) {
 	bad = sampleRuleset()
 	bad.Chains[0].Rules = bad.Chains[0].Rules[:2]
 	bad.Chains = append(bad.Chains, compile.Chain{Name: strings.Repeat("x", 300), Hook: compile.HookInput, Policy: compile.VerdictAccept})
-	if err := p.Apply(bad); err == nil {
+	if _, err := p.Apply(bad); err == nil {
 		t.Fatal("the kernel accepted a 300-byte chain name")
 	} else {
 		t.Log(err)
 	}
 	mustInSync(t, p, rs, true)
 	// After errors the connection still works.
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCommitted follows the ruleset a Programmer holds as committed: the
+// last one applied, kept through a failed Apply (it is what the caller
+// restores), gone with the table.
+func TestCommitted(t *testing.T) {
+	_, p := target(t)
+	if got := p.Committed(); got != nil {
+		t.Fatalf("a new Programmer has committed %p", got)
+	}
+	rs := sampleRuleset()
+	if _, err := p.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Committed(); got != rs {
+		t.Fatalf("after Apply, Committed = %p, want %p", got, rs)
+	}
+	refusedByPlan := sampleRuleset()
+	refusedByPlan.Chains[0].Hook = "prerouting"
+	refusedByKernel := sampleRuleset()
+	refusedByKernel.Chains = append(refusedByKernel.Chains, compile.Chain{Name: strings.Repeat("x", 300), Hook: compile.HookInput, Policy: compile.VerdictAccept})
+	for _, bad := range []*compile.Ruleset{refusedByPlan, refusedByKernel} {
+		if _, err := p.Apply(bad); err == nil {
+			t.Fatal("a bad ruleset was applied")
+		}
+		if got := p.Committed(); got != rs {
+			t.Fatalf("after a failed Apply, Committed = %p, want %p", got, rs)
+		}
+	}
+	mustInSync(t, p, rs, true)
+	if err := p.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Committed(); got != nil {
+		t.Fatalf("after Delete, Committed = %p", got)
 	}
 }
 
@@ -413,7 +474,7 @@ func testLarge(t *testing.T, setEvery, rounds int) {
 	rs := largeRuleset(n, setEvery)
 	for round := 0; round < rounds; round++ {
 		start := time.Now()
-		if err := p.Apply(rs); err != nil {
+		if _, err := p.Apply(rs); err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
 		t.Logf("round %d: applied %d rules in %v", round, n, time.Since(start))
@@ -488,7 +549,7 @@ func TestPackets(t *testing.T) {
 			{Family: compile.FamilyIPv6, L4Proto: icmpv6, Verdict: compile.VerdictAccept},
 		},
 	}}}
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	for _, dst := range []netip.Addr{netnstest.HostV4, netnstest.HostV6} {
@@ -520,7 +581,7 @@ func TestPackets(t *testing.T) {
 		Name: compile.ChainOutput, Hook: compile.HookOutput, Policy: compile.VerdictAccept,
 		Rules: []compile.Rule{{L4Proto: tcp, DPorts: ports(7000), Verdict: compile.VerdictReject}},
 	})
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	netnstest.ExpectTCP(t, host, netnstest.ClientV4, 7000, netnstest.Rejected)
@@ -552,7 +613,7 @@ func TestForwardPackets(t *testing.T) {
 			{IIfName: "eth-c", L4Proto: tcp, DPorts: ports(8443), Verdict: compile.VerdictReject},
 		},
 	}}}
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	for _, dst := range []netip.Addr{netnstest.ServerV4, netnstest.ServerV6} {
@@ -592,7 +653,7 @@ func TestUpdateIsAtomic(t *testing.T) {
 		)
 		return &compile.Ruleset{Chains: []compile.Chain{{Name: compile.ChainInput, Hook: compile.HookInput, Policy: compile.VerdictDrop, Rules: rules}}}
 	}
-	if err := p.Apply(version(0)); err != nil {
+	if _, err := p.Apply(version(0)); err != nil {
 		t.Fatal(err)
 	}
 	var stop atomic.Bool
@@ -620,7 +681,7 @@ func TestUpdateIsAtomic(t *testing.T) {
 		}()
 	}
 	for i := 1; i <= 10; i++ {
-		if err := p.Apply(version(i)); err != nil {
+		if _, err := p.Apply(version(i)); err != nil {
 			t.Error(err)
 			break
 		}
@@ -645,7 +706,7 @@ func TestCurrentNamespace(t *testing.T) {
 	}
 	defer p.Close()
 	rs := sampleRuleset()
-	if err := p.Apply(rs); err != nil {
+	if _, err := p.Apply(rs); err != nil {
 		t.Fatal(err)
 	}
 	if out := listTable(t, ns); !strings.Contains(out, `comment "base/ssh"`) {
@@ -655,7 +716,7 @@ func TestCurrentNamespace(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Apply(rs); err == nil {
+	if _, err := p.Apply(rs); err == nil {
 		t.Error("Apply after Close succeeded")
 	}
 }

@@ -1,4 +1,3 @@
-// Package specgen generates large node firewall specs for benchmarks.
 package specgen
 
 import (

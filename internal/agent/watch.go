@@ -1,0 +1,41 @@
+package agent
+
+import (
+	"time"
+
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+)
+
+// CacheOptions make an agent's informer watch only its own node's
+// NodeFirewall, filtered by the API server with a field selector, so that no
+// agent receives the updates of other nodes: 5,000 agents each watching the
+// whole cluster would turn every change into 5,000 deliveries. The
+// manager SetupWithManager registers with is built with them.
+func CacheOptions(nodeName string) cache.Options {
+	return cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&fwv1.NodeFirewall{}: {Field: fields.OneTermEqualSelector("metadata.name", nodeName)},
+		},
+	}
+}
+
+// SetupWithManager registers the Reconciler with mgr, whose cache should
+// come from CacheOptions: one reconcile at a time, and errors retried with
+// a backoff of at most ResyncPeriod, so that there is no hot loop while
+// the API server is away and no long stall after it returns.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	limiter := workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](200*time.Millisecond, r.ResyncPeriod)
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("nodefirewall-agent").
+		For(&fwv1.NodeFirewall{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 1, RateLimiter: limiter}).
+		Complete(r)
+}

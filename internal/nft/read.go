@@ -1,0 +1,164 @@
+package nft
+
+import (
+	"fmt"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+)
+
+// liveObjects are the chains and sets the kernel's table holds now.
+type liveObjects struct {
+	exists bool
+	chains []*nftables.Chain
+	sets   []*nftables.Set // named sets only
+}
+
+// listLive lists the table's chains and named sets, without their rules
+// and elements.
+func (p *Programmer) listLive(c *nftables.Conn) (*liveObjects, error) {
+	kt, err := p.findTable()
+	if err != nil || kt == nil {
+		return &liveObjects{}, err
+	}
+	lo := &liveObjects{exists: true}
+	if lo.chains, err = p.listChains(c); err != nil {
+		return nil, err
+	}
+	sets, err := c.GetSets(kt)
+	if err != nil {
+		return nil, fmt.Errorf("nft: listing sets: %w", err)
+	}
+	for _, s := range sets {
+		if !s.Anonymous {
+			lo.sets = append(lo.sets, s)
+		}
+	}
+	return lo, nil
+}
+
+// tableState is what the kernel holds in the table.
+type tableState struct {
+	chains map[string]*nftables.Chain
+	rules  map[string][]*nftables.Rule
+	anon   []*nftables.Set
+	named  map[string]*nftables.Set
+	elems  map[string][]nftables.SetElement
+}
+
+// readTable reads the table's chains, rules, sets and named set elements.
+func (p *Programmer) readTable(c *nftables.Conn, kt *nftables.Table) (*tableState, error) {
+	st := &tableState{
+		chains: map[string]*nftables.Chain{},
+		named:  map[string]*nftables.Set{},
+		elems:  map[string][]nftables.SetElement{},
+	}
+	chains, err := p.listChains(c)
+	if err != nil {
+		return nil, err
+	}
+	for _, ch := range chains {
+		st.chains[ch.Name] = ch
+	}
+	if st.rules, err = p.readRules(c, chains); err != nil {
+		return nil, err
+	}
+	sets, err := c.GetSets(kt)
+	if err != nil {
+		return nil, fmt.Errorf("nft: listing sets: %w", err)
+	}
+	for _, s := range sets {
+		if s.Anonymous {
+			st.anon = append(st.anon, s)
+			continue
+		}
+		st.named[s.Name] = s
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("nft: listing elements of set %s: %w", s.Name, err)
+		}
+		st.elems[s.Name] = elems
+	}
+	return st, nil
+}
+
+// readCounters reads the counter of every rule in the table that has one,
+// in chain and rule order, each rule named by its comment.
+func (p *Programmer) readCounters(c *nftables.Conn) ([]RuleCounter, error) {
+	kt, err := p.findTable()
+	if err != nil || kt == nil {
+		return nil, err
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, err
+	}
+	var out []RuleCounter
+	for _, ch := range chains {
+		if ch.Table.Name != p.table {
+			continue
+		}
+		rules, err := c.GetRules(kt, ch)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rules {
+			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			for _, e := range r.Exprs {
+				if ctr, ok := e.(*expr.Counter); ok {
+					out = append(out, RuleCounter{Chain: ch.Name, Comment: comment, Packets: ctr.Packets, Bytes: ctr.Bytes})
+					break
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// findTable returns the kernel's table, or nil when it is missing.
+func (p *Programmer) findTable() (*nftables.Table, error) {
+	c, err := p.connLocked()
+	if err != nil {
+		return nil, err
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		p.redial()
+		return nil, fmt.Errorf("nft: listing tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == p.table {
+			return t, nil
+		}
+	}
+	return nil, nil
+}
+
+// listChains lists the table's chains, without their rules.
+func (p *Programmer) listChains(c *nftables.Conn) ([]*nftables.Chain, error) {
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("nft: listing chains: %w", err)
+	}
+	var out []*nftables.Chain
+	for _, ch := range chains {
+		if ch.Table != nil && ch.Table.Name == p.table {
+			out = append(out, ch)
+		}
+	}
+	return out, nil
+}
+
+// readRules reads the rules of chains, by chain name.
+func (p *Programmer) readRules(c *nftables.Conn, chains []*nftables.Chain) (map[string][]*nftables.Rule, error) {
+	rules := make(map[string][]*nftables.Rule, len(chains))
+	for _, ch := range chains {
+		rs, err := c.GetRules(ch.Table, ch)
+		if err != nil {
+			return nil, fmt.Errorf("nft: listing rules of chain %s: %w", ch.Name, err)
+		}
+		rules[ch.Name] = rs
+	}
+	return rules, nil
+}
