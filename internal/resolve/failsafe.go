@@ -45,10 +45,13 @@ func failsafeShadows(p *fwv1.NodeFirewallPolicy, fs Failsafes) []Problem {
 	return out
 }
 
-// shadows reports whether rule r matches some traffic to failsafe f: the
-// protocol, a port and, in some IP family, a source and a destination
-// that both allow. Interfaces and states do not matter: the rule would
-// still drop some of that traffic.
+// shadows reports whether rule r matches some traffic to failsafe f: its
+// protocol, a port, and addresses list by list: the rule's sources are
+// unset, or the failsafe's are, or some of each overlap, and the same for
+// destinations (an IPv4 source list and an IPv6 destination list count as
+// meeting, as the failsafe-warning admission policy, which must agree,
+// cannot tell them apart cheaply). Interfaces and states do not matter:
+// the rule would still drop some of that traffic.
 func shadows(r fwv1.Rule, f compile.Failsafe) bool {
 	if r.Protocol != "" && r.Protocol != f.Protocol {
 		return false
@@ -58,36 +61,14 @@ func shadows(r fwv1.Rule, f compile.Failsafe) bool {
 	}) {
 		return false
 	}
-	src, dst := rulePrefixes(r.Sources), rulePrefixes(r.Destinations)
-	for _, v4 := range []bool{true, false} {
-		if overlapIn(v4, src, f.Sources) && overlapIn(v4, dst, f.Destinations) {
-			return true
-		}
-	}
-	return false
+	return overlap(rulePrefixes(r.Sources), f.Sources) && overlap(rulePrefixes(r.Destinations), f.Destinations)
 }
 
-// overlapIn reports whether two address lists, each empty for any
-// address, have an address of the family (IPv4 or not) in common.
-func overlapIn(v4 bool, a, b []netip.Prefix) bool {
-	of := func(ps []netip.Prefix) []netip.Prefix {
-		var out []netip.Prefix
-		for _, p := range ps {
-			if p.Addr().Is4() == v4 {
-				out = append(out, p)
-			}
-		}
-		return out
-	}
-	fa, fb := of(a), of(b)
-	switch {
-	case len(a) > 0 && len(fa) == 0, len(b) > 0 && len(fb) == 0:
-		return false // the list has no address of this family
-	case len(a) == 0 || len(b) == 0:
-		return true
-	}
-	return slices.ContainsFunc(fa, func(p netip.Prefix) bool {
-		return slices.ContainsFunc(fb, p.Overlaps)
+// overlap reports whether two address lists, each empty for any address,
+// have an address in common.
+func overlap(a, b []netip.Prefix) bool {
+	return len(a) == 0 || len(b) == 0 || slices.ContainsFunc(a, func(p netip.Prefix) bool {
+		return slices.ContainsFunc(b, p.Overlaps)
 	})
 }
 

@@ -43,8 +43,9 @@ func TestFailsafeShadows(t *testing.T) {
 }
 
 // TestFailsafeShadowsByAddress: a rule shadows a failsafe restricted to
-// addresses only when, in some IP family, its sources and destinations
-// and the failsafe's have addresses in common.
+// addresses only when its sources and the failsafe's, and its
+// destinations and the failsafe's, have addresses in common, list by
+// list.
 func TestFailsafeShadowsByAddress(t *testing.T) {
 	pfx := func(ss ...string) []netip.Prefix {
 		var out []netip.Prefix
@@ -78,7 +79,9 @@ func TestFailsafeShadowsByAddress(t *testing.T) {
 		{"IPv4 sources against an IPv6-only failsafe", drop([]string{"10.0.0.0/8"}, nil), v6Both, false},
 		{"IPv6 sources and destinations inside", drop([]string{"2001:db8:5::1"}, []string{"2001:db8:1::1"}), v6Both, true},
 		{"IPv6 sources inside, destinations elsewhere", drop([]string{"2001:db8:5::1"}, []string{"2001:db8:2::1"}), v6Both, false},
-		{"IPv4 sources with IPv6 destinations: the families do not meet", drop([]string{"10.0.0.1"}, []string{"2001:db8:1::1"}), v6Both, false},
+		{"IPv4 sources with IPv6 destinations", drop([]string{"10.0.0.1"}, []string{"2001:db8:1::1"}), v6Both, false},
+		{"list by list: IPv4 sources meet a failsafe's IPv6 destinations", drop([]string{"10.0.0.1"}, nil),
+			compile.Failsafe{Protocol: fwv1.ProtocolUDP, Ports: compile.PortInterval{First: 53, Last: 53}, Destinations: pfx("2001:db8::53/128")}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 )
 
 func TestDefaultHasEveryObject(t *testing.T) {
@@ -17,6 +19,7 @@ func TestDefaultHasEveryObject(t *testing.T) {
 	want := []objKey{
 		{"Namespace", "", managerNamespace},
 		{"Namespace", "", agentNamespace},
+		{"CustomResourceDefinition", "", "nodefirewallconfigs.firewall.nodefw.io"},
 		{"CustomResourceDefinition", "", "nodefirewallpolicies.firewall.nodefw.io"},
 		{"CustomResourceDefinition", "", "nodefirewalls.firewall.nodefw.io"},
 		{"ServiceAccount", managerNamespace, managerName},
@@ -37,6 +40,7 @@ func TestDefaultHasEveryObject(t *testing.T) {
 		{"ValidatingAdmissionPolicyBinding", "", admissionPolicy},
 		{"ValidatingAdmissionPolicy", "", failsafeWarning},
 		{"ValidatingAdmissionPolicyBinding", "", failsafeWarning},
+		{"NodeFirewallConfig", "", fwv1.NodeFirewallConfigName},
 	}
 	for _, k := range want {
 		objs.get(t, k.Kind, k.Namespace, k.Name)
@@ -237,6 +241,10 @@ func TestAgentRBAC(t *testing.T) {
 		want[rule{fwGroup, "nodefirewalls/status", v}] = true
 	}
 	want[rule{fwGroup, "nodefirewalls/finalizers", "update"}] = true
+	// The cluster-wide settings, read only.
+	for _, v := range []string{"get", "list", "watch"} {
+		want[rule{fwGroup, "nodefirewallconfigs", v}] = true
+	}
 	want[rule{"events.k8s.io", "events", "create"}] = true
 	want[rule{"events.k8s.io", "events", "patch"}] = true
 	if d := diff(sortedRules(want), sortedRules(perms)); d != "" {
@@ -298,6 +306,12 @@ func TestAgentDaemonSet(t *testing.T) {
 	for _, arg := range c.Args {
 		if strings.HasPrefix(arg, "--cleanup") {
 			t.Errorf("the agent runs with %s", arg)
+		}
+		// The cluster-wide settings are the NodeFirewallConfig's alone.
+		for _, flag := range []string{"--failsafe-", "--resync-period", "--confirm-", "--set-lookups"} {
+			if strings.HasPrefix(arg, flag) {
+				t.Errorf("the agent runs with %s: that setting belongs in the NodeFirewallConfig", arg)
+			}
 		}
 	}
 
