@@ -143,6 +143,10 @@ const (
 	// ReasonProgressDeadlineExceeded: nodes have not reported a generation
 	// within the progress deadline (an agent down, a node unreachable).
 	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
+	// ReasonNodeFirewallTooLarge: the NodeFirewall of a node the policy
+	// selects would exceed the API server's request size, so it is not
+	// written; that node keeps its last NodeFirewall and ruleset.
+	ReasonNodeFirewallTooLarge = "NodeFirewallTooLarge"
 	// ReasonDefaultActionConflict: this policy's default Drop for a chain
 	// overrides another policy's Accept on the nodes both select: the more
 	// restrictive default wins, whatever the priorities.

@@ -56,7 +56,8 @@ type Problem struct {
 	Policy string
 	// Reason is a NodeFirewallPolicy condition reason: fwv1.ReasonInvalidSelector,
 	// ReasonRolloutHalted, ReasonDefaultActionConflict,
-	// ReasonDefaultActionOverridden or ReasonFailsafeShadowed.
+	// ReasonDefaultActionOverridden, ReasonFailsafeShadowed or
+	// ReasonNodeFirewallTooLarge.
 	Reason  string
 	Message string
 }

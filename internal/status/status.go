@@ -41,7 +41,7 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 		}
 	}
 
-	var invalid, conflicts, shadowed, halted []string
+	var invalid, conflicts, shadowed, halted, tooLarge []string
 	conflictReason := fwv1.ReasonDefaultActionConflict
 	for _, pr := range problems {
 		switch pr.Reason {
@@ -57,6 +57,8 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 			shadowed = append(shadowed, pr.Message)
 		case fwv1.ReasonRolloutHalted:
 			halted = append(halted, pr.Message)
+		case fwv1.ReasonNodeFirewallTooLarge:
+			tooLarge = append(tooLarge, pr.Message)
 		}
 	}
 
@@ -73,6 +75,11 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 		msg := strings.Join(halted, "; ")
 		set(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonRolloutHalted, msg)
 		set(fwv1.ConditionStalled, metav1.ConditionTrue, fwv1.ReasonRolloutHalted, msg)
+		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
+	case len(tooLarge) > 0:
+		msg := strings.Join(tooLarge, "; ")
+		set(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonNodeFirewallTooLarge, msg)
+		set(fwv1.ConditionStalled, metav1.ConditionTrue, fwv1.ReasonNodeFirewallTooLarge, msg)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 	case len(failed) > 0:
 		msg := fmt.Sprintf("%d of %d matched nodes failed to apply: %s", len(failed), len(matched), text.ListSome(failed, 5))
