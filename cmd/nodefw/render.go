@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/clusterconfig"
 	"github.com/nodefw/nodefw/internal/compile"
 	"github.com/nodefw/nodefw/internal/resolve"
 )
@@ -26,7 +27,7 @@ import (
 func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("render", flag.ContinueOnError)
 	var files multiFlag
-	fs.Var(&files, "f", "Policy YAML file (repeatable; - for stdin).")
+	fs.Var(&files, "f", "Policy YAML file (repeatable; - for stdin). A NodeFirewallConfig among its documents stands in for the failsafe and set-lookups flags, as in the cluster.")
 	nodeLabels := fs.String("node-labels", "", "The node's labels, as k=v,k2=v2.")
 	nodeName := fs.String("node-name", "node", "The node's name.")
 	table := fs.String("table", compile.DefaultTable, "The agent's table name.")
@@ -40,12 +41,19 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return errors.New("render: -f is required")
 	}
 	var policies []fwv1.NodeFirewallPolicy
+	var config *fwv1.NodeFirewallConfig
 	for _, f := range files {
-		ps, err := readPolicies(f, stdin)
+		ps, cfg, err := readManifests(f, stdin)
 		if err != nil {
 			return err
 		}
 		policies = append(policies, ps...)
+		if cfg != nil {
+			if config != nil {
+				return fmt.Errorf("%s: a second NodeFirewallConfig; there is one per cluster", f)
+			}
+			config = cfg
+		}
 	}
 	lbls, err := labels.ConvertSelectorToLabelsMap(*nodeLabels)
 	if err != nil {
@@ -59,6 +67,14 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--failsafe-outbound: %w", err)
 	}
+	lookups := *setLookups
+	if config != nil {
+		settings, err := clusterconfig.For(&config.Spec)
+		if err != nil {
+			return fmt.Errorf("NodeFirewallConfig %s: %w", config.Name, err)
+		}
+		in, out, lookups = settings.FailsafeInbound, settings.FailsafeOutbound, settings.SetLookups
+	}
 	node := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: *nodeName, Labels: lbls}}
 	res := resolve.Resolve(resolve.Input{
 		Policies:  policies,
@@ -68,7 +84,7 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	for _, p := range res.Problems {
 		fmt.Fprintf(stderr, "warning: policy %s: %s\n", p.Policy, p.Message)
 	}
-	rs, err := compile.Compile(res.Nodes[node.Name], compile.Options{Table: *table, FailsafeInbound: in, FailsafeOutbound: out, SetLookups: *setLookups})
+	rs, err := compile.Compile(res.Nodes[node.Name], compile.Options{Table: *table, FailsafeInbound: in, FailsafeOutbound: out, SetLookups: lookups})
 	if err != nil {
 		return err
 	}
@@ -81,9 +97,10 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	return err
 }
 
-// readPolicies reads every NodeFirewallPolicy from a multi-document YAML
-// file, applying the CRD's defaults.
-func readPolicies(path string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, error) {
+// readManifests reads every NodeFirewallPolicy from a multi-document YAML
+// file, applying the CRD's defaults, and the NodeFirewallConfig, if the
+// file holds one; other kinds are skipped.
+func readManifests(path string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, *fwv1.NodeFirewallConfig, error) {
 	var data []byte
 	var err error
 	if path == "-" {
@@ -92,9 +109,10 @@ func readPolicies(path string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, erro
 		data, err = os.ReadFile(path)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []fwv1.NodeFirewallPolicy
+	var config *fwv1.NodeFirewallConfig
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for {
 		doc, err := reader.Read()
@@ -102,18 +120,28 @@ func readPolicies(path string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, erro
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
 		}
 		var meta metav1.TypeMeta
 		if err := yaml.Unmarshal(doc, &meta); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if meta.Kind == "NodeFirewallConfig" {
+			if config != nil {
+				return nil, nil, fmt.Errorf("%s: a second NodeFirewallConfig; there is one per cluster", path)
+			}
+			config = &fwv1.NodeFirewallConfig{}
+			if err := yaml.UnmarshalStrict(doc, config); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", path, err)
+			}
+			continue
 		}
 		if meta.Kind != "NodeFirewallPolicy" {
 			continue
 		}
 		var p fwv1.NodeFirewallPolicy
 		if err := yaml.UnmarshalStrict(doc, &p); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
 		}
 		// The CRD's defaults; an absent priority is DefaultPriority to
 		// the resolver already.
@@ -122,7 +150,7 @@ func readPolicies(path string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, erro
 		}
 		out = append(out, p)
 	}
-	return out, nil
+	return out, config, nil
 }
 
 type multiFlag []string

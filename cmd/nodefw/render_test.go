@@ -301,3 +301,65 @@ func nftCheck(t *testing.T, ruleset string) {
 		t.Errorf("nft -c -f - rejects the ruleset: %v\n%s\nruleset:\n%s", err, stderr.String(), ruleset)
 	}
 }
+
+// TestRenderReadsNodeFirewallConfig: a NodeFirewallConfig among the files
+// gives the failsafes (addresses included) and set lookups the agents
+// would use, and the warnings the controller would give with it; without
+// one, the flags do.
+func TestRenderReadsNodeFirewallConfig(t *testing.T) {
+	const manifests = `apiVersion: firewall.nodefw.io/v1alpha1
+kind: NodeFirewallConfig
+metadata:
+  name: default
+spec:
+  failsafes:
+    inbound:
+      - {protocol: TCP, ports: [{port: 22}]}
+      - {protocol: TCP, ports: [{port: 2379, endPort: 2380}], sources: [10.0.0.0/24]}
+    outbound: []
+---
+apiVersion: firewall.nodefw.io/v1alpha1
+kind: NodeFirewallPolicy
+metadata:
+  name: etcd
+spec:
+  nodeSelector: {}
+  defaultActions: {input: Drop}
+  rules:
+    - {name: no-etcd-from-pods, chain: Input, protocol: TCP, ports: [{port: 2379}], sources: [10.244.0.0/16], action: Drop}
+    - {name: no-etcd, chain: Input, protocol: TCP, ports: [{port: 2379}], action: Drop}
+`
+	path := filepath.Join(t.TempDir(), "with-config.yaml")
+	if err := os.WriteFile(path, []byte(manifests), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCLI(t, "", "render", "-f", path)
+	if code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, stderr)
+	}
+	for _, want := range []string{
+		`meta l4proto tcp th dport 22 counter accept comment "nodefw: failsafe tcp"`,
+		`ip saddr 10.0.0.0/24 meta l4proto tcp th dport 2379-2380 counter accept comment "nodefw: failsafe tcp by address"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the ruleset lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "dport { 53") || strings.Contains(out, "6443") {
+		t.Errorf("the config's failsafes must replace the flags' defaults:\n%s", out)
+	}
+	// Only the rule whose sources meet the failsafe's is shadowed.
+	want := "warning: policy etcd: spec.rules[1] (no-etcd) would drop failsafe port(s) tcp:2379-2380 from 10.0.0.0/24, which nodes accept before any rule\n"
+	if stderr != want {
+		t.Errorf("warnings:\n%s\nwant:\n%s", stderr, want)
+	}
+	nftCheck(t, out)
+
+	bad := strings.Replace(manifests, "10.0.0.0/24", "10.0.0.300/24", 1)
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCLI(t, "", "render", "-f", path); code != 1 || !strings.Contains(stderr, `"10.0.0.300/24" is not an IP address or CIDR`) {
+		t.Errorf("a malformed NodeFirewallConfig: exit code %d, stderr %q; want 1 and the address named", code, stderr)
+	}
+}
