@@ -145,7 +145,9 @@ func parseFlags() *options {
 		`Outbound ports accepted before any rule, as "udp:53,tcp:6443", or "none"`+whileNoConfig)
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":9861", "Address of the metrics endpoint; 0 disables it.")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":9862", "Address of the health probes; 0 disables them.")
-	flag.BoolVar(&o.secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization.")
+	flag.BoolVar(&o.secureMetrics, "metrics-secure", true,
+		"Serve metrics over HTTPS, each scrape authenticated (TokenReview) and authorized (SubjectAccessReview, GET /metrics) through the API server; "+
+			"false serves plain HTTP to anyone who reaches the port.")
 	flag.BoolVar(&o.cleanup, "cleanup", false, "Delete the agent's table and exit.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 20, "Queries per second to the API server.")
 	flag.IntVar(&o.burst, "kube-api-burst", 40, "Burst of queries to the API server.")

@@ -232,6 +232,13 @@ func TestChartValues(t *testing.T) {
 		}
 	}
 
+	// Plain HTTP metrics only when asked for.
+	plain := renderChart(t, map[string]any{"agent": map[string]any{"metricsSecure": false}})
+	pc := into[appsv1.DaemonSet](t, plain.get(t, "DaemonSet", agentNamespace, agentName)).Spec.Template.Spec.Containers[0]
+	if !slices.Contains(pc.Args, "--metrics-secure=false") || !hasPort(pc.Ports, "metrics", 9861) {
+		t.Errorf("agent.metricsSecure=false: args %v, ports %+v; want --metrics-secure=false and a port named metrics", pc.Args, pc.Ports)
+	}
+
 	// Without namespaces.create the chart leaves the namespaces alone.
 	noNS := renderChart(t, map[string]any{"namespaces": map[string]any{"create": false}})
 	for k := range noNS {

@@ -245,6 +245,9 @@ func TestAgentRBAC(t *testing.T) {
 	for _, v := range []string{"get", "list", "watch"} {
 		want[rule{fwGroup, "nodefirewallconfigs", v}] = true
 	}
+	// The metrics endpoint checks its callers through the API server.
+	want[rule{"authentication.k8s.io", "tokenreviews", "create"}] = true
+	want[rule{"authorization.k8s.io", "subjectaccessreviews", "create"}] = true
 	want[rule{"events.k8s.io", "events", "create"}] = true
 	want[rule{"events.k8s.io", "events", "patch"}] = true
 	if d := diff(sortedRules(want), sortedRules(perms)); d != "" {
@@ -319,6 +322,15 @@ func TestAgentDaemonSet(t *testing.T) {
 	i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "NODE_NAME" })
 	if i < 0 || c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.FieldRef == nil || c.Env[i].ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
 		t.Errorf("env %+v: want NODE_NAME from spec.nodeName", c.Env)
+	}
+
+	// Metrics on 9861 over HTTPS, callers authenticated and authorized:
+	// the binary's default, which no flag turns off.
+	if !hasPort(c.Ports, "https-metrics", 9861) || !slices.Contains(c.Args, "--metrics-bind-address=:9861") {
+		t.Errorf("agent metrics: ports %+v, args %v: want https-metrics on 9861", c.Ports, c.Args)
+	}
+	if slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--metrics-secure") }) {
+		t.Errorf("agent args %v: metrics must stay secure (the default)", c.Args)
 	}
 
 	// Probes on the health port, 9862.
