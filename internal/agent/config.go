@@ -24,6 +24,8 @@ type settings struct {
 	// configGen is the NodeFirewallConfig generation they come from; 0
 	// for the Reconciler's fields (the flags).
 	configGen int64
+	// set tells settings in force from the zero value.
+	set bool
 }
 
 // generations identify what a ruleset was compiled from: a NodeFirewall
@@ -36,7 +38,7 @@ type generations struct {
 // the settings in force: its last generation that passed the checks, or
 // the Reconciler's fields without one.
 func (r *Reconciler) currentSettings(ctx context.Context) settings {
-	s := settings{compile: r.Compile, resync: r.ResyncPeriod, confirm: r.Confirm, confirmTimeout: r.ConfirmTimeout}
+	s := settings{compile: r.Compile, resync: r.ResyncPeriod, confirm: r.Confirm, confirmTimeout: r.ConfirmTimeout, set: true}
 	if r.Config == nil {
 		return s
 	}
@@ -44,8 +46,12 @@ func (r *Reconciler) currentSettings(ctx context.Context) settings {
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: fwv1.NodeFirewallConfigName}, cfg); err != nil {
 		if client.IgnoreNotFound(err) != nil {
 			// The cache cannot fail to read what it holds; keep what was in
-			// force rather than fall back to the flags.
+			// force rather than fall back to the flags, or, before the first
+			// reconcile, take the flags.
 			log.FromContext(ctx).Error(err, "reading the NodeFirewallConfig; keeping the settings in force")
+			if !r.cur.set {
+				return s
+			}
 			return r.cur
 		}
 		cfg = nil
