@@ -55,10 +55,3 @@ func runImport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	return importer.WriteYAML(stdout, res.Policy)
 }
-
-// flagSet reports whether the command line set the named flag.
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
-}

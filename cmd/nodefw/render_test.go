@@ -115,7 +115,7 @@ func TestRenderSamples(t *testing.T) {
 			want: []string{
 				"type filter hook output priority 10; policy accept;",
 				`ip daddr 192.168.0.10 counter accept comment "strict-output/to-control-plane"`,
-				`counter limit rate 10/minute burst 5 packets log prefix "nodefw-audit default-drop output: " comment "nodefw: audit default-drop"`,
+				`counter limit rate 10/minute burst 5 packets log prefix "nfw audit strict-output:output" group 100 comment "nodefw: audit default-drop"`,
 			},
 			wantNot: []string{"policy drop;"},
 		},
@@ -361,5 +361,20 @@ spec:
 	}
 	if code, _, stderr := runCLI(t, "", "render", "-f", path); code != 1 || !strings.Contains(stderr, `"10.0.0.300/24" is not an IP address or CIDR`) {
 		t.Errorf("a malformed NodeFirewallConfig: exit code %d, stderr %q; want 1 and the address named", code, stderr)
+	}
+}
+
+// TestRenderDirectory: -f takes a directory, whose manifests count as if
+// each were named (its other files, the kustomization and the test cases,
+// hold no policy).
+func TestRenderDirectory(t *testing.T) {
+	labels := []string{"--node-labels", "node-role.kubernetes.io/control-plane="}
+	code, fromDir, stderr := runCLI(t, "", append([]string{"render", "-f", "../../config/samples"}, labels...)...)
+	if code != 0 {
+		t.Fatalf("exit code %d\n%s", code, stderr)
+	}
+	_, fromFiles, _ := runCLI(t, "", append([]string{"render", "-f", workerSample, "-f", controlPlaneSample, "-f", strictOutputSample}, labels...)...)
+	if diff := cmp.Diff(fromFiles, fromDir); diff != "" {
+		t.Errorf("render of the directory (-files +directory):\n%s", diff)
 	}
 }

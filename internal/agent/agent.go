@@ -76,6 +76,10 @@ type Reconciler struct {
 	// stays.
 	ConfirmerFor func(endpoint string) Confirmer
 
+	// LogSources, when set, is given the log prefixes of every ruleset
+	// committed, for the drop-log reader to name policies and rules.
+	LogSources func(map[string]compile.LogSource)
+
 	mu sync.Mutex
 	// cur are the settings of the reconcile under way, or of the last one.
 	cur settings
@@ -311,6 +315,9 @@ func (r *Reconciler) apply(rs *compile.Ruleset) (nft.ApplyStats, error) {
 	}
 	r.Metrics.Applies.Inc()
 	r.Metrics.RulesProgrammed.Set(float64(rs.RuleCount()))
+	if r.LogSources != nil {
+		r.LogSources(rs.LogSources)
+	}
 	return stats, nil
 }
 
