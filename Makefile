@@ -130,7 +130,9 @@ uninstall: manifests ## Remove the CRDs from the current cluster.
 	$(KUBECTL) delete --ignore-not-found -k config/crd
 
 .PHONY: deploy
-deploy: manifests ## Deploy nodefw (CRDs, controller, agent) to the current cluster.
+deploy: manifests ## Deploy nodefw (CRDs, controller, agent, NodeFirewallConfig) to the current cluster.
+	$(KUBECTL) apply --server-side -k config/crd
+	$(KUBECTL) wait --for condition=established --timeout=60s -f config/crd/bases
 	$(KUBECTL) apply --server-side -k config/default
 
 .PHONY: undeploy

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
@@ -43,7 +44,7 @@ func TestConcurrentChurnConverges(t *testing.T) {
 	spec := func(r *rand.Rand) fwv1.NodeFirewallPolicySpec {
 		s := fwv1.NodeFirewallPolicySpec{
 			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{label: "yes"}},
-			Priority:     int32(1 + r.Intn(50)),
+			Priority:     ptr.To(int32(1 + r.Intn(50))),
 		}
 		if r.Intn(2) == 0 {
 			s.NodeSelector.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "t9-zone", Operator: metav1.LabelSelectorOpIn, Values: []string{fmt.Sprint(r.Intn(3))}}}

@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/clusterconfig"
 	"github.com/nodefw/nodefw/internal/resolve"
 	"github.com/nodefw/nodefw/internal/status"
 )
@@ -59,15 +60,18 @@ type NodeFirewallPolicyReconciler struct {
 	// RequestLimit is the largest NodeFirewall, in bytes as sent, that is
 	// written; 0 means resolve.DefaultRequestLimit.
 	RequestLimit int
-	// Failsafes are the agents' failsafe ports, used to warn about rules
-	// they shadow.
-	Failsafes resolve.Failsafes
+	// Config keeps the cluster's settings from the NodeFirewallConfig
+	// named default, or the manager's flags without it: the agents'
+	// failsafe ports, whose shadows policies report.
+	Config *clusterconfig.Tracker
 }
 
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallpolicies/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewalls,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewalls/finalizers,verbs=update
+// +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallconfigs,verbs=get;list;watch
+// +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallconfigs/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -94,7 +98,12 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		return retryOnConflict(err)
 	}
 
-	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: r.Failsafes})
+	settings, err := r.settings(ctx)
+	if err != nil {
+		return retryOnConflict(err)
+	}
+	failsafes := resolve.Failsafes{Inbound: settings.FailsafeInbound, Outbound: settings.FailsafeOutbound}
+	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: failsafes})
 	plan := resolve.Plan(desired.Nodes, nfws.Items, nodes.Items, time.Now())
 	// A NodeFirewall too large for the API server is not written, and says
 	// so on its policies; the other nodes' writes go ahead.
@@ -324,8 +333,9 @@ func (r *NodeFirewallPolicyReconciler) parallel(ctx context.Context, writes []fu
 	return firstErr
 }
 
-// SetupWithManager watches policies, nodes and node firewalls, and maps
-// every event to the single cluster-wide work item.
+// SetupWithManager watches policies, nodes, node firewalls and the
+// NodeFirewallConfig, and maps every event to the single cluster-wide
+// work item.
 func (r *NodeFirewallPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	toCluster := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{clusterKey}
@@ -335,6 +345,7 @@ func (r *NodeFirewallPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error 
 		Watches(&fwv1.NodeFirewallPolicy{}, toCluster, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Node{}, toCluster, builder.WithPredicates(nodeChanged{})).
 		Watches(&fwv1.NodeFirewall{}, toCluster).
+		Watches(&fwv1.NodeFirewallConfig{}, toCluster, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// One work item: concurrency lives in the bounded parallel writes.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Complete(r)

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
@@ -127,7 +128,7 @@ func TestResolvesPoliciesIntoNodeFirewalls(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "t1-cp"},
 		Spec: fwv1.NodeFirewallPolicySpec{
 			NodeSelector:   selectorFor(role, metav1.LabelSelectorOpExists),
-			Priority:       100,
+			Priority:       ptr.To[int32](100),
 			DefaultActions: &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop},
 			Rules:          []fwv1.Rule{tcpRule("kube-apiserver", 6443), tcpRule("kubelet", 10250)},
 		},
@@ -136,7 +137,7 @@ func TestResolvesPoliciesIntoNodeFirewalls(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "t1-worker"},
 		Spec: fwv1.NodeFirewallPolicySpec{
 			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"t1": "worker"}},
-			Priority:     100,
+			Priority:     ptr.To[int32](100),
 			Rules:        []fwv1.Rule{tcpRule("kubelet", 10250)},
 		},
 	})
@@ -252,34 +253,53 @@ func TestPolicyDeleteRemovesRules(t *testing.T) {
 	expectRules(t, "t3-node", nil)
 }
 
+// TestDefaultActionConflictIsReported: a default Accept evaluated first
+// (priority 0, sent as an explicit 0 by a typed client) loses to a later
+// default Drop, and both policies carry the conflict, naming each other.
 func TestDefaultActionConflictIsReported(t *testing.T) {
 	newNode(t, "t4-node", map[string]string{"t4": "yes"})
 	sel := metav1.LabelSelector{MatchLabels: map[string]string{"t4": "yes"}}
 	newPolicy(t, &fwv1.NodeFirewallPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "t4-first"},
-		Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: sel, Priority: 10, DefaultActions: &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop}},
+		ObjectMeta: metav1.ObjectMeta{Name: "t4-open"},
+		Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: sel, Priority: ptr.To[int32](0), DefaultActions: &fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept}},
 	})
 	newPolicy(t, &fwv1.NodeFirewallPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "t4-second"},
-		Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: sel, Priority: 20, DefaultActions: &fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept}},
+		ObjectMeta: metav1.ObjectMeta{Name: "t4-lockdown"},
+		Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: sel, Priority: ptr.To[int32](20), DefaultActions: &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop}},
 	})
-	envtesting.Eventually(t, timeout, func() error {
-		p, err := getPolicy("t4-second")
-		if err != nil {
-			return err
-		}
-		c := condition(p, fwv1.ConditionDefaultActionConflict)
-		if c == nil || c.Status != metav1.ConditionTrue {
-			return fmt.Errorf("no DefaultActionConflict condition yet: %+v", p.Status.Conditions)
-		}
-		return nil
-	})
+	want := map[string]struct{ reason, names string }{
+		"t4-open":     {fwv1.ReasonDefaultActionOverridden, `overridden by policy "t4-lockdown"`},
+		"t4-lockdown": {fwv1.ReasonDefaultActionConflict, `overrides policy "t4-open"`},
+	}
+	for name, w := range want {
+		envtesting.Eventually(t, timeout, func() error {
+			p, err := getPolicy(name)
+			if err != nil {
+				return err
+			}
+			c := condition(p, fwv1.ConditionDefaultActionConflict)
+			if c == nil || c.Status != metav1.ConditionTrue || c.Reason != w.reason || !strings.Contains(c.Message, w.names) {
+				return fmt.Errorf("%s: want DefaultActionConflict=True, reason %s, naming the other policy: %+v", name, w.reason, p.Status.Conditions)
+			}
+			return nil
+		})
+	}
+	open, err := getPolicy("t4-open")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if open.Spec.Priority == nil || *open.Spec.Priority != 0 {
+		t.Errorf("stored priority %v, want the 0 that was sent", open.Spec.Priority)
+	}
 	nfw, err := envtesting.GetNodeFirewall(k8sClient, "t4-node")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if nfw.Spec.DefaultActions.Input != fwv1.ChainPolicyDrop {
-		t.Errorf("input default = %s, want Drop from the policy evaluated first", nfw.Spec.DefaultActions.Input)
+		t.Errorf("input default = %s, want Drop, the more restrictive", nfw.Spec.DefaultActions.Input)
+	}
+	if got := nfw.Spec.Policies; len(got) != 2 || got[0].Name != "t4-open" {
+		t.Errorf("policies %+v, want t4-open (priority 0) first", got)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -18,15 +19,16 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
-	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/clusterconfig"
 	"github.com/nodefw/nodefw/internal/envtesting"
-	"github.com/nodefw/nodefw/internal/resolve"
 )
 
 // The suite shares one API server and one running controller.
 var (
 	k8sClient  client.Client
 	reconciler *NodeFirewallPolicyReconciler
+	// restConfig reaches the suite's API server.
+	restConfig *rest.Config
 )
 
 func TestMain(m *testing.M) {
@@ -41,6 +43,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = env.Stop() }()
+	restConfig = cfg
 
 	// Many objects are written in the fan-out test: no client-side throttling.
 	cfg.QPS, cfg.Burst = 2000, 4000
@@ -62,7 +65,7 @@ func runSuite(m *testing.M) int {
 		Client:           countWrites(mgr.GetClient()),
 		Recorder:         mgr.GetEventRecorder("nodefw-controller"),
 		WriteConcurrency: 8,
-		Failsafes:        resolve.Failsafes{Inbound: compile.DefaultFailsafeInbound(), Outbound: compile.DefaultFailsafeOutbound()},
+		Config:           clusterconfig.NewTracker(clusterconfig.Defaults()),
 	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
 		fmt.Fprintf(os.Stderr, "setting up controller: %v\n", err)

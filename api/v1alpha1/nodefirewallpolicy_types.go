@@ -132,12 +132,23 @@ const MaxPolicyRules = 512
 // without the API server (nodefw render).
 const DefaultPriority int32 = 1000
 
+// EffectivePriority is spec.priority, or DefaultPriority when it is unset
+// (a policy read without the API server, which would have defaulted it).
+func (s *NodeFirewallPolicySpec) EffectivePriority() int32 {
+	if s.Priority == nil {
+		return DefaultPriority
+	}
+	return *s.Priority
+}
+
 // Condition types of a NodeFirewallPolicy besides Ready, Reconciling and
 // Stalled: warnings that do not stop the policy from being Ready, present
 // only while true, with the type as their reason.
 const (
-	// ConditionDefaultActionConflict is True while another policy evaluated
-	// first overrides one of this policy's default actions on some node.
+	// ConditionDefaultActionConflict is True while policies on some node
+	// set different default actions for one chain: the more restrictive
+	// one, Drop, wins, and both policies carry the condition, naming each
+	// other.
 	ConditionDefaultActionConflict = "DefaultActionConflict"
 	// ConditionFailsafeShadowed is True while a Drop or Reject rule covers a
 	// failsafe port that nodes accept before any rule.
@@ -162,9 +173,14 @@ const (
 	// selects would exceed the API server's request size, so it is not
 	// written; that node keeps its last NodeFirewall and ruleset.
 	ReasonNodeFirewallTooLarge = "NodeFirewallTooLarge"
-	// ReasonDefaultActionConflict: policies on one node set different
-	// default actions for a chain; the one evaluated first wins.
+	// ReasonDefaultActionConflict: this policy's default Drop for a chain
+	// overrides another policy's Accept on the nodes both select: the more
+	// restrictive default wins, whatever the priorities.
 	ReasonDefaultActionConflict = ConditionDefaultActionConflict
+	// ReasonDefaultActionOverridden: this policy's default Accept for a
+	// chain is overridden by another policy's Drop on the nodes both
+	// select. Accept rules, not a default, make exceptions to a Drop.
+	ReasonDefaultActionOverridden = "DefaultActionOverridden"
 	// ReasonFailsafeShadowed: a Drop or Reject rule covers a failsafe port.
 	// The failsafe accept comes first in the kernel, so the rule never drops
 	// that traffic.
@@ -181,12 +197,12 @@ type NodeFirewallPolicySpec struct {
 
 	// priority orders policies on a node: lower is evaluated first, and ties
 	// are broken by name. Rules of an earlier policy come before those of a
-	// later one in each chain.
+	// later one in each chain. Omitted means 1000.
 	// +optional
 	// +kubebuilder:default=1000
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=10000
-	Priority int32 `json:"priority,omitempty"`
+	Priority *int32 `json:"priority,omitempty"`
 
 	// mode is Enforce (the default) or Audit. In Audit mode, Drop and Reject
 	// rules and a default Drop only count and log the packets they would
@@ -196,8 +212,11 @@ type NodeFirewallPolicySpec struct {
 	Mode PolicyMode `json:"mode,omitempty"`
 
 	// defaultActions are the chain policies (`iptables -P`). When several
-	// policies on a node set the same chain, the one evaluated first wins and
-	// the disagreement is reported in status. When none sets it, Accept.
+	// policies on a node set a chain differently, the more restrictive
+	// default, Drop, wins whatever the priorities, and both policies report
+	// the disagreement in status (DefaultActionConflict). When none sets
+	// it, Accept. Make exceptions to a Drop with Accept rules, not with a
+	// default Accept.
 	// +optional
 	DefaultActions *DefaultActions `json:"defaultActions,omitempty"`
 

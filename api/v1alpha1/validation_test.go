@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -522,14 +523,14 @@ func TestNodeFirewallPolicyRejectsInvalid(t *testing.T) {
 		{
 			name: "priority -1",
 			edit: func(p *v1alpha1.NodeFirewallPolicy) {
-				p.Spec.Priority = -1
+				p.Spec.Priority = ptr.To[int32](-1)
 			},
 			field: "spec.priority",
 			msg:   "should be greater than or equal to 0",
 		},
 		{
 			name:  "priority 10001",
-			edit:  func(p *v1alpha1.NodeFirewallPolicy) { p.Spec.Priority = 10001 },
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { p.Spec.Priority = ptr.To[int32](10001) },
 			field: "spec.priority",
 			msg:   "should be less than or equal to 10000",
 		},
@@ -787,7 +788,7 @@ func TestNodeFirewallPolicyAcceptsValid(t *testing.T) {
 		{
 			name: "priority and mode bounds",
 			edit: func(p *v1alpha1.NodeFirewallPolicy) {
-				p.Spec.Priority = 10000
+				p.Spec.Priority = ptr.To[int32](10000)
 				p.Spec.Mode = v1alpha1.PolicyModeAudit
 			},
 		},
@@ -841,8 +842,8 @@ func TestNodeFirewallPolicyAcceptsValid(t *testing.T) {
 				}
 			}
 			// The API server keeps every field and fills in the defaults.
-			if want.Priority == 0 {
-				want.Priority = v1alpha1.DefaultPriority
+			if want.Priority == nil {
+				want.Priority = ptr.To(v1alpha1.DefaultPriority)
 			}
 			if want.Mode == "" {
 				want.Mode = v1alpha1.PolicyModeEnforce
@@ -903,12 +904,12 @@ func TestNodeFirewallPolicyDefaults(t *testing.T) {
 		{
 			name: "omitted",
 			spec: map[string]any{"nodeSelector": map[string]any{}},
-			want: v1alpha1.NodeFirewallPolicySpec{Priority: v1alpha1.DefaultPriority, Mode: v1alpha1.PolicyModeEnforce},
+			want: v1alpha1.NodeFirewallPolicySpec{Priority: ptr.To(v1alpha1.DefaultPriority), Mode: v1alpha1.PolicyModeEnforce},
 		},
 		{
 			name: "explicit zero priority is kept",
 			spec: map[string]any{"nodeSelector": map[string]any{}, "priority": int64(0), "mode": "Audit"},
-			want: v1alpha1.NodeFirewallPolicySpec{Priority: 0, Mode: v1alpha1.PolicyModeAudit},
+			want: v1alpha1.NodeFirewallPolicySpec{Priority: ptr.To[int32](0), Mode: v1alpha1.PolicyModeAudit},
 		},
 	}
 	for i, tc := range cases {
@@ -929,6 +930,41 @@ func TestNodeFirewallPolicyDefaults(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, got.Spec); diff != "" {
 				t.Errorf("spec (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestPriorityFromTypedClient: a typed Go client sends priority 0 (the
+// first place) and it is stored as 0, not dropped as an empty value and
+// defaulted to 1000; leaving the field nil still gets the default.
+func TestPriorityFromTypedClient(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		sent *int32
+		want int32
+	}{
+		{"typed-priority-zero", ptr.To[int32](0), 0},
+		{"typed-priority-unset", nil, v1alpha1.DefaultPriority},
+		{"typed-priority-ten", ptr.To[int32](10), 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := basePolicy(tc.name)
+			p.Spec.Priority = tc.sent
+			cleanup(t, p)
+			if err := k8sClient.Create(ctx, p); err != nil {
+				t.Fatalf("create: %v", err)
+			}
+			got := &v1alpha1.NodeFirewallPolicy{}
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(p), got); err != nil {
+				t.Fatalf("get: %v", err)
+			}
+			if got.Spec.Priority == nil || *got.Spec.Priority != tc.want {
+				t.Errorf("stored priority %v, want %d", got.Spec.Priority, tc.want)
+			}
+			if got.Spec.EffectivePriority() != tc.want {
+				t.Errorf("EffectivePriority() = %d, want %d", got.Spec.EffectivePriority(), tc.want)
 			}
 		})
 	}

@@ -30,6 +30,7 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/agent"
+	"github.com/nodefw/nodefw/internal/clusterconfig"
 	"github.com/nodefw/nodefw/internal/compile"
 	"github.com/nodefw/nodefw/internal/nflog"
 	"github.com/nodefw/nodefw/internal/nft"
@@ -97,6 +98,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// The flags stand in for the NodeFirewallConfig while there is none.
+	bootstrap := clusterconfig.Settings{
+		FailsafeInbound: compileOpts.FailsafeInbound, FailsafeOutbound: compileOpts.FailsafeOutbound,
+		ResyncPeriod: o.resync, ConfirmTimeout: o.confirmWait, ConfirmEndpoint: o.confirmAddr, SetLookups: o.setLookups,
+	}
 
 	metrics.Registry.MustRegister(agent.NewRuleCounters(fw.Counters))
 	logs, err := openLogReader(o)
@@ -115,6 +121,11 @@ func run() error {
 
 		Confirm:        confirm,
 		ConfirmTimeout: o.confirmWait,
+
+		Config: clusterconfig.NewTracker(bootstrap),
+		ConfirmerFor: func(endpoint string) agent.Confirmer {
+			return &agent.TCPConfirmer{Endpoint: endpoint, NetnsPath: o.netnsPath}
+		},
 	}
 	if logs != nil {
 		r.LogSources = logs.SetSources
@@ -137,32 +148,37 @@ func run() error {
 	return mgr.Start(ctx)
 }
 
+// whileNoConfig ends the help of the flags a NodeFirewallConfig overrides.
+const whileNoConfig = "; the NodeFirewallConfig named default, when there is one, takes precedence."
+
 func parseFlags() *options {
 	o := &options{}
 	flag.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "Name of this node (default $NODE_NAME).")
 	flag.StringVar(&o.table, "table", compile.DefaultTable, "The one nftables table (family inet) the agent owns.")
 	flag.StringVar(&o.netnsPath, "netns", "", "Program the network namespace at this path instead of the agent's own.")
-	flag.DurationVar(&o.resync, "resync-period", 10*time.Second, "How often the kernel table is compared with the desired ruleset and repaired.")
+	flag.DurationVar(&o.resync, "resync-period", 10*time.Second, "How often the kernel table is compared with the desired ruleset and repaired"+whileNoConfig)
 	flag.StringVar(&o.inbound, "failsafe-inbound", compile.FormatFailsafes(compile.DefaultFailsafeInbound()),
-		`Inbound ports accepted before any rule, as "tcp:22,tcp:2379-2380,udp:67-68", or "none".`)
+		`Inbound ports accepted before any rule, as "tcp:22,tcp:2379-2380,udp:67-68", or "none"`+whileNoConfig)
 	flag.StringVar(&o.outbound, "failsafe-outbound", compile.FormatFailsafes(compile.DefaultFailsafeOutbound()),
-		`Outbound ports accepted before any rule, as "udp:53,tcp:6443", or "none".`)
+		`Outbound ports accepted before any rule, as "udp:53,tcp:6443", or "none"`+whileNoConfig)
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":9861", "Address of the metrics endpoint; 0 disables it.")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":9862", "Address of the health probes; 0 disables them.")
-	flag.BoolVar(&o.secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization.")
+	flag.BoolVar(&o.secureMetrics, "metrics-secure", true,
+		"Serve metrics over HTTPS, each scrape authenticated (TokenReview) and authorized (SubjectAccessReview, GET /metrics) through the API server; "+
+			"false serves plain HTTP to anyone who reaches the port.")
 	flag.BoolVar(&o.cleanup, "cleanup", false, "Delete the agent's table and exit.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 20, "Queries per second to the API server.")
 	flag.IntVar(&o.burst, "kube-api-burst", 40, "Burst of queries to the API server.")
 	flag.DurationVar(&o.confirmWait, "confirm-timeout", 10*time.Second,
-		"After each new ruleset, how long the control plane may stay unreachable before the agent reverts to the previous ruleset; 0 disables the check.")
+		"After each new ruleset, how long the control plane may stay unreachable before the agent reverts to the previous ruleset; 0 disables the check"+whileNoConfig)
 	flag.StringVar(&o.confirmAddr, "confirm-endpoint", "",
-		"host:port the node must still reach after an apply (default: the API server from the kubeconfig).")
+		"host:port the node must still reach after an apply (default: the API server from the kubeconfig)"+whileNoConfig)
 	flag.UintVar(&o.logGroup, "log-group", uint(compile.DefaultLogGroup),
 		"NFLOG group of logged rules; the agent writes each packet logged there as a JSON line on its standard output.")
 	flag.IntVar(&o.logQueue, "log-queue", nflog.DefaultQueueLen, "Lines waiting for standard output at most; more are dropped and counted.")
 	flag.BoolVar(&o.setLookups, "set-lookups", true,
 		"Compile runs of simple rules into concatenated-set lookups (per-packet cost independent of the rule count); "+
-			"false programs one nftables rule per rule, evaluated in order as iptables does.")
+			"false programs one nftables rule per rule, evaluated in order as iptables does"+whileNoConfig)
 	o.zap.BindFlags(flag.CommandLine)
 	flag.Parse()
 	return o
@@ -208,12 +224,9 @@ func newManager(cfg *rest.Config, o *options) (ctrl.Manager, error) {
 }
 
 // confirmer checks, after each new ruleset, that the node still reaches
-// the control plane at apiHost (or --confirm-endpoint); nil when
-// --confirm-timeout is 0.
+// the control plane at apiHost (or --confirm-endpoint). It is made even
+// when --confirm-timeout is 0: a NodeFirewallConfig may turn the check on.
 func (o *options) confirmer(apiHost string) (agent.Confirmer, error) {
-	if o.confirmWait <= 0 {
-		return nil, nil
-	}
 	addr := o.confirmAddr
 	if addr == "" {
 		var err error

@@ -128,7 +128,7 @@ func (d *demo) run(ctx context.Context, opts testbed.Options, keep bool) error {
 		if err := c.ApplyPolicy(ctx, p); err != nil {
 			return fmt.Errorf("applying %s: %w", p.Name, err)
 		}
-		fmt.Printf("    %-14s %s, priority %d, %d rules, nodes: %s\n", p.Name, modeOf(p), p.Spec.Priority, len(p.Spec.Rules), selectorText(p))
+		fmt.Printf("    %-14s %s, priority %d, %d rules, nodes: %s\n", p.Name, modeOf(p), p.Spec.EffectivePriority(), len(p.Spec.Rules), selectorText(p))
 	}
 	fmt.Printf("    (strict-output's placeholder %s is replaced by cp-1's address %s)\n", testbed.SampleControlPlaneAddr, c.Node("cp-1").Addr)
 	applied := time.Now()

@@ -20,8 +20,8 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/controllers"
+	"github.com/nodefw/nodefw/internal/clusterconfig"
 	"github.com/nodefw/nodefw/internal/compile"
-	"github.com/nodefw/nodefw/internal/resolve"
 )
 
 func main() {
@@ -47,9 +47,9 @@ func main() {
 	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
 	flag.IntVar(&writeConcurrency, "write-concurrency", 16, "Parallel NodeFirewall and status writes per resolve.")
 	flag.StringVar(&inbound, "failsafe-inbound", compile.FormatFailsafes(compile.DefaultFailsafeInbound()),
-		"The agents' inbound failsafe ports, to warn in status about rules they shadow.")
+		"The agents' inbound failsafe ports, to warn in status about rules they shadow, while there is no NodeFirewallConfig named default (which takes precedence).")
 	flag.StringVar(&outbound, "failsafe-outbound", compile.FormatFailsafes(compile.DefaultFailsafeOutbound()),
-		"The agents' outbound failsafe ports, to warn in status about rules they shadow.")
+		"The agents' outbound failsafe ports, to warn in status about rules they shadow, while there is no NodeFirewallConfig named default (which takes precedence).")
 	flag.DurationVar(&progressDeadline, "progress-deadline", 10*time.Minute,
 		"How long a policy may stay Reconciling before it is reported Stalled (ProgressDeadlineExceeded); 0 disables.")
 	opts := zap.Options{Development: false}
@@ -68,6 +68,10 @@ func main() {
 		setupLog.Error(err, "parsing --failsafe-outbound")
 		os.Exit(1)
 	}
+
+	// The flags stand in for the NodeFirewallConfig while there is none.
+	bootstrap := clusterconfig.Defaults()
+	bootstrap.FailsafeInbound, bootstrap.FailsafeOutbound = in, out
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -106,7 +110,7 @@ func main() {
 		Recorder:         mgr.GetEventRecorder("nodefw-controller"),
 		WriteConcurrency: writeConcurrency,
 		ProgressDeadline: progressDeadline,
-		Failsafes:        resolve.Failsafes{Inbound: in, Outbound: out},
+		Config:           clusterconfig.NewTracker(bootstrap),
 	}).SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "creating controller")
 		os.Exit(1)

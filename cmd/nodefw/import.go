@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/importer"
@@ -20,7 +21,7 @@ func runImport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	file := fs.String("f", "-", "iptables-save or iptables -S output to read; - for stdin.")
 	name := fs.String("name", "", "The policy's name.")
 	selector := fs.String("node-selector", "", "matchLabels for the policy's node selector, as k=v,k2=v2; empty selects every node.")
-	priority := fs.Int("priority", 0, "The policy's priority (0-10000); 0 leaves the default.")
+	priority := fs.Int("priority", 0, "The policy's priority (0-10000); omitted leaves the default (1000).")
 	mode := fs.String("mode", "", "Enforce or Audit; empty leaves the default (Enforce).")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -38,12 +39,14 @@ func runImport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--node-selector: %w", err)
 	}
-	if *priority < 0 || *priority > 10000 {
-		return fmt.Errorf("--priority: %s is outside 0-10000", strconv.Itoa(*priority))
+	opts := importer.Options{Name: *name, NodeSelector: *sel, Mode: fwv1.PolicyMode(*mode)}
+	if flagSet(fs, "priority") {
+		if *priority < 0 || *priority > 10000 {
+			return fmt.Errorf("--priority: %s is outside 0-10000", strconv.Itoa(*priority))
+		}
+		opts.Priority = ptr.To(int32(*priority))
 	}
-	res, err := importer.Import(in, importer.Options{
-		Name: *name, NodeSelector: *sel, Priority: int32(*priority), Mode: fwv1.PolicyMode(*mode),
-	})
+	res, err := importer.Import(in, opts)
 	if err != nil {
 		return err
 	}

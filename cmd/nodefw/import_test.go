@@ -57,8 +57,8 @@ func TestImportStdin(t *testing.T) {
 	if got := p.Spec.NodeSelector.MatchLabels["role"]; got != "worker" || len(p.Spec.NodeSelector.MatchExpressions) != 0 {
 		t.Errorf("nodeSelector %+v, want matchLabels role=worker", p.Spec.NodeSelector)
 	}
-	if p.Spec.Priority != 500 || p.Spec.Mode != fwv1.PolicyModeAudit {
-		t.Errorf("priority %d, mode %q: want 500, Audit", p.Spec.Priority, p.Spec.Mode)
+	if p.Spec.Priority == nil || *p.Spec.Priority != 500 || p.Spec.Mode != fwv1.PolicyModeAudit {
+		t.Errorf("priority %v, mode %q: want 500, Audit", p.Spec.Priority, p.Spec.Mode)
 	}
 	if d := p.Spec.DefaultActions; d == nil || d.Input != fwv1.ChainPolicyDrop || d.Forward != fwv1.ChainPolicyAccept || d.Output != fwv1.ChainPolicyAccept {
 		t.Errorf("defaultActions %+v, want input Drop, forward and output Accept", d)
@@ -152,8 +152,8 @@ func TestImportFileDefaults(t *testing.T) {
 		t.Fatalf("output is not a NodeFirewallPolicy: %v\n%s", err, out)
 	}
 	// Unset options leave the CRD's defaults to the API server.
-	if p.Name != "imported" || p.Spec.Priority != 0 || p.Spec.Mode != "" {
-		t.Errorf("name %q, priority %d, mode %q: want imported, 0, empty", p.Name, p.Spec.Priority, p.Spec.Mode)
+	if p.Name != "imported" || p.Spec.Priority != nil || p.Spec.Mode != "" {
+		t.Errorf("name %q, priority %v, mode %q: want imported, unset, empty", p.Name, p.Spec.Priority, p.Spec.Mode)
 	}
 	if len(p.Spec.NodeSelector.MatchLabels) != 0 || len(p.Spec.NodeSelector.MatchExpressions) != 0 {
 		t.Errorf("nodeSelector %+v, want {}", p.Spec.NodeSelector)

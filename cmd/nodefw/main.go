@@ -16,7 +16,7 @@ const usage = `nodefw: declarative node host firewalls for Kubernetes.
 Usage:
   nodefw import [-f iptables-save.txt] [--name NAME] [--node-selector k=v,...] [--priority N] [--mode Enforce|Audit]
       Translate iptables-save or iptables -S output into NodeFirewallPolicy YAML.
-  nodefw render -f policy.yaml [--node-labels k=v,...] [--node-name NAME] [--table NAME]
+  nodefw render -f policy.yaml [-f nodefirewallconfig.yaml] [--node-labels k=v,...] [--node-name NAME] [--table NAME]
                 [--failsafe-inbound LIST] [--failsafe-outbound LIST]
       Print the exact nftables ruleset a node with those labels would get.
   nodefw trace (-f policy.yaml [--node node.yaml] [--node-labels k=v,...] [--node-name NAME] | --live NODE)

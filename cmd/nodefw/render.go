@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/nodefw/nodefw/internal/clusterconfig"
 	"github.com/nodefw/nodefw/internal/compile"
 	"github.com/nodefw/nodefw/internal/policytest"
 	"github.com/nodefw/nodefw/internal/resolve"
@@ -21,7 +22,7 @@ import (
 func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("render", flag.ContinueOnError)
 	var files multiFlag
-	fs.Var(&files, "f", "Policy YAML file or directory (repeatable; - for stdin).")
+	fs.Var(&files, "f", "Policy YAML file or directory (repeatable; - for stdin). A NodeFirewallConfig among them stands in for the failsafe and set-lookups flags, as in the cluster.")
 	nodeLabels := fs.String("node-labels", "", "The node's labels, as k=v,k2=v2.")
 	nodeName := fs.String("node-name", "node", "The node's name.")
 	table := fs.String("table", compile.DefaultTable, "The agent's table name.")
@@ -34,7 +35,7 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(files) == 0 {
 		return errors.New("render: -f is required")
 	}
-	policies, err := policytest.ReadPolicies(files, stdin)
+	policies, config, err := policytest.ReadManifests(files, stdin)
 	if err != nil {
 		return err
 	}
@@ -50,6 +51,14 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--failsafe-outbound: %w", err)
 	}
+	lookups := *setLookups
+	if config != nil {
+		settings, err := clusterconfig.For(&config.Spec)
+		if err != nil {
+			return fmt.Errorf("NodeFirewallConfig %s: %w", config.Name, err)
+		}
+		in, out, lookups = settings.FailsafeInbound, settings.FailsafeOutbound, settings.SetLookups
+	}
 	node := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: *nodeName, Labels: lbls}}
 	res := resolve.Resolve(resolve.Input{
 		Policies:  policies,
@@ -59,7 +68,7 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	for _, p := range res.Problems {
 		fmt.Fprintf(stderr, "warning: policy %s: %s\n", p.Policy, p.Message)
 	}
-	rs, err := compile.Compile(res.Nodes[node.Name], compile.Options{Table: *table, FailsafeInbound: in, FailsafeOutbound: out, SetLookups: *setLookups})
+	rs, err := compile.Compile(res.Nodes[node.Name], compile.Options{Table: *table, FailsafeInbound: in, FailsafeOutbound: out, SetLookups: lookups})
 	if err != nil {
 		return err
 	}

@@ -204,7 +204,8 @@ spec:
 
 // TestRenderWarnsAsPolicyStatusDoes: render prints the problems the
 // controller puts in policy status, failsafe shadows with the agents'
-// failsafe ports included.
+// failsafe ports included, and a default-action conflict to both policies:
+// the Drop wins although the Accept's policy comes first (priority 0).
 func TestRenderWarnsAsPolicyStatusDoes(t *testing.T) {
 	const policies = `apiVersion: firewall.nodefw.io/v1alpha1
 kind: NodeFirewallPolicy
@@ -221,6 +222,7 @@ metadata:
   name: lockdown
 spec:
   nodeSelector: {}
+  priority: 0
   defaultActions: {input: Accept}
   rules:
     - {name: web, chain: Input, protocol: TCP, ports: [{port: 443}], action: Accept}
@@ -230,7 +232,8 @@ spec:
 	if err := os.WriteFile(path, []byte(policies), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	conflict := `warning: policy lockdown: spec.defaultActions.input=Accept is overridden by policy "first" (Drop), evaluated first, on 1 node(s): node` + "\n"
+	conflict := `warning: policy first: spec.defaultActions.input=Drop overrides policy "lockdown", which sets Accept: the more restrictive default wins, on 1 node(s): node` + "\n" +
+		`warning: policy lockdown: spec.defaultActions.input=Accept is overridden by policy "first", which sets Drop: the more restrictive default wins, on 1 node(s): node` + "\n"
 	shadow := "warning: policy lockdown: spec.rules[1] (block-ssh) would drop failsafe port(s) tcp:22, which nodes accept before any rule\n"
 	tests := []struct {
 		name string
@@ -242,12 +245,16 @@ spec:
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			code, _, stderr := runCLI(t, "", append([]string{"render", "-f", path}, tc.args...)...)
+			code, out, stderr := runCLI(t, "", append([]string{"render", "-f", path}, tc.args...)...)
 			if code != 0 {
 				t.Fatalf("exit code %d\nstderr:\n%s", code, stderr)
 			}
 			if diff := cmp.Diff(tc.want, stderr); diff != "" {
 				t.Errorf("warnings (-want +got):\n%s", diff)
+			}
+			// lockdown (priority 0) comes first, and its Accept still loses.
+			if !strings.Contains(out, "policies lockdown, first") || !strings.Contains(out, "hook input priority 10; policy drop;") {
+				t.Errorf("want lockdown first and the input chain's policy drop:\n%s", out)
 			}
 		})
 	}
@@ -292,6 +299,68 @@ func nftCheck(t *testing.T, ruleset string) {
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		t.Errorf("nft -c -f - rejects the ruleset: %v\n%s\nruleset:\n%s", err, stderr.String(), ruleset)
+	}
+}
+
+// TestRenderReadsNodeFirewallConfig: a NodeFirewallConfig among the files
+// gives the failsafes (addresses included) and set lookups the agents
+// would use, and the warnings the controller would give with it; without
+// one, the flags do.
+func TestRenderReadsNodeFirewallConfig(t *testing.T) {
+	const manifests = `apiVersion: firewall.nodefw.io/v1alpha1
+kind: NodeFirewallConfig
+metadata:
+  name: default
+spec:
+  failsafes:
+    inbound:
+      - {protocol: TCP, ports: [{port: 22}]}
+      - {protocol: TCP, ports: [{port: 2379, endPort: 2380}], sources: [10.0.0.0/24]}
+    outbound: []
+---
+apiVersion: firewall.nodefw.io/v1alpha1
+kind: NodeFirewallPolicy
+metadata:
+  name: etcd
+spec:
+  nodeSelector: {}
+  defaultActions: {input: Drop}
+  rules:
+    - {name: no-etcd-from-pods, chain: Input, protocol: TCP, ports: [{port: 2379}], sources: [10.244.0.0/16], action: Drop}
+    - {name: no-etcd, chain: Input, protocol: TCP, ports: [{port: 2379}], action: Drop}
+`
+	path := filepath.Join(t.TempDir(), "with-config.yaml")
+	if err := os.WriteFile(path, []byte(manifests), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCLI(t, "", "render", "-f", path)
+	if code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, stderr)
+	}
+	for _, want := range []string{
+		`meta l4proto tcp th dport 22 counter accept comment "nodefw: failsafe tcp"`,
+		`ip saddr 10.0.0.0/24 meta l4proto tcp th dport 2379-2380 counter accept comment "nodefw: failsafe tcp by address"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the ruleset lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "dport { 53") || strings.Contains(out, "6443") {
+		t.Errorf("the config's failsafes must replace the flags' defaults:\n%s", out)
+	}
+	// Only the rule whose sources meet the failsafe's is shadowed.
+	want := "warning: policy etcd: spec.rules[1] (no-etcd) would drop failsafe port(s) tcp:2379-2380 from 10.0.0.0/24, which nodes accept before any rule\n"
+	if stderr != want {
+		t.Errorf("warnings:\n%s\nwant:\n%s", stderr, want)
+	}
+	nftCheck(t, out)
+
+	bad := strings.Replace(manifests, "10.0.0.0/24", "10.0.0.300/24", 1)
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCLI(t, "", "render", "-f", path); code != 1 || !strings.Contains(stderr, `"10.0.0.300/24" is not an IP address or CIDR`) {
+		t.Errorf("a malformed NodeFirewallConfig: exit code %d, stderr %q; want 1 and the address named", code, stderr)
 	}
 }
 

@@ -69,8 +69,15 @@ func writeStatus(w io.Writer, policies []fwv1.NodeFirewallPolicy, nfws []fwv1.No
 	fmt.Fprintln(tw, "POLICY\tPRIORITY\tMODE\tRULES\tMATCHED\tAPPLIED\tFAILED\tREADY\tMESSAGE")
 	for _, p := range policies {
 		ready, msg := conditionSummary(p.Status.Conditions, p.Generation)
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.Spec.Priority, p.Spec.Mode, len(p.Spec.Rules),
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.Spec.EffectivePriority(), p.Spec.Mode, len(p.Spec.Rules),
 			p.Status.MatchedNodes, p.Status.AppliedNodes, p.Status.FailedNodes, ready, msg)
+	}
+	if warnings := policyWarnings(policies); len(warnings) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "WARNING\tPOLICY\tMESSAGE")
+		for _, w := range warnings {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", w.Type, w.policy, w.Message)
+		}
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "NODE\tPOLICIES\tRULES\tINPUT\tFORWARD\tOUTPUT\tREADY\tLAST APPLIED\tMESSAGE")
@@ -98,4 +105,28 @@ func conditionSummary(conds []metav1.Condition, generation int64) (string, strin
 		return "Stale", c.Message
 	}
 	return string(c.Status), c.Reason + ": " + c.Message
+}
+
+// policyWarning is a warning condition of a policy that is true.
+type policyWarning struct {
+	policy string
+	metav1.Condition
+}
+
+// policyWarnings are the warnings that do not stop policies from being
+// Ready, which the table's READY column does not show: policies whose
+// default actions conflict (the Drop wins; each names the other) and rules
+// that failsafe ports shadow. Stale ones, of an older generation, are left
+// out. policies are sorted.
+func policyWarnings(policies []fwv1.NodeFirewallPolicy) []policyWarning {
+	var out []policyWarning
+	for _, p := range policies {
+		for _, t := range []string{fwv1.ConditionDefaultActionConflict, fwv1.ConditionFailsafeShadowed} {
+			c := meta.FindStatusCondition(p.Status.Conditions, t)
+			if c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == p.Generation {
+				out = append(out, policyWarning{policy: p.Name, Condition: *c})
+			}
+		}
+	}
+	return out
 }

@@ -10,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/resolve"
 	"github.com/nodefw/nodefw/internal/status"
 )
 
@@ -39,17 +42,29 @@ func statusFixtures() ([]fwv1.NodeFirewallPolicy, []fwv1.NodeFirewall) {
 	policy := func(name string, gen int64, prio int32, mode fwv1.PolicyMode, rules int) fwv1.NodeFirewallPolicy {
 		p := fwv1.NodeFirewallPolicy{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Generation: gen},
-			Spec:       fwv1.NodeFirewallPolicySpec{Priority: prio, Mode: mode},
+			Spec:       fwv1.NodeFirewallPolicySpec{Priority: &prio, Mode: mode},
 		}
 		for i := 0; i < rules; i++ {
 			p.Spec.Rules = append(p.Spec.Rules, fwv1.Rule{Name: "r" + string(rune('a'+i)), Chain: fwv1.ChainInput, Action: fwv1.ActionAccept})
 		}
 		return p
 	}
+	// worker's default Drop overrides audit-egress's Accept on worker-1.
+	conflict := resolve.Resolve(resolve.Input{
+		Policies: []fwv1.NodeFirewallPolicy{
+			{ObjectMeta: metav1.ObjectMeta{Name: "worker"}, Spec: fwv1.NodeFirewallPolicySpec{DefaultActions: &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop}}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "audit-egress"}, Spec: fwv1.NodeFirewallPolicySpec{DefaultActions: &fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept}}},
+		},
+		Nodes: []corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: "worker-1"}}},
+	}).Problems
+	problems := map[string][]resolve.Problem{}
+	for _, pr := range conflict {
+		problems[pr.Policy] = append(problems[pr.Policy], pr)
+	}
 	worker := policy("worker", 3, 100, fwv1.PolicyModeEnforce, 5)
-	worker.Status = status.Policy(&worker, []string{"worker-1", "worker-2", "worker-3"}, nfws, nil)
+	worker.Status = status.Policy(&worker, []string{"worker-1", "worker-2", "worker-3"}, nfws, problems["worker"])
 	audit := policy("audit-egress", 1, 200, fwv1.PolicyModeAudit, 2)
-	audit.Status = status.Policy(&audit, []string{"worker-1"}, nfws, nil)
+	audit.Status = status.Policy(&audit, []string{"worker-1"}, nfws, problems["audit-egress"])
 	gpu := policy("gpu", 1, 1000, fwv1.PolicyModeEnforce, 1)
 	gpu.Status = status.Policy(&gpu, nil, nfws, nil)
 	edited := policy("edited", 2, 1000, fwv1.PolicyModeEnforce, 3)
@@ -70,20 +85,45 @@ func TestWriteStatus(t *testing.T) {
 	out := buf.String()
 
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	// Three tables, each after a blank line: policies, warnings, nodes.
+	var sections [][]string
 	rows := map[string][]string{}
 	var order []string
-	for _, l := range lines {
+	for i, l := range lines {
 		f := strings.Fields(l)
+		if i == 0 || len(f) == 0 {
+			sections = append(sections, nil)
+		}
 		if len(f) == 0 {
 			continue
 		}
-		rows[f[0]] = f
-		order = append(order, f[0])
+		sections[len(sections)-1] = append(sections[len(sections)-1], l)
+		if len(sections) != 2 {
+			rows[f[0]] = f
+			order = append(order, f[0])
+		}
 	}
 
 	wantOrder := []string{"POLICY", "audit-egress", "edited", "fresh", "gpu", "worker", "NODE", "worker-1", "worker-2", "worker-3"}
 	if strings.Join(order, " ") != strings.Join(wantOrder, " ") {
 		t.Errorf("rows %v, want %v\n%s", order, wantOrder, out)
+	}
+	// Warnings that leave a policy Ready: a default-action conflict,
+	// reported to both policies, each naming the other.
+	wantWarnings := []string{
+		"WARNING POLICY MESSAGE",
+		`DefaultActionConflict audit-egress spec.defaultActions.input=Accept is overridden by policy "worker", which sets Drop: the more restrictive default wins, on 1 node(s): worker-1`,
+		`DefaultActionConflict worker spec.defaultActions.input=Drop overrides policy "audit-egress", which sets Accept: the more restrictive default wins, on 1 node(s): worker-1`,
+	}
+	if len(sections) != 3 {
+		t.Fatalf("want three tables, got %d:\n%s", len(sections), out)
+	}
+	var gotWarnings []string
+	for _, l := range sections[1] {
+		gotWarnings = append(gotWarnings, strings.Join(strings.Fields(l), " "))
+	}
+	if diff := cmp.Diff(wantWarnings, gotWarnings); diff != "" {
+		t.Errorf("warnings (-want +got):\n%s", diff)
 	}
 	if h := strings.Join(rows["POLICY"], " "); h != "POLICY PRIORITY MODE RULES MATCHED APPLIED FAILED READY MESSAGE" {
 		t.Errorf("policy header %q", h)

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/clusterconfig"
 	"github.com/nodefw/nodefw/internal/compile"
 	"github.com/nodefw/nodefw/internal/policytest"
 	"github.com/nodefw/nodefw/internal/resolve"
@@ -66,7 +67,7 @@ type traceFlags struct {
 }
 
 func (f *traceFlags) register(fs *flag.FlagSet) {
-	fs.Var(&f.files, "f", "Policy YAML file or directory (repeatable; - for stdin).")
+	fs.Var(&f.files, "f", "Policy YAML file or directory (repeatable; - for stdin). A NodeFirewallConfig among them gives the failsafes, as in the cluster.")
 	fs.Var(&f.nodeFiles, "node", "Node YAML file, as `kubectl get node -o yaml` prints it (repeatable).")
 	fs.StringVar(&f.nodeLabels, "node-labels", "", "The labels of a node of its own, as k=v,k2=v2.")
 	fs.StringVar(&f.nodeName, "node-name", "", `The node to trace: one of the --node files' nodes, or the name of the --node-labels node (default "node").`)
@@ -129,7 +130,7 @@ func (f *traceFlags) trace(fs *flag.FlagSet, stdin io.Reader, stderr io.Writer) 
 	if f.live != "" {
 		node, err = f.liveNode()
 	} else {
-		node, err = f.offlineNode(fs, stdin, stderr, failsafes)
+		node, failsafes, err = f.offlineNode(fs, stdin, stderr, failsafes)
 	}
 	if err != nil {
 		return policytest.Trace{}, err
@@ -137,31 +138,40 @@ func (f *traceFlags) trace(fs *flag.FlagSet, stdin io.Reader, stderr io.Writer) 
 	return policytest.TraceNode(node, policytest.FailsafeOptions(failsafes), p), nil
 }
 
-// offlineNode resolves the policy files for the node the flags name.
-func (f *traceFlags) offlineNode(fs *flag.FlagSet, stdin io.Reader, stderr io.Writer, failsafes resolve.Failsafes) (policytest.Node, error) {
+// offlineNode resolves the policy files for the node the flags name. A
+// NodeFirewallConfig among the files gives the failsafes in place of the
+// flags', as in the cluster; it returns the failsafes in force.
+func (f *traceFlags) offlineNode(fs *flag.FlagSet, stdin io.Reader, stderr io.Writer, failsafes resolve.Failsafes) (policytest.Node, resolve.Failsafes, error) {
 	if len(f.files) == 0 {
-		return policytest.Node{}, usagef("trace: -f (policy files) or --live NODE is required")
+		return policytest.Node{}, failsafes, usagef("trace: -f (policy files) or --live NODE is required")
 	}
 	if slices.Contains(f.files, "-") && slices.Contains(f.nodeFiles, "-") {
-		return policytest.Node{}, usagef("only one of -f and --node can read stdin")
+		return policytest.Node{}, failsafes, usagef("only one of -f and --node can read stdin")
 	}
-	policies, err := policytest.ReadPolicies(f.files, stdin)
+	policies, config, err := policytest.ReadManifests(f.files, stdin)
 	if err != nil {
-		return policytest.Node{}, err
+		return policytest.Node{}, failsafes, err
+	}
+	if config != nil {
+		settings, err := clusterconfig.For(&config.Spec)
+		if err != nil {
+			return policytest.Node{}, failsafes, fmt.Errorf("NodeFirewallConfig %s: %w", config.Name, err)
+		}
+		failsafes = resolve.Failsafes{Inbound: settings.FailsafeInbound, Outbound: settings.FailsafeOutbound}
 	}
 	nodes, err := policytest.ReadNodes(f.nodeFiles, stdin)
 	if err != nil {
-		return policytest.Node{}, err
+		return policytest.Node{}, failsafes, err
 	}
 	name, nodes, err := f.pickNode(fs, nodes)
 	if err != nil {
-		return policytest.Node{}, err
+		return policytest.Node{}, failsafes, err
 	}
 	node, problems, err := policytest.ResolveNode(policies, nodes, name, failsafes)
 	for _, p := range problems {
 		fmt.Fprintf(stderr, "warning: policy %s: %s\n", p.Policy, p.Message)
 	}
-	return node, err
+	return node, failsafes, err
 }
 
 // pickNode is the name of the node to trace and every node: those of the

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/clusterconfig"
 	"github.com/nodefw/nodefw/internal/compile"
 	"github.com/nodefw/nodefw/internal/nft"
 	"github.com/nodefw/nodefw/internal/status"
@@ -64,18 +65,35 @@ type Reconciler struct {
 	Confirm        Confirmer
 	ConfirmTimeout time.Duration
 
+	// Config, when set, keeps the cluster's settings from the
+	// NodeFirewallConfig named default, read at every reconcile so that a
+	// change applies without a restart: its failsafes, set lookups,
+	// resync period and confirm timeout stand in for the fields above,
+	// which apply while there is no such object.
+	Config *clusterconfig.Tracker
+	// ConfirmerFor makes the Confirmer for a NodeFirewallConfig's
+	// confirmEndpoint; without it the endpoint is ignored and Confirm
+	// stays.
+	ConfirmerFor func(endpoint string) Confirmer
+
 	// LogSources, when set, is given the log prefixes of every ruleset
 	// committed, for the drop-log reader to name policies and rules.
 	LogSources func(map[string]compile.LogSource)
 
 	mu sync.Mutex
-	// committedGen is the NodeFirewall generation of the Firewall's
-	// committed ruleset, the one drift repair restores: the same
-	// generation and a table that differs mean a change from outside.
-	committedGen int64
-	// revertedGen is a generation that cut the node off and was reverted;
-	// it is not tried again until the NodeFirewall changes.
-	revertedGen int64
+	// cur are the settings of the reconcile under way, or of the last one.
+	cur settings
+	// refusedConfigGen is the NodeFirewallConfig generation last logged as
+	// refused.
+	refusedConfigGen int64
+	// committed are the generations of the Firewall's committed ruleset,
+	// the one drift repair restores: the same generations and a table that
+	// differs mean a change from outside.
+	committed generations
+	// reverted are generations that cut the node off and were reverted;
+	// they are not tried again until the NodeFirewall or the
+	// NodeFirewallConfig changes.
+	reverted generations
 }
 
 // The agent's RBAC. Patch on nodefirewalls is only for the agent's own
@@ -90,7 +108,8 @@ type Reconciler struct {
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	resync := reconcile.Result{RequeueAfter: r.ResyncPeriod}
+	r.cur = r.currentSettings(ctx)
+	resync := reconcile.Result{RequeueAfter: r.cur.resync}
 
 	nfw := &fwv1.NodeFirewall{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: r.NodeName}, nfw); err != nil {
@@ -107,12 +126,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.ensureFinalizer(ctx, nfw); err != nil {
 		return reconcile.Result{}, err
 	}
-	rs, err := compile.Compile(nfw.Spec, r.Compile)
+	rs, err := compile.Compile(nfw.Spec, r.cur.compile)
 	if err != nil {
 		return resync, r.refuse(ctx, nfw, err)
 	}
-	if nfw.Generation == r.revertedGen {
-		// Keep the ruleset we reverted to until the NodeFirewall changes.
+	if r.generations(nfw) == r.reverted {
+		// Keep the ruleset we reverted to until the NodeFirewall or the
+		// NodeFirewallConfig changes.
 		if err := r.repairDrift(ctx, nfw); err != nil {
 			log.FromContext(ctx).Error(err, "repairing drift of the previous ruleset")
 		}
@@ -162,11 +182,11 @@ func (r *Reconciler) sync(ctx context.Context, nfw *fwv1.NodeFirewall, rs *compi
 		// A restart finds its own table already right: adopt it.
 		logger.Info("adopted the existing table", "generation", nfw.Generation)
 	}
-	r.committedGen = nfw.Generation
+	r.committed = r.generations(nfw)
 	r.Metrics.RulesProgrammed.Set(float64(rs.RuleCount()))
 
 	// In the kernel already: make sure the status says so.
-	resync := reconcile.Result{RequeueAfter: r.ResyncPeriod}
+	resync := reconcile.Result{RequeueAfter: r.cur.resync}
 	if !appliedStatus(nfw, rs.RuleCount()) {
 		at := metav1.Now()
 		if nfw.Status.LastAppliedTime != nil {
@@ -183,9 +203,9 @@ func (r *Reconciler) sync(ctx context.Context, nfw *fwv1.NodeFirewall, rs *compi
 // its control plane is reverted to previous.
 func (r *Reconciler) applyChange(ctx context.Context, nfw *fwv1.NodeFirewall, rs, previous *compile.Ruleset, how string) (reconcile.Result, error) {
 	logger := log.FromContext(ctx)
-	resync := reconcile.Result{RequeueAfter: r.ResyncPeriod}
-	drift := previous != nil && r.committedGen == nfw.Generation
-	reachableBefore := !drift && r.Confirm != nil && r.Confirm.Reachable(ctx)
+	resync := reconcile.Result{RequeueAfter: r.cur.resync}
+	drift := previous != nil && r.committed == r.generations(nfw)
+	reachableBefore := !drift && r.cur.confirm != nil && r.cur.confirm.Reachable(ctx)
 	stats, err := r.apply(rs)
 	if err != nil {
 		logger.Error(err, "applying ruleset")
@@ -198,7 +218,7 @@ func (r *Reconciler) applyChange(ctx context.Context, nfw *fwv1.NodeFirewall, rs
 	if reachableBefore && !r.confirm(ctx) {
 		return resync, r.revert(ctx, nfw, previous)
 	}
-	r.committedGen = nfw.Generation
+	r.committed = r.generations(nfw)
 	if drift {
 		r.Metrics.DriftRepairs.Inc()
 		r.event(nfw, corev1.EventTypeWarning, "DriftRepaired", "Restored table %s after an outside change", rs.Table)
@@ -218,12 +238,17 @@ func appliedStatus(nfw *fwv1.NodeFirewall, rules int) bool {
 		nfw.Status.ObservedGeneration == nfw.Generation && nfw.Status.RuleCount == int32(rules) && nfw.Status.LastError == ""
 }
 
-// confirm waits up to ConfirmTimeout for the control plane to be reachable
-// under the new ruleset.
+// generations are the generations a ruleset compiled now comes from.
+func (r *Reconciler) generations(nfw *fwv1.NodeFirewall) generations {
+	return generations{nfw: nfw.Generation, config: r.cur.configGen}
+}
+
+// confirm waits up to the confirm timeout for the control plane to be
+// reachable under the new ruleset.
 func (r *Reconciler) confirm(ctx context.Context) bool {
-	deadline := time.Now().Add(r.ConfirmTimeout)
+	deadline := time.Now().Add(r.cur.confirmTimeout)
 	for {
-		if r.Confirm.Reachable(ctx) {
+		if r.cur.confirm.Reachable(ctx) {
 			return true
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -250,8 +275,8 @@ func (r *Reconciler) revert(ctx context.Context, nfw *fwv1.NodeFirewall, previou
 	if previous == nil {
 		r.Metrics.RulesProgrammed.Set(0)
 	}
-	r.revertedGen = nfw.Generation
-	cause := fmt.Errorf("generation %d cut the node off from its control plane within %v; reverted to the previous ruleset", nfw.Generation, r.ConfirmTimeout)
+	r.reverted = r.generations(nfw)
+	cause := fmt.Errorf("generation %d cut the node off from its control plane within %v; reverted to the previous ruleset", nfw.Generation, r.cur.confirmTimeout)
 	logger.Error(cause, "reverted")
 	r.event(nfw, corev1.EventTypeWarning, fwv1.ReasonReverted, "%v", cause)
 	return r.writeStatus(ctx, nfw, status.NodeFailed(nfw, fwv1.ReasonReverted, cause))
@@ -304,7 +329,7 @@ func (r *Reconciler) cleanup(ctx context.Context, nfw *fwv1.NodeFirewall) error 
 	if err := r.Firewall.Delete(); err != nil {
 		return fmt.Errorf("deleting table: %w", err)
 	}
-	r.committedGen = 0
+	r.committed = generations{}
 	r.Metrics.RulesProgrammed.Set(0)
 	log.FromContext(ctx).Info("NodeFirewall deleted: removed the table")
 	patch := client.MergeFrom(nfw.DeepCopy())

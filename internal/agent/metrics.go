@@ -6,6 +6,12 @@ import (
 	"github.com/nodefw/nodefw/internal/nft"
 )
 
+// The metrics endpoint is served over HTTPS by default, and each scrape is
+// authenticated with a TokenReview and authorized with a
+// SubjectAccessReview, which the agent creates.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
 // Metrics are the agent's Prometheus metrics, all prefixed nodefw_agent_.
 type Metrics struct {
 	Applies         prometheus.Counter

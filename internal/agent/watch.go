@@ -1,14 +1,19 @@
 package agent
 
 import (
+	"context"
 	"time"
 
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
@@ -17,12 +22,14 @@ import (
 // CacheOptions make an agent's informer watch only its own node's
 // NodeFirewall, filtered by the API server with a field selector, so that no
 // agent receives the updates of other nodes: 5,000 agents each watching the
-// whole cluster would turn every change into 5,000 deliveries. The
-// manager SetupWithManager registers with is built with them.
+// whole cluster would turn every change into 5,000 deliveries. Of the
+// NodeFirewallConfigs it watches the one named default. The manager
+// SetupWithManager registers with is built with them.
 func CacheOptions(nodeName string) cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
-			&fwv1.NodeFirewall{}: {Field: fields.OneTermEqualSelector("metadata.name", nodeName)},
+			&fwv1.NodeFirewall{}:       {Field: fields.OneTermEqualSelector("metadata.name", nodeName)},
+			&fwv1.NodeFirewallConfig{}: {Field: fields.OneTermEqualSelector("metadata.name", fwv1.NodeFirewallConfigName)},
 		},
 	}
 }
@@ -30,12 +37,19 @@ func CacheOptions(nodeName string) cache.Options {
 // SetupWithManager registers the Reconciler with mgr, whose cache should
 // come from CacheOptions: one reconcile at a time, and errors retried with
 // a backoff of at most ResyncPeriod, so that there is no hot loop while
-// the API server is away and no long stall after it returns.
+// the API server is away and no long stall after it returns. With Config
+// set, a change of the NodeFirewallConfig reconciles the node's
+// NodeFirewall too.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	limiter := workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](200*time.Millisecond, r.ResyncPeriod)
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("nodefirewall-agent").
-		For(&fwv1.NodeFirewall{}).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 1, RateLimiter: limiter}).
-		Complete(r)
+		For(&fwv1.NodeFirewall{})
+	if r.Config != nil {
+		toNode := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: r.NodeName}}}
+		})
+		b = b.Watches(&fwv1.NodeFirewallConfig{}, toNode, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+	}
+	return b.WithOptions(controller.Options{MaxConcurrentReconciles: 1, RateLimiter: limiter}).Complete(r)
 }

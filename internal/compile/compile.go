@@ -125,30 +125,6 @@ func implicitRules(c v1alpha1.Chain, opts Options) []Rule {
 	return appendFailsafeRules(rules, failsafes)
 }
 
-// appendFailsafeRules appends the rules that accept the failsafe ports:
-// one rule per protocol, in a fixed order whatever the flag's order.
-func appendFailsafeRules(rules []Rule, failsafes []Failsafe) []Rule {
-	for _, p := range []v1alpha1.Protocol{v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP, v1alpha1.ProtocolSCTP} {
-		var ports []PortInterval
-		for _, f := range failsafes {
-			if f.Protocol == p {
-				ports = append(ports, f.Ports)
-			}
-		}
-		if len(ports) == 0 {
-			continue
-		}
-		rules = append(rules, Rule{
-			L4Proto: l4Proto(p),
-			DPorts:  CanonicalPorts(ports),
-			Counter: true,
-			Verdict: VerdictAccept,
-			Comment: "nodefw: failsafe " + protoName(l4Proto(p)),
-		})
-	}
-	return rules
-}
-
 // addDefaultAction ends a chain with the spec's default action: the drop
 // policy, preceded by a rule that logs what it drops when the policy in
 // force asks for it (logDrops), or, when the chain is audited, a rule that

@@ -450,12 +450,67 @@ func TestCompileOptions(t *testing.T) {
 		{Options{FailsafeInbound: []Failsafe{{Protocol: v1alpha1.ProtocolICMP, Ports: ports(1, 1)}}}, `failsafeInbound[0]: protocol "ICMP" must be TCP, UDP or SCTP`},
 		{Options{FailsafeOutbound: []Failsafe{{Protocol: v1alpha1.ProtocolTCP}}}, `failsafeOutbound[0]: ports 0-0 are not a range`},
 		{Options{FailsafeOutbound: []Failsafe{{}, {Protocol: v1alpha1.ProtocolUDP, Ports: ports(5, 4)}}}, `failsafeOutbound[1]: ports 5-4`},
+		{Options{FailsafeInbound: []Failsafe{{Protocol: v1alpha1.ProtocolTCP, Ports: ports(22, 22), Sources: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/8")}}}},
+			`failsafeInbound[0]: sources: 10.0.0.1/8 has bits set beyond its prefix length (10.0.0.0/8)`},
+		{Options{FailsafeInbound: []Failsafe{{Protocol: v1alpha1.ProtocolTCP, Ports: ports(22, 22), Destinations: []netip.Prefix{{}}}}},
+			`failsafeInbound[0]: destinations: invalid Prefix is not an IPv4 or IPv6 prefix`},
+		{Options{FailsafeInbound: []Failsafe{{Protocol: v1alpha1.ProtocolTCP, Ports: ports(22, 22), Sources: []netip.Prefix{netip.MustParsePrefix("::ffff:10.0.0.0/104")}}}},
+			`failsafeInbound[0]: sources: ::ffff:10.0.0.0/104 is not an IPv4 or IPv6 prefix`},
+		{Options{FailsafeOutbound: []Failsafe{{Protocol: v1alpha1.ProtocolUDP, Ports: ports(53, 53),
+			Sources: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Destinations: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}}}},
+			`failsafeOutbound[0]: sources and destinations have no IP family in common`},
 	}
 	for _, b := range bad {
 		if _, err := Compile(v1alpha1.NodeFirewallSpec{}, b.opts); err == nil || !strings.Contains(err.Error(), b.want) {
 			t.Errorf("Compile(%+v) error = %v, want it to contain %q", b.opts, err, b.want)
 		}
 	}
+}
+
+// TestFailsafesByAddress: failsafes restricted to addresses follow the
+// others, one rule per protocol, address lists and IP family; port ranges
+// with the same addresses share a rule, and a family only one list has is
+// left out. internal/reference's TestFailsafesByAddress checks what they
+// accept.
+func TestFailsafesByAddress(t *testing.T) {
+	pfx := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	tcp, udp := v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP
+	controlPlane := pfx("10.0.0.0/24", "2001:db8::/64", "10.0.1.5/32")
+	opts := Options{FailsafeInbound: []Failsafe{
+		{Protocol: tcp, Ports: ports(22, 22)},
+		{Protocol: tcp, Ports: ports(2379, 2380), Sources: controlPlane},
+		{Protocol: udp, Ports: ports(67, 68)},
+		{Protocol: tcp, Ports: ports(10250, 10250), Sources: pfx("10.0.0.0/8")},
+		{Protocol: tcp, Ports: ports(6443, 6443), Sources: controlPlane},
+		{Protocol: udp, Ports: ports(4789, 4789), Sources: pfx("10.0.0.0/8", "2001:db8::/32"), Destinations: pfx("2001:db8:1::1/128")},
+	}}
+	rs, err := Compile(v1alpha1.NodeFirewallSpec{}, opts)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	want := []Rule{
+		{L4Proto: 6, DPorts: []PortInterval{ports(22, 22)}, Counter: true, Verdict: VerdictAccept, Comment: "nodefw: failsafe tcp"},
+		{L4Proto: 17, DPorts: []PortInterval{ports(67, 68)}, Counter: true, Verdict: VerdictAccept, Comment: "nodefw: failsafe udp"},
+		{Family: FamilyIPv4, L4Proto: 6, DPorts: []PortInterval{ports(2379, 2380), ports(6443, 6443)}, SAddrs: pfx("10.0.0.0/24", "10.0.1.5/32"),
+			Counter: true, Verdict: VerdictAccept, Comment: "nodefw: failsafe tcp by address"},
+		{Family: FamilyIPv6, L4Proto: 6, DPorts: []PortInterval{ports(2379, 2380), ports(6443, 6443)}, SAddrs: pfx("2001:db8::/64"),
+			Counter: true, Verdict: VerdictAccept, Comment: "nodefw: failsafe tcp by address"},
+		{Family: FamilyIPv4, L4Proto: 6, DPorts: []PortInterval{ports(10250, 10250)}, SAddrs: pfx("10.0.0.0/8"),
+			Counter: true, Verdict: VerdictAccept, Comment: "nodefw: failsafe tcp by address"},
+		{Family: FamilyIPv6, L4Proto: 17, DPorts: []PortInterval{ports(4789, 4789)}, SAddrs: pfx("2001:db8::/32"), DAddrs: pfx("2001:db8:1::1/128"),
+			Counter: true, Verdict: VerdictAccept, Comment: "nodefw: failsafe udp by address"},
+	}
+	if diff := cmp.Diff(want, chainOf(t, rs, "input").Rules[3:], cmpOpts); diff != "" {
+		t.Errorf("failsafe rules (-want +got):\n%s", diff)
+	}
+	nftCheck(t, Render(rs))
+
 }
 
 // TestCompileIsDeterministic guards against map order leaking into output.

@@ -95,7 +95,7 @@ func TestFormatFailsafes(t *testing.T) {
 
 func TestDefaultFailsafesAreValid(t *testing.T) {
 	for _, f := range append(DefaultFailsafeInbound(), DefaultFailsafeOutbound()...) {
-		if err := validateFailsafe(f); err != nil {
+		if err := ValidateFailsafe(f); err != nil {
 			t.Errorf("%v: %v", f, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -151,9 +152,10 @@ func genSpec(c chooser, maxRules int) v1alpha1.NodeFirewallSpec {
 	return spec
 }
 
-// genOptions picks the agent's failsafes: the defaults, none or a few.
+// genOptions picks the agent's failsafes: the defaults, none, a few, or
+// a few restricted to addresses.
 func genOptions(c chooser) compile.Options {
-	switch c.intn(4) {
+	switch c.intn(5) {
 	case 0:
 		return compile.Options{}
 	case 1:
@@ -161,8 +163,52 @@ func genOptions(c chooser) compile.Options {
 			FailsafeInbound:  []compile.Failsafe{{Protocol: v1alpha1.ProtocolTCP, Ports: compile.PortInterval{1005, 1006}}},
 			FailsafeOutbound: []compile.Failsafe{{Protocol: v1alpha1.ProtocolSCTP, Ports: compile.PortInterval{80, 80}}},
 		}
+	case 2:
+		return compile.Options{FailsafeInbound: genRestrictedFailsafes(c), FailsafeOutbound: genRestrictedFailsafes(c)}
 	}
 	return compile.Options{FailsafeInbound: compile.DefaultFailsafeInbound(), FailsafeOutbound: compile.DefaultFailsafeOutbound()}
+}
+
+// genRestrictedFailsafes makes a few failsafes, most of them restricted to
+// sources or destinations from the address palette, with an IP family in
+// common when they have both.
+func genRestrictedFailsafes(c chooser) []compile.Failsafe {
+	prefixes := func() []netip.Prefix {
+		var out []netip.Prefix
+		for range 1 + c.intn(3) {
+			p, err := v1alpha1.ParseAddress(pick(c, addrPalette...))
+			if err != nil {
+				panic(err)
+			}
+			out = append(out, p)
+		}
+		return out
+	}
+	var out []compile.Failsafe
+	for range 1 + c.intn(4) {
+		pr := pick(c, portPalette...)
+		f := compile.Failsafe{
+			Protocol: pick(c, v1alpha1.ProtocolTCP, v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP, v1alpha1.ProtocolSCTP),
+			Ports:    compile.PortInterval{First: uint16(pr.Port), Last: uint16(pr.Last())},
+		}
+		if chance(c, 70) {
+			f.Sources = prefixes()
+		}
+		if chance(c, 40) {
+			f.Destinations = prefixes()
+		}
+		if compile.ValidateFailsafe(f) != nil {
+			f.Destinations = nil // no family in common with the sources
+		}
+		out = append(out, f)
+		if chance(c, 30) {
+			// Another port range with the same addresses shares its rules.
+			g := f
+			g.Ports = compile.PortInterval{First: max(uint16(pr.Port)/2, 7), Last: max(uint16(pr.Port)/2, 7)}
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // interesting are the addresses at and around the palette's edges.
@@ -314,6 +360,34 @@ func checkFailsafes(t testing.TB, c chooser, spec v1alpha1.NodeFirewallSpec, opt
 			p := genPacket(c, chain)
 			p.L4Proto, p.Transport = protoNumber(f.Protocol), true
 			p.DPort = f.Ports.First + uint16(c.intn(int(f.Ports.Last-f.Ports.First)+1))
+			// From and to addresses the failsafe lists, of a family both
+			// of its lists have.
+			var fams []compile.Family
+			for _, fam := range []compile.Family{compile.FamilyIPv4, compile.FamilyIPv6} {
+				has := func(ps []netip.Prefix) bool {
+					return len(ps) == 0 || slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Addr().Is4() == (fam == compile.FamilyIPv4) })
+				}
+				if has(f.Sources) && has(f.Destinations) {
+					fams = append(fams, fam)
+				}
+			}
+			if fam := pick(c, fams...); fam != p.Family {
+				p.Family = fam
+				p.SAddr, p.DAddr = pick(c, interesting[fam]...), pick(c, interesting[fam]...)
+			}
+			within := func(ps []netip.Prefix, a netip.Addr) netip.Addr {
+				var of []netip.Prefix
+				for _, pfx := range ps {
+					if pfx.Addr().Is4() == (p.Family == compile.FamilyIPv4) {
+						of = append(of, pfx)
+					}
+				}
+				if len(of) == 0 {
+					return a
+				}
+				return pick(c, of...).Addr()
+			}
+			p.SAddr, p.DAddr = within(f.Sources, p.SAddr), within(f.Destinations, p.DAddr)
 			for name, rs := range forms {
 				if got := reference.EvalRuleset(rs, nftChain(chain), p); got != compile.VerdictAccept {
 					t.Fatalf("%s form: failsafe %v packet %+v got %q\nruleset:\n%s", name, f, p, got, compile.Render(rs))

@@ -90,12 +90,12 @@ func validateOptions(opts Options) error {
 		errs = append(errs, fmt.Errorf("table: %q is not a table name", opts.Table))
 	}
 	for i, f := range opts.FailsafeInbound {
-		if err := validateFailsafe(f); err != nil {
+		if err := ValidateFailsafe(f); err != nil {
 			errs = append(errs, fmt.Errorf("failsafeInbound[%d]: %w", i, err))
 		}
 	}
 	for i, f := range opts.FailsafeOutbound {
-		if err := validateFailsafe(f); err != nil {
+		if err := ValidateFailsafe(f); err != nil {
 			errs = append(errs, fmt.Errorf("failsafeOutbound[%d]: %w", i, err))
 		}
 	}

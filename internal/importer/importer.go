@@ -36,9 +36,9 @@ type Options struct {
 	// NodeSelector is the policy's node selector; the zero value `{}`
 	// selects every node.
 	NodeSelector metav1.LabelSelector
-	// Priority is the policy's spec.priority (0 to 10000); 0 leaves it to
+	// Priority is the policy's spec.priority (0 to 10000); nil leaves it to
 	// the API server's default.
-	Priority int32
+	Priority *int32
 	// Mode is the policy's spec.mode; "" leaves it to the API server's
 	// default (Enforce). Audit is the careful first step for an imported
 	// ruleset with a Drop default.
@@ -78,8 +78,8 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
 		return nil, fmt.Errorf("invalid policy name %q: %s", name, strings.Join(errs, "; "))
 	}
-	if opts.Priority < 0 || opts.Priority > 10000 {
-		return nil, fmt.Errorf("invalid priority %d: must be between 0 and 10000", opts.Priority)
+	if p := opts.Priority; p != nil && (*p < 0 || *p > 10000) {
+		return nil, fmt.Errorf("invalid priority %d: must be between 0 and 10000", *p)
 	}
 	switch opts.Mode {
 	case "", v1alpha1.PolicyModeEnforce, v1alpha1.PolicyModeAudit:

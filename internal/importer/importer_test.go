@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
@@ -143,13 +144,13 @@ func TestImport(t *testing.T) {
 			input: "-P INPUT DROP\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n-A INPUT -p udp -m udp --dport 8472 -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 10250 -j ACCEPT\n",
 			opts: Options{
 				Name:         "worker",
-				Priority:     100,
+				Priority:     ptr.To[int32](100),
 				Mode:         v1alpha1.PolicyModeAudit,
 				NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "worker"}},
 			},
 			want: &Result{Policy: policy("worker", v1alpha1.NodeFirewallPolicySpec{
 				NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "worker"}},
-				Priority:     100,
+				Priority:     ptr.To[int32](100),
 				Mode:         v1alpha1.PolicyModeAudit,
 				DefaultActions: &v1alpha1.DefaultActions{
 					Input: v1alpha1.ChainPolicyDrop, Forward: v1alpha1.ChainPolicyAccept, Output: v1alpha1.ChainPolicyAccept,
@@ -492,8 +493,8 @@ func TestLineContinuation(t *testing.T) {
 func TestImportOptionsErrors(t *testing.T) {
 	for _, opts := range []Options{
 		{Name: "Not_A_Name"},
-		{Priority: -1},
-		{Priority: 10001},
+		{Priority: ptr.To[int32](-1)},
+		{Priority: ptr.To[int32](10001)},
 		{Mode: "Permissive"},
 	} {
 		if _, err := Import(strings.NewReader(""), opts); err == nil {

@@ -26,21 +26,36 @@ import (
 // .yaml, .yml and .json files, not its subdirectories) or - for stdin.
 // Documents of other kinds are skipped; the CRD's defaults are applied.
 func ReadPolicies(paths []string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, error) {
+	policies, _, err := ReadManifests(paths, stdin)
+	return policies, err
+}
+
+// ReadManifests reads the policies of every path as ReadPolicies does, and
+// the NodeFirewallConfig among them, nil when there is none: the cluster's
+// settings, its failsafes among them. A second one is an error.
+func ReadManifests(paths []string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, *fwv1.NodeFirewallConfig, error) {
 	var out []fwv1.NodeFirewallPolicy
+	var config *fwv1.NodeFirewallConfig
 	for _, path := range paths {
 		files, err := manifestFiles(path)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, f := range files {
-			ps, err := readPolicies(f, stdin)
+			ps, cfg, err := readManifests(f, stdin)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			out = append(out, ps...)
+			if cfg != nil {
+				if config != nil {
+					return nil, nil, fmt.Errorf("%s: a second NodeFirewallConfig; a cluster has one", f)
+				}
+				config = cfg
+			}
 		}
 	}
-	return out, nil
+	return out, config, nil
 }
 
 // manifestFiles are the files a path names: itself, or a directory's
@@ -72,34 +87,36 @@ func manifestFiles(path string) ([]string, error) {
 	return files, nil
 }
 
-// readPolicies reads every NodeFirewallPolicy from a multi-document YAML
-// file, applying the CRD's defaults.
-func readPolicies(path string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, error) {
+// readManifests reads every NodeFirewallPolicy from a multi-document YAML
+// file, applying the CRD's defaults, and its NodeFirewallConfig, if any.
+func readManifests(path string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, *fwv1.NodeFirewallConfig, error) {
 	var out []fwv1.NodeFirewallPolicy
+	var config *fwv1.NodeFirewallConfig
 	err := eachDocument(path, stdin, func(kind string, doc []byte) error {
-		if kind != "NodeFirewallPolicy" {
+		switch kind {
+		case "NodeFirewallConfig":
+			if config != nil {
+				return fmt.Errorf("a second NodeFirewallConfig; a cluster has one")
+			}
+			config = &fwv1.NodeFirewallConfig{}
+			return yaml.UnmarshalStrict(doc, config)
+		case "NodeFirewallPolicy":
+		default:
 			return nil
 		}
 		var p fwv1.NodeFirewallPolicy
 		if err := yaml.UnmarshalStrict(doc, &p); err != nil {
 			return err
 		}
+		// The CRD's defaults; an absent priority is DefaultPriority to
+		// the resolver already.
 		if p.Spec.Mode == "" {
 			p.Spec.Mode = fwv1.PolicyModeEnforce
-		}
-		// Apply the CRD's default priority only when the field is absent.
-		var raw struct {
-			Spec struct {
-				Priority *int32 `json:"priority"`
-			} `json:"spec"`
-		}
-		if err := yaml.Unmarshal(doc, &raw); err == nil && raw.Spec.Priority == nil {
-			p.Spec.Priority = fwv1.DefaultPriority
 		}
 		out = append(out, p)
 		return nil
 	})
-	return out, err
+	return out, config, err
 }
 
 // readNodes reads the Node objects of a file.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/resolve"
@@ -20,7 +21,7 @@ func webPolicies() []v1alpha1.NodeFirewallPolicy {
 			ObjectMeta: metav1.ObjectMeta{Name: "web"},
 			Spec: v1alpha1.NodeFirewallPolicySpec{
 				NodeSelector:   metav1.LabelSelector{MatchLabels: map[string]string{"role": "web"}},
-				Priority:       100,
+				Priority:       ptr.To[int32](100),
 				Mode:           v1alpha1.PolicyModeEnforce,
 				DefaultActions: &v1alpha1.DefaultActions{Input: v1alpha1.ChainPolicyDrop},
 				Rules: []v1alpha1.Rule{
@@ -31,7 +32,7 @@ func webPolicies() []v1alpha1.NodeFirewallPolicy {
 		{
 			ObjectMeta: metav1.ObjectMeta{Name: "lockdown"},
 			Spec: v1alpha1.NodeFirewallPolicySpec{
-				Priority: 10,
+				Priority: ptr.To[int32](10),
 				Mode:     v1alpha1.PolicyModeEnforce,
 				Rules: []v1alpha1.Rule{
 					{Name: "no-alt-http", Chain: v1alpha1.ChainInput, Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: 8080}}, Action: v1alpha1.ActionReject},

@@ -203,3 +203,63 @@ func TestEvalRuleset(t *testing.T) {
 		}
 	}
 }
+
+// TestFailsafesByAddress: a failsafe restricted to addresses accepts its
+// ports only from (and to) them, in the spec's semantics and in the
+// compiled ruleset alike, with a default Drop behind.
+func TestFailsafesByAddress(t *testing.T) {
+	pfx := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	tcp, udp := v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP
+	controlPlane := pfx("10.0.0.0/24", "2001:db8::/64", "10.0.1.5/32")
+	opts := compile.Options{FailsafeInbound: []compile.Failsafe{
+		{Protocol: tcp, Ports: compile.PortInterval{First: 22, Last: 22}},
+		{Protocol: tcp, Ports: compile.PortInterval{First: 2379, Last: 2380}, Sources: controlPlane},
+		{Protocol: tcp, Ports: compile.PortInterval{First: 10250, Last: 10250}, Sources: pfx("10.0.0.0/8")},
+		{Protocol: tcp, Ports: compile.PortInterval{First: 6443, Last: 6443}, Sources: controlPlane},
+		{Protocol: udp, Ports: compile.PortInterval{First: 4789, Last: 4789}, Sources: pfx("10.0.0.0/8", "2001:db8::/32"), Destinations: pfx("2001:db8:1::1/128")},
+	}}
+	spec := v1alpha1.NodeFirewallSpec{DefaultActions: v1alpha1.DefaultActions{Input: v1alpha1.ChainPolicyDrop}}
+	rs, err := compile.Compile(spec, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		saddr, daddr string
+		port         uint16
+		proto        uint8
+		want         compile.Verdict
+	}{
+		{"10.0.0.7", "10.9.9.9", 2379, 6, compile.VerdictAccept},
+		{"10.0.1.5", "10.9.9.9", 6443, 6, compile.VerdictAccept},
+		{"10.0.1.6", "10.9.9.9", 6443, 6, compile.VerdictDrop},
+		{"192.0.2.1", "10.9.9.9", 2380, 6, compile.VerdictDrop},
+		{"2001:db8::5", "2001:db8::9", 2380, 6, compile.VerdictAccept},
+		{"2001:db8:0:1::5", "2001:db8::9", 2380, 6, compile.VerdictDrop},
+		{"192.0.2.1", "10.9.9.9", 22, 6, compile.VerdictAccept},
+		{"10.200.0.1", "10.9.9.9", 10250, 6, compile.VerdictAccept},
+		{"10.200.0.1", "10.9.9.9", 10250, 17, compile.VerdictDrop},
+		{"2001:db8::5", "2001:db8:1::1", 4789, 17, compile.VerdictAccept},
+		{"2001:db8::5", "2001:db8:1::2", 4789, 17, compile.VerdictDrop},
+		{"10.0.0.1", "10.0.0.2", 4789, 17, compile.VerdictDrop},
+	} {
+		p := tcpIn(func(p *Packet) {
+			p.SAddr, p.DAddr = netip.MustParseAddr(tc.saddr), netip.MustParseAddr(tc.daddr)
+			p.L4Proto, p.DPort = tc.proto, tc.port
+			if p.SAddr.Is6() {
+				p.Family = compile.FamilyIPv6
+			}
+		})
+		if got := EvalSpec(spec, opts, v1alpha1.ChainInput, p); got != tc.want {
+			t.Errorf("EvalSpec: %s -> %s port %d/%d: %s, want %s", tc.saddr, tc.daddr, tc.port, tc.proto, got, tc.want)
+		}
+		if got := EvalRuleset(rs, compile.ChainInput, p); got != tc.want {
+			t.Errorf("EvalRuleset: %s -> %s port %d/%d: %s, want %s", tc.saddr, tc.daddr, tc.port, tc.proto, got, tc.want)
+		}
+	}
+}

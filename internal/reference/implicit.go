@@ -1,6 +1,7 @@
 package reference
 
 import (
+	"net/netip"
 	"slices"
 	"strconv"
 
@@ -73,12 +74,28 @@ func acceptsNeighbourDiscovery(p *Packet) (*Mismatch, []string) {
 	return nil, nil
 }
 
+// acceptsFailsafe accepts a packet to a failsafe's protocol and port
+// range (which needs a readable transport header) that comes from one of
+// its sources and goes to one of its destinations, when it lists any.
 func acceptsFailsafe(failsafes []compile.Failsafe) func(p *Packet) (*Mismatch, []string) {
 	return func(p *Packet) (*Mismatch, []string) {
-		for _, f := range failsafes {
-			if p.L4Proto == protoNumbers[f.Protocol] && p.Transport && f.Ports.First <= p.DPort && p.DPort <= f.Ports.Last {
+		var near *compile.Failsafe // the first whose port the packet has
+		for i, f := range failsafes {
+			if p.L4Proto != protoNumbers[f.Protocol] || !p.Transport || p.DPort < f.Ports.First || p.DPort > f.Ports.Last {
+				continue
+			}
+			if inPrefixes(f.Sources, p.SAddr) && inPrefixes(f.Destinations, p.DAddr) {
 				return nil, []string{"failsafe " + f.String()}
 			}
+			if near == nil {
+				near = &failsafes[i]
+			}
+		}
+		if near != nil {
+			if !inPrefixes(near.Sources, p.SAddr) {
+				return &Mismatch{Field: "sources", Want: oneOf(prefixNames(near.Sources)), Got: p.SAddr.String()}, nil
+			}
+			return &Mismatch{Field: "destinations", Want: oneOf(prefixNames(near.Destinations)), Got: p.DAddr.String()}, nil
 		}
 		names := make([]string, len(failsafes))
 		for i, f := range failsafes {
@@ -86,4 +103,19 @@ func acceptsFailsafe(failsafes []compile.Failsafe) func(p *Packet) (*Mismatch, [
 		}
 		return &Mismatch{Field: "ports", Want: oneOf(names), Got: protocolAndPort(p)}, nil
 	}
+}
+
+// inPrefixes reports whether an address is in one of a failsafe's address
+// lists; an empty list holds every address. A prefix holds no address of
+// the other family.
+func inPrefixes(prefixes []netip.Prefix, a netip.Addr) bool {
+	return len(prefixes) == 0 || slices.ContainsFunc(prefixes, func(pfx netip.Prefix) bool { return pfx.Contains(a) })
+}
+
+func prefixNames(prefixes []netip.Prefix) []string {
+	out := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		out[i] = p.String()
+	}
+	return out
 }

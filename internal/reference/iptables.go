@@ -151,7 +151,7 @@ func implicitRestoreRules(w *writer, c v1alpha1.Chain, opts compile.Options, fam
 	for _, p := range []v1alpha1.Protocol{v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP, v1alpha1.ProtocolSCTP} {
 		var ports []compile.PortInterval
 		for _, f := range failsafes {
-			if f.Protocol == p {
+			if f.Protocol == p && len(f.Sources) == 0 && len(f.Destinations) == 0 {
 				ports = append(ports, f.Ports)
 			}
 		}
@@ -163,6 +163,45 @@ func implicitRestoreRules(w *writer, c v1alpha1.Chain, opts compile.Options, fam
 				"-m comment --comment", text.Quote("nodefw: failsafe "+protoNames[p]), "-j ACCEPT")
 		}
 	}
+	// A failsafe restricted to addresses: one rule per source and
+	// destination of this family, none when a list it has holds none.
+	for _, f := range failsafes {
+		if len(f.Sources) == 0 && len(f.Destinations) == 0 {
+			continue
+		}
+		srcs, ok := failsafeAddresses("-s", f.Sources, fam)
+		if !ok {
+			continue
+		}
+		dsts, ok := failsafeAddresses("-d", f.Destinations, fam)
+		if !ok {
+			continue
+		}
+		proto := protoNames[f.Protocol]
+		for _, src := range srcs {
+			for _, dst := range dsts {
+				for _, m := range portMatches(proto, []compile.PortInterval{f.Ports}) {
+					w.rule("-p", proto, src, dst, m,
+						"-m comment --comment", text.Quote("nodefw: failsafe "+proto+" by address"), "-j ACCEPT")
+				}
+			}
+		}
+	}
+}
+
+// failsafeAddresses renders a failsafe's addresses of a family; an empty
+// list matches any address, one without an address of the family none.
+func failsafeAddresses(opt string, prefixes []netip.Prefix, fam family) ([]string, bool) {
+	if len(prefixes) == 0 {
+		return []string{""}, true
+	}
+	var out []string
+	for _, p := range prefixes {
+		if p.Addr().Is4() == (fam == ipv4) {
+			out = append(out, opt+" "+p.String())
+		}
+	}
+	return out, len(out) > 0
 }
 
 // restoreRules writes one API rule's iptables rules for a family: for every

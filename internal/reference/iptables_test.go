@@ -2,6 +2,7 @@ package reference
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -106,6 +107,25 @@ func TestIPTablesRestore(t *testing.T) {
 			v6: file(true, allAccept,
 				`-A INPUT -p tcp -m tcp --dport 10:21 -m comment --comment "nodefw: failsafe tcp" -j ACCEPT
 -A INPUT -p sctp -m sctp --dport 3868 -m comment --comment "nodefw: failsafe sctp" -j ACCEPT
+`, "", ""),
+		},
+		{
+			name: "failsafes restricted to addresses, by family",
+			opts: compile.Options{FailsafeInbound: []compile.Failsafe{
+				{Protocol: v1alpha1.ProtocolTCP, Ports: compile.PortInterval{First: 22, Last: 22}},
+				{Protocol: v1alpha1.ProtocolTCP, Ports: compile.PortInterval{First: 2379, Last: 2380},
+					Sources: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("2001:db8::/64")}},
+				{Protocol: v1alpha1.ProtocolUDP, Ports: compile.PortInterval{First: 4789, Last: 4789},
+					Sources: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Destinations: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}},
+			}},
+			v4: file(false, allAccept,
+				`-A INPUT -p tcp -m tcp --dport 22 -m comment --comment "nodefw: failsafe tcp" -j ACCEPT
+-A INPUT -p tcp -s 10.0.0.0/24 -m tcp --dport 2379:2380 -m comment --comment "nodefw: failsafe tcp by address" -j ACCEPT
+-A INPUT -p udp -s 10.0.0.0/8 -d 10.0.0.1/32 -m udp --dport 4789 -m comment --comment "nodefw: failsafe udp by address" -j ACCEPT
+`, "", ""),
+			v6: file(true, allAccept,
+				`-A INPUT -p tcp -m tcp --dport 22 -m comment --comment "nodefw: failsafe tcp" -j ACCEPT
+-A INPUT -p tcp -s 2001:db8::/64 -m tcp --dport 2379:2380 -m comment --comment "nodefw: failsafe tcp by address" -j ACCEPT
 `, "", ""),
 		},
 		{

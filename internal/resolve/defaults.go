@@ -8,56 +8,75 @@ import (
 	"github.com/nodefw/nodefw/internal/text"
 )
 
-// conflictKey identifies a losing policy's disagreement with a winner on a chain.
+// conflictKey identifies one disagreement on a chain's default action: a
+// policy that sets Accept and one that sets Drop, on the same nodes.
 type conflictKey struct {
-	loser, winner string
-	chain         fwv1.Chain
-	lost, won     fwv1.ChainPolicy
+	accept, drop string
+	chain        fwv1.Chain
 }
 
-// resolveDefaults sets every chain's default action: the first policy in
-// evaluation order that sets a chain wins; later disagreeing ones are noted.
+// resolveDefaults sets every chain's default action from the policies on a
+// node. They fail safe: when policies disagree, the more restrictive
+// default, Drop, wins whatever their priorities, so that a policy that
+// sets Accept cannot switch off the Drop of every other one. Every pair
+// that disagrees is noted, for both policies to report it. A Drop is
+// audited (counted and logged, not enforced) only when every policy that
+// sets it is in Audit mode.
 func resolveDefaults(spec *fwv1.NodeFirewallSpec, contribs []contribution, node string, conflicts map[conflictKey][]string) {
 	for _, chain := range fwv1.Chains {
-		var winner *fwv1.PolicyReference
-		var action fwv1.ChainPolicy
+		var accepts, drops []*fwv1.PolicyReference
 		for i := range contribs {
 			ref := &contribs[i].ref
-			if ref.DefaultActions == nil || ref.DefaultActions.For(chain) == "" {
+			if ref.DefaultActions == nil {
 				continue
 			}
-			set := ref.DefaultActions.For(chain)
-			if winner == nil {
-				winner, action = ref, set
-				continue
+			switch ref.DefaultActions.For(chain) {
+			case fwv1.ChainPolicyAccept:
+				accepts = append(accepts, ref)
+			case fwv1.ChainPolicyDrop:
+				drops = append(drops, ref)
 			}
-			if set != action {
-				k := conflictKey{loser: ref.Name, winner: winner.Name, chain: chain, lost: set, won: action}
+		}
+		if len(drops) == 0 {
+			spec.DefaultActions.Set(chain, fwv1.ChainPolicyAccept)
+			continue
+		}
+		spec.DefaultActions.Set(chain, fwv1.ChainPolicyDrop)
+		audited := true
+		for _, d := range drops {
+			audited = audited && d.Mode == fwv1.PolicyModeAudit
+			for _, a := range accepts {
+				k := conflictKey{accept: a.Name, drop: d.Name, chain: chain}
 				conflicts[k] = append(conflicts[k], node)
 			}
 		}
-		if winner == nil {
-			action = fwv1.ChainPolicyAccept
-		}
-		spec.DefaultActions.Set(chain, action)
-		if winner != nil && action == fwv1.ChainPolicyDrop && winner.Mode == fwv1.PolicyModeAudit {
+		if audited {
 			spec.AuditedChains = append(spec.AuditedChains, chain)
 		}
 	}
 }
 
-// conflictProblems reports each disagreement once per losing policy, chain
-// and winner, with a count and the first nodes affected, sorted by policy
-// and message.
+// conflictProblems reports each disagreement to both policies, each
+// message naming the other, with a count and the first nodes affected,
+// sorted by policy and message: the policy whose Accept is overridden
+// with ReasonDefaultActionOverridden, the one whose Drop wins with
+// ReasonDefaultActionConflict.
 func conflictProblems(conflicts map[conflictKey][]string) []Problem {
-	out := make([]Problem, 0, len(conflicts))
+	out := make([]Problem, 0, 2*len(conflicts))
 	for k, nodes := range conflicts {
 		sort.Strings(nodes)
+		shown := text.ListSome(nodes, 3)
+		field := "spec.defaultActions." + chainField(k.chain)
 		out = append(out, Problem{
-			Policy: k.loser,
+			Policy: k.accept,
+			Reason: fwv1.ReasonDefaultActionOverridden,
+			Message: fmt.Sprintf("%s=Accept is overridden by policy %q, which sets Drop: the more restrictive default wins, on %d node(s): %s",
+				field, k.drop, len(nodes), shown),
+		}, Problem{
+			Policy: k.drop,
 			Reason: fwv1.ReasonDefaultActionConflict,
-			Message: fmt.Sprintf("spec.defaultActions.%s=%s is overridden by policy %q (%s), evaluated first, on %d node(s): %s",
-				chainField(k.chain), k.lost, k.winner, k.won, len(nodes), text.ListSome(nodes, 3)),
+			Message: fmt.Sprintf("%s=Drop overrides policy %q, which sets Accept: the more restrictive default wins, on %d node(s): %s",
+				field, k.accept, len(nodes), shown),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool {

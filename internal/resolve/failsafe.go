@@ -2,6 +2,8 @@ package resolve
 
 import (
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
@@ -43,18 +45,43 @@ func failsafeShadows(p *fwv1.NodeFirewallPolicy, fs Failsafes) []Problem {
 	return out
 }
 
-// shadows reports whether rule r matches some traffic to failsafe f.
+// shadows reports whether rule r matches some traffic to failsafe f: its
+// protocol, a port, and addresses list by list: the rule's sources are
+// unset, or the failsafe's are, or some of each overlap, and the same for
+// destinations (an IPv4 source list and an IPv6 destination list count as
+// meeting, as the failsafe-warning admission policy, which must agree,
+// cannot tell them apart cheaply). Interfaces and states do not matter:
+// the rule would still drop some of that traffic.
 func shadows(r fwv1.Rule, f compile.Failsafe) bool {
 	if r.Protocol != "" && r.Protocol != f.Protocol {
 		return false
 	}
-	if len(r.Ports) == 0 {
-		return true
+	if len(r.Ports) > 0 && !slices.ContainsFunc(r.Ports, func(pr fwv1.PortRange) bool {
+		return pr.Port <= int32(f.Ports.Last) && pr.Last() >= int32(f.Ports.First)
+	}) {
+		return false
 	}
-	for _, pr := range r.Ports {
-		if pr.Port <= int32(f.Ports.Last) && pr.Last() >= int32(f.Ports.First) {
-			return true
+	return overlap(rulePrefixes(r.Sources), f.Sources) && overlap(rulePrefixes(r.Destinations), f.Destinations)
+}
+
+// overlap reports whether two address lists, each empty for any address,
+// have an address in common.
+func overlap(a, b []netip.Prefix) bool {
+	return len(a) == 0 || len(b) == 0 || slices.ContainsFunc(a, func(p netip.Prefix) bool {
+		return slices.ContainsFunc(b, p.Overlaps)
+	})
+}
+
+// rulePrefixes parses a rule's addresses; what does not parse (which the
+// API's validation refuses) is left out.
+func rulePrefixes(addrs []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a); err == nil {
+			out = append(out, p.Masked())
+		} else if ip, err := netip.ParseAddr(a); err == nil {
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
 		}
 	}
-	return false
+	return out
 }

@@ -1,6 +1,7 @@
 package resolve
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -36,6 +37,58 @@ func TestFailsafeShadows(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestFailsafeShadowsByAddress: a rule shadows a failsafe restricted to
+// addresses only when its sources and the failsafe's, and its
+// destinations and the failsafe's, have addresses in common, list by
+// list.
+func TestFailsafeShadowsByAddress(t *testing.T) {
+	pfx := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	etcd := compile.Failsafe{Protocol: fwv1.ProtocolTCP, Ports: compile.PortInterval{First: 2379, Last: 2380}, Sources: pfx("10.0.0.0/24", "2001:db8::/64")}
+	toDNS := compile.Failsafe{Protocol: fwv1.ProtocolUDP, Ports: compile.PortInterval{First: 53, Last: 53}, Destinations: pfx("10.96.0.10/32")}
+	v6Both := compile.Failsafe{Protocol: fwv1.ProtocolTCP, Ports: compile.PortInterval{First: 22, Last: 22}, Sources: pfx("2001:db8::/32"), Destinations: pfx("2001:db8:1::/48")}
+	drop := func(sources, destinations []string) fwv1.Rule {
+		return fwv1.Rule{Name: "r", Chain: fwv1.ChainInput, Action: fwv1.ActionDrop, Sources: sources, Destinations: destinations}
+	}
+	tests := []struct {
+		name string
+		rule fwv1.Rule
+		fs   compile.Failsafe
+		want bool
+	}{
+		{"no addresses covers the failsafe's", drop(nil, nil), etcd, true},
+		{"a source inside the failsafe's", drop([]string{"10.0.0.7"}, nil), etcd, true},
+		{"a source around the failsafe's", drop([]string{"10.0.0.0/8"}, nil), etcd, true},
+		{"a source elsewhere", drop([]string{"10.0.1.0/24"}, nil), etcd, false},
+		{"an IPv6 source inside", drop([]string{"2001:db8::5"}, nil), etcd, true},
+		{"an IPv6 source elsewhere", drop([]string{"2001:db9::/32"}, nil), etcd, false},
+		{"a host-bits CIDR is its network", drop([]string{"10.0.0.99/24"}, nil), etcd, true},
+		{"destinations the failsafe does not restrict", drop(nil, []string{"192.0.2.1"}), etcd, true},
+		{"only IPv6 destinations, failsafe IPv4 destinations", drop(nil, []string{"2001:db8::1"}), toDNS, false},
+		{"the failsafe's destination", drop([]string{"192.0.2.1"}, []string{"10.96.0.0/16"}), toDNS, true},
+		{"IPv4 sources against an IPv6-only failsafe", drop([]string{"10.0.0.0/8"}, nil), v6Both, false},
+		{"IPv6 sources and destinations inside", drop([]string{"2001:db8:5::1"}, []string{"2001:db8:1::1"}), v6Both, true},
+		{"IPv6 sources inside, destinations elsewhere", drop([]string{"2001:db8:5::1"}, []string{"2001:db8:2::1"}), v6Both, false},
+		{"IPv4 sources with IPv6 destinations", drop([]string{"10.0.0.1"}, []string{"2001:db8:1::1"}), v6Both, false},
+		{"list by list: IPv4 sources meet a failsafe's IPv6 destinations", drop([]string{"10.0.0.1"}, nil),
+			compile.Failsafe{Protocol: fwv1.ProtocolUDP, Ports: compile.PortInterval{First: 53, Last: 53}, Destinations: pfx("2001:db8::53/128")}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.rule
+			r.Protocol = tc.fs.Protocol
+			if got := shadows(r, tc.fs); got != tc.want {
+				t.Errorf("shadows(%+v, %v) = %v, want %v", r, tc.fs, got, tc.want)
 			}
 		})
 	}

@@ -55,8 +55,9 @@ type Result struct {
 type Problem struct {
 	Policy string
 	// Reason is a NodeFirewallPolicy condition reason: fwv1.ReasonInvalidSelector,
-	// ReasonRolloutHalted, ReasonDefaultActionConflict, ReasonFailsafeShadowed
-	// or ReasonNodeFirewallTooLarge.
+	// ReasonRolloutHalted, ReasonDefaultActionConflict,
+	// ReasonDefaultActionOverridden, ReasonFailsafeShadowed or
+	// ReasonNodeFirewallTooLarge.
 	Reason  string
 	Message string
 }
@@ -118,8 +119,8 @@ func preparePolicies(policies []fwv1.NodeFirewallPolicy) ([]preparedPolicy, []Pr
 	}
 	sort.Slice(prepared, func(i, j int) bool {
 		a, b := prepared[i].policy, prepared[j].policy
-		if a.Spec.Priority != b.Spec.Priority {
-			return a.Spec.Priority < b.Spec.Priority
+		if pa, pb := a.Spec.EffectivePriority(), b.Spec.EffectivePriority(); pa != pb {
+			return pa < pb
 		}
 		return a.Name < b.Name
 	})

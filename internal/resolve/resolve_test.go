@@ -20,7 +20,7 @@ func node(name string, lbls map[string]string) corev1.Node {
 func policy(name string, prio int32, sel metav1.LabelSelector, mutate ...func(*fwv1.NodeFirewallPolicy)) fwv1.NodeFirewallPolicy {
 	p := fwv1.NodeFirewallPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 1},
-		Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: sel, Priority: prio, Mode: fwv1.PolicyModeEnforce},
+		Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: sel, Priority: &prio, Mode: fwv1.PolicyModeEnforce},
 	}
 	for _, m := range mutate {
 		m(&p)
@@ -101,7 +101,7 @@ func TestResolve(t *testing.T) {
 			Matches: map[string][]string{"cp": {"cp-1"}, "worker": {"worker-1", "worker-2"}},
 		},
 	}, {
-		name: "priority orders rules, ties broken by name, and the first default wins with a conflict reported",
+		name: "priority orders rules, ties broken by name, and a default Drop wins over an Accept with the conflict reported to both",
 		policies: []fwv1.NodeFirewallPolicy{
 			policy("b-late", 500, metav1.LabelSelector{}, withRules(kubelet), withDefaults(fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop})),
 			policy("a-tie", 10, metav1.LabelSelector{}, withRules(etcd)),
@@ -119,8 +119,11 @@ func TestResolve(t *testing.T) {
 			},
 			Matches: map[string][]string{"a-tie": {"worker-1"}, "b-late": {"worker-1"}, "z-first": {"worker-1"}},
 			Problems: []Problem{{
-				Policy: "b-late", Reason: fwv1.ReasonDefaultActionConflict,
-				Message: `spec.defaultActions.input=Accept is overridden by policy "z-first" (Drop), evaluated first, on 1 node(s): worker-1`,
+				Policy: "b-late", Reason: fwv1.ReasonDefaultActionOverridden,
+				Message: `spec.defaultActions.input=Accept is overridden by policy "z-first", which sets Drop: the more restrictive default wins, on 1 node(s): worker-1`,
+			}, {
+				Policy: "z-first", Reason: fwv1.ReasonDefaultActionConflict,
+				Message: `spec.defaultActions.input=Drop overrides policy "b-late", which sets Accept: the more restrictive default wins, on 1 node(s): worker-1`,
 			}},
 		},
 	}, {
@@ -193,8 +196,11 @@ func TestResolve(t *testing.T) {
 				Policy: "bad", Reason: fwv1.ReasonInvalidSelector,
 				Message: "spec.nodeSelector: values: Invalid value: null: for 'in', 'notin' operators, values set can't be empty",
 			}, {
-				Policy: "second", Reason: fwv1.ReasonDefaultActionConflict,
-				Message: `spec.defaultActions.input=Accept is overridden by policy "first" (Drop), evaluated first, on 1 node(s): worker-1`,
+				Policy: "first", Reason: fwv1.ReasonDefaultActionConflict,
+				Message: `spec.defaultActions.input=Drop overrides policy "second", which sets Accept: the more restrictive default wins, on 1 node(s): worker-1`,
+			}, {
+				Policy: "second", Reason: fwv1.ReasonDefaultActionOverridden,
+				Message: `spec.defaultActions.input=Accept is overridden by policy "first", which sets Drop: the more restrictive default wins, on 1 node(s): worker-1`,
 			}, {
 				Policy: "second", Reason: fwv1.ReasonFailsafeShadowed,
 				Message: "spec.rules[2] (no-ssh) would drop failsafe port(s) tcp:22, which nodes accept before any rule",

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
 	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
@@ -42,7 +43,7 @@ func ksPolicy() *fwv1.NodeFirewallPolicy {
 		ObjectMeta: metav1.ObjectMeta{Name: "worker", Generation: 1},
 		Spec: fwv1.NodeFirewallPolicySpec{
 			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "worker"}},
-			Priority:     100,
+			Priority:     ptr.To[int32](100),
 			Mode:         fwv1.PolicyModeEnforce,
 			Rules: []fwv1.Rule{{
 				Name: "kubelet", Chain: fwv1.ChainInput, Action: fwv1.ActionAccept,

@@ -42,12 +42,17 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 	}
 
 	var invalid, conflicts, shadowed, halted, tooLarge []string
+	conflictReason := fwv1.ReasonDefaultActionConflict
 	for _, pr := range problems {
 		switch pr.Reason {
 		case fwv1.ReasonInvalidSelector:
 			invalid = append(invalid, pr.Message)
 		case fwv1.ReasonDefaultActionConflict:
 			conflicts = append(conflicts, pr.Message)
+		case fwv1.ReasonDefaultActionOverridden:
+			// The reason says this policy's own default does not apply.
+			conflicts = append(conflicts, pr.Message)
+			conflictReason = fwv1.ReasonDefaultActionOverridden
 		case fwv1.ReasonFailsafeShadowed:
 			shadowed = append(shadowed, pr.Message)
 		case fwv1.ReasonRolloutHalted:
@@ -105,11 +110,14 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 	// Warnings that do not stop the policy from being Ready: present only
 	// while true.
 	for _, w := range []struct {
-		condition string
-		messages  []string
-	}{{fwv1.ConditionDefaultActionConflict, conflicts}, {fwv1.ConditionFailsafeShadowed, shadowed}} {
+		condition, reason string
+		messages          []string
+	}{
+		{fwv1.ConditionDefaultActionConflict, conflictReason, conflicts},
+		{fwv1.ConditionFailsafeShadowed, fwv1.ReasonFailsafeShadowed, shadowed},
+	} {
 		if len(w.messages) > 0 {
-			set(w.condition, metav1.ConditionTrue, w.condition, strings.Join(w.messages, "; "))
+			set(w.condition, metav1.ConditionTrue, w.reason, strings.Join(w.messages, "; "))
 		} else {
 			meta.RemoveStatusCondition(&st.Conditions, w.condition)
 		}

@@ -45,7 +45,7 @@ func (c *Cluster) GetPolicies(ctx context.Context) (string, error) {
 	w := tabwriter.NewWriter(&b, 0, 0, 3, ' ', 0)
 	fmt.Fprintln(w, "NAME\tPRIORITY\tMODE\tMATCHED\tAPPLIED\tREADY\tAGE")
 	for _, p := range policies.Items {
-		fmt.Fprintf(w, "nodefirewallpolicy.firewall.nodefw.io/%s\t%d\t%s\t%d\t%d\t%s\t%s\n", p.Name, p.Spec.Priority, p.Spec.Mode,
+		fmt.Fprintf(w, "nodefirewallpolicy.firewall.nodefw.io/%s\t%d\t%s\t%d\t%d\t%s\t%s\n", p.Name, p.Spec.EffectivePriority(), p.Spec.Mode,
 			p.Status.MatchedNodes, p.Status.AppliedNodes, conditionStatus(p.Status.Conditions), age(p.CreationTimestamp.Time))
 	}
 	w.Flush()

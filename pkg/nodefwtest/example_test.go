@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/pkg/nodefwtest"
@@ -34,7 +35,7 @@ func TestSamplePolicies(t *testing.T) {
 	env.Apply(t, &fwv1.NodeFirewallPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "no-low-nodeports"},
 		Spec: fwv1.NodeFirewallPolicySpec{
-			Priority: 10,
+			Priority: ptr.To[int32](10),
 			Rules: []fwv1.Rule{{
 				Name: "reject", Chain: fwv1.ChainInput, Protocol: fwv1.ProtocolTCP,
 				Ports: []fwv1.PortRange{{Port: 30000, EndPort: 30099}}, Action: fwv1.ActionReject,

@@ -42,6 +42,7 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/controllers"
+	"github.com/nodefw/nodefw/internal/clusterconfig"
 	"github.com/nodefw/nodefw/internal/compile"
 	"github.com/nodefw/nodefw/internal/envtesting"
 	"github.com/nodefw/nodefw/internal/policytest"
@@ -122,6 +123,10 @@ func Start(tb testing.TB, opts Options) *Env {
 		}
 	})
 	e := &Env{Config: cfg, failsafes: resolve.Failsafes{Inbound: in, Outbound: out}, timeout: opts.Timeout}
+	// The failsafes stand in for a NodeFirewallConfig, as the manager's
+	// flags do.
+	settings := clusterconfig.Defaults()
+	settings.FailsafeInbound, settings.FailsafeOutbound = in, out
 	if e.timeout == 0 {
 		e.timeout = 30 * time.Second
 	}
@@ -145,7 +150,7 @@ func Start(tb testing.TB, opts Options) *Env {
 		Client:           mgr.GetClient(),
 		Recorder:         mgr.GetEventRecorder("nodefw-controller"),
 		WriteConcurrency: 4,
-		Failsafes:        e.failsafes,
+		Config:           clusterconfig.NewTracker(settings),
 	}).SetupWithManager(mgr); err != nil {
 		tb.Fatalf("nodefwtest: setting up the controller: %v", err)
 	}

@@ -47,7 +47,8 @@ func metric(t *testing.T, url, pattern string) (float64, error) {
 	return strconv.ParseFloat(string(m[1]), 64)
 }
 
-// TestAgentMetrics scrapes a running agent: applies, drift repairs and the
+// TestAgentMetrics scrapes a running agent serving plain HTTP, as it does
+// only with --metrics-secure=false: applies, drift repairs and the
 // per-rule packet counters of an audit-mode rule, whose would-be drops are
 // only counted.
 func TestAgentMetrics(t *testing.T) {
@@ -64,7 +65,7 @@ func TestAgentMetrics(t *testing.T) {
 	spec.DefaultActions.Input = fwv1.ChainPolicyAccept
 	createNFW(t, node, spec)
 	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", freePort(t))
-	startAgent(t, node, pair.Host, "--metrics-bind-address", url[len("http://"):len(url)-len("/metrics")])
+	startAgent(t, node, pair.Host, "--metrics-bind-address", url[len("http://"):len(url)-len("/metrics")], "--metrics-secure=false")
 	waitReady(t, node, metav1.ConditionTrue, "Applied")
 
 	if v, err := metric(t, url, `nodefw_agent_applies_total`); err != nil || v < 1 {

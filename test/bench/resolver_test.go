@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/resolve"
@@ -66,7 +67,7 @@ func cluster(nodes, policies int) ([]fwv1.NodeFirewallPolicy, []corev1.Node) {
 		}
 		p := fwv1.NodeFirewallPolicy{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("policy-%04d", i), Generation: 1},
-			Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: sel, Priority: int32(r.IntN(2000))},
+			Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: sel, Priority: ptr.To(int32(r.IntN(2000)))},
 		}
 		for j := range 1 + r.IntN(5) {
 			p.Spec.Rules = append(p.Spec.Rules, fwv1.Rule{

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
@@ -132,7 +133,7 @@ func TestOutput(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "e2e-egress"},
 		Spec: fwv1.NodeFirewallPolicySpec{
 			NodeSelector:   metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/hostname": "worker-1"}},
-			Priority:       50,
+			Priority:       ptr.To[int32](50),
 			Mode:           fwv1.PolicyModeEnforce,
 			DefaultActions: &fwv1.DefaultActions{Output: fwv1.ChainPolicyDrop},
 			Rules: []fwv1.Rule{

@@ -237,3 +237,21 @@ func TestMentions(t *testing.T) {
 		}
 	}
 }
+
+// TestFailsafeFieldsNameTheirIptablesCounterparts: the failsafes of the
+// NodeFirewallConfig read like policy rules (`kubectl explain
+// nodefirewallconfig.spec.failsafes.inbound`).
+func TestFailsafeFieldsNameTheirIptablesCounterparts(t *testing.T) {
+	crd := loadCRDs(t)["NodeFirewallConfig"]
+	if crd == nil {
+		t.Fatal("no CRD for NodeFirewallConfig")
+	}
+	for version, root := range schemas(t, crd) {
+		for _, list := range []string{"inbound", "outbound"} {
+			entries := field(t, root, "spec.failsafes."+list)
+			for name, toks := range map[string][]string{"protocol": {"-p"}, "ports": {"--dport"}, "sources": {"-s"}, "destinations": {"-d"}} {
+				checkMentions(t, version, "nodefirewallconfig.spec.failsafes."+list+"."+name, field(t, entries, name).Description, toks)
+			}
+		}
+	}
+}

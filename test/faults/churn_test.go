@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
@@ -42,7 +43,7 @@ func TestPolicyChurnReachesTheKernel(t *testing.T) {
 	// Rules on ports no probe of the baseline uses, so the cluster keeps
 	// working while it churns.
 	spec := func(r *rand.Rand) fwv1.NodeFirewallPolicySpec {
-		s := fwv1.NodeFirewallPolicySpec{NodeSelector: selectors[r.Intn(len(selectors))], Priority: int32(500 + r.Intn(100))}
+		s := fwv1.NodeFirewallPolicySpec{NodeSelector: selectors[r.Intn(len(selectors))], Priority: ptr.To(int32(500 + r.Intn(100)))}
 		for j := range 1 + r.Intn(5) {
 			s.Rules = append(s.Rules, fwv1.Rule{
 				Name: fmt.Sprintf("r%d", j), Chain: fwv1.ChainInput, Action: []fwv1.Action{fwv1.ActionAccept, fwv1.ActionDrop, fwv1.ActionReject}[r.Intn(3)],

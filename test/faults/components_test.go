@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
@@ -260,7 +261,7 @@ func TestManagerRestartMidRollout(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: fwv1.NodeFirewallPolicySpec{
 			NodeSelector: metav1.LabelSelector{},
-			Priority:     10,
+			Priority:     ptr.To[int32](10),
 			Rollout:      &fwv1.RolloutStrategy{MaxUnavailable: 1},
 			Rules: []fwv1.Rule{{Name: "test-net", Chain: fwv1.ChainInput, Action: fwv1.ActionAccept,
 				Protocol: fwv1.ProtocolTCP, Ports: []fwv1.PortRange{{Port: 9}}, Sources: []string{"192.0.2.1"}}},

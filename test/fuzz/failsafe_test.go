@@ -94,20 +94,75 @@ func genFailsafes(b *bytes, def []compile.Failsafe) []compile.Failsafe {
 		if b.byte()%2 == 0 {
 			last = uint16(min(65535, int(first)+int(b.byte())))
 		}
-		out = append(out, compile.Failsafe{
+		fs := compile.Failsafe{
 			Protocol: pick(b, fwv1.ProtocolTCP, fwv1.ProtocolUDP, fwv1.ProtocolSCTP),
 			Ports:    compile.PortInterval{First: first, Last: last},
-		})
+		}
+		// Some failsafes accept only from (or to) some addresses.
+		for range int(b.byte() % 3) {
+			fs.Sources = append(fs.Sources, pick(b, failsafeNets...))
+		}
+		for range int(b.byte() % 3) {
+			fs.Destinations = append(fs.Destinations, pick(b, failsafeNets...))
+		}
+		if compile.ValidateFailsafe(fs) != nil {
+			fs.Destinations = nil // no family in common with the sources
+		}
+		out = append(out, fs)
 	}
 	return out
+}
+
+// failsafeNets are the prefixes a fuzzed failsafe may be restricted to.
+var failsafeNets = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.0.2.7/32"),
+	netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("2001:db8::/32"),
+}
+
+// within puts a packet's addresses inside a restricted failsafe's lists,
+// in a family both lists have: the packets the failsafe must accept.
+func within(b *bytes, fs compile.Failsafe, p *reference.Packet) {
+	if len(fs.Sources) == 0 && len(fs.Destinations) == 0 {
+		return
+	}
+	of := func(ps []netip.Prefix, v4 bool) []netip.Prefix {
+		var out []netip.Prefix
+		for _, q := range ps {
+			if q.Addr().Is4() == v4 {
+				out = append(out, q)
+			}
+		}
+		return out
+	}
+	var v4s []bool
+	for _, v4 := range []bool{true, false} {
+		if (len(fs.Sources) == 0 || len(of(fs.Sources, v4)) > 0) && (len(fs.Destinations) == 0 || len(of(fs.Destinations, v4)) > 0) {
+			v4s = append(v4s, v4)
+		}
+	}
+	v4 := pick(b, v4s...)
+	if v4 != (p.Family == compile.FamilyIPv4) {
+		if v4 {
+			p.Family, p.SAddr, p.DAddr = compile.FamilyIPv4, netip.AddrFrom4([4]byte{10, 9, 9, b.byte()}), netip.AddrFrom4([4]byte{172, 16, 0, b.byte()})
+		} else {
+			p.Family, p.SAddr, p.DAddr = compile.FamilyIPv6, netip.MustParseAddr("fd00::9"), netip.MustParseAddr("2001:db8::9")
+		}
+	}
+	if ps := of(fs.Sources, v4); len(ps) > 0 {
+		p.SAddr = pick(b, ps...).Addr()
+	}
+	if ps := of(fs.Destinations, v4); len(ps) > 0 {
+		p.DAddr = pick(b, ps...).Addr()
+	}
 }
 
 var l4 = map[fwv1.Protocol]uint8{fwv1.ProtocolTCP: 6, fwv1.ProtocolUDP: 17, fwv1.ProtocolSCTP: 132}
 
 // FuzzFailsafeNeverDropped compiles fuzzed rules (Drop and Reject first
 // among them, every default action Drop by choice) with fuzzed failsafe
-// lists, and sends packets to every failsafe port through the compiled
-// ruleset: each must be accepted, whatever its addresses, interfaces or
+// lists, some restricted to sources or destinations, and sends packets to
+// every failsafe port through the compiled ruleset: each must be accepted,
+// whatever its addresses (within a restricted failsafe's), interfaces or
 // conntrack state, both by the ruleset as the kernel evaluates it and by
 // the reference semantics.
 func FuzzFailsafeNeverDropped(f *testing.F) {
@@ -163,6 +218,7 @@ func FuzzFailsafeNeverDropped(f *testing.F) {
 						p.SAddr = netip.AddrFrom16([16]byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b.byte(), b.byte()})
 						p.DAddr = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b.byte()})
 					}
+					within(b, fs, &p)
 					switch c.chain {
 					case fwv1.ChainInput:
 						p.IIfName = pick(b, "eth0", "cni0", "eth1", "")

@@ -1,24 +1,30 @@
 package manifests
 
 import (
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/clusterconfig"
+	"github.com/nodefw/nodefw/internal/compile"
 )
 
 const (
-	chartDir       = "charts/nodefw"
-	keepAnnotation = "helm.sh/resource-policy"
-	syncHint       = "run hack/sync-chart.sh after changing config/ (CRDs, generated roles, admission policy)"
+	chartDir = "charts/nodefw"
+	syncHint = "run hack/sync-chart.sh after changing config/ (CRDs, generated roles, admission policy)"
 )
 
 // renderChart renders the chart as `helm template` does, with the given
@@ -46,7 +52,16 @@ func renderChart(t *testing.T, values map[string]any) objects {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	// What `helm install` creates: the CRDs of crds/ first, then the
+	// templates.
 	var list []*unstructured.Unstructured
+	for _, crd := range ch.CRDObjects() {
+		objs, err := parseObjects(crd.File.Data)
+		if err != nil {
+			t.Fatalf("%s does not parse: %v", crd.Filename, err)
+		}
+		list = append(list, objs...)
+	}
 	for _, name := range names {
 		if !strings.HasSuffix(name, ".yaml") {
 			continue // NOTES.txt, helpers
@@ -64,18 +79,11 @@ func renderChart(t *testing.T, values map[string]any) objects {
 	return objs
 }
 
-// comparable strips what may differ between the two installs: labels (Helm
-// adds its own) and the chart's keep annotation on the CRDs.
+// comparable strips what may differ between the two installs: labels
+// (Helm adds its own).
 func comparable(u *unstructured.Unstructured) map[string]any {
 	c := u.DeepCopy()
 	c.SetLabels(nil)
-	if a := c.GetAnnotations(); a != nil {
-		delete(a, keepAnnotation)
-		if len(a) == 0 {
-			a = nil
-		}
-		c.SetAnnotations(a)
-	}
 	unstructured.RemoveNestedField(c.Object, "spec", "template", "metadata", "labels")
 	return c.Object
 }
@@ -120,33 +128,38 @@ func TestChartMatchesKustomize(t *testing.T) {
 	}
 }
 
-// TestChartCRDs: the chart's CRDs are config/crd/bases', kept on uninstall.
+// TestChartCRDs: the chart's CRDs are config/crd/bases', in crds/, which
+// Helm installs before it builds the templates (the NodeFirewallConfig
+// among them needs its CRD) and never deletes; no template holds one.
 func TestChartCRDs(t *testing.T) {
-	chart := renderChart(t, nil)
-	for k, want := range readCRDs(t) {
-		got, ok := chart[k]
-		if !ok {
-			t.Errorf("the chart lacks %s; %s", k, syncHint)
-			continue
+	ch, err := loader.Load(filepath.Join(repoRoot, chartDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []*unstructured.Unstructured
+	for _, crd := range ch.CRDObjects() {
+		objs, err := parseObjects(crd.File.Data)
+		if err != nil {
+			t.Fatalf("%s: %v", crd.Filename, err)
 		}
-		if got.GetAnnotations()[keepAnnotation] != "keep" {
-			t.Errorf("chart %s lacks %s: keep", k, keepAnnotation)
-		}
-		if d := diff(comparable(want), comparable(got)); d != "" {
+		list = append(list, objs...)
+	}
+	got, err := index(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := readCRDs(t)
+	if d := diff(want.keys(), got.keys()); d != "" {
+		t.Fatalf("the chart's crds/ and config/crd/bases differ (-bases +chart):\n%s\n%s", d, syncHint)
+	}
+	for k := range want {
+		if d := diff(want[k].Object, got[k].Object); d != "" {
 			t.Errorf("chart %s differs from config/crd/bases (-bases +chart):\n%s\n%s", k, d, syncHint)
 		}
 	}
-
-	noKeep := renderChart(t, map[string]any{"crds": map[string]any{"keep": false}})
-	for k := range readCRDs(t) {
-		if _, ok := noKeep[k].GetAnnotations()[keepAnnotation]; ok {
-			t.Errorf("crds.keep=false: %s still has %s", k, keepAnnotation)
-		}
-	}
-	none := renderChart(t, map[string]any{"crds": map[string]any{"install": false}})
-	for k := range none {
-		if k.Kind == "CustomResourceDefinition" {
-			t.Errorf("crds.install=false still renders %s", k)
+	for _, tmpl := range ch.Templates {
+		if strings.Contains(string(tmpl.Data), "kind: CustomResourceDefinition") {
+			t.Errorf("template %s holds a CRD: CRDs belong in crds/", tmpl.Name)
 		}
 	}
 }
@@ -156,11 +169,15 @@ func TestChartValues(t *testing.T) {
 	objs := renderChart(t, map[string]any{
 		"namespaces": map[string]any{"agent": "fw-agent", "manager": "fw-system"},
 		"agent": map[string]any{
-			"image":            map[string]any{"repository": "registry.example/agent", "tag": "v1.2.3"},
-			"failsafeInbound":  "tcp:22",
-			"failsafeOutbound": "none",
-			"resyncPeriod":     "30s",
-			"healthPort":       19862,
+			"image":      map[string]any{"repository": "registry.example/agent", "tag": "v1.2.3"},
+			"healthPort": 19862,
+		},
+		"config": map[string]any{
+			"failsafes": map[string]any{
+				"inbound":  []any{map[string]any{"protocol": "TCP", "ports": []any{map[string]any{"port": 22}}, "sources": []any{"10.0.0.0/8"}}},
+				"outbound": []any{},
+			},
+			"agent": map[string]any{"resyncPeriod": "30s", "confirmEndpoint": "10.0.0.1:6443"},
 		},
 		"manager": map[string]any{
 			"image":     map[string]any{"repository": "registry.example/manager", "tag": "v1.2.3"},
@@ -173,10 +190,24 @@ func TestChartValues(t *testing.T) {
 	if c.Image != "registry.example/agent:v1.2.3" {
 		t.Errorf("agent image %q", c.Image)
 	}
-	for _, arg := range []string{"--failsafe-inbound=tcp:22", "--failsafe-outbound=none", "--resync-period=30s", "--health-probe-bind-address=:19862"} {
-		if !slices.Contains(c.Args, arg) {
-			t.Errorf("agent args %v lack %s", c.Args, arg)
-		}
+	if !slices.Contains(c.Args, "--health-probe-bind-address=:19862") {
+		t.Errorf("agent args %v lack --health-probe-bind-address=:19862", c.Args)
+	}
+	// The settings reach the NodeFirewallConfig that agents, controller
+	// and failsafe warning read: a list replaces the default one, [] means
+	// none, and what is not set keeps its default.
+	cfg := into[fwv1.NodeFirewallConfig](t, objs.get(t, "NodeFirewallConfig", "", fwv1.NodeFirewallConfigName))
+	got, err := clusterconfig.For(&cfg.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := clusterconfig.Defaults()
+	want.FailsafeInbound = []compile.Failsafe{{Protocol: fwv1.ProtocolTCP, Ports: compile.PortInterval{First: 22, Last: 22},
+		Sources: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
+	want.FailsafeOutbound = []compile.Failsafe{}
+	want.ResyncPeriod, want.ConfirmEndpoint = 30*time.Second, "10.0.0.1:6443"
+	if d := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); d != "" {
+		t.Errorf("the chart's NodeFirewallConfig (-want +got):\n%s", d)
 	}
 	if !hasPort(c.Ports, "health", 19862) {
 		t.Errorf("agent ports %+v lack health 19862", c.Ports)
@@ -189,9 +220,9 @@ func TestChartValues(t *testing.T) {
 
 	// The admission policy follows the agent's namespace.
 	vap := into[admissionv1.ValidatingAdmissionPolicy](t, objs.get(t, "ValidatingAdmissionPolicy", "", admissionPolicy))
-	want := "'system:serviceaccount:fw-agent:" + agentName + "'"
-	if len(vap.Spec.MatchConditions) != 1 || !strings.Contains(vap.Spec.MatchConditions[0].Expression, want) {
-		t.Errorf("matchConditions %+v: want one naming %s", vap.Spec.MatchConditions, want)
+	user := "'system:serviceaccount:fw-agent:" + agentName + "'"
+	if len(vap.Spec.MatchConditions) != 1 || !strings.Contains(vap.Spec.MatchConditions[0].Expression, user) {
+		t.Errorf("matchConditions %+v: want one naming %s", vap.Spec.MatchConditions, user)
 	}
 	for _, k := range []objKey{{"ClusterRoleBinding", "", "nodefw-agent-rolebinding"}, {"ClusterRoleBinding", "", "nodefw-manager-rolebinding"}} {
 		subjects, _, _ := unstructured.NestedSlice(objs.get(t, k.Kind, k.Namespace, k.Name).Object, "subjects")
@@ -199,6 +230,13 @@ func TestChartValues(t *testing.T) {
 		if ns != "fw-agent" && ns != "fw-system" {
 			t.Errorf("%s binds a service account in %v", k, ns)
 		}
+	}
+
+	// Plain HTTP metrics only when asked for.
+	plain := renderChart(t, map[string]any{"agent": map[string]any{"metricsSecure": false}})
+	pc := into[appsv1.DaemonSet](t, plain.get(t, "DaemonSet", agentNamespace, agentName)).Spec.Template.Spec.Containers[0]
+	if !slices.Contains(pc.Args, "--metrics-secure=false") || !hasPort(pc.Ports, "metrics", 9861) {
+		t.Errorf("agent.metricsSecure=false: args %v, ports %+v; want --metrics-secure=false and a port named metrics", pc.Args, pc.Ports)
 	}
 
 	// Without namespaces.create the chart leaves the namespaces alone.

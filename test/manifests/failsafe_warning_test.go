@@ -3,11 +3,13 @@ package manifests
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/admission/plugin/policy/validating"
@@ -16,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
-	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/clusterconfig"
 	"github.com/nodefw/nodefw/internal/resolve"
 )
 
@@ -49,42 +51,43 @@ func TestFailsafeWarningStatic(t *testing.T) {
 		t.Errorf("resource rule %+v: want CREATE and UPDATE of nodefirewallpolicies", rr)
 	}
 
-	// The failsafe lists are the agent's defaults, in its flag syntax.
-	want := map[string]string{
-		"inboundFailsafes":  "'" + compile.FormatFailsafes(compile.DefaultFailsafeInbound()) + "'",
-		"outboundFailsafes": "'" + compile.FormatFailsafes(compile.DefaultFailsafeOutbound()) + "'",
+	// The failsafes are the NodeFirewallConfig named default.
+	if pk := vap.Spec.ParamKind; pk == nil || pk.APIVersion != fwv1.GroupVersion.String() || pk.Kind != "NodeFirewallConfig" {
+		t.Errorf("paramKind %+v, want the NodeFirewallConfig of %s", pk, fwv1.GroupVersion)
 	}
-	for _, v := range vap.Spec.Variables {
-		if w, ok := want[v.Name]; ok {
-			if v.Expression != w {
-				t.Errorf("variable %s is %s, want the agent's default %s", v.Name, v.Expression, w)
-			}
-			delete(want, v.Name)
-		}
-	}
-	for name := range want {
-		t.Errorf("the policy has no variable %s", name)
+	pr := vapb.Spec.ParamRef
+	if pr == nil || pr.Name != fwv1.NodeFirewallConfigName || pr.Namespace != "" || pr.Selector != nil ||
+		pr.ParameterNotFoundAction == nil || *pr.ParameterNotFoundAction != admissionv1.AllowAction {
+		t.Errorf("paramRef %+v, want the object named %s, and no warning without it", pr, fwv1.NodeFirewallConfigName)
 	}
 }
 
-// TestChartFailsafeWarningFollowsValues: the chart's warning knows the
-// failsafe ports the chart gives the agents.
-func TestChartFailsafeWarningFollowsValues(t *testing.T) {
-	objs := renderChart(t, map[string]any{"agent": map[string]any{"failsafeInbound": "tcp:22,tcp:2222", "failsafeOutbound": "none"}})
-	vap := into[admissionv1.ValidatingAdmissionPolicy](t, objs.get(t, "ValidatingAdmissionPolicy", "", failsafeWarning))
-	got := map[string]string{}
-	for _, v := range vap.Spec.Variables {
-		got[v.Name] = v.Expression
+// TestDefaultConfig: config/default writes the NodeFirewallConfig named
+// default, and its settings are the agents' and the controller's built-in
+// defaults, the ones their flags start from.
+func TestDefaultConfig(t *testing.T) {
+	objs := buildKustomize(t, "config/default")
+	cfg := into[fwv1.NodeFirewallConfig](t, objs.get(t, "NodeFirewallConfig", "", fwv1.NodeFirewallConfigName))
+	got, err := clusterconfig.For(&cfg.Spec)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got["inboundFailsafes"] != "'tcp:22,tcp:2222'" || got["outboundFailsafes"] != "'none'" {
-		t.Errorf("failsafe variables %q and %q, want 'tcp:22,tcp:2222' and 'none'", got["inboundFailsafes"], got["outboundFailsafes"])
+	if d := cmp.Diff(clusterconfig.Defaults(), got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); d != "" {
+		t.Errorf("config/default's NodeFirewallConfig differs from the defaults (-defaults +object):\n%s", d)
+	}
+	if cfg.Spec.Failsafes.Inbound == nil || cfg.Spec.Failsafes.Outbound == nil || cfg.Spec.Agent.ResyncPeriod == nil ||
+		cfg.Spec.Agent.ConfirmTimeout == nil || cfg.Spec.Agent.SetLookups == nil {
+		t.Errorf("spec %+v: want every setting written out, not left to the CRD's defaults", cfg.Spec)
 	}
 }
 
-// TestFailsafeWarningAdmission installs the failsafe warning in a real API
-// server: a policy whose Drop rule covers a failsafe port is created with a
-// warning naming the rule, a harmless one without, and the warning agrees
-// with the controller's FailsafeShadowed check rule for rule.
+// TestFailsafeWarningAdmission installs the failsafe warning and the
+// NodeFirewallConfig it reads in a real API server: a policy whose Drop
+// rule covers a failsafe port is created with a warning naming the rule, a
+// harmless one without, the warning follows an edit of the
+// NodeFirewallConfig, failsafes restricted to addresses included, and it
+// agrees with the controller's FailsafeShadowed check, reading the same
+// object, rule for rule.
 func TestFailsafeWarningAdmission(t *testing.T) {
 	objs := buildKustomize(t, "config/default")
 	cfg := startAPIServer(t)
@@ -92,9 +95,10 @@ func TestFailsafeWarningAdmission(t *testing.T) {
 	t.Cleanup(cancel)
 	admin, warned := adminClient(t, cfg)
 
-	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
-		if err := admin.Create(ctx, objs.get(t, kind, "", failsafeWarning).DeepCopy()); err != nil {
-			t.Fatalf("creating %s: %v", kind, err)
+	for _, k := range []objKey{{"ValidatingAdmissionPolicy", "", failsafeWarning}, {"ValidatingAdmissionPolicyBinding", "", failsafeWarning},
+		{"NodeFirewallConfig", "", fwv1.NodeFirewallConfigName}} {
+		if err := admin.Create(ctx, objs.get(t, k.Kind, k.Namespace, k.Name).DeepCopy()); err != nil {
+			t.Fatalf("creating %s: %v", k, err)
 		}
 	}
 
@@ -172,7 +176,21 @@ func TestFailsafeWarningAdmission(t *testing.T) {
 		t.Errorf("updating %s: warnings %q, want one naming rule no-etcd and tcp:2379-2380 only", harmless.Name, w)
 	}
 
-	// Rule for rule, the warning agrees with the controller's check.
+	// Rule for rule, the warning agrees with the controller's check of
+	// the same NodeFirewallConfig.
+	controllerFailsafes := func() resolve.Failsafes {
+		t.Helper()
+		stored := &fwv1.NodeFirewallConfig{}
+		if err := admin.Get(ctx, client.ObjectKey{Name: fwv1.NodeFirewallConfigName}, stored); err != nil {
+			t.Fatal(err)
+		}
+		s, err := clusterconfig.For(&stored.Spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resolve.Failsafes{Inbound: s.FailsafeInbound, Outbound: s.FailsafeOutbound}
+	}
+	failsafes := controllerFailsafes()
 	tcp, udp, sctp := fwv1.ProtocolTCP, fwv1.ProtocolUDP, fwv1.ProtocolSCTP
 	ports := func(p ...int32) []fwv1.PortRange {
 		var out []fwv1.PortRange
@@ -221,10 +239,7 @@ func TestFailsafeWarningAdmission(t *testing.T) {
 			t.Fatalf("%s: dry-run create: %v", desc, err)
 		}
 		got := warned.take()
-		controller := resolve.Resolve(resolve.Input{
-			Policies:  []fwv1.NodeFirewallPolicy{*p},
-			Failsafes: resolve.Failsafes{Inbound: compile.DefaultFailsafeInbound(), Outbound: compile.DefaultFailsafeOutbound()},
-		}).Problems
+		controller := resolve.Resolve(resolve.Input{Policies: []fwv1.NodeFirewallPolicy{*p}, Failsafes: failsafes}).Problems
 		switch {
 		case c.covers == "":
 			if len(got) != 0 || len(controller) != 0 {
@@ -253,6 +268,77 @@ func TestFailsafeWarningAdmission(t *testing.T) {
 	want := "rule a-dns (Output Drop) covers udp:53; rule c-dhcp (Input Reject) covers udp:67-68"
 	if got := warned.take(); len(got) != 1 || !strings.HasSuffix(got[0], want) {
 		t.Errorf("several rules: warnings %q, want one ending %q", got, want)
+	}
+
+	// The operators narrow failsafes to addresses; the warning follows the
+	// object without anything restarted.
+	config := &fwv1.NodeFirewallConfig{}
+	if err := admin.Get(ctx, client.ObjectKey{Name: fwv1.NodeFirewallConfigName}, config); err != nil {
+		t.Fatal(err)
+	}
+	config.Spec.Failsafes.Inbound = append(config.Spec.Failsafes.Inbound,
+		fwv1.Failsafe{Protocol: tcp, Ports: ports(8443, 0, 9000, 9001), Sources: []string{"10.0.0.0/24", "2001:db8::/64"}},
+		fwv1.Failsafe{Protocol: udp, Ports: ports(4789, 0), Destinations: []string{"192.0.2.10"}},
+	)
+	if err := admin.Update(ctx, config); err != nil {
+		t.Fatal(err)
+	}
+	probe := policy("probe", fwv1.Rule{Name: "probe", Chain: fwv1.ChainInput, Action: fwv1.ActionDrop, Protocol: tcp, Ports: ports(8443, 0)})
+	deadline = time.Now().Add(time.Minute)
+	for {
+		if err := admin.Create(ctx, probe.DeepCopy(), client.DryRunAll); err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(warned.take(), func(w string) bool { return strings.Contains(w, "tcp:8443 from") }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the warning never saw the edited NodeFirewallConfig")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	failsafes = controllerFailsafes()
+	byAddress := []struct {
+		proto                 fwv1.Protocol
+		ports                 []fwv1.PortRange
+		sources, destinations []string
+		covers                string
+	}{
+		{tcp, ports(8443, 0), []string{"10.0.0.5"}, nil, "tcp:8443 from 10.0.0.0/24,2001:db8::/64"},
+		{tcp, ports(8000, 9000), []string{"10.0.0.0/16"}, nil, "tcp:8443 from 10.0.0.0/24,2001:db8::/64, tcp:9000-9001 from 10.0.0.0/24,2001:db8::/64"},
+		{tcp, ports(8443, 0), []string{"10.1.0.0/16"}, nil, ""},
+		{tcp, ports(8443, 0), []string{"2001:db8::1:2"}, nil, "tcp:8443 from 10.0.0.0/24,2001:db8::/64"},
+		{tcp, ports(8443, 0), []string{"2001:db9::/32"}, nil, ""},
+		{tcp, ports(8443, 0), nil, []string{"192.0.2.1"}, "tcp:8443 from 10.0.0.0/24,2001:db8::/64"},
+		{udp, ports(4789, 0), nil, []string{"192.0.2.0/24"}, "udp:4789 to 192.0.2.10"},
+		{udp, ports(4789, 0), nil, []string{"198.51.100.1"}, ""},
+		{udp, ports(4789, 0), []string{"10.0.0.1"}, []string{"192.0.2.10/32"}, "udp:4789 to 192.0.2.10"},
+		{udp, nil, []string{"10.0.0.0/8"}, []string{"192.0.2.10"}, "udp:67-68, udp:4789 to 192.0.2.10"},
+		{"", nil, []string{"10.1.0.9"}, nil, "tcp:22, tcp:6443, tcp:2379-2380, tcp:10250, udp:67-68, udp:4789 to 192.0.2.10"},
+	}
+	for i, c := range byAddress {
+		name := fmt.Sprintf("addr-%d", i)
+		p := policy(name, fwv1.Rule{Name: "r" + name, Chain: fwv1.ChainInput, Action: fwv1.ActionDrop, Protocol: c.proto, Ports: c.ports,
+			Sources: c.sources, Destinations: c.destinations})
+		desc := fmt.Sprintf("%s %v from %v to %v", c.proto, c.ports, c.sources, c.destinations)
+		if err := admin.Create(ctx, p, client.DryRunAll); err != nil {
+			t.Fatalf("%s: dry-run create: %v", desc, err)
+		}
+		got := warned.take()
+		controller := resolve.Resolve(resolve.Input{Policies: []fwv1.NodeFirewallPolicy{*p}, Failsafes: failsafes}).Problems
+		if c.covers == "" {
+			if len(got) != 0 || len(controller) != 0 {
+				t.Errorf("%s: warnings %q, controller %v; want neither", desc, got, controller)
+			}
+			continue
+		}
+		want := fmt.Sprintf("rule r%s (Input Drop) covers %s", name, c.covers)
+		if len(got) != 1 || !strings.HasSuffix(got[0], want) {
+			t.Errorf("%s: warnings %q, want one ending %q", desc, got, want)
+		}
+		if len(controller) != 1 || !strings.Contains(controller[0].Message, c.covers) {
+			t.Errorf("%s: the controller reports %v, want %q as the warning does", desc, controller, c.covers)
+		}
 	}
 }
 

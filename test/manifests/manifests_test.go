@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 )
 
 func TestDefaultHasEveryObject(t *testing.T) {
@@ -17,6 +19,7 @@ func TestDefaultHasEveryObject(t *testing.T) {
 	want := []objKey{
 		{"Namespace", "", managerNamespace},
 		{"Namespace", "", agentNamespace},
+		{"CustomResourceDefinition", "", "nodefirewallconfigs.firewall.nodefw.io"},
 		{"CustomResourceDefinition", "", "nodefirewallpolicies.firewall.nodefw.io"},
 		{"CustomResourceDefinition", "", "nodefirewalls.firewall.nodefw.io"},
 		{"ServiceAccount", managerNamespace, managerName},
@@ -37,6 +40,7 @@ func TestDefaultHasEveryObject(t *testing.T) {
 		{"ValidatingAdmissionPolicyBinding", "", admissionPolicy},
 		{"ValidatingAdmissionPolicy", "", failsafeWarning},
 		{"ValidatingAdmissionPolicyBinding", "", failsafeWarning},
+		{"NodeFirewallConfig", "", fwv1.NodeFirewallConfigName},
 	}
 	for _, k := range want {
 		objs.get(t, k.Kind, k.Namespace, k.Name)
@@ -237,6 +241,13 @@ func TestAgentRBAC(t *testing.T) {
 		want[rule{fwGroup, "nodefirewalls/status", v}] = true
 	}
 	want[rule{fwGroup, "nodefirewalls/finalizers", "update"}] = true
+	// The cluster-wide settings, read only.
+	for _, v := range []string{"get", "list", "watch"} {
+		want[rule{fwGroup, "nodefirewallconfigs", v}] = true
+	}
+	// The metrics endpoint checks its callers through the API server.
+	want[rule{"authentication.k8s.io", "tokenreviews", "create"}] = true
+	want[rule{"authorization.k8s.io", "subjectaccessreviews", "create"}] = true
 	want[rule{"events.k8s.io", "events", "create"}] = true
 	want[rule{"events.k8s.io", "events", "patch"}] = true
 	if d := diff(sortedRules(want), sortedRules(perms)); d != "" {
@@ -299,12 +310,27 @@ func TestAgentDaemonSet(t *testing.T) {
 		if strings.HasPrefix(arg, "--cleanup") {
 			t.Errorf("the agent runs with %s", arg)
 		}
+		// The cluster-wide settings are the NodeFirewallConfig's alone.
+		for _, flag := range []string{"--failsafe-", "--resync-period", "--confirm-", "--set-lookups"} {
+			if strings.HasPrefix(arg, flag) {
+				t.Errorf("the agent runs with %s: that setting belongs in the NodeFirewallConfig", arg)
+			}
+		}
 	}
 
 	// NODE_NAME from the pod's node.
 	i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "NODE_NAME" })
 	if i < 0 || c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.FieldRef == nil || c.Env[i].ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
 		t.Errorf("env %+v: want NODE_NAME from spec.nodeName", c.Env)
+	}
+
+	// Metrics on 9861 over HTTPS, callers authenticated and authorized:
+	// the binary's default, which no flag turns off.
+	if !hasPort(c.Ports, "https-metrics", 9861) || !slices.Contains(c.Args, "--metrics-bind-address=:9861") {
+		t.Errorf("agent metrics: ports %+v, args %v: want https-metrics on 9861", c.Ports, c.Args)
+	}
+	if slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--metrics-secure") }) {
+		t.Errorf("agent args %v: metrics must stay secure (the default)", c.Args)
 	}
 
 	// Probes on the health port, 9862.
