@@ -31,6 +31,10 @@ type Packet struct {
 	IIfName, OIfName string
 	// CtState is the packet's conntrack state, one bit.
 	CtState compile.CtState
+	// DAddrLocal says DAddr is one of the node's own addresses, as the
+	// routing table says (fib daddr type local). The PreRouting chain
+	// decides only such packets; see EvalInbound for their way on.
+	DAddrLocal bool
 }
 
 // IP protocol numbers.
@@ -74,7 +78,15 @@ var verdicts = map[v1alpha1.Action]compile.Verdict{
 // decide nothing; an audited chain's default is accept. Of opts it reads
 // only the failsafes. It reads the spec directly, independently of the
 // compiler.
+//
+// PreRouting decides only packets addressed to the node (DAddrLocal), and
+// accepts every other one at once; its implicit accepts are Input's. Its
+// packets are as the client sent them, before any DNAT: EvalInbound takes
+// a packet through PreRouting and on to Input or Forward.
 func EvalSpec(spec v1alpha1.NodeFirewallSpec, opts compile.Options, chain v1alpha1.Chain, p Packet) compile.Verdict {
+	if chain == v1alpha1.ChainPreRouting && !p.DAddrLocal {
+		return compile.VerdictAccept
+	}
 	if implicitAccept(opts, chain, p) {
 		return compile.VerdictAccept
 	}
@@ -101,7 +113,7 @@ func implicitAccept(opts compile.Options, chain v1alpha1.Chain, p Packet) bool {
 	}
 	var failsafes []compile.Failsafe
 	switch chain {
-	case v1alpha1.ChainInput:
+	case v1alpha1.ChainInput, v1alpha1.ChainPreRouting:
 		if p.IIfName == "lo" {
 			return true
 		}
@@ -247,6 +259,9 @@ func ruleMatches(rs *compile.Ruleset, rule *compile.Rule, p Packet) bool {
 		return false
 	}
 	if rule.CtStates != 0 && rule.CtStates&p.CtState == 0 {
+		return false
+	}
+	if (rule.DAddrType == compile.DAddrTypeLocal && !p.DAddrLocal) || (rule.DAddrType == compile.DAddrTypeNotLocal && p.DAddrLocal) {
 		return false
 	}
 	if rule.Lookup != "" {
