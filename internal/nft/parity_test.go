@@ -66,7 +66,7 @@ func paritySpec() v1alpha1.NodeFirewallSpec {
 		DefaultActions: v1alpha1.DefaultActions{
 			PreRouting: v1alpha1.ChainPolicyDrop, Input: v1alpha1.ChainPolicyDrop, Forward: v1alpha1.ChainPolicyDrop, Output: v1alpha1.ChainPolicyDrop,
 		},
-		AuditedChains:  []v1alpha1.Chain{v1alpha1.ChainOutput},
+		AuditedChains: []v1alpha1.Chain{v1alpha1.ChainOutput},
 	}
 }
 
