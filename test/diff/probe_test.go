@@ -242,8 +242,9 @@ func (s *stats) add(probes, mismatches int) {
 // every probe whose verdicts differ, with both renderings of the rule set,
 // then shrinks the rule set to a minimal reproducer. A mismatch fails the
 // test unless the case is excused, when it is only logged. A rule set that
-// a side fails to load fails the test, shrunk likewise.
-func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) {
+// a side fails to load fails the test, shrunk likewise. It returns the
+// probes' results, nil when the rule set did not load.
+func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) []result {
 	tb.Helper()
 	if err := t.load(c); err != nil {
 		st.mu.Lock()
@@ -254,7 +255,7 @@ func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) 
 			small, err := t.shrinkLoad(c, err)
 			tb.Errorf("%s: minimal rule set that fails to load:\n%s\n%v", c.name, describe(small), err)
 		}
-		return
+		return nil
 	}
 	results, err := t.runAll(probes, *timeoutFlag)
 	if err != nil {
@@ -278,7 +279,7 @@ func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) 
 	}
 	st.add(len(probes), len(confirmed))
 	if len(confirmed) == 0 {
-		return
+		return results
 	}
 	report := tb.Errorf
 	if c.excused != "" {
@@ -304,6 +305,7 @@ func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) 
 		small, r := t.shrink(tb, c, confirmed[0].probe)
 		report("%s: minimal reproducer of %v:\n%s", c.name, r, describe(small))
 	}
+	return results
 }
 
 // startShrink reports whether another rule set may be shrunk.
