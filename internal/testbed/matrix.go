@@ -11,6 +11,12 @@ type Port struct {
 
 // The ports of the classic hardening table that config/samples implements,
 // and their neighbours that no policy opens.
+//
+// Every port is a socket bound on the node itself: nothing here rewrites
+// destinations as kube-proxy does, so a port in the NodePort range is just
+// a port of the node, which Input decides (and drops), whatever the
+// PreRouting rules say of NodePorts. NodePorts behind an emulated
+// kube-proxy are probed through NodePortDNAT.
 var (
 	// ControlPlaneAccepted are the ports a control-plane node accepts.
 	ControlPlaneAccepted = []Port{
@@ -28,20 +34,21 @@ var (
 		{TCP, 2381, "above etcd"},
 		{TCP, 10249, "below kubelet"},
 		{TCP, 10253, "above controller-manager"},
-		{TCP, 30080, "NodePort (workers only)"},
+		{TCP, 30080, "node port in the NodePort range, no DNAT"},
 		{TCP, 8080, "not listed"},
 	}
 	// WorkerAccepted are the ports a worker accepts.
 	WorkerAccepted = []Port{
 		{UDP, 8472, "flannel VXLAN"},
 		{TCP, 10250, "kubelet"},
-		{TCP, 30000, "NodePort range start"},
-		{TCP, 31000, "NodePort"},
-		{TCP, 32767, "NodePort range end"},
 	}
-	// WorkerDropped are ports a worker drops.
+	// WorkerDropped are ports a worker drops: among them its own ports in
+	// the NodePort range, which PreRouting lets through as NodePorts and
+	// Input drops, having no rule for them.
 	WorkerDropped = []Port{
 		{TCP, 29999, "below NodePort range"},
+		{TCP, 30000, "node port in the NodePort range, no DNAT"},
+		{TCP, 32767, "node port in the NodePort range, no DNAT"},
 		{TCP, 8080, "not listed"},
 	}
 )
