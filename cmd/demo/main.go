@@ -144,9 +144,9 @@ func (d *demo) run(ctx context.Context, opts testbed.Options, keep bool) error {
 	}
 
 	d.header("Probing the hardening table with real connections between the nodes")
-	fmt.Println("    Every port probed is a socket on the node itself. No kube-proxy runs here, so a port in")
-	fmt.Println("    the NodePort range is no NodePort: the samples govern NodePorts in PreRouting, before")
-	fmt.Println("    kube-proxy's DNAT, and Input drops the node's own ports that no rule accepts.")
+	fmt.Println("    Every port probed is a socket on the node itself. No kube-proxy runs here, so a port in the")
+	fmt.Println("    NodePort range is no NodePort: the workers accept it on Input, a rule only kube-proxy's IPVS")
+	fmt.Println("    mode needs. NodePorts are governed in PreRouting, before kube-proxy's DNAT.")
 	rs := testbed.VerifyChecks(c.SeedChecks())
 	d.printResults(rs)
 

@@ -26,6 +26,7 @@ var (
 		"type filter hook prerouting priority -110; policy accept;",
 		`fib daddr type != local accept comment "nodefw: not addressed to the node"`,
 		`meta l4proto tcp th dport 30000-32767 counter accept comment "worker/nodeports"`,
+		`meta l4proto tcp th dport 30000-32767 counter accept comment "worker/nodeports-ipvs"`,
 		`ip saddr 10.244.0.0/16 counter accept comment "worker/pod-cidr-from"`,
 		`ip daddr 10.244.0.0/16 counter accept comment "worker/pod-cidr-to"`,
 	}

@@ -64,6 +64,7 @@ func workerRules() []v1alpha1.NodeFirewallRule {
 		flannelVXLAN(),
 		tcpPort("kubelet", 10250, 0),
 		nodePorts,
+		tcpPort("nodeports-ipvs", 30000, 32767),
 	}, podCIDRForward()...)...)
 }
 

@@ -14,9 +14,10 @@ type Port struct {
 //
 // Every port is a socket bound on the node itself: nothing here rewrites
 // destinations as kube-proxy does, so a port in the NodePort range is just
-// a port of the node, which Input decides (and drops), whatever the
-// PreRouting rules say of NodePorts. NodePorts behind an emulated
-// kube-proxy are probed through NodePortDNAT.
+// a port of the node. The worker sample accepts that range on Input only
+// for kube-proxy's IPVS mode, which rewrites NodePorts after Input; the
+// control-plane sample does not. NodePorts behind an emulated kube-proxy
+// are probed through Cluster.EmulateNodePort.
 var (
 	// ControlPlaneAccepted are the ports a control-plane node accepts.
 	ControlPlaneAccepted = []Port{
@@ -34,21 +35,19 @@ var (
 		{TCP, 2381, "above etcd"},
 		{TCP, 10249, "below kubelet"},
 		{TCP, 10253, "above controller-manager"},
-		{TCP, 30080, "node port in the NodePort range, no DNAT"},
+		{TCP, 30080, "node's own port in the NodePort range"},
 		{TCP, 8080, "not listed"},
 	}
 	// WorkerAccepted are the ports a worker accepts.
 	WorkerAccepted = []Port{
 		{UDP, 8472, "flannel VXLAN"},
 		{TCP, 10250, "kubelet"},
+		{TCP, 30000, "NodePort range start, Input's IPVS accept"},
+		{TCP, 32767, "NodePort range end, Input's IPVS accept"},
 	}
-	// WorkerDropped are ports a worker drops: among them its own ports in
-	// the NodePort range, which PreRouting lets through as NodePorts and
-	// Input drops, having no rule for them.
+	// WorkerDropped are ports a worker drops.
 	WorkerDropped = []Port{
 		{TCP, 29999, "below NodePort range"},
-		{TCP, 30000, "node port in the NodePort range, no DNAT"},
-		{TCP, 32767, "node port in the NodePort range, no DNAT"},
 		{TCP, 8080, "not listed"},
 	}
 )

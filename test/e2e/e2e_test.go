@@ -25,8 +25,9 @@ const (
 var (
 	kubelet = testbed.Port{Proto: testbed.TCP, Port: 10250, Note: "kubelet"}
 	// inRange is a port of the node itself in the NodePort range: nothing
-	// DNATs it, so it is no NodePort, and Input decides it.
-	inRange  = testbed.Port{Proto: testbed.TCP, Port: 30000, Note: "node port in the NodePort range, no DNAT"}
+	// DNATs it, so it is no NodePort. Workers accept it on Input, as
+	// kube-proxy's IPVS mode needs; control-plane nodes drop it.
+	inRange  = testbed.Port{Proto: testbed.TCP, Port: 30000, Note: "node's own port in the NodePort range"}
 	unlisted = testbed.Port{Proto: testbed.TCP, Port: 8080, Note: "not listed"}
 	below    = testbed.Port{Proto: testbed.TCP, Port: 29999, Note: "below NodePort range"}
 	vxlan    = testbed.Port{Proto: testbed.UDP, Port: 8472, Note: "flannel VXLAN"}
@@ -47,9 +48,9 @@ func TestControlPlaneIngress(t *testing.T) {
 	c.Expect(t, "control-plane ingress", checks)
 }
 
-// TestWorkerIngress: a worker accepts VXLAN and the kubelet, and nothing
-// else of its own: its ports in the NodePort range are no NodePorts here,
-// and Input drops them (TestNodePortPreRouting probes NodePorts).
+// TestWorkerIngress: a worker accepts VXLAN, the kubelet and its own ports
+// in the NodePort range (Input's accept for IPVS mode; these are no
+// NodePorts: TestNodePortPreRouting probes those), and nothing else.
 func TestWorkerIngress(t *testing.T) {
 	c := bed.Cluster(t)
 	var checks []testbed.Check
@@ -376,9 +377,9 @@ func TestNodePortPreRouting(t *testing.T) {
 	open := concat(
 		c.Checks("cp-1", "worker-1", accepted, nodePort),
 		c.Checks("worker-2", "worker-1", accepted, nodePort),
-		// The same port on another node, where nothing DNATs it, is no
-		// NodePort: Input drops it.
-		c.Checks("cp-1", "worker-2", dropped, testbed.Port{Proto: testbed.TCP, Port: port, Note: "no DNAT on worker-2"}),
+		// The same port on the control-plane node, where nothing DNATs
+		// it, is no NodePort: Input drops it.
+		c.Checks("worker-2", "cp-1", dropped, testbed.Port{Proto: testbed.TCP, Port: port, Note: "no DNAT on cp-1"}),
 	)
 	c.Expect(t, "NodePort from the LAN", open)
 
