@@ -11,6 +11,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.inInterface) || self.chain != 'Output'",message="inInterface is not allowed on the Output chain (iptables forbids -i in OUTPUT)",fieldPath=".inInterface"
 // +kubebuilder:validation:XValidation:rule="!has(self.outInterface) || self.chain != 'Input'",message="outInterface is not allowed on the Input chain (iptables forbids -o in INPUT)",fieldPath=".outInterface"
 // +kubebuilder:validation:XValidation:rule="!has(self.outInterface) || self.chain != 'PreRouting'",message="outInterface is not allowed on the PreRouting chain: packets there are not routed yet, so they have no output interface (iptables forbids -o in PREROUTING)",fieldPath=".outInterface"
+// +kubebuilder:validation:XValidation:rule="(has(self.log) && self.log) || (!has(self.logLabel) && !has(self.logRatePerMinute) && !has(self.logBurst))",message="logLabel, logRatePerMinute and logBurst require log: true",fieldPath=".log"
 type Rule struct {
 	// name identifies the rule within its policy. It appears in logs, metrics
 	// and the rendered ruleset.
@@ -88,10 +89,35 @@ type Rule struct {
 	// +kubebuilder:validation:MaxItems=4
 	States []ConnState `json:"states,omitempty"`
 
-	// log logs matching packets to the kernel log, rate-limited, with a
-	// prefix naming the policy and rule (as a LOG rule before the target).
+	// log logs matching packets, rate-limited, as one JSON line each on the
+	// standard output of the node's agent, naming the policy, the rule and
+	// the action (as an NFLOG rule before the target).
 	// +optional
 	Log bool `json:"log,omitempty"`
+
+	// Log settings, only with log: true.
+
+	// logLabel is a short label carried in every log line of the rule,
+	// e.g. `ssh-scan`. Only with log.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	LogLabel string `json:"logLabel,omitempty"`
+
+	// logRatePerMinute is how many matching packets a minute are logged at
+	// most (`-m limit --limit N/minute`); omitted means 10. Only with log.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=60000
+	LogRatePerMinute int32 `json:"logRatePerMinute,omitempty"`
+
+	// logBurst is how many packets are logged in a burst before the rate
+	// applies (`--limit-burst`); omitted means 5. Only with log.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	LogBurst int32 `json:"logBurst,omitempty"`
 }
 
 // RolloutStrategy stages a policy change across its nodes.
@@ -138,6 +164,10 @@ const (
 	// ReasonProgressDeadlineExceeded: nodes have not reported a generation
 	// within the progress deadline (an agent down, a node unreachable).
 	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
+	// ReasonNodeFirewallTooLarge: the NodeFirewall of a node the policy
+	// selects would exceed the API server's request size, so it is not
+	// written; that node keeps its last NodeFirewall and ruleset.
+	ReasonNodeFirewallTooLarge = "NodeFirewallTooLarge"
 	// ReasonDefaultActionConflict: policies on one node set different
 	// default actions for a chain; the one evaluated first wins.
 	ReasonDefaultActionConflict = ConditionDefaultActionConflict

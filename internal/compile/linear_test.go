@@ -340,10 +340,16 @@ func genDNAT(c chooser, fam compile.Family) *reference.DNAT {
 // say.
 func checkFailsafes(t testing.TB, c chooser, spec v1alpha1.NodeFirewallSpec, opts compile.Options, forms map[string]*compile.Ruleset) {
 	t.Helper()
-	for chain, fs := range map[v1alpha1.Chain][]compile.Failsafe{
-		v1alpha1.ChainPreRouting: opts.FailsafeInbound, v1alpha1.ChainInput: opts.FailsafeInbound, v1alpha1.ChainOutput: opts.FailsafeOutbound,
+	// A slice, not a map: the packets draw from c, and the specs drawn
+	// after them must not depend on a map's order.
+	for _, cf := range []struct {
+		chain v1alpha1.Chain
+		fs    []compile.Failsafe
+	}{
+		{v1alpha1.ChainPreRouting, opts.FailsafeInbound}, {v1alpha1.ChainInput, opts.FailsafeInbound}, {v1alpha1.ChainOutput, opts.FailsafeOutbound},
 	} {
-		for _, f := range fs {
+		chain := cf.chain
+		for _, f := range cf.fs {
 			p := genPacket(c, chain)
 			p.L4Proto, p.Transport = protoNumber(f.Protocol), true
 			p.DPort = f.Ports.First + uint16(c.intn(int(f.Ports.Last-f.Ports.First)+1))

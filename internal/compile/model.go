@@ -84,8 +84,10 @@ type PortInterval struct {
 
 // Log asks a rule to log matches, rate-limited.
 type Log struct {
-	// Prefix is the kernel log prefix, at most 127 bytes.
+	// Prefix is the log prefix, at most 127 bytes (see LogPrefix).
 	Prefix string
+	// Group is the NFLOG group the packet goes to.
+	Group uint16
 	// RatePerMinute limits logged packets; 0 means no limit. The limit
 	// gates only the log: a rule's Counter comes before it and counts
 	// every match (counter, limit, log, in that order).
@@ -262,6 +264,10 @@ type Ruleset struct {
 	// Sets are the named sets the chains' Lookup rules refer to, in the
 	// order of the rules that first use them.
 	Sets []Set
+	// LogSources maps the prefix of every log rule to what it logs, for
+	// the agent's log reader; nil when no rule logs. Equal ignores it: it
+	// follows from the rules.
+	LogSources map[string]LogSource
 }
 
 // Set returns the named set, or nil.
@@ -289,6 +295,7 @@ func (r *Ruleset) Equal(o *Ruleset) bool {
 	if r == nil || o == nil {
 		return r == o
 	}
+	// LogSources is not compared: it follows from the rules' log prefixes.
 	if r.Table != o.Table || len(r.Chains) != len(o.Chains) || len(r.Sets) != len(o.Sets) {
 		return false
 	}

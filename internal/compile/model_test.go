@@ -11,8 +11,8 @@ import (
 // added to the model without being compared.
 func TestRulesetEqual(t *testing.T) {
 	for typ, fields := range map[reflect.Type]int{
-		reflect.TypeFor[Ruleset](): 3, reflect.TypeFor[Chain](): 5, reflect.TypeFor[Rule](): 15,
-		reflect.TypeFor[Set](): 7, reflect.TypeFor[SetElement](): 4, reflect.TypeFor[Log](): 3,
+		reflect.TypeFor[Ruleset](): 4, reflect.TypeFor[Chain](): 5, reflect.TypeFor[Rule](): 15,
+		reflect.TypeFor[Set](): 7, reflect.TypeFor[SetElement](): 4, reflect.TypeFor[Log](): 4,
 	} {
 		if typ.NumField() != fields {
 			t.Errorf("%v has %d fields, Ruleset.Equal compares %d", typ, typ.NumField(), fields)

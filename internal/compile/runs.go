@@ -73,6 +73,7 @@ type chainBuilder struct {
 	// a hash set of their own.
 	exactMin int
 	scratch  *runScratch
+	logs     *logBook
 }
 
 // addRules appends a chain's API rules, turning runs into set lookups.
@@ -89,7 +90,7 @@ func (b *chainBuilder) addRules(rules []parsedRule) {
 			i = j
 			continue
 		}
-		b.ch.Rules = append(b.ch.Rules, expandRule(rules[i])...)
+		b.ch.Rules = append(b.ch.Rules, expandRule(rules[i], b.logs)...)
 		i++
 	}
 }
@@ -143,7 +144,7 @@ func (b *chainBuilder) addRun(rules []parsedRule) {
 		b.addRun(rules[:len(rules)/2])
 		b.addRun(rules[len(rules)/2:])
 	default:
-		b.ch.Rules = append(b.ch.Rules, expandRule(rules[0])...)
+		b.ch.Rules = append(b.ch.Rules, expandRule(rules[0], b.logs)...)
 	}
 }
 

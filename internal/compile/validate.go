@@ -170,6 +170,7 @@ func validateRule(i int, r *v1alpha1.NodeFirewallRule, fail func(path, format st
 			fail(fmt.Sprintf("%s.states[%d]", path(), j), "%q is not New, Established, Related or Invalid", s)
 		}
 	}
+	validateLog(path, r, fail)
 }
 
 // validateInterface checks field of rule i, an interface name, if set:

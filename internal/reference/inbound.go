@@ -36,7 +36,7 @@ func EvalInbound(spec v1alpha1.NodeFirewallSpec, opts compile.Options, p Packet,
 	if v := EvalSpec(spec, opts, v1alpha1.ChainPreRouting, p); v != compile.VerdictAccept {
 		return v, v1alpha1.ChainPreRouting
 	}
-	q, chain := afterPreRouting(p, dnat)
+	q, chain := AfterPreRouting(p, dnat)
 	return EvalSpec(spec, opts, chain, q), chain
 }
 
@@ -47,7 +47,7 @@ func EvalRulesetInbound(rs *compile.Ruleset, p Packet, dnat *DNAT) (compile.Verd
 	if v := EvalRuleset(rs, compile.ChainPreRouting, p); v != compile.VerdictAccept {
 		return v, v1alpha1.ChainPreRouting
 	}
-	q, chain := afterPreRouting(p, dnat)
+	q, chain := AfterPreRouting(p, dnat)
 	name := compile.ChainInput
 	if chain == v1alpha1.ChainForward {
 		name = compile.ChainForward
@@ -55,10 +55,11 @@ func EvalRulesetInbound(rs *compile.Ruleset, p Packet, dnat *DNAT) (compile.Verd
 	return EvalRuleset(rs, name, q), chain
 }
 
-// afterPreRouting is the packet as Input or Forward see it, and which of
-// them: translated by dnat, if any; an input packet has no output
-// interface.
-func afterPreRouting(p Packet, dnat *DNAT) (Packet, v1alpha1.Chain) {
+// AfterPreRouting is a packet that PreRouting accepted as Input or Forward
+// see it, and which of them: translated by dnat, if not nil; an input
+// packet has no output interface. Tracing a packet's whole way through a
+// node takes it from here to the second chain.
+func AfterPreRouting(p Packet, dnat *DNAT) (Packet, v1alpha1.Chain) {
 	q := p
 	if dnat != nil {
 		q.DAddr, q.DPort, q.DAddrLocal, q.OIfName = dnat.DAddr, dnat.DPort, dnat.Local, dnat.OIfName

@@ -11,7 +11,6 @@ import (
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
-	"github.com/nodefw/nodefw/internal/netnstest"
 	"github.com/nodefw/nodefw/internal/reference"
 	"github.com/nodefw/nodefw/internal/specgen"
 )
@@ -92,8 +91,8 @@ func dnatProbes() []probe {
 	return matrix(ps, dnatPorts, dnatPorts)
 }
 
-// inbound is a probe as the reference sees it arrive at the router, and
-// the DNAT it meets.
+// inbound is a probe of dnatProbes as the reference sees it arrive at the
+// router, and the DNAT it meets.
 func inbound(p probe) (reference.Packet, *reference.DNAT) {
 	pkt := reference.Packet{
 		Family: compile.FamilyIPv4, SAddr: p.src, DAddr: p.dst, L4Proto: 6, Transport: true, DPort: p.port,
@@ -116,44 +115,12 @@ func inbound(p probe) (reference.Packet, *reference.DNAT) {
 	return pkt, nil
 }
 
-// verdicts maps the reference's verdicts to what a probe sees.
-var probeVerdicts = map[compile.Verdict]netnstest.Verdict{
-	compile.VerdictAccept: netnstest.Accepted,
-	compile.VerdictDrop:   netnstest.Dropped,
-	compile.VerdictReject: netnstest.Rejected,
-}
-
-// checkDNAT loads a rule set on both sides, compares them on the DNAT
-// probes, and holds both to reference.EvalInbound where they agree: the
-// reference must predict what the kernel did, chain by chain.
-func (t *topology) checkDNAT(tb testing.TB, c *ruleCase, st *stats) {
-	tb.Helper()
-	for _, r := range t.check(tb, c, dnatProbes(), st) {
-		if r.ipt != r.nfw {
-			continue // reported by check
-		}
-		pkt, dnat := inbound(r.probe)
-		v, chain := reference.EvalInbound(c.spec, compile.Options{}, pkt, dnat)
-		want := probeVerdicts[v]
-		if r.nfw == want {
-			continue
-		}
-		// A slow answer is not a drop: ask again, with time.
-		got, err := t.nfw.settled(r.probe)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if got != want {
-			tb.Errorf("%s: %v: both kernels say %v, reference.EvalInbound %v (in %s), DNAT %+v\n%s",
-				c.name, r.probe, got, want, chain, dnat, describe(c))
-		}
-	}
-}
-
 // TestPreRoutingDNAT compares PreRouting with mangle PREROUTING around an
 // emulated kube-proxy: NodePort restrictions of the nodeports-from-cidr
 // sample's shape, each action, a default Drop, Audit mode and logging,
-// then random rule sets of every chain.
+// then random rule sets of every chain. The trace of every probe, through
+// PreRouting, the DNAT and Input or Forward (tracePath), must foretell
+// what both kernels did.
 func TestPreRoutingDNAT(t *testing.T) {
 	tp := env(t)
 	withDNAT(t, tp)
@@ -235,7 +202,7 @@ func TestPreRoutingDNAT(t *testing.T) {
 	var st stats
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tp.checkDNAT(t, newRuleCase(tc.name, tc.spec), &st)
+			tp.check(t, newRuleCase(tc.name, tc.spec), dnatProbes(), &st)
 		})
 	}
 	seed := *seedFlag
@@ -246,7 +213,7 @@ func TestPreRoutingDNAT(t *testing.T) {
 		if err := reference.Validate(spec); err != nil {
 			t.Fatalf("set %d: the generator made an invalid rule set: %v", i, err)
 		}
-		tp.checkDNAT(t, newRuleCase(fmt.Sprintf("DNAT set %d (-diff.seed=%d)", i, seed), spec), &st)
+		tp.check(t, newRuleCase(fmt.Sprintf("DNAT set %d (-diff.seed=%d)", i, seed), spec), dnatProbes(), &st)
 	}
 	t.Logf("%v, random sets in %v", &st, time.Since(start).Round(time.Millisecond))
 }
