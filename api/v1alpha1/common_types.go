@@ -1,17 +1,23 @@
 package v1alpha1
 
 // Chain names the iptables-style chain a rule belongs to.
-// +kubebuilder:validation:Enum=Input;Forward;Output
+// +kubebuilder:validation:Enum=Input;Forward;Output;PreRouting
 type Chain string
 
 const (
 	ChainInput   Chain = "Input"
 	ChainForward Chain = "Forward"
 	ChainOutput  Chain = "Output"
+	// ChainPreRouting sees the packets addressed to the node itself before
+	// any DNAT (kube-proxy's NodePorts, hostPorts): their destination is
+	// the address and port the client used. A packet it accepts still
+	// meets Input or Forward afterwards.
+	ChainPreRouting Chain = "PreRouting"
 )
 
-// Chains lists every chain in the order nodefw programs them.
-var Chains = []Chain{ChainInput, ChainForward, ChainOutput}
+// Chains lists every chain in the order nodefw programs them, which is the
+// order a packet meets them: PreRouting first.
+var Chains = []Chain{ChainPreRouting, ChainInput, ChainForward, ChainOutput}
 
 // Action is what a matching rule does to a packet, as an iptables target.
 // +kubebuilder:validation:Enum=Accept;Drop;Reject
@@ -96,6 +102,14 @@ func (p PortRange) Last() int32 {
 
 // DefaultActions are the chain policies, as `iptables -P CHAIN TARGET`.
 type DefaultActions struct {
+	// preRouting is the policy of the PreRouting chain (`iptables -t mangle
+	// -P PREROUTING`), for packets addressed to the node that no PreRouting
+	// rule decides. Drop there drops them before kube-proxy's DNAT, whatever
+	// Input and Forward would say: accept every port the node serves in
+	// PreRouting first.
+	// +optional
+	PreRouting ChainPolicy `json:"preRouting,omitempty"`
+
 	// input is the policy of the Input chain (`iptables -P INPUT`).
 	// +optional
 	Input ChainPolicy `json:"input,omitempty"`
@@ -125,6 +139,8 @@ func (d DefaultActions) For(c Chain) ChainPolicy {
 		return d.Forward
 	case ChainOutput:
 		return d.Output
+	case ChainPreRouting:
+		return d.PreRouting
 	}
 	return ""
 }
@@ -138,6 +154,8 @@ func (d *DefaultActions) Set(c Chain, p ChainPolicy) {
 		d.Forward = p
 	case ChainOutput:
 		d.Output = p
+	case ChainPreRouting:
+		d.PreRouting = p
 	}
 }
 

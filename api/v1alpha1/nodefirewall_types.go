@@ -37,7 +37,7 @@ type NodeFirewallRule struct {
 	// +required
 	Name string `json:"name"`
 
-	// chain is Input, Forward or Output.
+	// chain is PreRouting, Input, Forward or Output.
 	// +required
 	Chain Chain `json:"chain"`
 

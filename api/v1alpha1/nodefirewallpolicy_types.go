@@ -10,6 +10,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.ports) || size(self.ports) == 0 || (has(self.protocol) && self.protocol in ['TCP', 'UDP', 'SCTP'])",message="ports require protocol TCP, UDP or SCTP",fieldPath=".ports"
 // +kubebuilder:validation:XValidation:rule="!has(self.inInterface) || self.chain != 'Output'",message="inInterface is not allowed on the Output chain (iptables forbids -i in OUTPUT)",fieldPath=".inInterface"
 // +kubebuilder:validation:XValidation:rule="!has(self.outInterface) || self.chain != 'Input'",message="outInterface is not allowed on the Input chain (iptables forbids -o in INPUT)",fieldPath=".outInterface"
+// +kubebuilder:validation:XValidation:rule="!has(self.outInterface) || self.chain != 'PreRouting'",message="outInterface is not allowed on the PreRouting chain: packets there are not routed yet, so they have no output interface (iptables forbids -o in PREROUTING)",fieldPath=".outInterface"
 // +kubebuilder:validation:XValidation:rule="(has(self.log) && self.log) || (!has(self.logLabel) && !has(self.logRatePerMinute) && !has(self.logBurst))",message="logLabel, logRatePerMinute and logBurst require log: true",fieldPath=".log"
 type Rule struct {
 	// name identifies the rule within its policy. It appears in logs, metrics
@@ -21,7 +22,12 @@ type Rule struct {
 	Name string `json:"name"`
 
 	// chain is the chain the rule is appended to: Input (iptables INPUT),
-	// Forward (FORWARD) or Output (OUTPUT).
+	// Forward (FORWARD), Output (OUTPUT) or PreRouting (PREROUTING of the
+	// mangle table). PreRouting sees only packets addressed to the node
+	// itself, before kube-proxy's DNAT, so its ports are the NodePort,
+	// hostPort or external IP port the client used; Input and Forward see
+	// them after DNAT, at the backend's address and port. Accept in
+	// PreRouting means "not dropped here": Input or Forward still decide.
 	// +required
 	Chain Chain `json:"chain"`
 
@@ -70,7 +76,7 @@ type Rule struct {
 	InInterface string `json:"inInterface,omitempty"`
 
 	// outInterface is the interface the packet leaves by (`-o`), with the
-	// same `+` wildcard. Not allowed on the Input chain.
+	// same `+` wildcard. Not allowed on the Input and PreRouting chains.
 	// +optional
 	// +kubebuilder:validation:MaxLength=16
 	// +kubebuilder:validation:Pattern=`^([A-Za-z0-9_.@:-]{1,15}\+?|\+)$`

@@ -360,12 +360,6 @@ func TestNodeFirewallPolicyRejectsInvalid(t *testing.T) {
 			msg:   "Unsupported value",
 		},
 		{
-			name:  "unknown chain PreRouting",
-			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Chain = "PreRouting" },
-			field: "spec.rules[0].chain",
-			msg:   "Unsupported value",
-		},
-		{
 			name:  "unknown action",
 			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Action = "Log" },
 			field: "spec.rules[0].action",
@@ -451,6 +445,29 @@ func TestNodeFirewallPolicyRejectsInvalid(t *testing.T) {
 			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).OutInterface = "eth0" },
 			field: "spec.rules[0].outInterface",
 			msg:   "outInterface is not allowed on the Input chain",
+		},
+		{
+			name: "outInterface on PreRouting",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Chain = v1alpha1.ChainPreRouting
+				rule(p).OutInterface = "eth0"
+			},
+			field: "spec.rules[0].outInterface",
+			msg:   "outInterface is not allowed on the PreRouting chain: packets there are not routed yet",
+		},
+		{
+			name:  "unknown chain PREROUTING",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Chain = "PREROUTING" },
+			field: "spec.rules[0].chain",
+			msg:   "Unsupported value",
+		},
+		{
+			name: "unknown default action preRouting",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				p.Spec.DefaultActions = &v1alpha1.DefaultActions{PreRouting: "Reject"}
+			},
+			field: "spec.defaultActions.preRouting",
+			msg:   "Unsupported value",
 		},
 		{
 			name:  "logLabel without log",
@@ -701,6 +718,23 @@ func TestNodeFirewallPolicyAcceptsValid(t *testing.T) {
 				rule(p).Chain = v1alpha1.ChainForward
 				rule(p).InInterface = "eth0.100"
 				rule(p).OutInterface = "cni_0@if2:x-y"
+			},
+		},
+		{
+			name: "PreRouting rules of every action and a Drop default",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				p.Spec.DefaultActions = &v1alpha1.DefaultActions{PreRouting: v1alpha1.ChainPolicyDrop, Input: v1alpha1.ChainPolicyDrop}
+				p.Spec.Rules = rules(3)
+				for i, a := range []v1alpha1.Action{v1alpha1.ActionAccept, v1alpha1.ActionDrop, v1alpha1.ActionReject} {
+					r := &p.Spec.Rules[i]
+					r.Chain, r.Action = v1alpha1.ChainPreRouting, a
+					r.Ports = []v1alpha1.PortRange{{Port: 30000 + int32(i), EndPort: 30100}}
+					r.Sources = []string{"192.0.2.0/24", "2001:db8::/32"}
+					r.Destinations = []string{"198.51.100.7"}
+					r.InInterface = "eth+"
+					r.States = []v1alpha1.ConnState{v1alpha1.ConnStateNew}
+					r.Log = true
+				}
 			},
 		},
 		{

@@ -128,9 +128,10 @@ func (d *demo) run(ctx context.Context, opts testbed.Options, keep bool) error {
 		if err := c.ApplyPolicy(ctx, p); err != nil {
 			return fmt.Errorf("applying %s: %w", p.Name, err)
 		}
-		fmt.Printf("    %-14s %s, priority %d, %d rules, nodes: %s\n", p.Name, modeOf(p), p.Spec.EffectivePriority(), len(p.Spec.Rules), selectorText(p))
+		fmt.Printf("    %-19s %s, priority %d, %d rules, nodes: %s\n", p.Name, modeOf(p), p.Spec.EffectivePriority(), len(p.Spec.Rules), selectorText(p))
 	}
-	fmt.Printf("    (strict-output's placeholder %s is replaced by cp-1's address %s)\n", testbed.SampleControlPlaneAddr, c.Node("cp-1").Addr)
+	fmt.Printf("    (strict-output's placeholder %s is replaced by cp-1's address %s,\n", testbed.SampleControlPlaneAddr, c.Node("cp-1").Addr)
+	fmt.Printf("    nodeports-from-cidr's placeholder %s by the nodes' LAN %s)\n", testbed.SampleNodePortClients, testbed.LANPrefix)
 	applied := time.Now()
 	if err := d.waitReady(ctx); err != nil {
 		return err
@@ -143,6 +144,9 @@ func (d *demo) run(ctx context.Context, opts testbed.Options, keep bool) error {
 	}
 
 	d.header("Probing the hardening table with real connections between the nodes")
+	fmt.Println("    Every port probed is a socket on the node itself. No kube-proxy runs here, so a port in the")
+	fmt.Println("    NodePort range is no NodePort: the workers accept it on Input, a rule only kube-proxy's IPVS")
+	fmt.Println("    mode needs. NodePorts are governed in PreRouting, before kube-proxy's DNAT.")
 	rs := testbed.VerifyChecks(c.SeedChecks())
 	d.printResults(rs)
 

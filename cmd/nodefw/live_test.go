@@ -43,8 +43,9 @@ func TestTraceLive(t *testing.T) {
 	t.Setenv("KUBECONFIG", "")
 
 	live := []string{"--live", "worker-1", "--kubeconfig", kubeconfig, "--failsafe-inbound", "none"}
-	code, tr, stderr := traceJSON(t, "", append(live, "--proto", "tcp", "--from", "192.0.2.1", "--to", "10.0.0.2:31000")...)
-	if code != exitAccept || tr.Node != "worker-1" || tr.DecidedBy != "worker/nodeports" || strings.Join(tr.Policies, ",") != "worker,strict-output" {
+	code, tr, stderr := traceJSON(t, "", append(live, "--chain", "PreRouting", "--proto", "tcp", "--from", "192.0.2.1", "--to", "10.0.0.2:31000")...)
+	if code != exitDrop || tr.Node != "worker-1" || tr.DecidedBy != "nodeports-from-cidr/tcp-from-others" ||
+		strings.Join(tr.Policies, ",") != "nodeports-from-cidr,worker,strict-output" {
 		t.Errorf("a NodePort: exit code %d, node %q, policies %v, decided by %q\nstderr: %s", code, tr.Node, tr.Policies, tr.DecidedBy, stderr)
 	}
 	code, tr, stderr = traceJSON(t, "", append(live, "--proto", "tcp", "--from", "192.0.2.1", "--to", "10.0.0.2:6443")...)

@@ -15,6 +15,7 @@ const (
 	workerSample       = "../../config/samples/firewall_v1alpha1_nodefirewallpolicy_worker.yaml"
 	controlPlaneSample = "../../config/samples/firewall_v1alpha1_nodefirewallpolicy_control_plane.yaml"
 	strictOutputSample = "../../config/samples/firewall_v1alpha1_nodefirewallpolicy_strict_output.yaml"
+	nodePortsSample    = "../../config/samples/firewall_v1alpha1_nodefirewallpolicy_nodeports_from_cidr.yaml"
 )
 
 // Rules of the samples, as rendered.
@@ -22,7 +23,10 @@ var (
 	workerRules = []string{
 		`meta l4proto udp th dport 8472 counter accept comment "worker/flannel-vxlan"`,
 		`meta l4proto tcp th dport 10250 counter accept comment "worker/kubelet"`,
+		"type filter hook prerouting priority -110; policy accept;",
+		`fib daddr type != local accept comment "nodefw: not addressed to the node"`,
 		`meta l4proto tcp th dport 30000-32767 counter accept comment "worker/nodeports"`,
+		`meta l4proto tcp th dport 30000-32767 counter accept comment "worker/nodeports-ipvs"`,
 		`ip saddr 10.244.0.0/16 counter accept comment "worker/pod-cidr-from"`,
 		`ip daddr 10.244.0.0/16 counter accept comment "worker/pod-cidr-to"`,
 	}
@@ -82,7 +86,35 @@ func TestRenderSamples(t *testing.T) {
 				"policies control-plane",
 				"type filter hook input priority 10; policy drop;",
 			}, controlPlaneRules...),
-			wantNot: []string{"worker/", "30000-32767"},
+			wantNot: []string{"worker/", "30000-32767", "prerouting"},
+		},
+		{
+			name: "NodePorts from a CIDR, on every node, before the worker policy",
+			args: []string{"-f", workerSample, "-f", nodePortsSample, "--node-labels", "zone=a", "--failsafe-inbound", "none"},
+			want: []string{
+				"# node node zone=a: policies nodeports-from-cidr, worker",
+				"type filter hook prerouting priority -110; policy accept;\n" +
+					"\t\tct state established,related accept comment \"nodefw: established,related\"\n" +
+					"\t\tfib daddr type != local accept comment \"nodefw: not addressed to the node\"\n" +
+					"\t\tiifname \"lo\" accept comment \"nodefw: loopback\"\n" +
+					"\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } accept comment \"nodefw: icmpv6 neighbour discovery\"\n" +
+					"\t\tip saddr 192.168.0.0/16 meta l4proto tcp th dport 30000-32767 counter accept comment \"nodeports-from-cidr/tcp-from-clients\"\n" +
+					"\t\tip saddr 192.168.0.0/16 meta l4proto udp th dport 30000-32767 counter accept comment \"nodeports-from-cidr/udp-from-clients\"\n" +
+					"\t\tmeta l4proto tcp th dport 30000-32767 counter drop comment \"nodeports-from-cidr/tcp-from-others\"\n" +
+					"\t\tmeta l4proto udp th dport 30000-32767 counter drop comment \"nodeports-from-cidr/udp-from-others\"\n" +
+					"\t\tmeta l4proto tcp th dport 30000-32767 counter accept comment \"worker/nodeports\"\n" +
+					"\t}",
+			},
+		},
+		{
+			name: "NodePorts from a CIDR on a control-plane node",
+			args: []string{"-f", workerSample, "-f", controlPlaneSample, "-f", nodePortsSample, "--node-labels", "node-role.kubernetes.io/control-plane="},
+			want: []string{
+				"policies nodeports-from-cidr, control-plane",
+				"type filter hook prerouting priority -110; policy accept;",
+				`meta l4proto tcp th dport 30000-32767 counter drop comment "nodeports-from-cidr/tcp-from-others"`,
+			},
+			wantNot: []string{"worker/"},
 		},
 		{
 			name: "failsafes",
@@ -373,7 +405,7 @@ func TestRenderDirectory(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit code %d\n%s", code, stderr)
 	}
-	_, fromFiles, _ := runCLI(t, "", append([]string{"render", "-f", workerSample, "-f", controlPlaneSample, "-f", strictOutputSample}, labels...)...)
+	_, fromFiles, _ := runCLI(t, "", append([]string{"render", "-f", workerSample, "-f", controlPlaneSample, "-f", strictOutputSample, "-f", nodePortsSample}, labels...)...)
 	if diff := cmp.Diff(fromFiles, fromDir); diff != "" {
 		t.Errorf("render of the directory (-files +directory):\n%s", diff)
 	}

@@ -80,7 +80,7 @@ func writeStatus(w io.Writer, policies []fwv1.NodeFirewallPolicy, nfws []fwv1.No
 		}
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "NODE\tPOLICIES\tRULES\tINPUT\tFORWARD\tOUTPUT\tREADY\tLAST APPLIED\tMESSAGE")
+	fmt.Fprintln(tw, "NODE\tPOLICIES\tRULES\tPREROUTING\tINPUT\tFORWARD\tOUTPUT\tREADY\tLAST APPLIED\tMESSAGE")
 	for _, n := range nfws {
 		ready, msg := conditionSummary(n.Status.Conditions, n.Generation)
 		applied := "-"
@@ -88,8 +88,13 @@ func writeStatus(w io.Writer, policies []fwv1.NodeFirewallPolicy, nfws []fwv1.No
 			applied = time.Since(t.Time).Round(time.Second).String() + " ago"
 		}
 		d := n.Spec.DefaultActions
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, len(n.Spec.Policies), n.Status.RuleCount,
-			d.Input, d.Forward, d.Output, ready, applied, msg)
+		preRouting := d.PreRouting
+		if preRouting == "" {
+			// Written before PreRouting existed: unset is Accept.
+			preRouting = fwv1.ChainPolicyAccept
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, len(n.Spec.Policies), n.Status.RuleCount,
+			preRouting, d.Input, d.Forward, d.Output, ready, applied, msg)
 	}
 	_ = tw.Flush()
 }

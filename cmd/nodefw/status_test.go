@@ -33,6 +33,7 @@ func statusFixtures() ([]fwv1.NodeFirewallPolicy, []fwv1.NodeFirewall) {
 	}
 	refs := []fwv1.PolicyReference{{Name: "worker", Generation: 3}, {Name: "audit-egress", Generation: 1}}
 	w1 := nfw("worker-1", 5, refs...)
+	w1.Spec.DefaultActions.PreRouting = fwv1.ChainPolicyDrop
 	w1.Status = status.NodeApplied(w1, 12, metav1.NewTime(time.Now().Add(-90*time.Second)))
 	w2 := nfw("worker-2", 4, refs...)
 	w2.Status = status.NodeFailed(w2, fwv1.ReasonApplyFailed, errors.New("netlink: operation not permitted"))
@@ -128,7 +129,7 @@ func TestWriteStatus(t *testing.T) {
 	if h := strings.Join(rows["POLICY"], " "); h != "POLICY PRIORITY MODE RULES MATCHED APPLIED FAILED READY MESSAGE" {
 		t.Errorf("policy header %q", h)
 	}
-	if h := strings.Join(rows["NODE"], " "); h != "NODE POLICIES RULES INPUT FORWARD OUTPUT READY LAST APPLIED MESSAGE" {
+	if h := strings.Join(rows["NODE"], " "); h != "NODE POLICIES RULES PREROUTING INPUT FORWARD OUTPUT READY LAST APPLIED MESSAGE" {
 		t.Errorf("node header %q", h)
 	}
 
@@ -146,12 +147,12 @@ func TestWriteStatus(t *testing.T) {
 		}
 	}
 
-	// name policies rules input forward output ready, then last applied
+	// name policies rules prerouting input forward output ready, then last applied
 	// and the message.
 	wantNodes := map[string]*regexp.Regexp{
-		"worker-1": regexp.MustCompile(`^worker-1 2 12 Drop Accept Accept True 1m(29|30|31)s ago Applied: 12 rules programmed$`),
-		"worker-2": regexp.MustCompile(`^worker-2 2 0 Drop Accept Accept False - ApplyFailed: keeping the previous ruleset: netlink: operation not permitted$`),
-		"worker-3": regexp.MustCompile(`^worker-3 2 0 Drop Accept Accept Unknown - no status yet$`),
+		"worker-1": regexp.MustCompile(`^worker-1 2 12 Drop Drop Accept Accept True 1m(29|30|31)s ago Applied: 12 rules programmed$`),
+		"worker-2": regexp.MustCompile(`^worker-2 2 0 Accept Drop Accept Accept False - ApplyFailed: keeping the previous ruleset: netlink: operation not permitted$`),
+		"worker-3": regexp.MustCompile(`^worker-3 2 0 Accept Drop Accept Accept Unknown - no status yet$`),
 	}
 	for name, want := range wantNodes {
 		if got := strings.Join(rows[name], " "); !want.MatchString(got) {

@@ -27,7 +27,8 @@ func TestSeedTests(t *testing.T) {
 	}
 	// The file covers what the samples are about.
 	for _, decider := range []string{
-		"control-plane/kube-apiserver", "control-plane/etcd", "control-plane/kubelet", "worker/kubelet", "worker/nodeports",
+		"control-plane/kube-apiserver", "control-plane/etcd", "control-plane/kubelet", "worker/kubelet", "worker/nodeports-ipvs",
+		"nodeports-from-cidr/tcp-from-clients", "nodeports-from-cidr/tcp-from-others",
 		"worker/pod-cidr-from", "worker/pod-cidr-to", "strict-output/to-control-plane", "failsafe", "established", "default",
 	} {
 		if !strings.Contains(out, "  "+decider+"\n") {

@@ -53,7 +53,11 @@ func TestTraceSamples(t *testing.T) {
 		{"etcd on the control plane", concat(cp, noFailsafes, "--proto", "tcp", "--from", "10.0.0.2", "--to", "10.0.0.1:2380"), exitAccept, "control-plane/etcd", 6},
 		{"etcd's neighbour", concat(cp, noFailsafes, "--proto", "tcp", "--from", "10.0.0.2", "--to", "10.0.0.1:2381"), exitDrop, "default", 10},
 		{"the failsafe keeps etcd", concat(cp, nil, "--proto", "tcp", "--from", "10.0.0.2", "--to", "10.0.0.1:2379"), exitAccept, "failsafe", 4},
-		{"a NodePort on a worker", concat(worker, noFailsafes, "--proto", "tcp", "--from", "203.0.113.1:5000", "--to", "10.0.0.2:31000", "--in-interface", "eth0"), exitAccept, "worker/nodeports", 6},
+		// A NodePort as the client sent it, before kube-proxy's DNAT:
+		// nodeports-from-cidr allows 192.168.0.0/16 and drops the others.
+		{"a NodePort from the allowed clients", concat(worker, noFailsafes, "--chain", "prerouting", "--proto", "tcp", "--from", "192.168.3.4:5000", "--to", "10.0.0.2:31000", "--in-interface", "eth0"), exitAccept, "nodeports-from-cidr/tcp-from-clients", 5},
+		{"a NodePort from elsewhere", concat(worker, noFailsafes, "--chain", "PreRouting", "--proto", "tcp", "--from", "203.0.113.1:5000", "--to", "10.0.0.2:31000", "--in-interface", "eth0"), exitDrop, "nodeports-from-cidr/tcp-from-others", 7},
+		{"a NodePort on a worker's Input, as IPVS shows it", concat(worker, noFailsafes, "--proto", "tcp", "--from", "192.168.3.4:5000", "--to", "10.0.0.2:31000", "--in-interface", "eth0"), exitAccept, "worker/nodeports-ipvs", 6},
 		{"replies", concat(worker, noFailsafes, "--proto", "udp", "--from", "203.0.113.1:53", "--to", "10.0.0.2:40000", "--state", "established"), exitAccept, "established", 1},
 		{"forward from the pods", concat(worker, nil, "--chain", "forward", "--proto", "tcp", "--from", "10.244.1.2", "--to", "10.96.0.1:443", "--in-interface", "cni0", "--out-interface", "eth0"), exitAccept, "worker/pod-cidr-from", 2},
 		{"audited output", concat(worker, noFailsafes, "--chain", "Output", "--proto", "tcp", "--from", "2001:db8::2", "--to", "[2001:db8::1]:443"), exitAccept, "default", 7},
@@ -83,18 +87,18 @@ func TestTraceText(t *testing.T) {
 		t.Fatalf("exit code %d, want %d\n%s", code, exitDrop, stderr)
 	}
 	want := `node      node (zone=a)
-policies  worker, strict-output
+policies  nodeports-from-cidr, worker, strict-output
 packet    Input tcp 192.0.2.10:40000 -> 10.0.0.2:6443 in eth0 new
 
-#  STEP                  ACTION  RESULT
-   established           Accept  no match on state: New, wants Established or Related
-   loopback              Accept  no match on inInterface: eth0, wants lo
-   neighbour-discovery   Accept  no match on protocol: tcp, wants ICMPv6
-   failsafe              Accept  no match on ports: tcp:6443, wants tcp:22
-1  worker/flannel-vxlan  Accept  no match on protocol: tcp, wants UDP
-2  worker/kubelet        Accept  no match on ports: 6443, wants 10250
-3  worker/nodeports      Accept  no match on ports: 6443, wants 30000-32767
-   default               Drop    decides: drop
+#  STEP                   ACTION  RESULT
+   established            Accept  no match on state: New, wants Established or Related
+   loopback               Accept  no match on inInterface: eth0, wants lo
+   neighbour-discovery    Accept  no match on protocol: tcp, wants ICMPv6
+   failsafe               Accept  no match on ports: tcp:6443, wants tcp:22
+1  worker/flannel-vxlan   Accept  no match on protocol: tcp, wants UDP
+2  worker/kubelet         Accept  no match on ports: 6443, wants 10250
+3  worker/nodeports-ipvs  Accept  no match on ports: 6443, wants 30000-32767
+   default                Drop    decides: drop
 
 verdict: drop, decided by the Input chain's default action (Drop)
 `
@@ -157,14 +161,14 @@ items:
 		wantPolicies []string
 		wantStderr   string
 	}{
-		{"one node of a list", []string{"--node", nodes, "--node-name", "cp-1"}, exitAccept, "cp-1", []string{"control-plane", "strict-output"}, ""},
-		{"a node of a List", []string{"--node", nodes, "--node-name", "worker-2"}, exitDrop, "worker-2", []string{"worker", "strict-output"}, ""},
-		{"the only node", []string{"--node", single}, exitAccept, "cp-2", []string{"control-plane", "strict-output"}, ""},
+		{"one node of a list", []string{"--node", nodes, "--node-name", "cp-1"}, exitAccept, "cp-1", []string{"nodeports-from-cidr", "control-plane", "strict-output"}, ""},
+		{"a node of a List", []string{"--node", nodes, "--node-name", "worker-2"}, exitDrop, "worker-2", []string{"nodeports-from-cidr", "worker", "strict-output"}, ""},
+		{"the only node", []string{"--node", single}, exitAccept, "cp-2", []string{"nodeports-from-cidr", "control-plane", "strict-output"}, ""},
 		{"several nodes, none named", []string{"--node", nodes}, exitUsage, "", nil, "hold 3 nodes: pick one with --node-name"},
 		{"an unknown name", []string{"--node", nodes, "--node-name", "cp-9"}, exitUsage, "", nil, `no node "cp-9" in the --node files`},
-		{"labels beside the files", []string{"--node", nodes, "--node-labels", "zone=c"}, exitDrop, "node", []string{"worker", "strict-output"}, ""},
+		{"labels beside the files", []string{"--node", nodes, "--node-labels", "zone=c"}, exitDrop, "node", []string{"nodeports-from-cidr", "worker", "strict-output"}, ""},
 		{"labels under a taken name", []string{"--node", nodes, "--node-labels", "zone=c", "--node-name", "cp-1"}, exitUsage, "", nil, `a node named "cp-1" is in the --node files`},
-		{"labels alone, named", []string{"--node-labels", "zone=c", "--node-name", "w9"}, exitDrop, "w9", []string{"worker", "strict-output"}, ""},
+		{"labels alone, named", []string{"--node-labels", "zone=c", "--node-name", "w9"}, exitDrop, "w9", []string{"nodeports-from-cidr", "worker", "strict-output"}, ""},
 		{"no Node in a file", []string{"--node", filepath.Join(samplesDir, "kustomization.yaml")}, exitError, "", nil, "no Node objects"},
 	}
 	for _, tt := range tests {
@@ -212,7 +216,7 @@ func TestTraceUsage(t *testing.T) {
 		{"an unknown flag", []string{"--port", "80"}, exitUsage, "flag provided but not defined: -port"},
 		{"an argument", append([]string{"-f", samplesDir, "extra"}, packet...), exitUsage, "trace takes no arguments"},
 		{"a bad packet", []string{"-f", samplesDir, "--proto", "tcp", "--from", "10.0.0.1", "--to", "10.0.0.2"}, exitUsage, "packet: to: tcp needs a port"},
-		{"a bad chain", append([]string{"-f", samplesDir, "--chain", "nat"}, packet...), exitUsage, `chain: "nat" is not one of Input, Forward, Output`},
+		{"a bad chain", append([]string{"-f", samplesDir, "--chain", "nat"}, packet...), exitUsage, `chain: "nat" is not one of PreRouting, Input, Forward, Output`},
 		{"bad failsafes", append([]string{"-f", samplesDir, "--failsafe-inbound", "ssh"}, packet...), exitUsage, "--failsafe-inbound"},
 		{"bad labels", append([]string{"-f", samplesDir, "--node-labels", "a=b=c"}, packet...), exitUsage, "--node-labels"},
 		{"a bad output", append([]string{"-f", samplesDir, "-o", "yaml"}, packet...), exitUsage, `-o: "yaml" is not text or json`},

@@ -35,11 +35,12 @@ const (
 var ndTypes = []uint8{133, 134, 135, 136, 137}
 
 // Compile turns a node's resolved firewall into the ruleset its agent
-// programs: the input, forward and output base chains, each with the
-// implicit accepts, then the node's rules of that chain in order, then the
-// chain policy. Runs of simple rules with the same action become lookups
-// in sets (see runs.go); the first rule that matches a packet still
-// decides. The result depends only on its arguments.
+// programs: the input, forward and output base chains, and the prerouting
+// chain when the spec uses it (see prerouting.go), each with the implicit
+// accepts, then the node's rules of that chain in order, then the chain
+// policy. Runs of simple rules with the same action become lookups in sets
+// (see runs.go); the first rule that matches a packet still decides. The
+// result depends only on its arguments.
 func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 	byChain, err := validate(spec)
 	if err != nil {
@@ -52,10 +53,13 @@ func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 	scratch := &runScratch{}
 	logs := &logBook{group: opts.logGroup()}
 	for ci, c := range v1alpha1.Chains {
+		if c == v1alpha1.ChainPreRouting && !usesPreRouting(spec, byChain[ci]) {
+			continue
+		}
 		ch := Chain{
 			Name:     chainName(c),
 			Hook:     chainHook(c),
-			Priority: ChainPriority,
+			Priority: chainPriority(c),
 			Policy:   VerdictAccept,
 			Rules:    implicitRules(c, opts),
 		}
@@ -77,6 +81,8 @@ func chainName(c v1alpha1.Chain) string {
 		return ChainForward
 	case v1alpha1.ChainOutput:
 		return ChainOutput
+	case v1alpha1.ChainPreRouting:
+		return ChainPreRouting
 	}
 	return ""
 }
@@ -87,8 +93,18 @@ func chainHook(c v1alpha1.Chain) Hook {
 		return HookInput
 	case v1alpha1.ChainForward:
 		return HookForward
+	case v1alpha1.ChainPreRouting:
+		return HookPreRouting
 	}
 	return HookOutput
+}
+
+// chainPriority is the priority of a chain's base chain.
+func chainPriority(c v1alpha1.Chain) int32 {
+	if c == v1alpha1.ChainPreRouting {
+		return PreRoutingPriority
+	}
+	return ChainPriority
 }
 
 // chainIndex is the index of a validated chain in v1alpha1.Chains.
@@ -106,6 +122,10 @@ func implicitRules(c v1alpha1.Chain, opts Options) []Rule {
 	}}
 	var failsafes []Failsafe
 	switch c {
+	case v1alpha1.ChainPreRouting:
+		// Input's accepts, once what is not addressed to the node is gone.
+		rules = append(rules, notLocalRule(), Rule{IIfName: "lo", Verdict: VerdictAccept, Comment: "nodefw: loopback"})
+		failsafes = opts.FailsafeInbound
 	case v1alpha1.ChainInput:
 		rules = append(rules, Rule{IIfName: "lo", Verdict: VerdictAccept, Comment: "nodefw: loopback"})
 		failsafes = opts.FailsafeInbound

@@ -355,27 +355,40 @@ func TestCompileChains(t *testing.T) {
 
 func TestCompilePolicies(t *testing.T) {
 	drop, accept := v1alpha1.ChainPolicyDrop, v1alpha1.ChainPolicyAccept
+	// Verdicts and audits are in the order of v1alpha1.Chains: PreRouting,
+	// Input, Forward, Output. A prerouting verdict of "" says the ruleset
+	// has no prerouting chain.
 	tests := []struct {
 		name    string
 		actions v1alpha1.DefaultActions
 		audited []v1alpha1.Chain
-		want    [3]Verdict
-		audits  [3]bool
+		want    [4]Verdict
+		audits  [4]bool
 	}{
-		{name: "unset means accept", want: [3]Verdict{"accept", "accept", "accept"}},
-		{name: "set", actions: v1alpha1.DefaultActions{Input: drop, Forward: accept, Output: drop}, want: [3]Verdict{"drop", "accept", "drop"}},
+		{name: "unset means accept", want: [4]Verdict{"", "accept", "accept", "accept"}},
+		{name: "set", actions: v1alpha1.DefaultActions{Input: drop, Forward: accept, Output: drop}, want: [4]Verdict{"", "drop", "accept", "drop"}},
+		{
+			name:    "prerouting accept needs no chain",
+			actions: v1alpha1.DefaultActions{PreRouting: accept, Input: drop},
+			want:    [4]Verdict{"", "drop", "accept", "accept"},
+		},
+		{
+			name:    "prerouting drop",
+			actions: v1alpha1.DefaultActions{PreRouting: drop},
+			want:    [4]Verdict{"drop", "accept", "accept", "accept"},
+		},
 		{
 			name:    "audited drop accepts and logs",
-			actions: v1alpha1.DefaultActions{Input: drop, Forward: drop, Output: drop},
-			audited: []v1alpha1.Chain{v1alpha1.ChainForward, v1alpha1.ChainInput},
-			want:    [3]Verdict{"accept", "accept", "drop"},
-			audits:  [3]bool{true, true, false},
+			actions: v1alpha1.DefaultActions{PreRouting: drop, Input: drop, Forward: drop, Output: drop},
+			audited: []v1alpha1.Chain{v1alpha1.ChainForward, v1alpha1.ChainInput, v1alpha1.ChainPreRouting},
+			want:    [4]Verdict{"accept", "accept", "accept", "drop"},
+			audits:  [4]bool{true, true, true, false},
 		},
 		{
 			name:    "audited accept changes nothing",
 			actions: v1alpha1.DefaultActions{Input: accept},
-			audited: []v1alpha1.Chain{v1alpha1.ChainInput, v1alpha1.ChainOutput},
-			want:    [3]Verdict{"accept", "accept", "accept"},
+			audited: []v1alpha1.Chain{v1alpha1.ChainInput, v1alpha1.ChainOutput, v1alpha1.ChainPreRouting},
+			want:    [4]Verdict{"", "accept", "accept", "accept"},
 		},
 	}
 	for _, tt := range tests {
@@ -386,6 +399,12 @@ func TestCompilePolicies(t *testing.T) {
 				t.Fatalf("Compile: %v", err)
 			}
 			for i, c := range v1alpha1.Chains {
+				if tt.want[i] == "" {
+					if slices.ContainsFunc(rs.Chains, func(ch Chain) bool { return ch.Name == chainName(c) }) {
+						t.Errorf("ruleset has a %s chain, want none", chainName(c))
+					}
+					continue
+				}
 				ch := chainOf(t, rs, chainName(c))
 				if ch.Policy != tt.want[i] {
 					t.Errorf("%s policy = %q, want %q", ch.Name, ch.Policy, tt.want[i])

@@ -100,7 +100,7 @@ func genSpec(c chooser, maxRules int) v1alpha1.NodeFirewallSpec {
 		r := v1alpha1.NodeFirewallRule{
 			Policy: pick(c, "a", "b"), Mode: v1alpha1.PolicyModeEnforce,
 			Name:  fmt.Sprintf("r%d", i),
-			Chain: pick(c, v1alpha1.ChainInput, v1alpha1.ChainInput, v1alpha1.ChainForward, v1alpha1.ChainOutput),
+			Chain: pick(c, v1alpha1.ChainInput, v1alpha1.ChainInput, v1alpha1.ChainForward, v1alpha1.ChainOutput, v1alpha1.ChainPreRouting),
 		}
 		if a, ok := action[r.Chain]; !ok || chance(c, 8) {
 			action[r.Chain] = pick(c, v1alpha1.ActionAccept, v1alpha1.ActionDrop, v1alpha1.ActionReject)
@@ -131,7 +131,7 @@ func genSpec(c chooser, maxRules int) v1alpha1.NodeFirewallSpec {
 		if chance(c, 8) && r.Chain != v1alpha1.ChainOutput {
 			r.InInterface = pick(c, ifPalette...)
 		}
-		if chance(c, 8) && r.Chain != v1alpha1.ChainInput {
+		if chance(c, 8) && r.Chain != v1alpha1.ChainInput && r.Chain != v1alpha1.ChainPreRouting {
 			r.OutInterface = pick(c, ifPalette...)
 		}
 		if chance(c, 8) {
@@ -306,6 +306,9 @@ func genPacket(c chooser, chain v1alpha1.Chain) reference.Packet {
 	p.Type = pick[uint8](c, 0, 3, 8, 128, 133, 135, 137)
 	ifname := func() string { return pick(c, "eth0", "eth1", "lo", "cni0", "wg0", "e") }
 	switch chain {
+	case v1alpha1.ChainPreRouting:
+		p.IIfName = ifname()
+		p.DAddrLocal = chance(c, 75)
 	case v1alpha1.ChainInput:
 		p.IIfName = ifname()
 	case v1alpha1.ChainOutput:
@@ -351,12 +354,48 @@ func agree(t testing.TB, spec v1alpha1.NodeFirewallSpec, opts compile.Options, f
 	}
 }
 
+// agreeInbound checks every compiled form against the reference on one
+// packet that arrives at the node, through prerouting and on to input or
+// forward, translated on the way by dnat when it is not nil.
+func agreeInbound(t testing.TB, spec v1alpha1.NodeFirewallSpec, opts compile.Options, forms map[string]*compile.Ruleset, p reference.Packet, dnat *reference.DNAT) {
+	t.Helper()
+	want, wantChain := reference.EvalInbound(spec, opts, p, dnat)
+	for name, rs := range forms {
+		if got, chain := reference.EvalRulesetInbound(rs, p, dnat); got != want || chain != wantChain {
+			t.Fatalf("%s form, packet %+v, DNAT %+v: compiled says %q in %s, the rules say %q in %s\nspec: %+v\nruleset:\n%s",
+				name, p, dnat, got, chain, want, wantChain, spec, compile.Render(rs))
+		}
+	}
+}
+
+// genDNAT makes, half the time, a DNAT as kube-proxy's: to a backend on
+// the node or, more often, forwarded to a pod.
+func genDNAT(c chooser, fam compile.Family) *reference.DNAT {
+	if chance(c, 50) {
+		return nil
+	}
+	d := &reference.DNAT{DAddr: pick(c, interesting[fam]...), DPort: pick(c, interestingPorts...), Local: chance(c, 30)}
+	if !d.Local {
+		d.OIfName = pick(c, "eth0", "cni0", "wg0")
+	}
+	return d
+}
+
 // checkFailsafes checks that traffic to a failsafe port is accepted on
-// input (inbound) and output (outbound), whatever the rules say.
+// prerouting and input (inbound) and output (outbound), whatever the rules
+// say.
 func checkFailsafes(t testing.TB, c chooser, spec v1alpha1.NodeFirewallSpec, opts compile.Options, forms map[string]*compile.Ruleset) {
 	t.Helper()
-	for chain, fs := range map[v1alpha1.Chain][]compile.Failsafe{v1alpha1.ChainInput: opts.FailsafeInbound, v1alpha1.ChainOutput: opts.FailsafeOutbound} {
-		for _, f := range fs {
+	// A slice, not a map: the packets draw from c, and the specs drawn
+	// after them must not depend on a map's order.
+	for _, cf := range []struct {
+		chain v1alpha1.Chain
+		fs    []compile.Failsafe
+	}{
+		{v1alpha1.ChainPreRouting, opts.FailsafeInbound}, {v1alpha1.ChainInput, opts.FailsafeInbound}, {v1alpha1.ChainOutput, opts.FailsafeOutbound},
+	} {
+		chain := cf.chain
+		for _, f := range cf.fs {
 			p := genPacket(c, chain)
 			p.L4Proto, p.Transport = protoNumber(f.Protocol), true
 			p.DPort = f.Ports.First + uint16(c.intn(int(f.Ports.Last-f.Ports.First)+1))
@@ -416,6 +455,9 @@ func TestCompiledMatchesLinearRandom(t *testing.T) {
 			for range packets {
 				p := genPacket(c, chain)
 				agree(t, spec, opts, forms, chain, p)
+				if chain == v1alpha1.ChainPreRouting {
+					agreeInbound(t, spec, opts, forms, p, genDNAT(c, p.Family))
+				}
 				total++
 				for name, rs := range forms {
 					if r := reference.DecidingRule(rs, nftChain(chain), p); r != nil && r.Lookup != "" {
@@ -453,7 +495,11 @@ func FuzzCompiledMatchesLinear(f *testing.F) {
 		forms := variants(t, spec, opts)
 		for range 8 {
 			chain := pick(c, v1alpha1.Chains...)
-			agree(t, spec, opts, forms, chain, genPacket(c, chain))
+			p := genPacket(c, chain)
+			agree(t, spec, opts, forms, chain, p)
+			if chain == v1alpha1.ChainPreRouting {
+				agreeInbound(t, spec, opts, forms, p, genDNAT(c, p.Family))
+			}
 		}
 		checkFailsafes(t, c, spec, opts, forms)
 	})

@@ -18,15 +18,19 @@ const (
 	ChainInput   = "input"
 	ChainForward = "forward"
 	ChainOutput  = "output"
+	// ChainPreRouting is only in rulesets whose spec uses the PreRouting
+	// chain (see prerouting.go).
+	ChainPreRouting = "prerouting"
 )
 
 // Hook is the netfilter hook a base chain attaches to.
 type Hook string
 
 const (
-	HookInput   Hook = "input"
-	HookForward Hook = "forward"
-	HookOutput  Hook = "output"
+	HookInput      Hook = "input"
+	HookForward    Hook = "forward"
+	HookOutput     Hook = "output"
+	HookPreRouting Hook = "prerouting"
 )
 
 // Verdict is what a rule or chain policy does with a packet.
@@ -121,6 +125,10 @@ type Rule struct {
 	OIfName string
 	// CtStates matches any of the given conntrack states; 0 means any.
 	CtStates CtState
+	// DAddrType matches what the routing table says of the destination
+	// address (fib daddr type): whether it is one of the node's own. The
+	// prerouting chain's guard is its only user (see prerouting.go).
+	DAddrType DAddrType
 	// Counter counts packets and bytes.
 	Counter bool
 	// Log logs matches, rate-limited, before the verdict.
@@ -315,7 +323,7 @@ func (r *Ruleset) Equal(o *Ruleset) bool {
 func (r *Rule) equal(o *Rule) bool {
 	return r.Family == o.Family && r.L4Proto == o.L4Proto && slices.Equal(r.DPorts, o.DPorts) &&
 		slices.Equal(r.ICMPTypes, o.ICMPTypes) && slices.Equal(r.SAddrs, o.SAddrs) && slices.Equal(r.DAddrs, o.DAddrs) &&
-		r.IIfName == o.IIfName && r.OIfName == o.OIfName && r.CtStates == o.CtStates && r.Counter == o.Counter &&
+		r.IIfName == o.IIfName && r.OIfName == o.OIfName && r.CtStates == o.CtStates && r.DAddrType == o.DAddrType && r.Counter == o.Counter &&
 		(r.Log == nil) == (o.Log == nil) && (r.Log == nil || *r.Log == *o.Log) && r.Lookup == o.Lookup &&
 		r.Verdict == o.Verdict && r.Comment == o.Comment
 }

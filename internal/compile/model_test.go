@@ -11,7 +11,7 @@ import (
 // added to the model without being compared.
 func TestRulesetEqual(t *testing.T) {
 	for typ, fields := range map[reflect.Type]int{
-		reflect.TypeFor[Ruleset](): 4, reflect.TypeFor[Chain](): 5, reflect.TypeFor[Rule](): 14,
+		reflect.TypeFor[Ruleset](): 4, reflect.TypeFor[Chain](): 5, reflect.TypeFor[Rule](): 15,
 		reflect.TypeFor[Set](): 7, reflect.TypeFor[SetElement](): 4, reflect.TypeFor[Log](): 4,
 	} {
 		if typ.NumField() != fields {

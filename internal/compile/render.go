@@ -180,6 +180,9 @@ func matchParts(r Rule, lookup *Set) []string {
 	if family != FamilyAny && !addrs && len(r.ICMPTypes) == 0 && !lookupImpliesFamily(lookup) {
 		add("meta nfproto", map[Family]string{FamilyIPv4: "ipv4", FamilyIPv6: "ipv6"}[family])
 	}
+	if r.DAddrType != DAddrTypeAny {
+		add("fib daddr type", r.DAddrType.String())
+	}
 	// A lone "+" matches every name, and nft refuses an all-wildcard
 	// string: it is no condition at all.
 	if r.IIfName != "" && r.IIfName != "+" {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -57,11 +58,28 @@ func controlPlaneRules() []v1alpha1.NodeFirewallRule {
 }
 
 func workerRules() []v1alpha1.NodeFirewallRule {
+	nodePorts := tcpPort("nodeports", 30000, 32767)
+	nodePorts.Chain = v1alpha1.ChainPreRouting
 	return policy("worker", v1alpha1.PolicyModeEnforce, append([]v1alpha1.NodeFirewallRule{
 		flannelVXLAN(),
 		tcpPort("kubelet", 10250, 0),
-		tcpPort("nodeports", 30000, 32767),
+		nodePorts,
+		tcpPort("nodeports-ipvs", 30000, 32767),
 	}, podCIDRForward()...)...)
+}
+
+// nodePortsFromCIDRRules are the nodeports-from-cidr sample's rules.
+func nodePortsFromCIDRRules() []v1alpha1.NodeFirewallRule {
+	rule := func(name string, proto v1alpha1.Protocol, action v1alpha1.Action, sources ...string) v1alpha1.NodeFirewallRule {
+		return v1alpha1.NodeFirewallRule{Name: name, Chain: v1alpha1.ChainPreRouting, Action: action, Protocol: proto,
+			Ports: []v1alpha1.PortRange{{Port: 30000, EndPort: 32767}}, Sources: sources}
+	}
+	return policy("nodeports-from-cidr", v1alpha1.PolicyModeEnforce,
+		rule("tcp-from-clients", v1alpha1.ProtocolTCP, v1alpha1.ActionAccept, "192.168.0.0/16"),
+		rule("udp-from-clients", v1alpha1.ProtocolUDP, v1alpha1.ActionAccept, "192.168.0.0/16"),
+		rule("tcp-from-others", v1alpha1.ProtocolTCP, v1alpha1.ActionDrop),
+		rule("udp-from-others", v1alpha1.ProtocolUDP, v1alpha1.ActionDrop),
+	)
 }
 
 func strictOutputRules() []v1alpha1.NodeFirewallRule {
@@ -94,6 +112,26 @@ func goldenSpecs() map[string]v1alpha1.NodeFirewallSpec {
 			Policies: []v1alpha1.PolicyReference{
 				{Name: "worker", Generation: 1},
 				{Name: "strict-output", Generation: 1},
+			},
+		},
+		// A worker with the nodeports-from-cidr sample (evaluated first), a
+		// blocklist long enough to become a run of set lookups, a logged
+		// Reject of new packets on one interface, and a Drop default.
+		"prerouting": {
+			Rules: slices.Concat(nodePortsFromCIDRRules(), policy("blocklist", v1alpha1.PolicyModeEnforce, func() []v1alpha1.NodeFirewallRule {
+				var out []v1alpha1.NodeFirewallRule
+				for i, src := range []string{"198.51.100.0/24", "203.0.113.7", "203.0.113.9", "203.0.113.64/26",
+					"2001:db8:bad::/48", "192.0.2.1", "192.0.2.3", "2001:db8:bad:1::/64"} {
+					out = append(out, v1alpha1.NodeFirewallRule{Name: fmt.Sprintf("block-%d", i), Chain: v1alpha1.ChainPreRouting,
+						Action: v1alpha1.ActionDrop, Sources: []string{src}})
+				}
+				out = append(out, v1alpha1.NodeFirewallRule{Name: "no-new-from-wan", Chain: v1alpha1.ChainPreRouting, Action: v1alpha1.ActionReject,
+					InInterface: "wan0", States: []v1alpha1.ConnState{v1alpha1.ConnStateNew}, Log: true})
+				return out
+			}()...), workerRules()),
+			DefaultActions: v1alpha1.DefaultActions{PreRouting: drop, Input: drop, Forward: accept, Output: accept},
+			Policies: []v1alpha1.PolicyReference{
+				{Name: "nodeports-from-cidr", Generation: 1}, {Name: "blocklist", Generation: 1}, {Name: "worker", Generation: 1},
 			},
 		},
 		"runs": {

@@ -89,12 +89,12 @@ func validateChains(spec v1alpha1.NodeFirewallSpec, fail func(path, format strin
 		switch p := spec.DefaultActions.For(c); p {
 		case "", v1alpha1.ChainPolicyAccept, v1alpha1.ChainPolicyDrop:
 		default:
-			fail("defaultActions."+chainName(c), "%q is not Accept or Drop", p)
+			fail("defaultActions."+defaultActionField(c), "%q is not Accept or Drop", p)
 		}
 	}
 	for i, c := range spec.AuditedChains {
 		if !validChain(c) {
-			fail(fmt.Sprintf("auditedChains[%d]", i), "%q is not Input, Forward or Output", c)
+			fail(fmt.Sprintf("auditedChains[%d]", i), "%q is not %s", c, chainList)
 		}
 	}
 }
@@ -118,7 +118,7 @@ func validateRule(i int, r *v1alpha1.NodeFirewallRule, fail func(path, format st
 		fail(path()+".name", "%q is not a rule name: %s", r.Name, strings.Join(msgs, "; "))
 	}
 	if !validChain(r.Chain) {
-		fail(path()+".chain", "%q is not Input, Forward or Output", r.Chain)
+		fail(path()+".chain", "%q is not %s", r.Chain, chainList)
 	}
 	switch r.Action {
 	case v1alpha1.ActionAccept, v1alpha1.ActionDrop, v1alpha1.ActionReject:
@@ -164,7 +164,7 @@ func validateRule(i int, r *v1alpha1.NodeFirewallRule, fail func(path, format st
 		}
 	}
 	validateInterface(i, ".inInterface", r.InInterface, r.Chain == v1alpha1.ChainOutput, "Output", fail)
-	validateInterface(i, ".outInterface", r.OutInterface, r.Chain == v1alpha1.ChainInput, "Input", fail)
+	validateInterface(i, ".outInterface", r.OutInterface, r.Chain == v1alpha1.ChainInput || r.Chain == v1alpha1.ChainPreRouting, string(r.Chain), fail)
 	for j, s := range r.States {
 		if _, ok := ctStates[s]; !ok {
 			fail(fmt.Sprintf("%s.states[%d]", path(), j), "%q is not New, Established, Related or Invalid", s)
@@ -189,7 +189,18 @@ func validateInterface(i int, field, name string, banned bool, chain string, fai
 }
 
 func validChain(c v1alpha1.Chain) bool {
-	return c == v1alpha1.ChainInput || c == v1alpha1.ChainForward || c == v1alpha1.ChainOutput
+	return c == v1alpha1.ChainInput || c == v1alpha1.ChainForward || c == v1alpha1.ChainOutput || c == v1alpha1.ChainPreRouting
+}
+
+// chainList names the valid chains in errors.
+const chainList = "PreRouting, Input, Forward or Output"
+
+// defaultActionField is the JSON name of a chain's default action.
+func defaultActionField(c v1alpha1.Chain) string {
+	if c == v1alpha1.ChainPreRouting {
+		return "preRouting"
+	}
+	return chainName(c)
 }
 
 // isDNS1123Label is a fast check of what validation.IsDNS1123Label

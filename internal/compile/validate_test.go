@@ -67,7 +67,7 @@ func TestValidateRejects(t *testing.T) {
 		{"empty name", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Name = "" }, "rules[0].name: "},
 		{"bad name", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Name = "Web" }, `rules[0].name: "Web" is not a rule name`},
 		{"long name", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Name = strings.Repeat("a", 64) }, "rules[0].name: "},
-		{"empty chain", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Chain = "" }, `rules[0].chain: "" is not Input, Forward or Output`},
+		{"empty chain", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Chain = "" }, `rules[0].chain: "" is not PreRouting, Input, Forward or Output`},
 		{"bad chain", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Chain = "INPUT" }, `rules[0].chain: "INPUT" is not`},
 		{"empty action", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Action = "" }, `rules[0].action: "" is not Accept, Drop or Reject`},
 		{"bad action", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Action = "Log" }, `rules[0].action: "Log" is not`},
@@ -98,6 +98,9 @@ func TestValidateRejects(t *testing.T) {
 		{"outInterface on Input", func(s *v1alpha1.NodeFirewallSpec) {
 			s.Rules[0].Chain, s.Rules[0].InInterface = v1alpha1.ChainInput, ""
 		}, "rules[0].outInterface: not allowed on the Input chain"},
+		{"outInterface on PreRouting", func(s *v1alpha1.NodeFirewallSpec) {
+			s.Rules[0].Chain, s.Rules[0].InInterface = v1alpha1.ChainPreRouting, ""
+		}, "rules[0].outInterface: not allowed on the PreRouting chain"},
 		{"bad state", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].States[3] = "Untracked" }, `rules[0].states[3]: "Untracked" is not New, Established, Related or Invalid`},
 		{"second rule", func(s *v1alpha1.NodeFirewallSpec) {
 			r := validRule()
@@ -107,9 +110,10 @@ func TestValidateRejects(t *testing.T) {
 		{"bad input policy", func(s *v1alpha1.NodeFirewallSpec) { s.DefaultActions.Input = "Reject" }, `defaultActions.input: "Reject" is not Accept or Drop`},
 		{"bad forward policy", func(s *v1alpha1.NodeFirewallSpec) { s.DefaultActions.Forward = "drop" }, `defaultActions.forward: "drop" is not Accept or Drop`},
 		{"bad output policy", func(s *v1alpha1.NodeFirewallSpec) { s.DefaultActions.Output = "x" }, `defaultActions.output: "x" is not Accept or Drop`},
+		{"bad prerouting policy", func(s *v1alpha1.NodeFirewallSpec) { s.DefaultActions.PreRouting = "Reject" }, `defaultActions.preRouting: "Reject" is not Accept or Drop`},
 		{"bad audited chain", func(s *v1alpha1.NodeFirewallSpec) {
 			s.AuditedChains = []v1alpha1.Chain{v1alpha1.ChainInput, "PREROUTING"}
-		}, `auditedChains[1]: "PREROUTING" is not Input, Forward or Output`},
+		}, `auditedChains[1]: "PREROUTING" is not PreRouting, Input, Forward or Output`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -147,7 +151,7 @@ func TestValidateJoinsErrorsInOrder(t *testing.T) {
 		`rules[1].ports[0].endPort: 70000 is above 65535`,
 		`rules[1].outInterface: not allowed on the Input chain`,
 		`defaultActions.output: "Reject" is not Accept or Drop`,
-		`auditedChains[0]: "nat" is not Input, Forward or Output`,
+		`auditedChains[0]: "nat" is not PreRouting, Input, Forward or Output`,
 	}, "\n")
 	for range 3 {
 		err := validateSpec(spec)

@@ -2,9 +2,11 @@
 // `iptables-save` or `iptables -S` or typed as `iptables -A/-I` commands,
 // into a NodeFirewallPolicy.
 //
-// Only the filter table's INPUT, FORWARD and OUTPUT chains become rules.
-// Chains that belong to Kubernetes (KUBE-*), flannel (FLANNEL-*) and Calico
-// (cali-*) are left to their owners and reported once each. A rule is either
+// The filter table's INPUT, FORWARD and OUTPUT chains become rules of the
+// chains of those names, and the PREROUTING chains of the raw and mangle
+// tables rules of the PreRouting chain (see prerouting.go). Chains that
+// belong to Kubernetes (KUBE-*), flannel (FLANNEL-*) and Calico (cali-*)
+// are left to their owners and reported once each. A rule is either
 // translated exactly or not at all: every line that cannot be translated is
 // reported as a Warning with its line number, never dropped silently.
 package importer
@@ -14,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -140,6 +143,7 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 		policy.Spec.DefaultActions = &d
 	}
 	im.warnImplicitAccepts()
+	im.warnPreRoutingScope()
 	sort.SliceStable(im.warnings, func(i, j int) bool { return im.warnings[i].Line < im.warnings[j].Line })
 	return &Result{Policy: policy, Warnings: im.warnings}, nil
 }
@@ -156,7 +160,7 @@ func (im *importer) warnImplicitAccepts() {
 			w := im.defaultLines[c]
 			first = &w
 		}
-		for _, e := range im.chains[c] {
+		for _, e := range im.entries(c) {
 			if e.rule == nil {
 				continue
 			}
@@ -199,11 +203,19 @@ type entry struct {
 	comment string
 	line    int
 	text    string
+	// localOnly says a PREROUTING rule matched only packets addressed to
+	// the node (-m addrtype --dst-type LOCAL), as nodefw's PreRouting does.
+	localOnly bool
+	// notLocalAccept holds the place of PREROUTING's `-m addrtype !
+	// --dst-type LOCAL -j ACCEPT`, which is not a rule of the policy.
+	notLocalAccept bool
 }
 
 type importer struct {
 	warnings []Warning
-	chains   map[v1alpha1.Chain][]entry
+	// chains are the rules of each built-in chain imported, by table and
+	// chain (PREROUTING is in raw and mangle).
+	chains   map[tableChain][]entry
 	defaults v1alpha1.DefaultActions
 	// defaultLines are where each chain's policy was set.
 	defaultLines map[v1alpha1.Chain]Warning
@@ -211,15 +223,18 @@ type importer struct {
 	// table is the table of the current iptables-save section, "" outside
 	// one (plain `iptables -S` output and commands are the filter table).
 	table string
-	// skippedTables are the non-filter tables already reported.
+	// skippedTables are the tables already reported as not imported.
 	skippedTables map[string]bool
 	// reportedChains are the chains already reported as skipped.
 	reportedChains map[string]bool
+	// preRoutingDropLine is where a raw or mangle PREROUTING policy was
+	// set to DROP, if one was.
+	preRoutingDropLine *Warning
 }
 
 func newImporter() *importer {
 	return &importer{
-		chains:         map[v1alpha1.Chain][]entry{},
+		chains:         map[tableChain][]entry{},
 		defaultLines:   map[v1alpha1.Chain]Warning{},
 		skippedTables:  map[string]bool{},
 		reportedChains: map[string]bool{},
@@ -230,15 +245,45 @@ func (im *importer) warn(line int, text, format string, args ...any) {
 	im.warnings = append(im.warnings, Warning{Line: line, Text: text, Reason: fmt.Sprintf(format, args...)})
 }
 
-// builtinChains maps the filter table's built-in chains to API chains.
-var builtinChains = map[string]v1alpha1.Chain{
-	"INPUT":   v1alpha1.ChainInput,
-	"FORWARD": v1alpha1.ChainForward,
-	"OUTPUT":  v1alpha1.ChainOutput,
+// tableChain is a built-in chain of a table that is imported.
+type tableChain struct {
+	table string
+	chain v1alpha1.Chain
+}
+
+// builtinChains maps the built-in chains that are imported, by table, to
+// API chains.
+var builtinChains = map[string]map[string]v1alpha1.Chain{
+	"filter": {
+		"INPUT":   v1alpha1.ChainInput,
+		"FORWARD": v1alpha1.ChainForward,
+		"OUTPUT":  v1alpha1.ChainOutput,
+	},
+	"raw":    {"PREROUTING": v1alpha1.ChainPreRouting},
+	"mangle": {"PREROUTING": v1alpha1.ChainPreRouting},
 }
 
 // otherTableChains are built-in chains of the nat, mangle and raw tables.
 var otherTableChains = map[string]bool{"PREROUTING": true, "POSTROUTING": true}
+
+// builtinChain returns the API chain of a built-in chain of table, and
+// whether it is imported.
+func builtinChain(table, chain string) (v1alpha1.Chain, bool) {
+	c, ok := builtinChains[table][chain]
+	return c, ok
+}
+
+// importedTable reports whether some chains of a table are imported.
+func importedTable(table string) bool { return builtinChains[table] != nil }
+
+// entries are the imported rules of an API chain, in evaluation order:
+// raw's PREROUTING before mangle's.
+func (im *importer) entries(c v1alpha1.Chain) []entry {
+	if c != v1alpha1.ChainPreRouting {
+		return im.chains[tableChain{"filter", c}]
+	}
+	return slices.Concat(im.chains[tableChain{"raw", c}], im.chains[tableChain{"mangle", c}])
+}
 
 // ownedChainPrefixes name the chains other components manage.
 var ownedChainPrefixes = []struct{ prefix, owner string }{
@@ -275,16 +320,16 @@ func (im *importer) line(n int, raw string) {
 	switch {
 	case strings.HasPrefix(text, "*"):
 		im.table = strings.TrimSpace(text[1:])
-		if im.table != "filter" && !im.skippedTables[im.table] {
+		if !importedTable(im.table) && !im.skippedTables[im.table] {
 			im.skippedTables[im.table] = true
-			im.warn(n, text, "table %s skipped: only the filter table is imported", im.table)
+			im.warn(n, text, "table %s skipped: %s", im.table, importedChains)
 		}
 		return
 	case text == "COMMIT":
 		im.table = ""
 		return
 	}
-	if im.table != "" && im.table != "filter" {
+	if im.table != "" && !importedTable(im.table) {
 		// Covered by the table's warning.
 		return
 	}
@@ -345,6 +390,9 @@ func isIptablesCommand(tok string) bool {
 	return false
 }
 
+// importedChains says which chains are imported, for warnings.
+const importedChains = "only the filter table and the PREROUTING chains of raw and mangle are imported"
+
 // declaration handles an iptables-save chain line: `:CHAIN POLICY [p:b]`.
 func (im *importer) declaration(n int, text string, toks []string) {
 	chain := strings.TrimPrefix(toks[0], ":")
@@ -352,19 +400,34 @@ func (im *importer) declaration(n int, text string, toks []string) {
 	if len(toks) > 1 {
 		policy = toks[1]
 	}
-	im.chainPolicy(n, text, chain, policy, true)
+	im.chainPolicy(n, text, im.sectionTable(), chain, policy, true)
+}
+
+// sectionTable is the table lines belong to unless they say otherwise.
+func (im *importer) sectionTable() string {
+	if im.table == "" {
+		return "filter"
+	}
+	return im.table
 }
 
 // chainPolicy handles `:CHAIN POLICY` and `-P CHAIN POLICY` (declare is
-// false for -P).
-func (im *importer) chainPolicy(n int, text, chain, policy string, declare bool) {
-	if c, ok := builtinChains[chain]; ok {
+// false for -P) in table.
+func (im *importer) chainPolicy(n int, text, table, chain, policy string, declare bool) {
+	if c, ok := builtinChain(table, chain); ok {
 		switch policy {
 		case "ACCEPT":
-			im.defaults.Set(c, v1alpha1.ChainPolicyAccept)
+			if im.defaults.For(c) == "" {
+				im.defaults.Set(c, v1alpha1.ChainPolicyAccept)
+			}
 		case "DROP":
+			// A packet passes PREROUTING only if raw and mangle both let
+			// it: a DROP in either is the chain's.
 			im.defaults.Set(c, v1alpha1.ChainPolicyDrop)
 			im.defaultLines[c] = Warning{Line: n, Text: text}
+			if c == v1alpha1.ChainPreRouting {
+				im.preRoutingDropLine = &Warning{Line: n, Text: text}
+			}
 		case "":
 			im.warn(n, text, "chain %s has no policy", chain)
 		default:
@@ -377,13 +440,31 @@ func (im *importer) chainPolicy(n int, text, chain, policy string, declare bool)
 		im.warn(n, text, "chain name missing")
 	case chainOwner(chain) != "":
 		im.reportOwned(n, text, chain)
+	case table != "filter" && !isBuiltin(table, chain):
+		im.warn(n, text, "user-defined chain %s of table %s is not imported: %s", chain, table, importedChains)
+	case table != "filter" && policy == "ACCEPT":
+		// A built-in chain of raw or mangle that lets everything through.
+	case table != "filter":
+		im.warn(n, text, "policy %s of chain %s of table %s is not imported: %s", policy, chain, table, importedChains)
 	case otherTableChains[chain]:
-		im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported", chain)
+		im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported from it (PREROUTING from raw and mangle)", chain)
 	case declare:
 		im.warn(n, text, "user-defined chain %s is not imported: only INPUT, FORWARD and OUTPUT are", chain)
 	default:
 		im.warn(n, text, "policy of user-defined chain %s is not imported", chain)
 	}
+}
+
+// isBuiltin reports whether chain is a built-in chain of the raw or mangle
+// table.
+func isBuiltin(table, chain string) bool {
+	switch chain {
+	case "PREROUTING", "OUTPUT":
+		return true
+	case "INPUT", "FORWARD", "POSTROUTING":
+		return table == "mangle"
+	}
+	return false
 }
 
 // Command flags of iptables, long forms mapped to the short ones.
@@ -453,8 +534,11 @@ func (im *importer) command(n int, text string, toks []string) {
 		}
 		args = append(args, toks[j])
 	}
-	if table != "" && table != "filter" {
-		im.warn(n, text, "table %s skipped: only the filter table is imported", table)
+	if table == "" {
+		table = im.sectionTable()
+	}
+	if !importedTable(table) {
+		im.warn(n, text, "table %s skipped: %s", table, importedChains)
 		return
 	}
 	chain := ""
@@ -473,27 +557,31 @@ func (im *importer) command(n int, text string, toks []string) {
 			im.warn(n, text, "unexpected arguments after the policy")
 			return
 		}
-		im.chainPolicy(n, text, chain, args[0], false)
+		im.chainPolicy(n, text, table, chain, args[0], false)
 	case "-N":
 		if chain == "" {
 			im.warn(n, text, "-N needs a chain name")
 			return
 		}
-		im.chainPolicy(n, text, chain, "", true)
+		im.chainPolicy(n, text, table, chain, "", true)
 	case "-F":
 		if len(args) > 0 {
 			im.warn(n, text, "unexpected arguments after -F")
 			return
 		}
 		if chain == "" {
-			im.chains = map[v1alpha1.Chain][]entry{}
+			for k := range im.chains {
+				if k.table == table {
+					delete(im.chains, k)
+				}
+			}
 			return
 		}
-		if c, ok := builtinChains[chain]; ok {
-			delete(im.chains, c)
+		if c, ok := builtinChain(table, chain); ok {
+			delete(im.chains, tableChain{table, c})
 			return
 		}
-		im.warn(n, text, "flush of chain %s not imported: only INPUT, FORWARD and OUTPUT are", chain)
+		im.warn(n, text, "flush of chain %s of table %s not imported: %s", chain, table, importedChains)
 	case "-A", "-I":
 		if chain == "" {
 			im.warn(n, text, "%s needs a chain name", cmd)
@@ -512,55 +600,64 @@ func (im *importer) command(n int, text string, toks []string) {
 				args = args[1:]
 			}
 		}
-		im.rule(n, text, chain, pos, args)
+		im.rule(n, text, table, chain, pos, args)
 	default:
 		im.warn(n, text, "command %s is not imported: only -A, -I, -P, -N and -F are", cmd)
 	}
 }
 
-// rule translates one -A (pos 0) or -I (pos >= 1) line.
-func (im *importer) rule(n int, text, chain string, pos int, args []string) {
-	c, builtin := builtinChains[chain]
+// rule translates one -A (pos 0) or -I (pos >= 1) line of table.
+func (im *importer) rule(n int, text, table, chain string, pos int, args []string) {
+	c, builtin := builtinChain(table, chain)
 	if !builtin {
 		switch {
 		case chainOwner(chain) != "":
 			im.reportOwned(n, text, chain)
+		case table != "filter" && isBuiltin(table, chain):
+			im.warn(n, text, "chain %s of table %s is not imported: %s", chain, table, importedChains)
+		case table != "filter":
+			im.warn(n, text, "rule in user-defined chain %s of table %s not imported: %s", chain, table, importedChains)
 		case otherTableChains[chain]:
-			im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported", chain)
+			im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported from it (PREROUTING from raw and mangle)", chain)
 		default:
 			im.warn(n, text, "rule in user-defined chain %s not imported: only INPUT, FORWARD and OUTPUT are", chain)
 		}
 		return
 	}
 
-	list := im.chains[c]
+	key := tableChain{table, c}
+	list := im.chains[key]
 	if pos > len(list)+1 {
 		im.warn(n, text, "rule number %d is past the end of chain %s (%d rules): iptables refuses it", pos, chain, len(list))
 		return
 	}
 	e := entry{line: n, text: text}
-	tr := translate(c, args)
+	tr := translate(table, c, args)
 	switch {
 	case tr.ownedJump != "":
 		im.reportedChains[tr.ownedJump] = true
 		im.warn(n, text, "jump to chain %s skipped: it belongs to %s", tr.ownedJump, chainOwner(tr.ownedJump))
 	case tr.err != "":
 		im.warn(n, text, "%s", tr.err)
+	case tr.notLocalAccept:
+		e.notLocalAccept = true
+		im.warn(n, text, "not imported as a rule: nodefw's PreRouting chain lets packets not addressed to the node go before any rule")
 	default:
 		e.rule = tr.rule
 		e.comment = tr.comment
+		e.localOnly = tr.localOnly
 		for _, note := range tr.notes {
 			im.warn(n, text, "%s", note)
 		}
 	}
 	if pos == 0 {
-		im.chains[c] = append(list, e)
+		im.chains[key] = append(list, e)
 		return
 	}
 	list = append(list, entry{})
 	copy(list[pos:], list[pos-1:])
 	list[pos-1] = e
-	im.chains[c] = list
+	im.chains[key] = list
 }
 
 // rules names the translated rules and returns them chain by chain, in
@@ -569,7 +666,7 @@ func (im *importer) rules() []v1alpha1.Rule {
 	var out []v1alpha1.Rule
 	used := map[string]bool{}
 	for _, c := range v1alpha1.Chains {
-		for _, e := range im.chains[c] {
+		for _, e := range im.entries(c) {
 			if e.rule == nil {
 				continue
 			}

@@ -202,7 +202,7 @@ func TestImport(t *testing.T) {
 					},
 				}),
 				Warnings: []Warning{
-					{Line: 2, Text: "*nat", Reason: "table nat skipped: only the filter table is imported"},
+					{Line: 2, Text: "*nat", Reason: "table nat skipped: only the filter table and the PREROUTING chains of raw and mangle are imported"},
 					{Line: 11, Text: ":KUBE-FIREWALL - [0:0]", Reason: "chain KUBE-FIREWALL belongs to " + kube + ": skipped"},
 					{Line: 12, Text: ":FLANNEL-FWD - [0:0]", Reason: "chain FLANNEL-FWD belongs to flannel: skipped"},
 					{Line: 13, Text: "-A INPUT -j KUBE-FIREWALL", Reason: "jump to chain KUBE-FIREWALL skipped: it belongs to " + kube},
@@ -597,12 +597,12 @@ spec:
 
 var (
 	namePattern      = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	validChains      = map[v1alpha1.Chain]bool{v1alpha1.ChainInput: true, v1alpha1.ChainForward: true, v1alpha1.ChainOutput: true}
+	validChains      = map[v1alpha1.Chain]bool{v1alpha1.ChainPreRouting: true, v1alpha1.ChainInput: true, v1alpha1.ChainForward: true, v1alpha1.ChainOutput: true}
 	validActions     = map[v1alpha1.Action]bool{v1alpha1.ActionAccept: true, v1alpha1.ActionDrop: true, v1alpha1.ActionReject: true}
 	validPolicies    = map[v1alpha1.ChainPolicy]bool{"": true, v1alpha1.ChainPolicyAccept: true, v1alpha1.ChainPolicyDrop: true}
 	validProtocols   = map[v1alpha1.Protocol]bool{"": true, v1alpha1.ProtocolTCP: true, v1alpha1.ProtocolUDP: true, v1alpha1.ProtocolSCTP: true, v1alpha1.ProtocolICMP: true, v1alpha1.ProtocolICMPv6: true}
 	validConnStates  = map[v1alpha1.ConnState]bool{v1alpha1.ConnStateNew: true, v1alpha1.ConnStateEstablished: true, v1alpha1.ConnStateRelated: true, v1alpha1.ConnStateInvalid: true}
-	validChainsOrder = map[v1alpha1.Chain]int{v1alpha1.ChainInput: 0, v1alpha1.ChainForward: 1, v1alpha1.ChainOutput: 2}
+	validChainsOrder = map[v1alpha1.Chain]int{v1alpha1.ChainPreRouting: 0, v1alpha1.ChainInput: 1, v1alpha1.ChainForward: 2, v1alpha1.ChainOutput: 3}
 )
 
 // checkResult checks what the CRD's schema and CEL rules check, and that
@@ -671,8 +671,8 @@ func checkRule(r v1alpha1.Rule) error {
 		return fmt.Errorf("too many states")
 	case r.InInterface != "" && r.Chain == v1alpha1.ChainOutput:
 		return fmt.Errorf("inInterface on Output")
-	case r.OutInterface != "" && r.Chain == v1alpha1.ChainInput:
-		return fmt.Errorf("outInterface on Input")
+	case r.OutInterface != "" && (r.Chain == v1alpha1.ChainInput || r.Chain == v1alpha1.ChainPreRouting):
+		return fmt.Errorf("outInterface on %s", r.Chain)
 	}
 	for _, p := range r.Ports {
 		if p.Port < 1 || p.Port > 65535 || p.EndPort < 0 || p.EndPort > 65535 || (p.EndPort != 0 && p.EndPort < p.Port) {

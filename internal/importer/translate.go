@@ -18,6 +18,13 @@ type translation struct {
 	notes []string
 	// ownedJump is set when the rule jumps into an owned chain.
 	ownedJump string
+	// localOnly says the rule matched only packets addressed to the node
+	// (-m addrtype --dst-type LOCAL, in PREROUTING).
+	localOnly bool
+	// notLocalAccept says the rule is PREROUTING's `-m addrtype !
+	// --dst-type LOCAL -j ACCEPT` and nothing else, which nodefw's
+	// PreRouting chain does ahead of every rule.
+	notLocalAccept bool
 	// err says why the rule was not translated.
 	err string
 }
@@ -46,6 +53,8 @@ var supportedMatches = map[string]bool{
 	"tcp": true, "udp": true, "sctp": true, "multiport": true,
 	"state": true, "conntrack": true, "comment": true,
 	"icmp": true, "icmp6": true, "icmpv6": true,
+	// Only in PREROUTING, and only as --dst-type LOCAL (see prerouting.go).
+	"addrtype": true,
 }
 
 // extensionTargets are the iptables targets other than ACCEPT, DROP,
@@ -66,9 +75,10 @@ var portUnreachable = map[string]bool{
 	"icmp-port-unreachable": true, "icmp6-port-unreachable": true, "port-unreach": true,
 }
 
-// translate translates the arguments of a rule of chain c (everything after
-// the chain name and rule number). A rule is translated whole or not at all.
-func translate(c v1alpha1.Chain, args []string) translation {
+// translate translates the arguments of a rule of chain c of table
+// (everything after the chain name and rule number). A rule is translated
+// whole or not at all.
+func translate(table string, c v1alpha1.Chain, args []string) translation {
 	var (
 		r        = v1alpha1.Rule{Chain: c}
 		t        translation
@@ -79,6 +89,9 @@ func translate(c v1alpha1.Chain, args []string) translation {
 		seen     = map[string]bool{}
 		rejectW  string
 		stateOpt string
+		// addrType is --dst-type's value, "!" prefixed when negated.
+		addrType string
+		negated  bool
 	)
 	fail := func(format string, a ...any) {
 		if firstErr == "" {
@@ -87,6 +100,11 @@ func translate(c v1alpha1.Chain, args []string) translation {
 	}
 	for i := 0; i < len(args); i++ {
 		opt := args[i]
+		if opt == "!" && i+1 < len(args) && args[i+1] == "--dst-type" && matches["addrtype"] {
+			// The one negation that can translate: see --dst-type.
+			negated = true
+			continue
+		}
 		if opt == "!" {
 			fail("negation (!) is not supported")
 			continue
@@ -270,6 +288,21 @@ func translate(c v1alpha1.Chain, args []string) translation {
 				continue
 			}
 			t.comment = v
+		case "--dst-type":
+			v, ok := value()
+			if !ok || !once("--dst-type") {
+				continue
+			}
+			if !matches["addrtype"] {
+				fail("--dst-type needs -m addrtype")
+				continue
+			}
+			if negated {
+				v = "!" + v
+			}
+			addrType = v
+		case "--src-type", "--limit-iface-in", "--limit-iface-out":
+			fail("addrtype %s is not supported: only --dst-type LOCAL, in PREROUTING", opt)
 		case "--reject-with":
 			v, ok := value()
 			if !ok || !once("--reject-with") {
@@ -325,6 +358,13 @@ func translate(c v1alpha1.Chain, args []string) translation {
 		t.err = firstErr
 		return t
 	}
+	if err := preRoutingMatch(table, c, &r, addrType, matches["addrtype"], &t); err != "" {
+		t.err = err
+		return t
+	}
+	if t.notLocalAccept {
+		return t
+	}
 	if rejectW != "" {
 		switch {
 		case r.Action != v1alpha1.ActionReject:
@@ -344,6 +384,10 @@ func translate(c v1alpha1.Chain, args []string) translation {
 	}
 	if r.OutInterface != "" && c == v1alpha1.ChainInput {
 		t.err = "-o is not allowed on INPUT (iptables refuses it)"
+		return t
+	}
+	if r.OutInterface != "" && c == v1alpha1.ChainPreRouting {
+		t.err = "-o is not allowed on PREROUTING (iptables refuses it)"
 		return t
 	}
 	t.rule = &r

@@ -48,13 +48,25 @@ func paritySpec() v1alpha1.NodeFirewallSpec {
 				Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: 25}, {Port: 465}, {Port: 587}}, OutInterface: "wg0", Log: true,
 			}),
 			rule(v1alpha1.NodeFirewallRule{
+				Name: "nodeports-from-lan", Chain: v1alpha1.ChainPreRouting, Action: v1alpha1.ActionAccept,
+				Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: 30000, EndPort: 32767}},
+				Sources: []string{"192.168.0.0/16", "fd00::/8"},
+			}),
+			rule(v1alpha1.NodeFirewallRule{
+				Name: "nodeports-elsewhere", Chain: v1alpha1.ChainPreRouting, Action: v1alpha1.ActionReject,
+				Protocol: v1alpha1.ProtocolUDP, Ports: []v1alpha1.PortRange{{Port: 30000, EndPort: 32767}},
+				InInterface: "eth0", States: []v1alpha1.ConnState{v1alpha1.ConnStateNew}, Log: true,
+			}),
+			rule(v1alpha1.NodeFirewallRule{
 				Policy: "audit", Mode: v1alpha1.PolicyModeAudit,
 				Name: "metadata", Chain: v1alpha1.ChainOutput, Action: v1alpha1.ActionDrop,
 				Destinations: []string{"169.254.169.254", "fd00:ec2::254", "fd00:ec2::/64"},
 			}),
 		},
-		DefaultActions: v1alpha1.DefaultActions{Input: v1alpha1.ChainPolicyDrop, Forward: v1alpha1.ChainPolicyDrop, Output: v1alpha1.ChainPolicyDrop},
-		AuditedChains:  []v1alpha1.Chain{v1alpha1.ChainOutput},
+		DefaultActions: v1alpha1.DefaultActions{
+			PreRouting: v1alpha1.ChainPolicyDrop, Input: v1alpha1.ChainPolicyDrop, Forward: v1alpha1.ChainPolicyDrop, Output: v1alpha1.ChainPolicyDrop,
+		},
+		AuditedChains: []v1alpha1.Chain{v1alpha1.ChainOutput},
 	}
 }
 

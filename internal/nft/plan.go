@@ -103,6 +103,8 @@ func (p *plan) encodeChain(c *compile.Chain) (kernelChain, error) {
 		kc.hook = *nftables.ChainHookForward
 	case compile.HookOutput:
 		kc.hook = *nftables.ChainHookOutput
+	case compile.HookPreRouting:
+		kc.hook = *nftables.ChainHookPrerouting
 	default:
 		return kernelChain{}, fmt.Errorf("chain %q: unknown hook %q", c.Name, c.Hook)
 	}

@@ -160,8 +160,12 @@ func verdictExpr(v compile.Verdict) (expr.Any, error) {
 }
 
 // match adds the rule's matches, in the order iptables users read them:
-// interfaces, addresses, protocol and ports, then conntrack state.
+// the destination's address type, interfaces, addresses, protocol and
+// ports, then conntrack state.
 func (b *ruleBuilder) match(r *compile.Rule, fam compile.Family) error {
+	if err := b.daddrType(r.DAddrType); err != nil {
+		return err
+	}
 	if err := b.ifname(expr.MetaKeyIIFNAME, r.IIfName); err != nil {
 		return err
 	}
@@ -195,6 +199,27 @@ func (b *ruleBuilder) match(r *compile.Rule, fam compile.Family) error {
 	if r.CtStates != 0 {
 		b.ctStates(r.CtStates)
 	}
+	return nil
+}
+
+// daddrType matches whether the destination address is one of the node's
+// (fib daddr type local), as nft encodes it: the route type, a host-endian
+// word, compared with RTN_LOCAL.
+func (b *ruleBuilder) daddrType(t compile.DAddrType) error {
+	op := expr.CmpOpEq
+	switch t {
+	case compile.DAddrTypeAny:
+		return nil
+	case compile.DAddrTypeLocal:
+	case compile.DAddrTypeNotLocal:
+		op = expr.CmpOpNeq
+	default:
+		return fmt.Errorf("unknown destination address type %d", t)
+	}
+	b.add(
+		&expr.Fib{Register: reg, FlagDADDR: true, ResultADDRTYPE: true},
+		&expr.Cmp{Op: op, Register: reg, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+	)
 	return nil
 }
 

@@ -367,7 +367,7 @@ func TestInvalidRulesetKeepsTable(t *testing.T) {
 	}
 	mustInSync(t, p, rs, true)
 	bad = sampleRuleset()
-	bad.Chains[0].Hook = "prerouting"
+	bad.Chains[0].Hook = "ingress"
 	if _, err := p.Apply(bad); err == nil {
 		t.Fatal("unknown hook accepted")
 	}
@@ -405,7 +405,7 @@ func TestCommitted(t *testing.T) {
 		t.Fatalf("after Apply, Committed = %p, want %p", got, rs)
 	}
 	refusedByPlan := sampleRuleset()
-	refusedByPlan.Chains[0].Hook = "prerouting"
+	refusedByPlan.Chains[0].Hook = "ingress"
 	refusedByKernel := sampleRuleset()
 	refusedByKernel.Chains = append(refusedByKernel.Chains, compile.Chain{Name: strings.Repeat("x", 300), Hook: compile.HookInput, Policy: compile.VerdictAccept})
 	for _, bad := range []*compile.Ruleset{refusedByPlan, refusedByKernel} {

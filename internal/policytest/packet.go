@@ -18,7 +18,8 @@ import (
 type Packet struct {
 	// Chain is the chain that sees the packet: Input (the default) for a
 	// packet to the node, Forward for one it routes, Output for one it
-	// sends.
+	// sends, PreRouting for one addressed to the node as the client sent
+	// it, before any DNAT (a NodePort, not the pod kube-proxy sends it to).
 	Chain string `json:"chain,omitempty"`
 	// Proto is tcp, udp, sctp, icmp, icmpv6 or an IP protocol number.
 	Proto string `json:"proto"`
@@ -28,8 +29,9 @@ type Packet struct {
 	// To is the destination address, with the port for tcp, udp and sctp:
 	// 10.0.0.2:6443, [fd00::2]:6443.
 	To string `json:"to"`
-	// InInterface is the interface the packet came in on (Input and
-	// Forward); OutInterface the one it leaves on (Forward and Output).
+	// InInterface is the interface the packet came in on (PreRouting,
+	// Input and Forward); OutInterface the one it leaves on (Forward and
+	// Output).
 	InInterface  string `json:"inInterface,omitempty"`
 	OutInterface string `json:"outInterface,omitempty"`
 	// State is the conntrack state: new (the default), established,
@@ -163,6 +165,12 @@ func (d Packet) Parse() (Parsed, error) {
 	if out.Chain == v1alpha1.ChainInput && d.OutInterface != "" {
 		fail("outInterface", "packets on Input have no output interface")
 	}
+	if out.Chain == v1alpha1.ChainPreRouting && d.OutInterface != "" {
+		fail("outInterface", "packets on PreRouting are not routed yet: they have no output interface")
+	}
+	// PreRouting decides only packets addressed to the node, and lets every
+	// other one go: the packet traced there is one of those.
+	p.DAddrLocal = out.Chain == v1alpha1.ChainPreRouting
 	if out.Chain == v1alpha1.ChainOutput && d.InInterface != "" {
 		fail("inInterface", "packets on Output have no input interface")
 	}

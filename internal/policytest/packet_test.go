@@ -109,7 +109,7 @@ func TestPacketParseErrors(t *testing.T) {
 		in   Packet
 		want []string
 	}{
-		{"unknown chain", tcp(func(p *Packet) { p.Chain = "Postrouting" }), []string{`chain: "Postrouting" is not one of Input, Forward, Output`}},
+		{"unknown chain", tcp(func(p *Packet) { p.Chain = "Postrouting" }), []string{`chain: "Postrouting" is not one of PreRouting, Input, Forward, Output`}},
 		{"unknown protocol", tcp(func(p *Packet) { p.Proto = "gre" }), []string{`proto: "gre" is not tcp`}},
 		{"no protocol", tcp(func(p *Packet) { p.Proto = "" }), []string{`proto: "" is not tcp`}},
 		{"no source", tcp(func(p *Packet) { p.From = "" }), []string{"from: an address is required"}},

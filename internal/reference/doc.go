@@ -8,9 +8,12 @@
 //     it); EvalSpec is its verdict alone. EvalRuleset decides a packet by
 //     running it through a compiled Ruleset as the kernel runs it through
 //     the table.
+//     EvalInbound and EvalRulesetInbound take a packet arriving at the node
+//     through PreRouting, a DNAT such as kube-proxy's, and Input or Forward.
 //   - Validate checks a spec with the libraries' parsers and checks, where
 //     the compiler has fast paths of its own.
-//   - IPTablesRestore renders a spec as iptables-restore input, which the
+//   - IPTablesRestore renders a spec as iptables-restore input (the filter
+//     table, and the mangle table's PREROUTING for PreRouting), which the
 //     differential suite loads next to the agent's table.
 //
 // Nothing in the agent or the controller imports it.

@@ -30,6 +30,10 @@ type Packet struct {
 	IIfName, OIfName string
 	// CtState is the packet's conntrack state, one bit.
 	CtState compile.CtState
+	// DAddrLocal says DAddr is one of the node's own addresses, as the
+	// routing table says (fib daddr type local). The PreRouting chain
+	// decides only such packets; see EvalInbound for their way on.
+	DAddrLocal bool
 }
 
 // IP protocol numbers.
@@ -61,7 +65,9 @@ var verdicts = map[v1alpha1.Action]compile.Verdict{
 }
 
 // EvalSpec is the verdict of TraceSpec: the reference semantics of a
-// node's firewall for one chain, as the README states them.
+// node's firewall for one chain, as the README states them. PreRouting's
+// packets are as the client sent them, before any DNAT: EvalInbound takes
+// a packet through PreRouting and on to Input or Forward.
 func EvalSpec(spec v1alpha1.NodeFirewallSpec, opts compile.Options, chain v1alpha1.Chain, p Packet) compile.Verdict {
 	return evaluate(spec, opts, chain, &p, false).Verdict
 }
@@ -136,6 +142,9 @@ func ruleMatches(rs *compile.Ruleset, rule *compile.Rule, p Packet) bool {
 		return false
 	}
 	if rule.CtStates != 0 && rule.CtStates&p.CtState == 0 {
+		return false
+	}
+	if (rule.DAddrType == compile.DAddrTypeLocal && !p.DAddrLocal) || (rule.DAddrType == compile.DAddrTypeNotLocal && p.DAddrLocal) {
 		return false
 	}
 	if rule.Lookup != "" {

@@ -141,6 +141,50 @@ func TestEvalSpec(t *testing.T) {
 			chain: in, p: tcpIn(func(p *Packet) { p.CtState = compile.CtStateInvalid }), want: compile.VerdictDrop,
 		},
 	}
+	pre := v1alpha1.ChainPreRouting
+	local := func(change func(p *Packet)) Packet {
+		return tcpIn(func(p *Packet) {
+			p.DAddrLocal = true
+			if change != nil {
+				change(p)
+			}
+		})
+	}
+	preDrop := v1alpha1.NodeFirewallSpec{DefaultActions: v1alpha1.DefaultActions{PreRouting: v1alpha1.ChainPolicyDrop}}
+	tests = append(tests, []struct {
+		name  string
+		spec  v1alpha1.NodeFirewallSpec
+		opts  compile.Options
+		chain v1alpha1.Chain
+		p     Packet
+		want  compile.Verdict
+	}{
+		{name: "prerouting default drop", spec: preDrop, chain: pre, p: local(nil), want: compile.VerdictDrop},
+		{name: "prerouting lets go what is not the node's", spec: preDrop, chain: pre, p: tcpIn(nil), want: compile.VerdictAccept},
+		{
+			name:  "prerouting rule",
+			spec:  v1alpha1.NodeFirewallSpec{Rules: []v1alpha1.NodeFirewallRule{rule(v1alpha1.ActionReject, func(r *v1alpha1.NodeFirewallRule) { r.Chain = pre })}},
+			chain: pre, p: local(nil), want: compile.VerdictReject,
+		},
+		{
+			name:  "prerouting rules are not input's",
+			spec:  v1alpha1.NodeFirewallSpec{Rules: []v1alpha1.NodeFirewallRule{rule(v1alpha1.ActionReject, func(r *v1alpha1.NodeFirewallRule) { r.Chain = pre })}},
+			chain: in, p: local(nil), want: compile.VerdictAccept,
+		},
+		{name: "prerouting loopback", spec: preDrop, chain: pre, p: local(func(p *Packet) { p.IIfName = "lo" }), want: compile.VerdictAccept},
+		{name: "prerouting established", spec: preDrop, chain: pre, p: local(func(p *Packet) { p.CtState = compile.CtStateRelated }), want: compile.VerdictAccept},
+		{name: "prerouting failsafe", spec: preDrop, opts: failsafes, chain: pre, p: local(func(p *Packet) { p.DPort = 22 }), want: compile.VerdictAccept},
+		{
+			name: "prerouting neighbour discovery", spec: preDrop, chain: pre,
+			p:    Packet{Family: compile.FamilyIPv6, L4Proto: 58, Transport: true, Type: 136, CtState: compile.CtStateNew, DAddrLocal: true},
+			want: compile.VerdictAccept,
+		},
+		{
+			name:  "prerouting audited default",
+			spec:  v1alpha1.NodeFirewallSpec{DefaultActions: preDrop.DefaultActions, AuditedChains: []v1alpha1.Chain{pre}},
+			chain: pre, p: local(nil), want: compile.VerdictAccept,
+		},
+	}...)
 	for _, tt := range tests {
 		if got := EvalSpec(tt.spec, tt.opts, tt.chain, tt.p); got != tt.want {
 			t.Errorf("%s: EvalSpec = %q, want %q", tt.name, got, tt.want)
@@ -260,6 +304,71 @@ func TestFailsafesByAddress(t *testing.T) {
 		}
 		if got := EvalRuleset(rs, compile.ChainInput, p); got != tc.want {
 			t.Errorf("EvalRuleset: %s -> %s port %d/%d: %s, want %s", tc.saddr, tc.daddr, tc.port, tc.proto, got, tc.want)
+		}
+	}
+}
+
+// TestEvalInbound follows a packet through PreRouting, kube-proxy's DNAT
+// and Input or Forward: PreRouting matches the NodePort the client used,
+// Input and Forward the backend.
+func TestEvalInbound(t *testing.T) {
+	pre, in, fwd := v1alpha1.ChainPreRouting, v1alpha1.ChainInput, v1alpha1.ChainForward
+	nodePort := func(src string) Packet {
+		return tcpIn(func(p *Packet) {
+			p.SAddr, p.DPort, p.DAddrLocal = netip.MustParseAddr(src), 30080, true
+		})
+	}
+	toPod := &DNAT{DAddr: netip.MustParseAddr("10.244.1.5"), DPort: 8080, OIfName: "cni0"}
+	toHost := &DNAT{DAddr: netip.MustParseAddr("192.0.2.2"), DPort: 8443, Local: true}
+	tcp := func(name string, chain v1alpha1.Chain, action v1alpha1.Action, port int32, sources ...string) v1alpha1.NodeFirewallRule {
+		return v1alpha1.NodeFirewallRule{Policy: "p", Name: name, Chain: chain, Action: action,
+			Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: port}}, Sources: sources}
+	}
+	// NodePort 30080 from 10.0.0.0/8 only, as the nodeports-from-cidr
+	// sample does; Input drops by default and accepts the host backend's
+	// port; Forward rejects one pod port.
+	spec := v1alpha1.NodeFirewallSpec{
+		Rules: []v1alpha1.NodeFirewallRule{
+			tcp("nodeport-lan", pre, v1alpha1.ActionAccept, 30080, "10.0.0.0/8"),
+			tcp("nodeport-others", pre, v1alpha1.ActionDrop, 30080),
+			tcp("host-backend", in, v1alpha1.ActionAccept, 8443),
+			tcp("no-pod-8081", fwd, v1alpha1.ActionReject, 8081),
+		},
+		DefaultActions: v1alpha1.DefaultActions{Input: v1alpha1.ChainPolicyDrop},
+	}
+	tests := []struct {
+		name      string
+		p         Packet
+		dnat      *DNAT
+		want      compile.Verdict
+		wantChain v1alpha1.Chain
+	}{
+		{"allowed client to a pod", nodePort("10.1.2.3"), toPod, compile.VerdictAccept, fwd},
+		{"other client dropped before DNAT", nodePort("198.51.100.9"), toPod, compile.VerdictDrop, pre},
+		{"allowed client to a host backend", nodePort("10.1.2.3"), toHost, compile.VerdictAccept, in},
+		{"other client to a host backend", nodePort("198.51.100.9"), toHost, compile.VerdictDrop, pre},
+		{
+			"forward still decides after a prerouting accept", nodePort("10.1.2.3"),
+			&DNAT{DAddr: netip.MustParseAddr("10.244.1.5"), DPort: 8081, OIfName: "cni0"}, compile.VerdictReject, fwd,
+		},
+		{"input still decides without DNAT", nodePort("10.1.2.3"), nil, compile.VerdictDrop, in},
+		{
+			"not addressed to the node: prerouting lets it go", tcpIn(func(p *Packet) { p.DPort, p.OIfName = 30080, "eth1" }),
+			nil, compile.VerdictAccept, fwd,
+		},
+	}
+	rs, err := compile.Compile(spec, compile.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		got, chain := EvalInbound(spec, compile.Options{}, tt.p, tt.dnat)
+		if got != tt.want || chain != tt.wantChain {
+			t.Errorf("%s: EvalInbound = %q in %s, want %q in %s", tt.name, got, chain, tt.want, tt.wantChain)
+		}
+		got, chain = EvalRulesetInbound(rs, tt.p, tt.dnat)
+		if got != tt.want || chain != tt.wantChain {
+			t.Errorf("%s: EvalRulesetInbound = %q in %s, want %q in %s", tt.name, got, chain, tt.want, tt.wantChain)
 		}
 	}
 }

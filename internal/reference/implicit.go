@@ -19,12 +19,17 @@ type implicitAccept struct {
 
 // implicitAccepts are the accepts a chain makes ahead of its rules, in
 // the order the compiled chain makes them: established and related on
-// every chain; loopback, ICMPv6 neighbour discovery and the failsafe ports
-// on Input and Output.
+// every chain; on PreRouting, every packet not addressed to the node;
+// loopback, ICMPv6 neighbour discovery and the failsafe ports on
+// PreRouting, Input and Output.
 func implicitAccepts(chain v1alpha1.Chain, opts compile.Options) []implicitAccept {
 	out := []implicitAccept{{ImplicitEstablished, acceptsEstablished}}
 	var failsafes []compile.Failsafe
 	switch chain {
+	case v1alpha1.ChainPreRouting:
+		out = append(out, implicitAccept{ImplicitNotLocal, acceptsNotLocal},
+			implicitAccept{ImplicitLoopback, loopbackOn("inInterface", func(p *Packet) string { return p.IIfName })})
+		failsafes = opts.FailsafeInbound
 	case v1alpha1.ChainInput:
 		out = append(out, implicitAccept{ImplicitLoopback, loopbackOn("inInterface", func(p *Packet) string { return p.IIfName })})
 		failsafes = opts.FailsafeInbound
@@ -48,6 +53,13 @@ func acceptsEstablished(p *Packet) (*Mismatch, []string) {
 	return &Mismatch{Field: "state", Want: "Established or Related", Got: stateName(p.CtState)}, nil
 }
 
+func acceptsNotLocal(p *Packet) (*Mismatch, []string) {
+	if p.DAddrLocal {
+		return &Mismatch{Field: "destination", Want: "an address not the node's", Got: p.DAddr.String() + " (the node's)"}, nil
+	}
+	return nil, []string{"PreRouting decides only packets addressed to the node"}
+}
+
 func loopbackOn(field string, ifname func(p *Packet) string) func(p *Packet) (*Mismatch, []string) {
 	return func(p *Packet) (*Mismatch, []string) {
 		if name := ifname(p); name != "lo" {
@@ -57,8 +69,8 @@ func loopbackOn(field string, ifname func(p *Packet) string) func(p *Packet) (*M
 	}
 }
 
-// ndTypes are the ICMPv6 neighbour discovery types (RFC 4861) that Input
-// and Output accept ahead of any rule: router solicitation and
+// ndTypes are the ICMPv6 neighbour discovery types (RFC 4861) that
+// PreRouting, Input and Output accept ahead of any rule: router solicitation and
 // advertisement, neighbour solicitation and advertisement, redirect.
 var ndTypes = []uint8{133, 134, 135, 136, 137}
 

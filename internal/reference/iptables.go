@@ -24,8 +24,11 @@ import (
 //  3. the chain policies from spec.defaultActions; an audited chain keeps
 //     policy ACCEPT and ends with a rate-limited LOG rule instead.
 //
+// A spec that uses the PreRouting chain also gets the mangle table's
+// PREROUTING (see iptables_prerouting.go).
+//
 // Loading the output with iptables-restore (without --noflush) replaces the
-// whole filter table of that family. The renderer serves the differential
+// whole filter table of that family, and the mangle table when written. The renderer serves the differential
 // tests, which compare the two implementations packet by packet, and
 // benchmarks of iptables-restore against the agent's netlink apply.
 //
@@ -57,9 +60,10 @@ const (
 )
 
 var chainNames = map[v1alpha1.Chain]string{
-	v1alpha1.ChainInput:   "INPUT",
-	v1alpha1.ChainForward: "FORWARD",
-	v1alpha1.ChainOutput:  "OUTPUT",
+	v1alpha1.ChainInput:      "INPUT",
+	v1alpha1.ChainForward:    "FORWARD",
+	v1alpha1.ChainOutput:     "OUTPUT",
+	v1alpha1.ChainPreRouting: "PREROUTING",
 }
 
 var protoNames = map[v1alpha1.Protocol]string{
@@ -82,15 +86,19 @@ func IPTablesRestore(spec v1alpha1.NodeFirewallSpec, opts compile.Options) (v4, 
 func renderRestore(spec v1alpha1.NodeFirewallSpec, opts compile.Options, fam family) string {
 	var b strings.Builder
 	b.WriteString("*filter\n")
-	for _, c := range v1alpha1.Chains {
+	for _, c := range filterChains {
 		policy := "ACCEPT"
 		if spec.DefaultActions.For(c) == v1alpha1.ChainPolicyDrop && !slices.Contains(spec.AuditedChains, c) {
 			policy = "DROP"
 		}
 		fmt.Fprintf(&b, ":%s %s [0:0]\n", chainNames[c], policy)
 	}
-	for _, c := range v1alpha1.Chains {
+	marks := rejectsInPreRouting(spec)
+	for _, c := range filterChains {
 		w := &writer{b: &b, chain: chainNames[c]}
+		if marks && c != v1alpha1.ChainOutput {
+			writeMarkedReject(w, fam)
+		}
 		implicitRestoreRules(w, c, opts, fam)
 		for _, r := range spec.Rules {
 			if r.Chain == c {
@@ -104,13 +112,25 @@ func renderRestore(spec v1alpha1.NodeFirewallSpec, opts compile.Options, fam fam
 		}
 	}
 	b.WriteString("COMMIT\n")
+	if usesPreRouting(spec) {
+		renderMangle(&b, spec, opts, fam)
+	}
 	return b.String()
 }
+
+// filterChains are the API's chains of the filter table, in its order.
+var filterChains = []v1alpha1.Chain{v1alpha1.ChainInput, v1alpha1.ChainForward, v1alpha1.ChainOutput}
 
 // writer appends rules to one chain.
 type writer struct {
 	b     *strings.Builder
 	chain string
+	// guard, when set, is the match every policy rule of the chain starts
+	// with (PREROUTING's -m addrtype --dst-type LOCAL).
+	guard string
+	// reject, when set, is the chain's target for Reject in place of
+	// REJECT, which only the filter table allows.
+	reject string
 }
 
 // rule writes "-A CHAIN" and the non-empty parts.
@@ -132,7 +152,7 @@ func implicitRestoreRules(w *writer, c v1alpha1.Chain, opts compile.Options, fam
 		"-m comment --comment", text.Quote("nodefw: established,related"), "-j ACCEPT")
 	var failsafes []compile.Failsafe
 	switch c {
-	case v1alpha1.ChainInput:
+	case v1alpha1.ChainInput, v1alpha1.ChainPreRouting:
 		w.rule("-i lo", "-m comment --comment", text.Quote("nodefw: loopback"), "-j ACCEPT")
 		failsafes = opts.FailsafeInbound
 	case v1alpha1.ChainOutput:
@@ -252,9 +272,9 @@ func restoreRules(w *writer, r v1alpha1.NodeFirewallRule, fam family) {
 	case v1alpha1.ActionDrop:
 		target = "-j DROP"
 	case v1alpha1.ActionReject:
-		target = "-j REJECT --reject-with icmp-port-unreachable"
-		if fam == ipv6 {
-			target = "-j REJECT --reject-with icmp6-port-unreachable"
+		target = rejectTarget(fam)
+		if w.reject != "" {
+			target = w.reject
 		}
 	default:
 		target = "-j " + string(r.Action)
@@ -262,7 +282,7 @@ func restoreRules(w *writer, r v1alpha1.NodeFirewallRule, fam family) {
 	for _, s := range srcs {
 		for _, d := range dsts {
 			for _, p := range ports {
-				match := []string{s, d, in, out, proto, p, states}
+				match := []string{w.guard, s, d, in, out, proto, p, states}
 				switch {
 				case audit:
 					w.rule(slices.Concat(match, []string{logLimit, comment,

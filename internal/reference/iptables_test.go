@@ -367,3 +367,81 @@ func TestRestoreWritesThroughInvalid(t *testing.T) {
 		}
 	}
 }
+
+// TestRestorePreRouting checks the mangle table of a spec that uses
+// PreRouting: Input's implicit accepts, every rule and the default Drop
+// guarded by addrtype LOCAL, and a Reject marked there and rejected first
+// thing in INPUT and FORWARD.
+func TestRestorePreRouting(t *testing.T) {
+	spec := v1alpha1.NodeFirewallSpec{
+		Rules: []v1alpha1.NodeFirewallRule{
+			rule(v1alpha1.ChainPreRouting, "lan", v1alpha1.ActionAccept, func(r *v1alpha1.NodeFirewallRule) {
+				r.Protocol, r.Ports, r.Sources = v1alpha1.ProtocolTCP, []v1alpha1.PortRange{{Port: 30000, EndPort: 32767}}, []string{"192.168.0.0/16"}
+			}),
+			rule(v1alpha1.ChainPreRouting, "others", v1alpha1.ActionReject, func(r *v1alpha1.NodeFirewallRule) {
+				r.Protocol, r.Ports, r.InInterface = v1alpha1.ProtocolTCP, []v1alpha1.PortRange{{Port: 30000, EndPort: 32767}}, "eth0"
+			}),
+		},
+		DefaultActions: v1alpha1.DefaultActions{PreRouting: v1alpha1.ChainPolicyDrop},
+	}
+	opts := compile.Options{FailsafeInbound: []compile.Failsafe{{Protocol: v1alpha1.ProtocolTCP, Ports: compile.PortInterval{First: 22, Last: 22}}}}
+	marked := func(chain, reject string) string {
+		return `-A ` + chain + ` -m mark --mark 0x10000000/0x10000000 -m comment --comment "nodefw: rejected in prerouting" -j REJECT --reject-with ` + reject + "\n"
+	}
+	failsafe := func(chain string) string {
+		return `-A ` + chain + ` -p tcp -m tcp --dport 22 -m comment --comment "nodefw: failsafe tcp" -j ACCEPT` + "\n"
+	}
+	mangle := func(v6 bool) string {
+		var b strings.Builder
+		b.WriteString("*mangle\n:PREROUTING ACCEPT [0:0]\n:NODEFW-REJECT - [0:0]\n")
+		b.WriteString(est("PREROUTING"))
+		b.WriteString(`-A PREROUTING -i lo -m comment --comment "nodefw: loopback" -j ACCEPT` + "\n")
+		if v6 {
+			b.WriteString(nd("PREROUTING"))
+		}
+		b.WriteString(failsafe("PREROUTING"))
+		if !v6 {
+			b.WriteString(`-A PREROUTING -m addrtype --dst-type LOCAL -s 192.168.0.0/16 -p tcp -m tcp --dport 30000:32767 -m comment --comment "p/lan" -j ACCEPT` + "\n")
+		}
+		b.WriteString(`-A PREROUTING -m addrtype --dst-type LOCAL -i eth0 -p tcp -m tcp --dport 30000:32767 -m comment --comment "p/others" -j NODEFW-REJECT` + "\n")
+		b.WriteString(`-A PREROUTING -m addrtype --dst-type LOCAL -m comment --comment "nodefw: default-drop" -j DROP` + "\n")
+		b.WriteString("-A NODEFW-REJECT -j MARK --or-mark 0x10000000\n-A NODEFW-REJECT -j ACCEPT\nCOMMIT\n")
+		return b.String()
+	}
+	// The filter table with the marked rejects ahead of INPUT and FORWARD.
+	filter := func(v6 bool, reject string) string {
+		f := file(v6, allAccept, "", "", "")
+		f = strings.Replace(f, est("INPUT"), marked("INPUT", reject)+est("INPUT"), 1)
+		return strings.Replace(f, est("FORWARD"), marked("FORWARD", reject)+est("FORWARD"), 1)
+	}
+	v4, v6 := IPTablesRestore(spec, opts)
+	wantV4 := strings.Replace(filter(false, "icmp-port-unreachable"), loopbackIn, loopbackIn+failsafe("INPUT"), 1) + mangle(false)
+	wantV6 := strings.Replace(filter(true, "icmp6-port-unreachable"), nd("INPUT"), nd("INPUT")+failsafe("INPUT"), 1) + mangle(true)
+	if diff := cmp.Diff(wantV4, v4); diff != "" {
+		t.Errorf("v4 (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(wantV6, v6); diff != "" {
+		t.Errorf("v6 (-want +got):\n%s", diff)
+	}
+
+	// Audited: the Reject and the default Drop only log; nothing is marked.
+	for i := range spec.Rules {
+		spec.Rules[i].Mode = v1alpha1.PolicyModeAudit
+	}
+	spec.AuditedChains = []v1alpha1.Chain{v1alpha1.ChainPreRouting}
+	v4, _ = IPTablesRestore(spec, compile.Options{})
+	for _, s := range []string{"MARK", "--mark", "-j DROP"} {
+		if strings.Contains(v4, s) {
+			t.Errorf("audited PreRouting writes %q:\n%s", s, v4)
+		}
+	}
+	if !strings.Contains(v4, `-A PREROUTING -m addrtype --dst-type LOCAL -m limit --limit 10/min --limit-burst 5 -m comment --comment "nodefw: audit default-drop" -j LOG --log-prefix "nodefw-audit default-drop p: "`) {
+		t.Errorf("audited default Drop does not log:\n%s", v4)
+	}
+
+	// Without PreRouting there is no mangle table.
+	v4, _ = IPTablesRestore(v1alpha1.NodeFirewallSpec{DefaultActions: v1alpha1.DefaultActions{PreRouting: v1alpha1.ChainPolicyAccept}}, compile.Options{})
+	if strings.Contains(v4, "*mangle") {
+		t.Errorf("a spec without PreRouting writes a mangle table:\n%s", v4)
+	}
+}

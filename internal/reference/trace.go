@@ -46,13 +46,17 @@ type Implicit string
 const (
 	// ImplicitEstablished accepts conntrack states Established and Related.
 	ImplicitEstablished Implicit = "established"
-	// ImplicitLoopback accepts the loopback interface (Input and Output).
-	ImplicitLoopback Implicit = "loopback"
-	// ImplicitNeighbourDiscovery accepts ICMPv6 neighbour discovery (Input
+	// ImplicitNotLocal accepts, on PreRouting, every packet whose
+	// destination is not one of the node's addresses.
+	ImplicitNotLocal Implicit = "not-local"
+	// ImplicitLoopback accepts the loopback interface (PreRouting, Input
 	// and Output).
+	ImplicitLoopback Implicit = "loopback"
+	// ImplicitNeighbourDiscovery accepts ICMPv6 neighbour discovery
+	// (PreRouting, Input and Output).
 	ImplicitNeighbourDiscovery Implicit = "neighbour-discovery"
 	// ImplicitFailsafe accepts the agent's failsafe ports (inbound on
-	// Input, outbound on Output).
+	// PreRouting and Input, outbound on Output).
 	ImplicitFailsafe Implicit = "failsafe"
 )
 

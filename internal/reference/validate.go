@@ -27,12 +27,12 @@ func Validate(spec v1alpha1.NodeFirewallSpec) error {
 		switch p := spec.DefaultActions.For(c); p {
 		case "", v1alpha1.ChainPolicyAccept, v1alpha1.ChainPolicyDrop:
 		default:
-			fail("defaultActions."+strings.ToLower(string(c)), "%q is not Accept or Drop", p)
+			fail("defaultActions."+strings.ToLower(string(c)[:1])+string(c)[1:], "%q is not Accept or Drop", p)
 		}
 	}
 	for i, c := range spec.AuditedChains {
 		if !validChain(c) {
-			fail(fmt.Sprintf("auditedChains[%d]", i), "%q is not Input, Forward or Output", c)
+			fail(fmt.Sprintf("auditedChains[%d]", i), "%q is not PreRouting, Input, Forward or Output", c)
 		}
 	}
 	return errors.Join(errs...)
@@ -52,7 +52,7 @@ func validateRule(path string, r *v1alpha1.NodeFirewallRule, fail func(path, for
 		fail(path+".name", "%q is not a rule name: %s", r.Name, strings.Join(msgs, "; "))
 	}
 	if !validChain(r.Chain) {
-		fail(path+".chain", "%q is not Input, Forward or Output", r.Chain)
+		fail(path+".chain", "%q is not PreRouting, Input, Forward or Output", r.Chain)
 	}
 	if _, ok := verdicts[r.Action]; !ok {
 		fail(path+".action", "%q is not Accept, Drop or Reject", r.Action)
@@ -72,7 +72,7 @@ func validateRule(path string, r *v1alpha1.NodeFirewallRule, fail func(path, for
 		}
 	}
 	validateInterface(path+".inInterface", r.InInterface, r.Chain == v1alpha1.ChainOutput, "Output", fail)
-	validateInterface(path+".outInterface", r.OutInterface, r.Chain == v1alpha1.ChainInput, "Input", fail)
+	validateInterface(path+".outInterface", r.OutInterface, r.Chain == v1alpha1.ChainInput || r.Chain == v1alpha1.ChainPreRouting, string(r.Chain), fail)
 	for j, s := range r.States {
 		if _, ok := stateBits[s]; !ok {
 			fail(fmt.Sprintf("%s.states[%d]", path, j), "%q is not New, Established, Related or Invalid", s)
@@ -81,7 +81,7 @@ func validateRule(path string, r *v1alpha1.NodeFirewallRule, fail func(path, for
 }
 
 func validChain(c v1alpha1.Chain) bool {
-	return c == v1alpha1.ChainInput || c == v1alpha1.ChainForward || c == v1alpha1.ChainOutput
+	return c == v1alpha1.ChainInput || c == v1alpha1.ChainForward || c == v1alpha1.ChainOutput || c == v1alpha1.ChainPreRouting
 }
 
 // validatePorts checks a rule's ports: each from 1 to 65535, an end port

@@ -94,6 +94,8 @@ func chainField(c fwv1.Chain) string {
 		return "input"
 	case fwv1.ChainForward:
 		return "forward"
+	case fwv1.ChainPreRouting:
+		return "preRouting"
 	}
 	return "output"
 }

@@ -22,7 +22,7 @@ func failsafeShadows(p *fwv1.NodeFirewallPolicy, fs Failsafes) []Problem {
 		}
 		var failsafes []compile.Failsafe
 		switch r.Chain {
-		case fwv1.ChainInput:
+		case fwv1.ChainInput, fwv1.ChainPreRouting:
 			failsafes = fs.Inbound
 		case fwv1.ChainOutput:
 			failsafes = fs.Outbound

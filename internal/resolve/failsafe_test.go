@@ -26,6 +26,8 @@ func TestFailsafeShadows(t *testing.T) {
 		{"udp drop misses tcp failsafes", fwv1.Rule{Name: "udp", Chain: fwv1.ChainInput, Action: fwv1.ActionDrop, Protocol: fwv1.ProtocolUDP, Ports: []fwv1.PortRange{{Port: 6443}}}, nil},
 		{"drop everything outbound", fwv1.Rule{Name: "all", Chain: fwv1.ChainOutput, Action: fwv1.ActionDrop},
 			[]string{"spec.rules[0] (all) would drop failsafe port(s) udp:53, tcp:53, tcp:6443, udp:67-68, which nodes accept before any rule"}},
+		{"prerouting drop of the kubelet", fwv1.Rule{Name: "pre", Chain: fwv1.ChainPreRouting, Action: fwv1.ActionDrop, Protocol: fwv1.ProtocolTCP, Ports: []fwv1.PortRange{{Port: 10000, EndPort: 32767}}},
+			[]string{"spec.rules[0] (pre) would drop failsafe port(s) tcp:10250, which nodes accept before any rule"}},
 		{"forward has no failsafes", fwv1.Rule{Name: "fwd", Chain: fwv1.ChainForward, Action: fwv1.ActionDrop}, nil},
 	}
 	for _, tc := range tests {

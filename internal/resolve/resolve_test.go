@@ -1,6 +1,7 @@
 package resolve
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -53,7 +54,7 @@ func ref(name string, mode fwv1.PolicyMode, d *fwv1.DefaultActions) fwv1.PolicyR
 }
 
 var (
-	allAccept = fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyAccept}
+	allAccept = fwv1.DefaultActions{PreRouting: fwv1.ChainPolicyAccept, Input: fwv1.ChainPolicyAccept, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyAccept}
 	cpSel     = metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: controlPlaneLabel, Operator: metav1.LabelSelectorOpExists}}}
 	workerSel = metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: controlPlaneLabel, Operator: metav1.LabelSelectorOpDoesNotExist}}}
 )
@@ -92,7 +93,7 @@ func TestResolve(t *testing.T) {
 			Nodes: map[string]fwv1.NodeFirewallSpec{
 				"cp-1": {
 					Rules:          []fwv1.NodeFirewallRule{resolved("cp", apiserver), resolved("cp", etcd)},
-					DefaultActions: fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyAccept},
+					DefaultActions: fwv1.DefaultActions{PreRouting: fwv1.ChainPolicyAccept, Input: fwv1.ChainPolicyDrop, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyAccept},
 					Policies:       []fwv1.PolicyReference{ref("cp", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop})},
 				},
 				"worker-1": {Rules: []fwv1.NodeFirewallRule{resolved("worker", kubelet)}, DefaultActions: allAccept, Policies: []fwv1.PolicyReference{ref("worker", fwv1.PolicyModeEnforce, nil)}},
@@ -112,7 +113,7 @@ func TestResolve(t *testing.T) {
 			Nodes: map[string]fwv1.NodeFirewallSpec{
 				"worker-1": {
 					Rules:          []fwv1.NodeFirewallRule{resolved("a-tie", etcd), resolved("z-first", apiserver), resolved("b-late", kubelet)},
-					DefaultActions: fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop},
+					DefaultActions: fwv1.DefaultActions{PreRouting: fwv1.ChainPolicyAccept, Input: fwv1.ChainPolicyDrop, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop},
 					Policies: []fwv1.PolicyReference{ref("a-tie", fwv1.PolicyModeEnforce, nil), ref("z-first", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop}),
 						ref("b-late", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop})},
 				},
@@ -136,7 +137,7 @@ func TestResolve(t *testing.T) {
 			Nodes: map[string]fwv1.NodeFirewallSpec{
 				"worker-2": {
 					Rules:          []fwv1.NodeFirewallRule{func() fwv1.NodeFirewallRule { r := resolved("audit", kubelet); r.Mode = fwv1.PolicyModeAudit; return r }()},
-					DefaultActions: fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop},
+					DefaultActions: fwv1.DefaultActions{PreRouting: fwv1.ChainPolicyAccept, Input: fwv1.ChainPolicyAccept, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop},
 					AuditedChains:  []fwv1.Chain{fwv1.ChainOutput},
 					Policies:       []fwv1.PolicyReference{ref("audit", fwv1.PolicyModeAudit, &fwv1.DefaultActions{Output: fwv1.ChainPolicyDrop})},
 				},
@@ -183,7 +184,7 @@ func TestResolve(t *testing.T) {
 					Rules: []fwv1.NodeFirewallRule{resolved("second", tcp("a", 1)), resolved("second", tcp("b", 2)), resolved("second", dropSSH),
 						resolved("second", tcp("c", 3)), resolved("second", tcp("d", 4)), resolved("second", tcp("e", 5)), resolved("second", tcp("f", 6)),
 						resolved("second", tcp("g", 7)), resolved("second", tcp("h", 8)), resolved("second", tcp("i", 9)), resolved("second", dropAll)},
-					DefaultActions: fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyAccept},
+					DefaultActions: fwv1.DefaultActions{PreRouting: fwv1.ChainPolicyAccept, Input: fwv1.ChainPolicyDrop, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyAccept},
 					Policies: []fwv1.PolicyReference{ref("first", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop}),
 						ref("second", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept})},
 				},
@@ -225,5 +226,30 @@ func TestResolve(t *testing.T) {
 				t.Errorf("Resolve() depends on input order (-first +reversed):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestResolvePreRoutingDefault: defaultActions.preRouting resolves as the
+// other chains' do, an audit policy's Drop marks the chain audited, and a
+// conflict names the field as users write it.
+func TestResolvePreRoutingDefault(t *testing.T) {
+	node := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Labels: map[string]string{"zone": "a"}}}
+	got := Resolve(Input{
+		Policies: []fwv1.NodeFirewallPolicy{
+			policy("first", 1, metav1.LabelSelector{}, withMode(fwv1.PolicyModeAudit), withDefaults(fwv1.DefaultActions{PreRouting: fwv1.ChainPolicyDrop})),
+			policy("second", 2, metav1.LabelSelector{}, withDefaults(fwv1.DefaultActions{PreRouting: fwv1.ChainPolicyAccept})),
+		},
+		Nodes: []corev1.Node{node},
+	})
+	spec := got.Nodes["n"]
+	if spec.DefaultActions.PreRouting != fwv1.ChainPolicyDrop || !slices.Equal(spec.AuditedChains, []fwv1.Chain{fwv1.ChainPreRouting}) {
+		t.Errorf("default actions %+v, audited %v; want preRouting Drop, audited", spec.DefaultActions, spec.AuditedChains)
+	}
+	want := []Problem{{
+		Policy: "second", Reason: fwv1.ReasonDefaultActionConflict,
+		Message: `spec.defaultActions.preRouting=Accept is overridden by policy "first" (Drop), evaluated first, on 1 node(s): n`,
+	}}
+	if diff := cmp.Diff(want, got.Problems); diff != "" {
+		t.Errorf("problems (-want +got):\n%s", diff)
 	}
 }

@@ -23,7 +23,7 @@ type Universe struct {
 	FirstPort, LastPort int32
 }
 
-// Random draws a rule set from u: 1 to 12 rules over all three chains,
+// Random draws a rule set from u: 1 to 12 rules over all four chains,
 // with random actions, protocols, ports, addresses, interfaces, states,
 // logging and audit mode, and random default actions. Half the sets have 8
 // to 12 rules clustered in one chain with one main action and few extra
@@ -100,7 +100,7 @@ func Random(rng *rand.Rand, u Universe) v1alpha1.NodeFirewallSpec {
 			r.Destinations = picks(u.Destinations)
 		}
 		switch r.Chain {
-		case v1alpha1.ChainInput:
+		case v1alpha1.ChainInput, v1alpha1.ChainPreRouting:
 			if chance(0.25 * extra) {
 				r.InInterface = pick(u.InInterfaces)
 			}
@@ -129,7 +129,12 @@ func Random(rng *rand.Rand, u Universe) v1alpha1.NodeFirewallSpec {
 	}
 	for _, c := range v1alpha1.Chains {
 		p := v1alpha1.ChainPolicyAccept
-		if chance(0.5) {
+		// PreRouting's Drop hides Input from every probe it drops: less often.
+		drop := 0.5
+		if c == v1alpha1.ChainPreRouting {
+			drop = 0.25
+		}
+		if chance(drop) {
 			p = v1alpha1.ChainPolicyDrop
 			if chance(0.2) {
 				spec.AuditedChains = append(spec.AuditedChains, c)

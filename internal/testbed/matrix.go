@@ -11,6 +11,13 @@ type Port struct {
 
 // The ports of the classic hardening table that config/samples implements,
 // and their neighbours that no policy opens.
+//
+// Every port is a socket bound on the node itself: nothing here rewrites
+// destinations as kube-proxy does, so a port in the NodePort range is just
+// a port of the node. The worker sample accepts that range on Input only
+// for kube-proxy's IPVS mode, which rewrites NodePorts after Input; the
+// control-plane sample does not. NodePorts behind an emulated kube-proxy
+// are probed through Cluster.EmulateNodePort.
 var (
 	// ControlPlaneAccepted are the ports a control-plane node accepts.
 	ControlPlaneAccepted = []Port{
@@ -28,16 +35,15 @@ var (
 		{TCP, 2381, "above etcd"},
 		{TCP, 10249, "below kubelet"},
 		{TCP, 10253, "above controller-manager"},
-		{TCP, 30080, "NodePort (workers only)"},
+		{TCP, 30080, "node's own port in the NodePort range"},
 		{TCP, 8080, "not listed"},
 	}
 	// WorkerAccepted are the ports a worker accepts.
 	WorkerAccepted = []Port{
 		{UDP, 8472, "flannel VXLAN"},
 		{TCP, 10250, "kubelet"},
-		{TCP, 30000, "NodePort range start"},
-		{TCP, 31000, "NodePort"},
-		{TCP, 32767, "NodePort range end"},
+		{TCP, 30000, "NodePort range start, Input's IPVS accept"},
+		{TCP, 32767, "NodePort range end, Input's IPVS accept"},
 	}
 	// WorkerDropped are ports a worker drops.
 	WorkerDropped = []Port{

@@ -28,6 +28,10 @@ import (
 // strict-output sample, which tells users to replace it with theirs.
 const SampleControlPlaneAddr = "192.168.0.10/32"
 
+// SampleNodePortClients is the placeholder client CIDR of the
+// nodeports-from-cidr sample, which tells users to replace it with theirs.
+const SampleNodePortClients = "192.168.0.0/16"
+
 // LoadPolicies reads every NodeFirewallPolicy in the YAML files of dir
 // (kustomization.yaml and other kinds are skipped), sorted by name.
 func LoadPolicies(dir string) ([]*fwv1.NodeFirewallPolicy, error) {
@@ -66,9 +70,10 @@ func LoadPolicies(dir string) ([]*fwv1.NodeFirewallPolicy, error) {
 	return out, nil
 }
 
-// SamplePolicies loads config/samples, with the strict-output sample's
-// placeholder control-plane address replaced by the cluster's
-// control-plane addresses, as its comment asks users to do.
+// SamplePolicies loads config/samples, with the placeholders replaced as
+// the samples' comments ask users to do: the strict-output sample's
+// control-plane address by the cluster's control-plane addresses, and the
+// nodeports-from-cidr sample's clients by the nodes' LAN.
 func (c *Cluster) SamplePolicies() ([]*fwv1.NodeFirewallPolicy, error) {
 	ps, err := LoadPolicies(filepath.Join(c.opts.RepoRoot, "config", "samples"))
 	if err != nil {
@@ -83,6 +88,9 @@ func (c *Cluster) SamplePolicies() ([]*fwv1.NodeFirewallPolicy, error) {
 			r := &p.Spec.Rules[i]
 			if j := slices.Index(r.Destinations, SampleControlPlaneAddr); j >= 0 {
 				r.Destinations = slices.Concat(r.Destinations[:j], cps, r.Destinations[j+1:])
+			}
+			if j := slices.Index(r.Sources, SampleNodePortClients); j >= 0 {
+				r.Sources[j] = LANPrefix.String()
 			}
 		}
 	}

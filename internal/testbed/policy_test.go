@@ -3,6 +3,7 @@ package testbed
 import (
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -15,11 +16,18 @@ func TestLoadSamples(t *testing.T) {
 	for _, p := range ps {
 		names = append(names, p.Name)
 	}
-	if len(ps) != 3 || names[0] != "control-plane" || names[1] != "strict-output" || names[2] != "worker" {
-		t.Fatalf("samples = %v, want control-plane, strict-output, worker", names)
+	if len(ps) != 4 || names[0] != "control-plane" || names[1] != "nodeports-from-cidr" || names[2] != "strict-output" || names[3] != "worker" {
+		t.Fatalf("samples = %v, want control-plane, nodeports-from-cidr, strict-output, worker", names)
 	}
 	found := false
 	for _, r := range ps[1].Spec.Rules {
+		found = found || slices.Contains(r.Sources, SampleNodePortClients)
+	}
+	if !found {
+		t.Errorf("nodeports-from-cidr no longer holds the placeholder %s that SamplePolicies replaces", SampleNodePortClients)
+	}
+	found = false
+	for _, r := range ps[2].Spec.Rules {
 		for _, d := range r.Destinations {
 			found = found || d == SampleControlPlaneAddr
 		}

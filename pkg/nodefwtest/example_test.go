@@ -26,24 +26,31 @@ func TestSamplePolicies(t *testing.T) {
 	etcd := nodefwtest.Packet{Proto: "tcp", From: "192.168.0.21:40000", To: "192.168.0.10:2379", InInterface: "eth0"}
 	env.ExpectDecision(t, "cp-1", etcd, nodefwtest.Accept, "control-plane/etcd")
 	env.ExpectDecision(t, "worker-1", etcd, nodefwtest.Drop, "default")
-	env.ExpectDecision(t, "worker-1", nodefwtest.Packet{Proto: "tcp", From: "203.0.113.9", To: "192.168.0.21:30080"}, nodefwtest.Accept, "worker/nodeports")
+	// NodePorts, as the client sent them, before kube-proxy's DNAT: the
+	// samples let 192.168.0.0/16 through and drop the others.
+	nodePort := nodefwtest.Packet{Chain: "PreRouting", Proto: "tcp", From: "192.168.7.9", To: "192.168.0.21:30080", InInterface: "eth0"}
+	env.ExpectDecision(t, "worker-1", nodePort, nodefwtest.Accept, "nodeports-from-cidr/tcp-from-clients")
+	fromElsewhere := nodePort
+	fromElsewhere.From = "203.0.113.9"
+	env.ExpectDecision(t, "worker-1", fromElsewhere, nodefwtest.Drop, "nodeports-from-cidr/tcp-from-others")
 	env.ExpectDecision(t, "worker-1", nodefwtest.Packet{Proto: "tcp", From: "203.0.113.9", To: "192.168.0.21:22"}, nodefwtest.Accept, "failsafe")
 	env.ExpectVerdict(t, "worker-1", nodefwtest.Packet{Chain: "Forward", Proto: "udp", From: "10.244.1.2", To: "10.96.0.10:53"}, nodefwtest.Accept)
 
-	// A policy that rejects the NodePort range's start on every node,
-	// evaluated before the samples.
+	// A policy that rejects the NodePort range's start on every node, for
+	// every client, evaluated before the samples.
 	env.Apply(t, &fwv1.NodeFirewallPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "no-low-nodeports"},
 		Spec: fwv1.NodeFirewallPolicySpec{
 			Priority: ptr.To[int32](10),
 			Rules: []fwv1.Rule{{
-				Name: "reject", Chain: fwv1.ChainInput, Protocol: fwv1.ProtocolTCP,
+				Name: "reject", Chain: fwv1.ChainPreRouting, Protocol: fwv1.ProtocolTCP,
 				Ports: []fwv1.PortRange{{Port: 30000, EndPort: 30099}}, Action: fwv1.ActionReject,
 			}},
 		},
 	})
-	tr := env.Trace(t, "worker-1", nodefwtest.Packet{Proto: "tcp", From: "203.0.113.9", To: "192.168.0.21:30080"})
-	if tr.Verdict != nodefwtest.Reject || tr.DecidedBy != "no-low-nodeports/reject" || strings.Join(tr.Policies, ",") != "no-low-nodeports,worker,strict-output" {
+	tr := env.Trace(t, "worker-1", nodePort)
+	if tr.Verdict != nodefwtest.Reject || tr.DecidedBy != "no-low-nodeports/reject" ||
+		strings.Join(tr.Policies, ",") != "no-low-nodeports,nodeports-from-cidr,worker,strict-output" {
 		t.Errorf("after the new policy: %s by %s, policies %v\n%s", tr.Verdict, tr.DecidedBy, tr.Policies, nodefwtest.FormatTrace(tr))
 	}
 
@@ -53,7 +60,9 @@ func TestSamplePolicies(t *testing.T) {
 	env.ExpectDecision(t, "worker-1", etcd, nodefwtest.Accept, "control-plane/etcd")
 
 	env.DeletePolicy(t, "no-low-nodeports")
-	env.ExpectDecision(t, "cp-1", nodefwtest.Packet{Proto: "tcp", From: "203.0.113.9", To: "192.168.0.10:30080"}, nodefwtest.Drop, "default")
+	cpNodePort := nodePort
+	cpNodePort.To = "192.168.0.10:30080"
+	env.ExpectDecision(t, "cp-1", cpNodePort, nodefwtest.Accept, "nodeports-from-cidr/tcp-from-clients")
 
 	// A wrong expectation fails the test with the packet's path.
 	failed := failure(func(tb testing.TB) {

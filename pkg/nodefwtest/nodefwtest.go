@@ -50,7 +50,8 @@ import (
 )
 
 // Packet describes a packet as `nodefw trace` takes it: Chain (Input, the
-// default; Forward; Output), Proto (tcp, udp, sctp, icmp, icmpv6 or a
+// default; Forward; Output; PreRouting, for a packet addressed to the
+// node as the client sent it, before kube-proxy's DNAT), Proto (tcp, udp, sctp, icmp, icmpv6 or a
 // number), From (ADDR or ADDR:PORT), To (ADDR:PORT for tcp, udp and
 // sctp), InInterface, OutInterface, State (new, the default;
 // established, related, invalid) and ICMPType.

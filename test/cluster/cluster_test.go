@@ -5,7 +5,8 @@
 // install the same way: the agents' privileges as the kernel sees them,
 // the manager's Pod Security level, the admission policy against an
 // agent's real service-account token, the sample policies against real
-// NodePort, pod-to-pod and host traffic, kube-proxy's and flannel's tables
+// NodePort, pod-to-pod and host traffic, a NodePort restriction in
+// PreRouting through both kube-proxy modes, kube-proxy's and flannel's tables
 // left untouched, and removal leaving no nodefw table.
 //
 // It needs root and the binaries of hack/cluster/build.sh; a missing
@@ -121,6 +122,7 @@ func checkInstall(t *testing.T, ctx context.Context, c *localcluster.Cluster, w 
 	})
 	t.Run("tables-untouched", func(t *testing.T) { compareTables(t, deployed, snapshotTables(t, ctx, c)) })
 	t.Run("without-flannel-vxlan", func(t *testing.T) { checkWithoutVXLAN(t, ctx, c, w) })
+	t.Run("nodeports-from-cidr", func(t *testing.T) { checkNodePortRestriction(t, ctx, c, w) })
 
 	deletePolicies(t, ctx, c)
 	t.Run("policies-removed", func(t *testing.T) {

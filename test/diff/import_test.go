@@ -59,6 +59,28 @@ const shadowedRuleset = `*filter
 COMMIT
 `
 
+// preRoutingRuleset drops some clients on some ports in mangle's
+// PREROUTING, guarded by -m addrtype --dst-type LOCAL as nodefw's
+// PreRouting chain is, ahead of a filter table that accepts those ports.
+const preRoutingRuleset = `*mangle
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A PREROUTING -s 10.77.1.12/31 -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 4010:4012 -j DROP
+-A PREROUTING -p udp -m addrtype --dst-type LOCAL -m udp --dport 4011 -j DROP
+-A PREROUTING -s 10.77.1.10/32 -m addrtype --dst-type LOCAL -j ACCEPT
+-A PREROUTING -p tcp -m addrtype --dst-type LOCAL -m multiport --dports 4013,4020 -j DROP
+-A PREROUTING -d 10.77.2.1/32 -i ethc0 -p tcp -m tcp --dport 4020 -j ACCEPT
+COMMIT
+*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p tcp -m multiport --dports 4010:4013,4020 -j ACCEPT
+-A INPUT -p udp -m udp --dport 4010:4013 -j ACCEPT
+COMMIT
+`
+
 // acceptAll is an ip6tables-restore input that leaves IPv6 alone.
 const acceptAll = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
 
@@ -78,6 +100,7 @@ func TestImportedRuleset(t *testing.T) {
 	}{
 		{"typical", savedRuleset, []uint16{4009, 4010, 4011, 4012, 4013, 4019, 4020, 4021, 4022, 4025, 4026, 4030, 4031, 4033, 4034, 4035, 4040, 4045, 4046}},
 		{"shadowed by implicit accepts", shadowedRuleset, []uint16{4010, 4011}},
+		{"mangle PREROUTING", preRoutingRuleset, []uint16{4009, 4010, 4011, 4012, 4013, 4014, 4020}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

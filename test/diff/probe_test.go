@@ -244,8 +244,9 @@ func (s *stats) add(probes, mismatches, disagreements int) {
 // every probe whose verdicts differ, with both renderings of the rule set,
 // then shrinks the rule set to a minimal reproducer. A mismatch fails the
 // test unless the case is excused, when it is only logged. A rule set that
-// a side fails to load fails the test, shrunk likewise.
-func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) {
+// a side fails to load fails the test, shrunk likewise. It returns the
+// probes' results, nil when the rule set did not load.
+func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) []result {
 	tb.Helper()
 	if err := t.load(c); err != nil {
 		st.mu.Lock()
@@ -256,7 +257,7 @@ func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) 
 			small, err := t.shrinkLoad(c, err)
 			tb.Errorf("%s: minimal rule set that fails to load:\n%s\n%v", c.name, describe(small), err)
 		}
-		return
+		return nil
 	}
 	results, err := t.runAll(probes, *timeoutFlag)
 	if err != nil {
@@ -294,7 +295,7 @@ func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) 
 	st.add(len(probes), len(confirmed), len(disagreements))
 	t.reportDisagreements(tb, c, disagreements, len(probes))
 	if len(confirmed) == 0 {
-		return
+		return results
 	}
 	report := tb.Errorf
 	if c.excused != "" {
@@ -320,6 +321,7 @@ func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) 
 		small, r := t.shrink(tb, c, confirmed[0].probe)
 		report("%s: minimal reproducer of %v:\n%s", c.name, r, describe(small))
 	}
+	return results
 }
 
 // reportDisagreements fails the test with the probes whose trace

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -222,13 +223,22 @@ func (t *topology) load(c *ruleCase) error {
 	return t.flushConntrack()
 }
 
+// emptyMangle replaces the mangle table of a rule set before with nothing.
+const emptyMangle = "*mangle\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n"
+
 func (t *topology) loadIptables(v4, v6 string) error {
 	for _, f := range []struct{ tool, text string }{
 		{"iptables-nft-restore", v4},
 		{"ip6tables-nft-restore", v6},
 	} {
+		// iptables-restore replaces the tables it is given: a rule set
+		// without PreRouting has no mangle table, and the last one's must go.
+		text := f.text
+		if !strings.Contains(text, "*mangle\n") {
+			text += emptyMangle
+		}
 		path := filepath.Join(t.dir, f.tool)
-		if err := os.WriteFile(path, []byte(f.text), 0o600); err != nil {
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			return err
 		}
 		if _, err := t.ipt.Router.Exec(f.tool, path); err != nil {

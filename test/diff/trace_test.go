@@ -2,6 +2,7 @@ package diff
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,7 +17,9 @@ import (
 // probe's first packet, reference.TraceSpec over the rule set, must be
 // what the kernel did to it on both routers. The probe's later packets
 // (the answer, the rest of the connection) are Established, which every
-// chain accepts, so the first packet's verdict is the probe's.
+// chain accepts, so the first packet's verdict is the probe's. A packet
+// that arrives at the router meets PreRouting first, then Input or
+// Forward: the trace follows it through both (tracePath).
 
 // traceOptions are the options of the trace: the agent's path loads the
 // rule set without failsafes.
@@ -62,11 +65,53 @@ var kernelVerdicts = map[compile.Verdict]netnstest.Verdict{
 	compile.VerdictReject: netnstest.Rejected,
 }
 
+// tracePath is the chains a probe's first packet meets on the router, in
+// order, and the packet as each sees it. A packet the router sends meets
+// Output alone. One that arrives meets PreRouting as sent (it decides
+// only those addressed to the router itself), then Input or Forward; the
+// probes of TestPreRoutingDNAT, which name PreRouting, meet the emulated
+// kube-proxy's DNAT in between (see inbound).
+func tracePath(p probe) []policytest.Parsed {
+	if p.chain == v1alpha1.ChainOutput {
+		return []policytest.Parsed{tracePacket(p)}
+	}
+	var pre reference.Packet
+	var dnat *reference.DNAT
+	if p.chain == v1alpha1.ChainPreRouting {
+		pre, dnat = inbound(p)
+	} else {
+		pre = tracePacket(p).Packet
+		pre.OIfName = ""
+		pre.DAddrLocal = routerAddr(p.dst)
+	}
+	next, chain := reference.AfterPreRouting(pre, dnat)
+	if chain == v1alpha1.ChainForward && next.OIfName == "" {
+		next.OIfName = linkOf(next.DAddr)
+	}
+	return []policytest.Parsed{{Chain: v1alpha1.ChainPreRouting, Packet: pre}, {Chain: chain, Packet: next}}
+}
+
+// routerAddr reports whether an address is one of the router's own.
+func routerAddr(a netip.Addr) bool {
+	for _, cidr := range slices.Concat(plan.RouterClient, plan.RouterServer) {
+		if netip.MustParsePrefix(cidr).Addr() == a {
+			return true
+		}
+	}
+	return false
+}
+
 // traceVerdict is what the probe sees of the verdict the trace of its
-// first packet foretells.
+// first packet foretells: the first chain on its path that does not
+// accept it decides.
 func traceVerdict(spec v1alpha1.NodeFirewallSpec, p probe) netnstest.Verdict {
-	pk := tracePacket(p)
-	return seen(reference.TraceSpec(spec, traceOptions, pk.Chain, pk.Packet).Verdict, p)
+	v := compile.VerdictAccept
+	for _, pk := range tracePath(p) {
+		if v = reference.TraceSpec(spec, traceOptions, pk.Chain, pk.Packet).Verdict; v != compile.VerdictAccept {
+			break
+		}
+	}
+	return seen(v, p)
 }
 
 // seen is what a probe sees of a verdict. A UDP datagram that the
@@ -80,12 +125,18 @@ func seen(v compile.Verdict, p probe) netnstest.Verdict {
 	return kernelVerdicts[v]
 }
 
-// describeTrace is the trace of a probe as `nodefw trace` prints it.
+// describeTrace is the trace of a probe as `nodefw trace` prints it,
+// chain by chain along its path.
 func describeTrace(spec v1alpha1.NodeFirewallSpec, p probe) string {
 	var b strings.Builder
-	t := policytest.TraceNode(policytest.Node{Name: "router", Spec: spec}, traceOptions, tracePacket(p))
-	if err := policytest.WriteTrace(&b, t, policytest.Style{}); err != nil {
-		return err.Error()
+	for _, pk := range tracePath(p) {
+		t := policytest.TraceNode(policytest.Node{Name: "router", Spec: spec}, traceOptions, pk)
+		if err := policytest.WriteTrace(&b, t, policytest.Style{}); err != nil {
+			return err.Error()
+		}
+		if t.Verdict != compile.VerdictAccept {
+			break
+		}
 	}
 	return b.String()
 }
@@ -131,6 +182,46 @@ func TestTracePacket(t *testing.T) {
 		if got.IIfName != tt.wantIn || got.OIfName != tt.wantOut || got.Family != tt.wantFam || got.L4Proto != tt.wantProt ||
 			got.DPort != tt.p.port || got.CtState != compile.CtStateNew || !got.Transport {
 			t.Errorf("%v: packet %+v, want in %q out %q family %d protocol %d", tt.p, got, tt.wantIn, tt.wantOut, tt.wantFam, tt.wantProt)
+		}
+	}
+}
+
+// TestTracePath: a packet the router sends meets Output alone; one that
+// arrives meets PreRouting, which decides it only when it is addressed to
+// the router, then Input or Forward; a probe of the DNAT test meets the
+// emulated kube-proxy's DNAT in between.
+func TestTracePath(t *testing.T) {
+	a := netip.MustParseAddr
+	type step struct {
+		chain   v1alpha1.Chain
+		dst     netip.Addr
+		port    uint16
+		local   bool
+		in, out string
+	}
+	tests := []struct {
+		p    probe
+		want []step
+	}{
+		{probe{chain: v1alpha1.ChainOutput, proto: v1alpha1.ProtocolTCP, src: a("10.77.1.1"), dst: a("10.77.1.10"), port: 4000},
+			[]step{{v1alpha1.ChainOutput, a("10.77.1.10"), 4000, false, "", "ethc0"}}},
+		{probe{chain: v1alpha1.ChainInput, proto: v1alpha1.ProtocolTCP, src: a("10.77.1.10"), dst: a("10.77.2.1"), port: 4000},
+			[]step{{v1alpha1.ChainPreRouting, a("10.77.2.1"), 4000, true, "ethc0", ""}, {v1alpha1.ChainInput, a("10.77.2.1"), 4000, true, "ethc0", ""}}},
+		{probe{chain: v1alpha1.ChainForward, proto: v1alpha1.ProtocolUDP, src: a("10.77.1.10"), dst: a("10.77.2.10"), port: 4000},
+			[]step{{v1alpha1.ChainPreRouting, a("10.77.2.10"), 4000, false, "ethc0", ""}, {v1alpha1.ChainForward, a("10.77.2.10"), 4000, false, "ethc0", "eths0"}}},
+		{probe{chain: v1alpha1.ChainPreRouting, proto: v1alpha1.ProtocolTCP, src: a("10.77.1.10"), dst: a("10.77.2.1"), port: nodePortToServer},
+			[]step{{v1alpha1.ChainPreRouting, a("10.77.2.1"), nodePortToServer, true, "ethc0", ""}, {v1alpha1.ChainForward, serverV4[0], backendServer, false, "ethc0", "eths0"}}},
+		{probe{chain: v1alpha1.ChainPreRouting, proto: v1alpha1.ProtocolUDP, src: a("fd77:1::10"), dst: a("fd77:2::1"), port: nodePortToRouter},
+			[]step{{v1alpha1.ChainPreRouting, a("fd77:2::1"), nodePortToRouter, true, "ethc0", ""}, {v1alpha1.ChainInput, routerClientV6, backendRouter, true, "ethc0", ""}}},
+	}
+	for _, tt := range tests {
+		var got []step
+		for _, pk := range tracePath(tt.p) {
+			q := pk.Packet
+			got = append(got, step{pk.Chain, q.DAddr, q.DPort, q.DAddrLocal, q.IIfName, q.OIfName})
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%v: path %+v, want %+v", tt.p, got, tt.want)
 		}
 	}
 }

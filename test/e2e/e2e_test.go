@@ -24,8 +24,11 @@ const (
 )
 
 var (
-	kubelet  = testbed.Port{Proto: testbed.TCP, Port: 10250, Note: "kubelet"}
-	nodePort = testbed.Port{Proto: testbed.TCP, Port: 30000, Note: "NodePort"}
+	kubelet = testbed.Port{Proto: testbed.TCP, Port: 10250, Note: "kubelet"}
+	// inRange is a port of the node itself in the NodePort range: nothing
+	// DNATs it, so it is no NodePort. Workers accept it on Input, as
+	// kube-proxy's IPVS mode needs; control-plane nodes drop it.
+	inRange  = testbed.Port{Proto: testbed.TCP, Port: 30000, Note: "node's own port in the NodePort range"}
 	unlisted = testbed.Port{Proto: testbed.TCP, Port: 8080, Note: "not listed"}
 	below    = testbed.Port{Proto: testbed.TCP, Port: 29999, Note: "below NodePort range"}
 	vxlan    = testbed.Port{Proto: testbed.UDP, Port: 8472, Note: "flannel VXLAN"}
@@ -46,8 +49,9 @@ func TestControlPlaneIngress(t *testing.T) {
 	c.Expect(t, "control-plane ingress", checks)
 }
 
-// TestWorkerIngress: a worker accepts VXLAN, the kubelet and the NodePort
-// range (both edges), and nothing else.
+// TestWorkerIngress: a worker accepts VXLAN, the kubelet and its own ports
+// in the NodePort range (Input's accept for IPVS mode; these are no
+// NodePorts: TestNodePortPreRouting probes those), and nothing else.
 func TestWorkerIngress(t *testing.T) {
 	c := bed.Cluster(t)
 	var checks []testbed.Check
@@ -110,7 +114,7 @@ func TestOutput(t *testing.T) {
 	cp := c.Node("cp-1").Addr
 	restricted := concat(
 		c.Checks("worker-1", "cp-1", accepted, kubelet, vxlan),
-		c.Checks("worker-1", "worker-2", dropped, kubelet, vxlan, nodePort),
+		c.Checks("worker-1", "worker-2", dropped, kubelet, vxlan),
 		[]testbed.Check{
 			c.PodCheck("worker-1", "worker-1/pod", accepted),
 			c.PodCheck("worker-1", "worker-2/pod", accepted),
@@ -118,13 +122,13 @@ func TestOutput(t *testing.T) {
 		},
 		// Other nodes are unaffected, and so is traffic to worker-1 (its
 		// replies are established) and through it (Forward, not Output).
-		c.Checks("worker-2", "worker-1", accepted, kubelet, nodePort),
+		c.Checks("worker-2", "worker-1", accepted, kubelet, vxlan),
 		c.Checks("worker-2", "cp-1", accepted, kubelet),
 		c.Checks("cp-1", "worker-2", accepted, kubelet),
 		[]testbed.Check{c.PodCheck("worker-2/pod", "worker-1/pod", accepted)},
 	)
 	open := concat(
-		c.Checks("worker-1", "worker-2", accepted, kubelet, vxlan, nodePort),
+		c.Checks("worker-1", "worker-2", accepted, kubelet, vxlan),
 		c.Checks("worker-1", "cp-1", accepted, kubelet),
 	)
 	c.Expect(t, "worker-1 egress before", open)
@@ -169,7 +173,7 @@ func TestLiveChanges(t *testing.T) {
 			c.Checks("cp-1", "worker-1", dropped, kubelet),
 			c.Checks("cp-1", "worker-2", dropped, kubelet),
 			// The rest of the policy and the other policies are untouched.
-			c.Checks("cp-1", "worker-1", accepted, nodePort, vxlan),
+			c.Checks("cp-1", "worker-1", accepted, vxlan),
 			c.Checks("worker-1", "cp-1", accepted, kubelet),
 		)
 		start := c.Update(t, "worker", func(p *fwv1.NodeFirewallPolicy) { testbed.RemoveRules(p, "kubelet") })
@@ -202,16 +206,15 @@ func TestLiveChanges(t *testing.T) {
 				testbed.Port{Proto: testbed.TCP, Port: 10251, Note: "kube-scheduler"},
 				testbed.Port{Proto: testbed.TCP, Port: 10252, Note: "kube-controller-manager"},
 				kubelet, vxlan),
-			c.Checks("worker-1", "worker-2", dropped,
-				nodePort, testbed.Port{Proto: testbed.TCP, Port: 32767, Note: "NodePort"}, unlisted),
+			c.Checks("worker-1", "worker-2", dropped, inRange, unlisted),
 			// worker-1 keeps the worker rules.
-			c.Checks("worker-2", "worker-1", accepted, nodePort),
+			c.Checks("worker-2", "worker-1", accepted, kubelet, vxlan),
 		)
 		asWorker := concat(
 			c.Checks("worker-1", "worker-2", dropped,
 				testbed.Port{Proto: testbed.TCP, Port: 2379, Note: "etcd client"},
 				testbed.Port{Proto: testbed.TCP, Port: 10251, Note: "kube-scheduler"}),
-			c.Checks("worker-1", "worker-2", accepted, nodePort, kubelet),
+			c.Checks("worker-1", "worker-2", accepted, vxlan, kubelet),
 		)
 		c.Expect(t, "worker-2 as a worker", asWorker)
 
@@ -292,11 +295,11 @@ func TestFailures(t *testing.T) {
 			t.Fatalf("restarting the agent: %v", err)
 		}
 		// The restarted agent takes over: an edit reaches worker-1.
-		start := c.Update(t, "worker", func(p *fwv1.NodeFirewallPolicy) { testbed.RemoveRules(p, "nodeports") })
-		c.Converge(t, "edit after the agent restart", c.Checks("cp-1", "worker-1", dropped, nodePort), start, 30*time.Second)
+		start := c.Update(t, "worker", func(p *fwv1.NodeFirewallPolicy) { testbed.RemoveRules(p, "kubelet") })
+		c.Converge(t, "edit after the agent restart", c.Checks("cp-1", "worker-1", dropped, kubelet), start, 30*time.Second)
 		c.WaitPolicy(t, "worker", "applied by the restarted agent", suite.Matched(2))
 		start = c.RestoreSample(t, "worker")
-		c.Converge(t, "nodeports restored", c.Checks("cp-1", "worker-1", accepted, nodePort), start, changeWithin)
+		c.Converge(t, "kubelet restored", c.Checks("cp-1", "worker-1", accepted, kubelet), start, changeWithin)
 	})
 
 	t.Run("RulesetFlushed", func(t *testing.T) {
@@ -351,4 +354,50 @@ func TestFailures(t *testing.T) {
 			c.Checks("cp-1", "worker-2", accepted, kubelet),
 		), start, changeWithin)
 	})
+}
+
+// TestNodePortPreRouting: with a NodePort as kube-proxy programs it (a
+// DNAT at priority dstnat to the node's pod), the samples accept it from
+// the nodes' LAN, which nodeports-from-cidr allows, and a restriction of
+// that policy to one client reaches the kernel and drops the others before
+// the DNAT, while the allowed client still connects to the pod.
+func TestNodePortPreRouting(t *testing.T) {
+	c := bed.Cluster(t)
+	t.Cleanup(func() { c.RestoreBaseline(t) })
+	const port = 30080
+	remove, err := c.EmulateNodePort("worker-1", port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := remove(); err != nil {
+			t.Errorf("removing the emulated NodePort: %v", err)
+		}
+	})
+	nodePort := testbed.Port{Proto: testbed.TCP, Port: port, Note: "NodePort, DNAT to worker-1/pod:8080"}
+	open := concat(
+		c.Checks("cp-1", "worker-1", accepted, nodePort),
+		c.Checks("worker-2", "worker-1", accepted, nodePort),
+		// The same port on the control-plane node, where nothing DNATs
+		// it, is no NodePort: Input drops it.
+		c.Checks("worker-2", "cp-1", dropped, testbed.Port{Proto: testbed.TCP, Port: port, Note: "no DNAT on cp-1"}),
+	)
+	c.Expect(t, "NodePort from the LAN", open)
+
+	cp := netip.PrefixFrom(c.Node("cp-1").Addr, 32).String()
+	start := c.Update(t, "nodeports-from-cidr", func(p *fwv1.NodeFirewallPolicy) {
+		for i := range p.Spec.Rules {
+			if len(p.Spec.Rules[i].Sources) > 0 {
+				p.Spec.Rules[i].Sources = []string{cp}
+			}
+		}
+	})
+	c.Converge(t, "NodePort restricted to cp-1", concat(
+		c.Checks("cp-1", "worker-1", accepted, nodePort),
+		c.Checks("worker-2", "worker-1", dropped, nodePort),
+	), start, changeWithin)
+	c.WaitPolicy(t, "nodeports-from-cidr", "restriction applied on every node", suite.Matched(3))
+
+	start = c.RestoreSample(t, "nodeports-from-cidr")
+	c.Converge(t, "NodePort open to the LAN again", open, start, changeWithin)
 }

@@ -179,16 +179,18 @@ func TestPolicyRuleFieldsNameTheirIptablesCounterparts(t *testing.T) {
 			{"states", "conntrack"},
 			{"chain", "FORWARD"},
 			{"chain", "OUTPUT"},
+			{"chain", "PREROUTING"},
 			{"action", "DROP"},
 			{"action", "REJECT"},
 		} {
 			checkMentions(t, version, "nodefirewallpolicy.spec.rules."+c.path, field(t, rules, c.path).Description, []string{c.tok})
 		}
 		for path, toks := range map[string][]string{
-			"spec.defaultActions":         {"-P"},
-			"spec.defaultActions.input":   {"INPUT"},
-			"spec.defaultActions.forward": {"FORWARD"},
-			"spec.defaultActions.output":  {"OUTPUT"},
+			"spec.defaultActions":            {"-P"},
+			"spec.defaultActions.input":      {"INPUT"},
+			"spec.defaultActions.forward":    {"FORWARD"},
+			"spec.defaultActions.output":     {"OUTPUT"},
+			"spec.defaultActions.preRouting": {"PREROUTING"},
 		} {
 			checkMentions(t, version, "nodefirewallpolicy."+path, field(t, root, path).Description, toks)
 		}

@@ -49,7 +49,7 @@ func genRule(b *bytes, i int) fwv1.NodeFirewallRule {
 		Policy:   pick(b, "a", "b", "c"),
 		Mode:     pick(b, fwv1.PolicyModeEnforce, fwv1.PolicyModeEnforce, fwv1.PolicyModeEnforce, fwv1.PolicyModeAudit),
 		Name:     "r" + strconv.Itoa(i),
-		Chain:    pick(b, fwv1.ChainInput, fwv1.ChainOutput, fwv1.ChainForward),
+		Chain:    pick(b, fwv1.ChainInput, fwv1.ChainOutput, fwv1.ChainForward, fwv1.ChainPreRouting),
 		Action:   pick(b, fwv1.ActionDrop, fwv1.ActionReject, fwv1.ActionDrop, fwv1.ActionAccept),
 		Protocol: pick(b, "", fwv1.ProtocolTCP, fwv1.ProtocolUDP, fwv1.ProtocolSCTP, fwv1.ProtocolICMP, fwv1.ProtocolICMPv6),
 		Log:      b.byte()%8 == 0,
@@ -73,7 +73,7 @@ func genRule(b *bytes, i int) fwv1.NodeFirewallRule {
 	if r.Chain != fwv1.ChainOutput {
 		r.InInterface = pick(b, ifaces...)
 	}
-	if r.Chain != fwv1.ChainInput {
+	if r.Chain != fwv1.ChainInput && r.Chain != fwv1.ChainPreRouting {
 		r.OutInterface = pick(b, ifaces...)
 	}
 	if b.byte()%4 == 0 {
@@ -175,9 +175,9 @@ func FuzzFailsafeNeverDropped(f *testing.F) {
 		drop := func() fwv1.ChainPolicy {
 			return pick(b, fwv1.ChainPolicyDrop, fwv1.ChainPolicyDrop, fwv1.ChainPolicyAccept)
 		}
-		spec := fwv1.NodeFirewallSpec{DefaultActions: fwv1.DefaultActions{Input: drop(), Forward: drop(), Output: drop()}}
+		spec := fwv1.NodeFirewallSpec{DefaultActions: fwv1.DefaultActions{Input: drop(), Forward: drop(), Output: drop(), PreRouting: drop()}}
 		if b.byte()%4 == 0 {
-			spec.AuditedChains = []fwv1.Chain{pick(b, fwv1.ChainInput, fwv1.ChainOutput)}
+			spec.AuditedChains = []fwv1.Chain{pick(b, fwv1.ChainInput, fwv1.ChainOutput, fwv1.ChainPreRouting)}
 		}
 		opts := compile.Options{
 			FailsafeInbound:  genFailsafes(b, compile.DefaultFailsafeInbound()),
@@ -200,6 +200,7 @@ func FuzzFailsafeNeverDropped(f *testing.F) {
 			failsafes []compile.Failsafe
 		}{
 			{fwv1.ChainInput, compile.ChainInput, opts.FailsafeInbound},
+			{fwv1.ChainPreRouting, compile.ChainPreRouting, opts.FailsafeInbound},
 			{fwv1.ChainOutput, compile.ChainOutput, opts.FailsafeOutbound},
 		} {
 			for _, fs := range c.failsafes {
@@ -220,6 +221,9 @@ func FuzzFailsafeNeverDropped(f *testing.F) {
 					}
 					within(b, fs, &p)
 					switch c.chain {
+					case fwv1.ChainPreRouting:
+						p.IIfName = pick(b, "eth0", "cni0", "eth1", "")
+						p.DAddrLocal = true
 					case fwv1.ChainInput:
 						p.IIfName = pick(b, "eth0", "cni0", "eth1", "")
 					case fwv1.ChainOutput:

@@ -14,7 +14,7 @@ import (
 
 // Choices for the enumerated fields: the valid values and near misses.
 var (
-	chains    = []fwv1.Chain{fwv1.ChainInput, fwv1.ChainForward, fwv1.ChainOutput, "", "INPUT", "Prerouting"}
+	chains    = []fwv1.Chain{fwv1.ChainInput, fwv1.ChainForward, fwv1.ChainOutput, "", "INPUT", "Prerouting", fwv1.ChainPreRouting}
 	actions   = []fwv1.Action{fwv1.ActionAccept, fwv1.ActionDrop, fwv1.ActionReject, "", "ACCEPT", "Log"}
 	protocols = []fwv1.Protocol{"", fwv1.ProtocolTCP, fwv1.ProtocolUDP, fwv1.ProtocolSCTP, fwv1.ProtocolICMP, fwv1.ProtocolICMPv6, "tcp", "GRE"}
 	modes     = []fwv1.PolicyMode{"", fwv1.PolicyModeEnforce, fwv1.PolicyModeAudit, "Dry"}
@@ -41,6 +41,9 @@ func FuzzValidateRule(f *testing.F) {
 	for _, s := range []seed{
 		{"worker", "kubelet", 0, 0, 1, 1, 10250, 0, 0, 0, "", "", "", "", "", 0, false, 0},
 		{"worker", "nodeports", 0, 0, 1, 1, 30000, 32767, 0, 0, "10.0.0.0/8", "", "", "eth0", "", 0, false, 3},
+		{"worker", "nodeports-before-dnat", 6, 0, 1, 1, 30000, 32767, 0, 0, "10.0.0.0/8", "", "", "eth0", "", 0, false, 3},
+		{"p", "nodeports-elsewhere", 6, 2, 2, 1, 30000, 32767, 0, 0, "", "", "", "", "", 1, true, 7},
+		{"p", "out-on-prerouting", 6, 1, 1, 1, 30000, 0, 0, 0, "", "", "", "", "eth0", 0, false, 0},
 		{"p", "all-ports", 1, 1, 2, 2, 1, 65535, 53, 53, "10.244.0.0/16", "fd00::/8", "192.0.2.1", "", "cni+", 0, false, 7},
 		{"p", "v6", 2, 2, 3, 1, 5000, 6000, 0, 0, "2001:db8::/32", "::ffff:10.1.2.3", "fe80::/10", "", "eth+", 3, true, 1},
 		{"p", "host-bits", 0, 1, 1, 2, 22, 0, 0, 0, "10.1.2.3/8", "", "0.0.0.0/0", "+", "", 1, false, 4},

@@ -220,6 +220,10 @@ func TestFailsafeWarningAdmission(t *testing.T) {
 		{fwv1.ChainInput, fwv1.ActionDrop, sctp, ports(22, 0), ""},
 		{fwv1.ChainInput, fwv1.ActionDrop, fwv1.ProtocolICMP, nil, ""},
 		{fwv1.ChainInput, fwv1.ActionAccept, tcp, ports(22, 0), ""},
+		{fwv1.ChainPreRouting, fwv1.ActionDrop, tcp, ports(30000, 32767), ""},
+		{fwv1.ChainPreRouting, fwv1.ActionReject, tcp, ports(10000, 32767), "tcp:10250"},
+		{fwv1.ChainPreRouting, fwv1.ActionDrop, "", nil, "tcp:22, tcp:6443, tcp:2379-2380, tcp:10250, udp:67-68"},
+		{fwv1.ChainPreRouting, fwv1.ActionAccept, udp, ports(67, 0), ""},
 		{fwv1.ChainForward, fwv1.ActionDrop, tcp, ports(22, 0), ""},
 		{fwv1.ChainForward, fwv1.ActionDrop, "", nil, ""},
 		{fwv1.ChainOutput, fwv1.ActionDrop, udp, ports(53, 0), "udp:53"},
@@ -231,7 +235,7 @@ func TestFailsafeWarningAdmission(t *testing.T) {
 	for i, c := range cases {
 		name := fmt.Sprintf("case-%d", i)
 		p := policy(name, fwv1.Rule{Name: "r" + name, Chain: c.chain, Action: c.action, Protocol: c.proto, Ports: c.ports})
-		if c.chain == fwv1.ChainInput {
+		if c.chain == fwv1.ChainInput || c.chain == fwv1.ChainPreRouting {
 			p.Spec.Rules[0].Sources = []string{"192.0.2.0/24"}
 		}
 		desc := fmt.Sprintf("%s %s %s %v", c.chain, c.action, c.proto, c.ports)
