@@ -45,7 +45,8 @@ type NodeFirewallRule struct {
 	// +required
 	Action Action `json:"action"`
 
-	// protocol is the layer-4 protocol (`-p`); omitted means any.
+	// protocol is the IP protocol (`-p`), a name or a number; omitted
+	// means any.
 	// +optional
 	Protocol Protocol `json:"protocol,omitempty"`
 
@@ -80,6 +81,32 @@ type NodeFirewallRule struct {
 	// log logs matches, rate-limited.
 	// +optional
 	Log bool `json:"log,omitempty"`
+
+	// Matches and answers of iptables' extensions.
+
+	// sourcePorts are source port ranges, inclusive (`--sport`).
+	// +optional
+	// +listType=atomic
+	SourcePorts []SourcePortRange `json:"sourcePorts,omitempty"`
+
+	// icmpTypes are ICMP or ICMPv6 types, with or without a code
+	// (`--icmp-type`, `--icmpv6-type`).
+	// +optional
+	// +listType=atomic
+	ICMPTypes []ICMPType `json:"icmpTypes,omitempty"`
+
+	// rejectWith is the answer of a Reject rule (`--reject-with`).
+	// +optional
+	RejectWith RejectWith `json:"rejectWith,omitempty"`
+
+	// limit matches packets up to a rate (`-m limit`, `-m hashlimit`).
+	// +optional
+	Limit *RateLimit `json:"limit,omitempty"`
+
+	// connLimit matches packets of sources with more connections
+	// (`-m connlimit --connlimit-above`).
+	// +optional
+	ConnLimit *ConnLimit `json:"connLimit,omitempty"`
 }
 
 // NodeRule is r as the controller writes it on a node: every field of the
@@ -105,6 +132,11 @@ func (r Rule) NodeRule(policy string, mode PolicyMode) NodeFirewallRule {
 		OutInterface: r.OutInterface,
 		States:       r.States,
 		Log:          r.Log,
+		SourcePorts:  r.SourcePorts,
+		ICMPTypes:    r.ICMPTypes,
+		RejectWith:   r.RejectWith,
+		Limit:        r.Limit,
+		ConnLimit:    r.ConnLimit,
 	}
 }
 
