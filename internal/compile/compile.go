@@ -65,7 +65,8 @@ func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 			Policy:   VerdictAccept,
 			Rules:    implicitRules(c, opts),
 		}
-		b := chainBuilder{rs: rs, ch: &ch, minRun: opts.minRun(), exactMin: opts.exactSetMin(), scratch: scratch}
+		b := chainBuilder{rs: rs, ch: &ch, minRun: opts.minRun(), exactMin: opts.exactSetMin(), scratch: scratch,
+			meters: meterMaker{rs: rs, chain: ch.Name}}
 		b.addRules(byChain[ci])
 		addDefaultAction(&ch, c, spec)
 		rs.Chains = append(rs.Chains, ch)

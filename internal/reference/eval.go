@@ -3,6 +3,7 @@ package reference
 import (
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
@@ -22,10 +23,14 @@ type Packet struct {
 	// a later fragment and its header is long enough. Port and ICMP type
 	// matches need it.
 	Transport bool
-	// DPort is the 16 bits at offset 2 of the transport header (th dport)
-	// and Type the byte at offset 0 (icmp type).
+	// DPort is the 16 bits at offset 2 of the transport header (th dport),
+	// SPort the 16 bits at offset 0 (th sport), Type the byte at offset 0
+	// (icmp type) and Code the byte at offset 1 (icmp code): an ICMP
+	// packet's SPort is its type and code.
 	DPort uint16
+	SPort uint16
 	Type  uint8
+	Code  uint8
 	// IIfName and OIfName are the input and output interfaces; "" when the
 	// hook has none.
 	IIfName, OIfName string
@@ -39,14 +44,9 @@ const (
 	protoICMPv6 = 58
 )
 
-// protoNumbers are the IP protocol numbers of the API's protocols.
-var protoNumbers = map[v1alpha1.Protocol]uint8{
-	v1alpha1.ProtocolTCP:    6,
-	v1alpha1.ProtocolUDP:    17,
-	v1alpha1.ProtocolSCTP:   132,
-	v1alpha1.ProtocolICMP:   protoICMP,
-	v1alpha1.ProtocolICMPv6: protoICMPv6,
-}
+// protoNumbers are the IP protocol numbers of the API's protocol names;
+// a number of another protocol is its own (see protoNumber).
+var protoNumbers = v1alpha1.ProtocolNumbers
 
 // ndTypes are the ICMPv6 neighbour discovery types (RFC 4861) every
 // chain but forward accepts ahead of any rule: router solicitation and
@@ -66,6 +66,25 @@ var verdicts = map[v1alpha1.Action]compile.Verdict{
 	v1alpha1.ActionReject: compile.VerdictReject,
 }
 
+// rejectVerdicts are the answers of a Reject rule, by rejectWith.
+var rejectVerdicts = map[v1alpha1.RejectWith]compile.Verdict{
+	"":                                 compile.VerdictReject,
+	v1alpha1.RejectWithPortUnreachable: compile.VerdictReject,
+	v1alpha1.RejectWithTCPReset:        compile.VerdictRejectTCPReset,
+	v1alpha1.RejectWithHostUnreachable: compile.VerdictRejectHostUnreachable,
+	v1alpha1.RejectWithAdminProhibited: compile.VerdictRejectAdminProhibited,
+	v1alpha1.RejectWithNetUnreachable:  compile.VerdictRejectNetUnreachable,
+}
+
+// ruleVerdict is what a matching rule does: its action, and for Reject
+// its answer.
+func ruleVerdict(r v1alpha1.NodeFirewallRule) compile.Verdict {
+	if r.Action == v1alpha1.ActionReject {
+		return rejectVerdicts[r.RejectWith]
+	}
+	return verdicts[r.Action]
+}
+
 // EvalSpec is the reference semantics of a node's firewall, as the README
 // states them, for one chain: the implicit accepts (established and
 // related, loopback, ICMPv6 neighbour discovery, the failsafe ports), then
@@ -74,6 +93,10 @@ var verdicts = map[v1alpha1.Action]compile.Verdict{
 // decide nothing; an audited chain's default is accept. Of opts it reads
 // only the failsafes. It reads the spec directly, independently of the
 // compiler.
+//
+// A packet is taken to be under every limit: a rule's rate limit matches
+// it (its bucket has a token) and a connection limit does not (its source
+// has no more connections than the limit).
 func EvalSpec(spec v1alpha1.NodeFirewallSpec, opts compile.Options, chain v1alpha1.Chain, p Packet) compile.Verdict {
 	if implicitAccept(opts, chain, p) {
 		return compile.VerdictAccept
@@ -85,7 +108,7 @@ func EvalSpec(spec v1alpha1.NodeFirewallSpec, opts compile.Options, chain v1alph
 		if r.Mode == v1alpha1.PolicyModeAudit && r.Action != v1alpha1.ActionAccept {
 			continue
 		}
-		return verdicts[r.Action]
+		return ruleVerdict(r)
 	}
 	if spec.DefaultActions.For(chain) == v1alpha1.ChainPolicyDrop && !slices.Contains(spec.AuditedChains, chain) {
 		return compile.VerdictDrop
@@ -121,6 +144,16 @@ func implicitAccept(opts compile.Options, chain v1alpha1.Chain, p Packet) bool {
 	})
 }
 
+// protoNumber is the IP protocol number of a rule's protocol: a name's,
+// or the number itself.
+func protoNumber(p v1alpha1.Protocol) uint8 {
+	if n, ok := protoNumbers[p]; ok {
+		return n
+	}
+	n, _ := strconv.Atoi(string(p))
+	return uint8(n)
+}
+
 func specRuleMatches(r v1alpha1.NodeFirewallRule, p Packet) bool {
 	switch r.Protocol {
 	case "":
@@ -133,7 +166,7 @@ func specRuleMatches(r v1alpha1.NodeFirewallRule, p Packet) bool {
 			return false
 		}
 	default:
-		if p.L4Proto != protoNumbers[r.Protocol] {
+		if p.L4Proto != protoNumber(r.Protocol) {
 			return false
 		}
 	}
@@ -143,6 +176,9 @@ func specRuleMatches(r v1alpha1.NodeFirewallRule, p Packet) bool {
 		}) {
 			return false
 		}
+	}
+	if !specExtensionsMatch(r, p) {
+		return false
 	}
 	inAny := func(addrs []string, a netip.Addr) bool {
 		return slices.ContainsFunc(addrs, func(s string) bool {
@@ -244,6 +280,9 @@ func ruleMatches(rs *compile.Ruleset, rule *compile.Rule, p Packet) bool {
 		return false
 	}
 	if len(rule.ICMPTypes) > 0 && (!p.Transport || !slices.Contains(rule.ICMPTypes, p.Type)) {
+		return false
+	}
+	if !rulesetExtensionsMatch(rule, p) {
 		return false
 	}
 	if rule.CtStates != 0 && rule.CtStates&p.CtState == 0 {
