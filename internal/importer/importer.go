@@ -2,11 +2,16 @@
 // `iptables-save` or `iptables -S` or typed as `iptables -A/-I` commands,
 // into a NodeFirewallPolicy.
 //
-// Only the filter table's INPUT, FORWARD and OUTPUT chains become rules.
-// Chains that belong to Kubernetes (KUBE-*), flannel (FLANNEL-*) and Calico
-// (cali-*) are left to their owners and reported once each. A rule is either
-// translated exactly or not at all: every line that cannot be translated is
-// reported as a Warning with its line number, never dropped silently.
+// The filter table's INPUT, FORWARD and OUTPUT chains become rules, and
+// the user-defined chains they jump to are taken in at their jumps: each
+// rule of a chain becomes a rule that also matches what the jump matched,
+// a RETURN hands the packets it matches back to the rest of the calling
+// chain, and loops are refused. Chains that belong to Kubernetes (KUBE-*),
+// flannel (FLANNEL-*), Calico (cali-*) and Docker (DOCKER*) are left to
+// their owners and reported once each. A rule is either translated
+// exactly, translated with a reported caveat, or not at all: every line
+// that cannot be translated is reported as a Warning with its line number,
+// never dropped silently, and Result.Summary counts them.
 package importer
 
 import (
@@ -65,6 +70,8 @@ func (w Warning) String() string {
 type Result struct {
 	Policy   *v1alpha1.NodeFirewallPolicy
 	Warnings []Warning
+	// Summary counts the filter table's rule lines by what became of them.
+	Summary Summary
 }
 
 // Import reads an iptables ruleset and translates it into a
@@ -122,6 +129,7 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 		im.line(pendingLine, strings.Join(pending, " "))
 	}
 
+	emitted := im.build()
 	policy := &v1alpha1.NodeFirewallPolicy{
 		TypeMeta: metav1.TypeMeta{
 			APIVersion: v1alpha1.GroupVersion.String(),
@@ -132,16 +140,16 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 			NodeSelector: *opts.NodeSelector.DeepCopy(),
 			Priority:     opts.Priority,
 			Mode:         opts.Mode,
-			Rules:        im.rules(),
+			Rules:        im.rules(emitted),
 		},
 	}
 	if im.defaults != (v1alpha1.DefaultActions{}) {
 		d := im.defaults
 		policy.Spec.DefaultActions = &d
 	}
-	im.warnImplicitAccepts()
+	im.warnImplicitAccepts(emitted)
 	sort.SliceStable(im.warnings, func(i, j int) bool { return im.warnings[i].Line < im.warnings[j].Line })
-	return &Result{Policy: policy, Warnings: im.warnings}, nil
+	return &Result{Policy: policy, Warnings: im.warnings, Summary: im.summary()}, nil
 }
 
 // warnImplicitAccepts reports chains whose drops nodefw does not reproduce
@@ -149,18 +157,15 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 // ICMPv6 neighbour discovery and the failsafe ports before any rule, so a
 // chain that drops without first accepting ESTABLISHED,RELATED behaves
 // differently (replies to the node's own connections, for one, pass).
-func (im *importer) warnImplicitAccepts() {
+func (im *importer) warnImplicitAccepts(emitted map[v1alpha1.Chain][]emittedRule) {
 	for _, c := range v1alpha1.Chains {
 		var first *Warning
 		if im.defaults.For(c) == v1alpha1.ChainPolicyDrop {
 			w := im.defaultLines[c]
 			first = &w
 		}
-		for _, e := range im.chains[c] {
-			if e.rule == nil {
-				continue
-			}
-			if acceptsEstablished(e.rule) {
+		for _, e := range emitted[c] {
+			if acceptsEstablished(&e.rule) {
 				first = nil
 				break
 			}
@@ -172,7 +177,7 @@ func (im *importer) warnImplicitAccepts() {
 			}
 		}
 		if first != nil {
-			im.warn(first.Line, first.Text, "%s drops without first accepting ESTABLISHED,RELATED: nodefw accepts established and related connections, loopback, ICMPv6 neighbour discovery and the failsafe ports before any rule, so some traffic dropped here will pass", strings.ToUpper(string(c)))
+			im.difference(first.Line, first.Text, "%s drops without first accepting ESTABLISHED,RELATED: nodefw accepts established and related connections, loopback, ICMPv6 neighbour discovery and the failsafe ports before any rule, so some traffic dropped here will pass", strings.ToUpper(string(c)))
 		}
 	}
 }
@@ -180,7 +185,7 @@ func (im *importer) warnImplicitAccepts() {
 // acceptsEstablished reports whether r is the usual `-m conntrack --ctstate
 // ESTABLISHED,RELATED -j ACCEPT` with no other match.
 func acceptsEstablished(r *v1alpha1.Rule) bool {
-	if r.Action != v1alpha1.ActionAccept || r.Protocol != "" || len(r.Ports) > 0 || len(r.Sources) > 0 || len(r.Destinations) > 0 || r.InInterface != "" || r.OutInterface != "" {
+	if r.Action != v1alpha1.ActionAccept || !isEmptyMatch(withoutStates(*r)) {
 		return false
 	}
 	est, rel := false, false
@@ -191,19 +196,26 @@ func acceptsEstablished(r *v1alpha1.Rule) bool {
 	return est && rel
 }
 
-// entry is one rule of a built-in chain, in chain order. A nil rule holds
-// the place of a rule that was not translated, so that `-I CHAIN n`
-// positions count it as iptables does.
+// entry is one rule line of a filter chain, in chain order (-I positions
+// applied), whatever the chain and whether or not it translates.
 type entry struct {
-	rule    *v1alpha1.Rule
-	comment string
-	line    int
-	text    string
+	line int
+	text string
+	args []string
 }
 
 type importer struct {
 	warnings []Warning
-	chains   map[v1alpha1.Chain][]entry
+	// warned are the warnings given, so that a line of a chain taken in
+	// at several jumps is reported once.
+	warned map[Warning]bool
+	// chains are the filter table's chains, built-in and user-defined, by
+	// name; parsedChains their rules read, on first use.
+	chains       map[string][]entry
+	parsedChains map[string][]parsedEntry
+	// declared are the user-defined chains declared (`:NAME`, -N), with
+	// where.
+	declared map[string]Warning
 	defaults v1alpha1.DefaultActions
 	// defaultLines are where each chain's policy was set.
 	defaultLines map[v1alpha1.Chain]Warning
@@ -215,19 +227,63 @@ type importer struct {
 	skippedTables map[string]bool
 	// reportedChains are the chains already reported as skipped.
 	reportedChains map[string]bool
+	// status is what became of each rule line of the filter table.
+	status map[int]lineStatus
+	// budgetSpent says the rules taken in from user chains outgrew what a
+	// policy holds, which has been reported.
+	budgetSpent bool
+	// differences counts the warnings about behaviour beyond one line's
+	// rule.
+	differences int
+	// reached are the chains taken in at some jump.
+	reached map[string]bool
 }
 
 func newImporter() *importer {
 	return &importer{
-		chains:         map[v1alpha1.Chain][]entry{},
+		warned:         map[Warning]bool{},
+		chains:         map[string][]entry{},
+		parsedChains:   map[string][]parsedEntry{},
+		declared:       map[string]Warning{},
 		defaultLines:   map[v1alpha1.Chain]Warning{},
 		skippedTables:  map[string]bool{},
 		reportedChains: map[string]bool{},
+		status:         map[int]lineStatus{},
+		reached:        map[string]bool{},
 	}
 }
 
+// warn reports a line that is not translated, or a fact about the input
+// that is not a rule line's (a skipped table); a warning already given is
+// not given again.
 func (im *importer) warn(line int, text, format string, args ...any) {
-	im.warnings = append(im.warnings, Warning{Line: line, Text: text, Reason: fmt.Sprintf(format, args...)})
+	w := Warning{Line: line, Text: text, Reason: fmt.Sprintf(format, args...)}
+	if im.warned[w] {
+		return
+	}
+	im.warned[w] = true
+	im.warnings = append(im.warnings, w)
+}
+
+// skip reports a rule line that is not translated.
+func (im *importer) skip(e entry, format string, args ...any) {
+	im.warn(e.line, e.text, format, args...)
+	im.mark(e.line, statusSkipped)
+}
+
+// note reports a caveat of a rule line that is translated.
+func (im *importer) note(e entry, reason string) {
+	im.warn(e.line, e.text, "%s", reason)
+	im.mark(e.line, statusChanged)
+}
+
+// difference reports behaviour the policy changes beyond one line's rule.
+func (im *importer) difference(line int, text, format string, args ...any) {
+	w := Warning{Line: line, Text: text, Reason: fmt.Sprintf(format, args...)}
+	if !im.warned[w] {
+		im.differences++
+	}
+	im.warn(line, text, format, args...)
 }
 
 // builtinChains maps the filter table's built-in chains to API chains.
@@ -245,9 +301,12 @@ var ownedChainPrefixes = []struct{ prefix, owner string }{
 	{"KUBE-", "Kubernetes (kube-proxy, kubelet)"},
 	{"FLANNEL-", "flannel"},
 	{"cali-", "Calico"},
+	{"DOCKER", "Docker"},
 }
 
 // chainOwner returns who manages a chain, or "" for a chain of the user.
+// Docker's chains are DOCKER, DOCKER-USER, DOCKER-ISOLATION-STAGE-1 and
+// the like.
 func chainOwner(chain string) string {
 	for _, o := range ownedChainPrefixes {
 		if strings.HasPrefix(chain, o.prefix) {
@@ -380,9 +439,11 @@ func (im *importer) chainPolicy(n int, text, chain, policy string, declare bool)
 	case otherTableChains[chain]:
 		im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported", chain)
 	case declare:
-		im.warn(n, text, "user-defined chain %s is not imported: only INPUT, FORWARD and OUTPUT are", chain)
+		if _, ok := im.declared[chain]; !ok {
+			im.declared[chain] = Warning{Line: n, Text: text}
+		}
 	default:
-		im.warn(n, text, "policy of user-defined chain %s is not imported", chain)
+		im.warn(n, text, "a user-defined chain has no policy: its packets return to the chain that jumped to it")
 	}
 }
 
@@ -486,14 +547,10 @@ func (im *importer) command(n int, text string, toks []string) {
 			return
 		}
 		if chain == "" {
-			im.chains = map[v1alpha1.Chain][]entry{}
+			im.forget(func(string) bool { return true })
 			return
 		}
-		if c, ok := builtinChains[chain]; ok {
-			delete(im.chains, c)
-			return
-		}
-		im.warn(n, text, "flush of chain %s not imported: only INPUT, FORWARD and OUTPUT are", chain)
+		im.forget(func(c string) bool { return c == chain })
 	case "-A", "-I":
 		if chain == "" {
 			im.warn(n, text, "%s needs a chain name", cmd)
@@ -518,66 +575,57 @@ func (im *importer) command(n int, text string, toks []string) {
 	}
 }
 
-// rule translates one -A (pos 0) or -I (pos >= 1) line.
-func (im *importer) rule(n int, text, chain string, pos int, args []string) {
-	c, builtin := builtinChains[chain]
-	if !builtin {
-		switch {
-		case chainOwner(chain) != "":
-			im.reportOwned(n, text, chain)
-		case otherTableChains[chain]:
-			im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported", chain)
-		default:
-			im.warn(n, text, "rule in user-defined chain %s not imported: only INPUT, FORWARD and OUTPUT are", chain)
+// forget drops the rules of the chains flush selects, as -F does; their
+// lines no longer count.
+func (im *importer) forget(flush func(chain string) bool) {
+	for c, list := range im.chains {
+		if !flush(c) {
+			continue
 		}
+		for _, e := range list {
+			delete(im.status, e.line)
+		}
+		delete(im.chains, c)
+	}
+}
+
+// rule records one -A (pos 0) or -I (pos >= 1) line of chain; build
+// translates it.
+func (im *importer) rule(n int, text, chain string, pos int, args []string) {
+	if otherTableChains[chain] {
+		im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported", chain)
 		return
 	}
-
-	list := im.chains[c]
+	list := im.chains[chain]
 	if pos > len(list)+1 {
 		im.warn(n, text, "rule number %d is past the end of chain %s (%d rules): iptables refuses it", pos, chain, len(list))
 		return
 	}
-	e := entry{line: n, text: text}
-	tr := translate(c, args)
-	switch {
-	case tr.ownedJump != "":
-		im.reportedChains[tr.ownedJump] = true
-		im.warn(n, text, "jump to chain %s skipped: it belongs to %s", tr.ownedJump, chainOwner(tr.ownedJump))
-	case tr.err != "":
-		im.warn(n, text, "%s", tr.err)
-	default:
-		e.rule = tr.rule
-		e.comment = tr.comment
-		for _, note := range tr.notes {
-			im.warn(n, text, "%s", note)
-		}
-	}
+	e := entry{line: n, text: text, args: args}
+	im.status[n] = statusUnused
 	if pos == 0 {
-		im.chains[c] = append(list, e)
+		im.chains[chain] = append(list, e)
 		return
 	}
 	list = append(list, entry{})
 	copy(list[pos:], list[pos-1:])
 	list[pos-1] = e
-	im.chains[c] = list
+	im.chains[chain] = list
 }
 
 // rules names the translated rules and returns them chain by chain, in
 // chain order, at most MaxPolicyRules.
-func (im *importer) rules() []v1alpha1.Rule {
+func (im *importer) rules(emitted map[v1alpha1.Chain][]emittedRule) []v1alpha1.Rule {
 	var out []v1alpha1.Rule
 	used := map[string]bool{}
 	for _, c := range v1alpha1.Chains {
-		for _, e := range im.chains[c] {
-			if e.rule == nil {
-				continue
-			}
+		for _, e := range emitted[c] {
 			if len(out) >= v1alpha1.MaxPolicyRules {
 				im.warn(e.line, e.text, "policy already has %d rules, the most a policy may hold: split the ruleset", v1alpha1.MaxPolicyRules)
+				im.mark(e.line, statusSkipped)
 				continue
 			}
-			r := *e.rule
+			r := e.rule
 			r.Name = uniqueName(baseName(&r, e.comment), used)
 			out = append(out, r)
 		}
