@@ -83,7 +83,7 @@ func (im *importer) reportUnreached() {
 			continue
 		}
 		first := im.chains[name][0]
-		im.warn(first.line, first.text, "chain %s is not jumped to from INPUT, FORWARD or OUTPUT: its %d rules have no effect and are not imported", name, len(im.chains[name]))
+		im.warn(first.line, first.text, "chain %s is not reached from INPUT, FORWARD or OUTPUT by any jump imported: its %d rules are not imported", name, len(im.chains[name]))
 	}
 }
 
@@ -126,6 +126,12 @@ func (im *importer) inline(name string, from int, cond v1alpha1.Rule, stack []st
 			im.skip(e.entry, "LOG is imported only right before a rule that matches the same packets and accepts, drops or rejects them: set log: true on the rule that decides")
 			continue
 		}
+		if stateful := e.match.Limit != nil || e.match.ConnLimit != nil; stateful && !decides(e.target) && e.target != "" {
+			// Taken in, the limit would go to every rule the jump (or
+			// the RETURN's rest) leads to, each counting on its own.
+			im.skip(e.entry, "a %s with a rate or connection limit is not supported: nodefw would count the limit once for every rule it leads to", jumpWord(e.target))
+			continue
+		}
 		m, none, err := intersect(cond, e.match)
 		if err != "" {
 			im.skip(e.entry, "%s", err)
@@ -137,7 +143,7 @@ func (im *importer) inline(name string, from int, cond v1alpha1.Rule, stack []st
 			continue
 		}
 		switch t := e.target; {
-		case t == "ACCEPT" || t == "DROP" || t == "REJECT":
+		case decides(t):
 			r := m
 			r.Action = map[string]v1alpha1.Action{"ACCEPT": v1alpha1.ActionAccept, "DROP": v1alpha1.ActionDrop, "REJECT": v1alpha1.ActionReject}[t]
 			if t == "REJECT" && e.rejectWith != v1alpha1.RejectWithPortUnreachable {
@@ -196,6 +202,19 @@ func (im *importer) inline(name string, from int, cond v1alpha1.Rule, stack []st
 		}
 	}
 	return out
+}
+
+// decides reports whether a target is a verdict nodefw has.
+func decides(target string) bool {
+	return target == "ACCEPT" || target == "DROP" || target == "REJECT"
+}
+
+// jumpWord names what a rule with target does: a RETURN or a jump.
+func jumpWord(target string) string {
+	if target == "RETURN" {
+		return "RETURN"
+	}
+	return "jump"
 }
 
 // marked records a translated rule line: changed when it has notes.

@@ -72,6 +72,10 @@ type Result struct {
 	Warnings []Warning
 	// Summary counts the filter table's rule lines by what became of them.
 	Summary Summary
+	// SkippedLines are the numbers of the filter table's rule lines not
+	// translated, in order: each has a warning, but for the rules of
+	// chains left to other components, reported once per chain.
+	SkippedLines []int
 }
 
 // Import reads an iptables ruleset and translates it into a
@@ -149,7 +153,7 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 	}
 	im.warnImplicitAccepts(emitted)
 	sort.SliceStable(im.warnings, func(i, j int) bool { return im.warnings[i].Line < im.warnings[j].Line })
-	return &Result{Policy: policy, Warnings: im.warnings, Summary: im.summary()}, nil
+	return &Result{Policy: policy, Warnings: im.warnings, Summary: im.summary(), SkippedLines: im.skippedLines()}, nil
 }
 
 // warnImplicitAccepts reports chains whose drops nodefw does not reproduce

@@ -285,12 +285,37 @@ sudo /usr/sbin/iptables -w -t filter --insert FORWARD 1 --protocol tcp --destina
 			if err != nil {
 				t.Fatal(err)
 			}
+			checkSkippedLines(t, got)
 			got.Warnings = withoutImplicitAcceptWarnings(got.Warnings)
+			got.SkippedLines = nil
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("Import() mismatch (-want +got):\n%s", diff)
 			}
 			checkResult(t, tc.input, got)
 		})
+	}
+}
+
+// checkSkippedLines checks that every line skipped outside the chains
+// left to other components has a warning, and that the summary counts
+// them all.
+func checkSkippedLines(t *testing.T, res *Result) {
+	t.Helper()
+	warned := map[int]bool{}
+	for _, w := range res.Warnings {
+		warned[w.Line] = true
+	}
+	unwarned := 0
+	for _, l := range res.SkippedLines {
+		if !warned[l] {
+			unwarned++
+		}
+	}
+	if unwarned > res.Summary.Owned {
+		t.Errorf("%d lines skipped without a warning, %d in chains left to other components", unwarned, res.Summary.Owned)
+	}
+	if len(res.SkippedLines) != res.Summary.Skipped {
+		t.Errorf("%d lines skipped, summary says %d", len(res.SkippedLines), res.Summary.Skipped)
 	}
 }
 
@@ -449,6 +474,7 @@ func TestUnsupported(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkResult(t, b.String(), res)
+	checkSkippedLines(t, res)
 
 	byLine := map[int][]Warning{}
 	for _, w := range res.Warnings {

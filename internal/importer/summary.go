@@ -2,6 +2,7 @@ package importer
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -51,6 +52,18 @@ type Summary struct {
 	// beyond one line's rule: drops that nodefw's implicit accepts shadow,
 	// traffic that chains left to other components accepted.
 	Differences int
+}
+
+// skippedLines are the rule lines not translated, in order.
+func (im *importer) skippedLines() []int {
+	var out []int
+	for line, st := range im.status {
+		if st == statusSkipped || st == statusOwned {
+			out = append(out, line)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (im *importer) summary() Summary {
