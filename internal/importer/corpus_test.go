@@ -14,22 +14,22 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the corpus's golden files")
 
-// CorpusDir holds iptables-save files of kinds of hosts users import: a
+// corpusDir holds iptables-save files of kinds of hosts users import: a
 // RHEL host (RH-Firewall-1-INPUT), an OpenShift node (OS_FIREWALL_ALLOW),
 // ufw, a Docker host, a kubeadm node, a Tor relay and an OpenVPN server.
 // test/diff loads each next to its import.
-const CorpusDir = "testdata/corpus"
+const corpusDir = "testdata/corpus"
 
 // TestCorpus imports each file of the corpus and compares the result,
 // warnings, summary and YAML, with its golden file (-update rewrites
 // them).
 func TestCorpus(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(CorpusDir, "*.rules"))
+	files, err := filepath.Glob(filepath.Join(corpusDir, "*.rules"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(files) < 7 {
-		t.Fatalf("%d files in %s, want the 7 of the corpus", len(files), CorpusDir)
+		t.Fatalf("%d files in %s, want the 7 of the corpus", len(files), corpusDir)
 	}
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), ".rules")
