@@ -11,8 +11,9 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 
 GO_TEST_FLAGS ?= -count=1 -timeout 40m
 # Packages that send real packets through network namespaces run one at a
-# time, so that timing-sensitive probes never compete with each other.
-NETWORK_PKGS = ./internal/nft/... ./internal/netnstest/... ./test/...
+# time, so that timing-sensitive probes never compete with each other. The
+# real-cluster suite (test/cluster) runs with `make e2e-cluster`.
+NETWORK_PKGS = ./internal/nft/... ./internal/netnstest/... $$(go list ./test/... | grep -v /test/cluster)
 
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
@@ -95,6 +96,24 @@ demo: deps build envtest ## Run the whole job locally: control plane, three name
 e2e: deps envtest ## Run the end-to-end suite: real packets through the sample policies (root).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test -count=1 -v -timeout 15m ./test/e2e/
 
+.PHONY: cluster-tools
+cluster-tools: deps envtest ## Build the local cluster's kubelet, kube-proxy, flannel, containerd and CNI plugins (cached under bin/cluster).
+	@hack/cluster/build.sh
+
+.PHONY: cluster
+cluster: cluster-tools ## Start a local cluster: control plane, two kubelet nodes in network namespaces, nodefw deployed (root).
+	go build -o $(LOCALBIN)/cluster/cluster ./hack/cluster
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(LOCALBIN)/cluster/cluster --repo-root $(CURDIR) up
+
+.PHONY: cluster-down
+cluster-down: ## Remove the local cluster and everything it left on the machine (root).
+	go build -o $(LOCALBIN)/cluster/cluster ./hack/cluster
+	$(LOCALBIN)/cluster/cluster down
+
+.PHONY: e2e-cluster
+e2e-cluster: cluster-tools ## Run the real-cluster suite: nodefw from config/default and the Helm chart on a local cluster (root).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test -count=1 -v -timeout 20m ./test/cluster/
+
 .PHONY: docker-build
 docker-build: ## Build the manager and agent images.
 	$(CONTAINER_TOOL) build -t $(IMG_MANAGER) --build-arg BINARY=manager .
@@ -118,6 +137,7 @@ deploy: manifests ## Deploy nodefw (CRDs, controller, agent) to the current clus
 undeploy: ## Remove nodefw from the current cluster: policies first, so each agent removes its table.
 	-$(KUBECTL) delete nodefirewallpolicies --all --wait=true
 	-$(KUBECTL) -n nodefw-system scale deployment nodefw-controller-manager --replicas=0
+	-$(KUBECTL) -n nodefw-system wait --for=delete pod -l app.kubernetes.io/component=controller-manager --timeout=60s
 	-$(KUBECTL) delete nodefirewalls --all --wait=true --timeout=120s
 	$(KUBECTL) delete --ignore-not-found -k config/default
 

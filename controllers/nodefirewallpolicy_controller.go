@@ -7,6 +7,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +56,9 @@ type NodeFirewallPolicyReconciler struct {
 	// ProgressDeadline is how long a policy may stay Reconciling before it
 	// is reported Stalled; 0 means no deadline.
 	ProgressDeadline time.Duration
+	// RequestLimit is the largest NodeFirewall, in bytes as sent, that is
+	// written; 0 means resolve.DefaultRequestLimit.
+	RequestLimit int
 	// Failsafes are the agents' failsafe ports, used to warn about rules
 	// they shadow.
 	Failsafes resolve.Failsafes
@@ -92,9 +96,15 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 
 	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: r.Failsafes})
 	plan := resolve.Plan(desired.Nodes, nfws.Items, nodes.Items, time.Now())
-	current, err := r.writeNodeFirewalls(ctx, plan)
+	// A NodeFirewall too large for the API server is not written, and says
+	// so on its policies; the other nodes' writes go ahead.
+	held := plan.HoldTooLarge(r.requestLimit())
+	current, rejected, err := r.writeNodeFirewalls(ctx, plan)
 	if err != nil {
 		return retryOnConflict(err)
+	}
+	for _, t := range append(held, rejected...) {
+		desired.Problems = append(desired.Problems, t.Problems()...)
 	}
 	requeue, err := r.writePolicyStatuses(ctx, policies.Items, desired, current)
 	if err != nil {
@@ -112,36 +122,48 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	return reconcile.Result{RequeueAfter: requeue}, nil
 }
 
+// requestLimit is the largest NodeFirewall the reconciler writes.
+func (r *NodeFirewallPolicyReconciler) requestLimit() int {
+	if r.RequestLimit > 0 {
+		return r.RequestLimit
+	}
+	return resolve.DefaultRequestLimit
+}
+
 // writeNodeFirewalls makes the writes and returns every node's
-// NodeFirewall as written, for the status roll-up.
-func (r *NodeFirewallPolicyReconciler) writeNodeFirewalls(ctx context.Context, w resolve.Writes) (map[string]*fwv1.NodeFirewall, error) {
+// NodeFirewall as written, for the status roll-up, and those the API
+// server refused as too large (its own limit may be lower than ours).
+func (r *NodeFirewallPolicyReconciler) writeNodeFirewalls(ctx context.Context, w resolve.Writes) (map[string]*fwv1.NodeFirewall, []resolve.TooLarge, error) {
 	current := make(map[string]*fwv1.NodeFirewall, len(w.Create)+len(w.Update)+len(w.Unchanged))
 	for _, nfw := range w.Unchanged {
 		current[nfw.Name] = nfw
 	}
-	var mu sync.Mutex
-	written := func(nfw *fwv1.NodeFirewall) {
+	var (
+		mu       sync.Mutex
+		rejected []resolve.TooLarge
+	)
+	// done records the outcome of one create or update.
+	done := func(nfw *fwv1.NodeFirewall, err error) error {
 		mu.Lock()
-		current[nfw.Name] = nfw
-		mu.Unlock()
+		defer mu.Unlock()
+		switch {
+		case err == nil:
+			current[nfw.Name] = nfw
+		case isTooLarge(err):
+			rejected = append(rejected, resolve.TooLarge{Node: nfw.Name, Bytes: resolve.SerializedSize(nfw), Limit: r.requestLimit(), Policies: resolve.PolicyNames(nfw)})
+			return nil
+		}
+		return err
 	}
 	var writes []func(context.Context) error
 	for _, nfw := range w.Create {
 		writes = append(writes, func(ctx context.Context) error {
-			if err := r.createNodeFirewall(ctx, nfw); err != nil {
-				return err
-			}
-			written(nfw)
-			return nil
+			return done(nfw, r.createNodeFirewall(ctx, nfw))
 		})
 	}
 	for _, nfw := range w.Update {
 		writes = append(writes, func(ctx context.Context) error {
-			if err := r.Update(ctx, nfw, client.FieldOwner(FieldManager)); err != nil {
-				return err
-			}
-			written(nfw)
-			return nil
+			return done(nfw, r.Update(ctx, nfw, client.FieldOwner(FieldManager)))
 		})
 	}
 	for _, nfw := range w.Delete {
@@ -157,7 +179,15 @@ func (r *NodeFirewallPolicyReconciler) writeNodeFirewalls(ctx context.Context, w
 			return client.IgnoreNotFound(r.Patch(ctx, released, patch))
 		})
 	}
-	return current, r.parallel(ctx, writes)
+	err := r.parallel(ctx, writes)
+	return current, rejected, err
+}
+
+// isTooLarge tells whether the API server or etcd refused a write for its
+// size: HTTP 413, or etcd's "request is too large" passed through as an
+// internal error.
+func isTooLarge(err error) bool {
+	return apierrors.IsRequestEntityTooLargeError(err) || (err != nil && strings.Contains(err.Error(), "request is too large"))
 }
 
 // writePolicyStatuses rolls the nodes' reports up into every policy's

@@ -109,6 +109,13 @@ type DefaultActions struct {
 	// output is the policy of the Output chain (`iptables -P OUTPUT`).
 	// +optional
 	Output ChainPolicy `json:"output,omitempty"`
+
+	// logDrops logs, rate-limited (10 a minute, burst 5), the packets that
+	// this policy's Drop default actions drop, as JSON lines of the node's
+	// agent with the rule "default", on the chains where this policy's
+	// default action is the one in force.
+	// +optional
+	LogDrops bool `json:"logDrops,omitempty"`
 }
 
 // For returns the policy set for a chain, or "" when none is set.

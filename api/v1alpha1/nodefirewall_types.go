@@ -78,9 +78,23 @@ type NodeFirewallRule struct {
 	// +listType=atomic
 	States []ConnState `json:"states,omitempty"`
 
-	// log logs matches, rate-limited.
+	// log logs matches, rate-limited, as JSON lines of the agent.
 	// +optional
 	Log bool `json:"log,omitempty"`
+
+	// Log settings, only with log: true.
+
+	// logLabel is a short label carried in every log line of the rule.
+	// +optional
+	LogLabel string `json:"logLabel,omitempty"`
+
+	// logRatePerMinute is how many packets a minute are logged at most; 0 means 10.
+	// +optional
+	LogRatePerMinute int32 `json:"logRatePerMinute,omitempty"`
+
+	// logBurst is the burst of the log's rate limit; 0 means 5.
+	// +optional
+	LogBurst int32 `json:"logBurst,omitempty"`
 
 	// Matches and answers of iptables' extensions.
 
@@ -132,11 +146,16 @@ func (r Rule) NodeRule(policy string, mode PolicyMode) NodeFirewallRule {
 		OutInterface: r.OutInterface,
 		States:       r.States,
 		Log:          r.Log,
-		SourcePorts:  r.SourcePorts,
-		ICMPTypes:    r.ICMPTypes,
-		RejectWith:   r.RejectWith,
-		Limit:        r.Limit,
-		ConnLimit:    r.ConnLimit,
+		// Log settings.
+		LogLabel:         r.LogLabel,
+		LogRatePerMinute: r.LogRatePerMinute,
+		LogBurst:         r.LogBurst,
+		// Matches and answers of iptables' extensions.
+		SourcePorts: r.SourcePorts,
+		ICMPTypes:   r.ICMPTypes,
+		RejectWith:  r.RejectWith,
+		Limit:       r.Limit,
+		ConnLimit:   r.ConnLimit,
 	}
 }
 

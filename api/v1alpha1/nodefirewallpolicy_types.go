@@ -18,6 +18,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.rejectWith) || self.action == 'Reject'",message="rejectWith requires action Reject",fieldPath=".rejectWith"
 // +kubebuilder:validation:XValidation:rule="!has(self.rejectWith) || self.rejectWith != 'TCPReset' || (has(self.protocol) && self.protocol == 'TCP')",message="rejectWith TCPReset requires protocol TCP (iptables takes --reject-with tcp-reset only with -p tcp)",fieldPath=".rejectWith"
 // +kubebuilder:validation:XValidation:rule="!has(self.limit) || !has(self.log) || !self.log",message="log cannot be combined with limit: the log rule would keep a rate limit of its own and match other packets",fieldPath=".log"
+// +kubebuilder:validation:XValidation:rule="(has(self.log) && self.log) || (!has(self.logLabel) && !has(self.logRatePerMinute) && !has(self.logBurst))",message="logLabel, logRatePerMinute and logBurst require log: true",fieldPath=".log"
 type Rule struct {
 	// name identifies the rule within its policy. It appears in logs, metrics
 	// and the rendered ruleset.
@@ -93,11 +94,35 @@ type Rule struct {
 	// +kubebuilder:validation:MaxItems=4
 	States []ConnState `json:"states,omitempty"`
 
-	// log logs matching packets to the kernel log, rate-limited, with a
-	// prefix naming the policy and rule (as a LOG rule before the target).
-	// Not with limit.
+	// log logs matching packets, rate-limited, as one JSON line each on the
+	// standard output of the node's agent, naming the policy, the rule and
+	// the action (as an NFLOG rule before the target). Not with limit.
 	// +optional
 	Log bool `json:"log,omitempty"`
+
+	// Log settings, only with log: true.
+
+	// logLabel is a short label carried in every log line of the rule,
+	// e.g. `ssh-scan`. Only with log.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	LogLabel string `json:"logLabel,omitempty"`
+
+	// logRatePerMinute is how many matching packets a minute are logged at
+	// most (`-m limit --limit N/minute`); omitted means 10. Only with log.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=60000
+	LogRatePerMinute int32 `json:"logRatePerMinute,omitempty"`
+
+	// logBurst is how many packets are logged in a burst before the rate
+	// applies (`--limit-burst`); omitted means 5. Only with log.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	LogBurst int32 `json:"logBurst,omitempty"`
 
 	// Matches and answers of iptables' extensions.
 
@@ -203,6 +228,10 @@ const (
 	// ReasonProgressDeadlineExceeded: nodes have not reported a generation
 	// within the progress deadline (an agent down, a node unreachable).
 	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
+	// ReasonNodeFirewallTooLarge: the NodeFirewall of a node the policy
+	// selects would exceed the API server's request size, so it is not
+	// written; that node keeps its last NodeFirewall and ruleset.
+	ReasonNodeFirewallTooLarge = "NodeFirewallTooLarge"
 	// ReasonDefaultActionConflict: policies on one node set different
 	// default actions for a chain; the one evaluated first wins.
 	ReasonDefaultActionConflict = ConditionDefaultActionConflict

@@ -687,6 +687,24 @@ func TestNodeFirewallPolicyRejectsInvalid(t *testing.T) {
 			msg:   "outInterface is not allowed on the Input chain",
 		},
 		{
+			name:  "logLabel without log",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).LogLabel = "scan" },
+			field: "spec.rules[0].log",
+			msg:   "logLabel, logRatePerMinute and logBurst require log: true",
+		},
+		{
+			name:  "negative logRatePerMinute",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Log, rule(p).LogRatePerMinute = true, -1 },
+			field: "spec.rules[0].logRatePerMinute",
+			msg:   "should be greater than or equal to 1",
+		},
+		{
+			name:  "logLabel with spaces",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Log, rule(p).LogLabel = true, "ssh scan" },
+			field: "spec.rules[0].logLabel",
+			msg:   "should match",
+		},
+		{
 			name:  "interface name of 16 characters",
 			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).InInterface = "abcdefghijklmnop" },
 			field: "spec.rules[0].inInterface",
@@ -864,6 +882,14 @@ func TestNodeFirewallPolicyAcceptsValid(t *testing.T) {
 		{
 			name: "base",
 			edit: func(*v1alpha1.NodeFirewallPolicy) {},
+		},
+		{
+			name: "log with label and rate, logged default drops",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				r := rule(p)
+				r.Log, r.LogLabel, r.LogRatePerMinute, r.LogBurst = true, "ssh-scan", 60000, 10000
+				p.Spec.DefaultActions = &v1alpha1.DefaultActions{Input: v1alpha1.ChainPolicyDrop, LogDrops: true}
+			},
 		},
 		{
 			name: "IPv6 CIDRs and addresses",

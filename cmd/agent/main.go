@@ -11,7 +11,10 @@ import (
 	"net"
 	"net/url"
 	"os"
+	goruntime "runtime"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -20,6 +23,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -27,6 +31,7 @@ import (
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/agent"
 	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/nflog"
 	"github.com/nodefw/nodefw/internal/nft"
 )
 
@@ -54,6 +59,8 @@ type options struct {
 	confirmWait   time.Duration
 	confirmAddr   string
 	setLookups    bool
+	logGroup      uint
+	logQueue      int
 	zap           zap.Options
 }
 
@@ -92,6 +99,11 @@ func run() error {
 	}
 
 	metrics.Registry.MustRegister(agent.NewRuleCounters(fw.Counters))
+	logs, err := openLogReader(o)
+	if err != nil {
+		// The firewall works without its logs: say so and go on.
+		ctrl.Log.Error(err, "drop logs are off", "group", o.logGroup)
+	}
 	r := &agent.Reconciler{
 		Client:       mgr.GetClient(),
 		Recorder:     mgr.GetEventRecorder("nodefw-agent"),
@@ -103,6 +115,12 @@ func run() error {
 
 		Confirm:        confirm,
 		ConfirmTimeout: o.confirmWait,
+	}
+	if logs != nil {
+		r.LogSources = logs.SetSources
+		if err := mgr.Add(manager.RunnableFunc(logs.Run)); err != nil {
+			return err
+		}
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return err
@@ -139,6 +157,9 @@ func parseFlags() *options {
 		"After each new ruleset, how long the control plane may stay unreachable before the agent reverts to the previous ruleset; 0 disables the check.")
 	flag.StringVar(&o.confirmAddr, "confirm-endpoint", "",
 		"host:port the node must still reach after an apply (default: the API server from the kubeconfig).")
+	flag.UintVar(&o.logGroup, "log-group", uint(compile.DefaultLogGroup),
+		"NFLOG group of logged rules; the agent writes each packet logged there as a JSON line on its standard output.")
+	flag.IntVar(&o.logQueue, "log-queue", nflog.DefaultQueueLen, "Lines waiting for standard output at most; more are dropped and counted.")
 	flag.BoolVar(&o.setLookups, "set-lookups", true,
 		"Compile runs of simple rules into concatenated-set lookups (per-packet cost independent of the rule count); "+
 			"false programs one nftables rule per rule, evaluated in order as iptables does.")
@@ -157,7 +178,10 @@ func (o *options) compileOptions() (compile.Options, error) {
 	if err != nil {
 		return compile.Options{}, fmt.Errorf("--failsafe-outbound: %w", err)
 	}
-	return compile.Options{Table: o.table, FailsafeInbound: in, FailsafeOutbound: out, SetLookups: o.setLookups}, nil
+	if o.logGroup > 65535 {
+		return compile.Options{}, fmt.Errorf("--log-group: %d is not an NFLOG group (0-65535)", o.logGroup)
+	}
+	return compile.Options{Table: o.table, FailsafeInbound: in, FailsafeOutbound: out, SetLookups: o.setLookups, LogGroup: uint16(o.logGroup)}, nil
 }
 
 // newManager creates the manager, its cache watching only the node's
@@ -218,4 +242,50 @@ func hostPort(rawURL string) (string, error) {
 		port = "80"
 	}
 	return net.JoinHostPort(u.Hostname(), port), nil
+}
+
+// openLogReader binds the NFLOG group of logged rules, in the namespace the
+// agent programs, writing lines to standard output.
+func openLogReader(o *options) (*nflog.Reader, error) {
+	open := func() (*nflog.Reader, error) { return nflog.Open(uint16(o.logGroup), o.logQueue) }
+	var r *nflog.Reader
+	var err error
+	if o.netnsPath == "" {
+		r, err = open()
+	} else {
+		err = inNetns(o.netnsPath, func() error {
+			var oerr error
+			r, oerr = open()
+			return oerr
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	lm := agent.NewLogMetrics(metrics.Registry)
+	r.Node, r.Out = o.nodeName, os.Stdout
+	r.Logged, r.Dropped = agent.CounterVec{CounterVec: lm.Logged}, agent.CounterVec{CounterVec: lm.Dropped}
+	return r, nil
+}
+
+// inNetns runs fn on a thread that entered the namespace at path; the
+// thread ends with fn, so no other goroutine runs there. The socket fn
+// opens stays in the namespace.
+func inNetns(path string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		f, err := os.Open(path)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("entering %s: %w", path, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
 }

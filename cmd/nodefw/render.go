@@ -1,23 +1,18 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"sigs.k8s.io/yaml"
 
-	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/policytest"
 	"github.com/nodefw/nodefw/internal/resolve"
 )
 
@@ -26,7 +21,7 @@ import (
 func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("render", flag.ContinueOnError)
 	var files multiFlag
-	fs.Var(&files, "f", "Policy YAML file (repeatable; - for stdin).")
+	fs.Var(&files, "f", "Policy YAML file or directory (repeatable; - for stdin).")
 	nodeLabels := fs.String("node-labels", "", "The node's labels, as k=v,k2=v2.")
 	nodeName := fs.String("node-name", "node", "The node's name.")
 	table := fs.String("table", compile.DefaultTable, "The agent's table name.")
@@ -39,13 +34,9 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(files) == 0 {
 		return errors.New("render: -f is required")
 	}
-	var policies []fwv1.NodeFirewallPolicy
-	for _, f := range files {
-		ps, err := readPolicies(f, stdin)
-		if err != nil {
-			return err
-		}
-		policies = append(policies, ps...)
+	policies, err := policytest.ReadPolicies(files, stdin)
+	if err != nil {
+		return err
 	}
 	lbls, err := labels.ConvertSelectorToLabelsMap(*nodeLabels)
 	if err != nil {
@@ -80,59 +71,3 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	_, err = io.WriteString(stdout, compile.Render(rs))
 	return err
 }
-
-// readPolicies reads every NodeFirewallPolicy from a multi-document YAML
-// file, applying the CRD's defaults.
-func readPolicies(path string, stdin io.Reader) ([]fwv1.NodeFirewallPolicy, error) {
-	var data []byte
-	var err error
-	if path == "-" {
-		data, err = io.ReadAll(stdin)
-	} else {
-		data, err = os.ReadFile(path)
-	}
-	if err != nil {
-		return nil, err
-	}
-	var out []fwv1.NodeFirewallPolicy
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		var meta metav1.TypeMeta
-		if err := yaml.Unmarshal(doc, &meta); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		if meta.Kind != "NodeFirewallPolicy" {
-			continue
-		}
-		var p fwv1.NodeFirewallPolicy
-		if err := yaml.UnmarshalStrict(doc, &p); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		if p.Spec.Mode == "" {
-			p.Spec.Mode = fwv1.PolicyModeEnforce
-		}
-		// Apply the CRD's default priority only when the field is absent.
-		var raw struct {
-			Spec struct {
-				Priority *int32 `json:"priority"`
-			} `json:"spec"`
-		}
-		if err := yaml.Unmarshal(doc, &raw); err == nil && raw.Spec.Priority == nil {
-			p.Spec.Priority = fwv1.DefaultPriority
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}
-
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

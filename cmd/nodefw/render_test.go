@@ -115,7 +115,7 @@ func TestRenderSamples(t *testing.T) {
 			want: []string{
 				"type filter hook output priority 10; policy accept;",
 				`ip daddr 192.168.0.10 counter accept comment "strict-output/to-control-plane"`,
-				`counter limit rate 10/minute burst 5 packets log prefix "nodefw-audit default-drop output: " comment "nodefw: audit default-drop"`,
+				`counter limit rate 10/minute burst 5 packets log prefix "nfw audit strict-output:output" group 100 comment "nodefw: audit default-drop"`,
 			},
 			wantNot: []string{"policy drop;"},
 		},
@@ -292,5 +292,20 @@ func nftCheck(t *testing.T, ruleset string) {
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		t.Errorf("nft -c -f - rejects the ruleset: %v\n%s\nruleset:\n%s", err, stderr.String(), ruleset)
+	}
+}
+
+// TestRenderDirectory: -f takes a directory, whose manifests count as if
+// each were named (its other files, the kustomization and the test cases,
+// hold no policy).
+func TestRenderDirectory(t *testing.T) {
+	labels := []string{"--node-labels", "node-role.kubernetes.io/control-plane="}
+	code, fromDir, stderr := runCLI(t, "", append([]string{"render", "-f", "../../config/samples"}, labels...)...)
+	if code != 0 {
+		t.Fatalf("exit code %d\n%s", code, stderr)
+	}
+	_, fromFiles, _ := runCLI(t, "", append([]string{"render", "-f", workerSample, "-f", controlPlaneSample, "-f", strictOutputSample}, labels...)...)
+	if diff := cmp.Diff(fromFiles, fromDir); diff != "" {
+		t.Errorf("render of the directory (-files +directory):\n%s", diff)
 	}
 }

@@ -27,18 +27,7 @@ func runStatus(args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *kubeconfig != "" {
-		if err := os.Setenv("KUBECONFIG", *kubeconfig); err != nil {
-			return err
-		}
-	}
-	cfg, err := ctrl.GetConfig()
-	if err != nil {
-		return err
-	}
-	scheme := runtime.NewScheme()
-	utilruntime.Must(fwv1.AddToScheme(scheme))
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	c, err := clusterClient(*kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -54,6 +43,23 @@ func runStatus(args []string, stdout io.Writer) error {
 	}
 	writeStatus(stdout, policies.Items, nfws.Items)
 	return nil
+}
+
+// clusterClient is a read client of nodefw's kinds, from the kubeconfig
+// at path, or $KUBECONFIG or ~/.kube/config when path is "".
+func clusterClient(path string) (client.Client, error) {
+	if path != "" {
+		if err := os.Setenv("KUBECONFIG", path); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, err
+	}
+	scheme := runtime.NewScheme()
+	utilruntime.Must(fwv1.AddToScheme(scheme))
+	return client.New(cfg, client.Options{Scheme: scheme})
 }
 
 func writeStatus(w io.Writer, policies []fwv1.NodeFirewallPolicy, nfws []fwv1.NodeFirewall) {

@@ -64,6 +64,10 @@ type Reconciler struct {
 	Confirm        Confirmer
 	ConfirmTimeout time.Duration
 
+	// LogSources, when set, is given the log prefixes of every ruleset
+	// committed, for the drop-log reader to name policies and rules.
+	LogSources func(map[string]compile.LogSource)
+
 	mu sync.Mutex
 	// committedGen is the NodeFirewall generation of the Firewall's
 	// committed ruleset, the one drift repair restores: the same
@@ -286,6 +290,9 @@ func (r *Reconciler) apply(rs *compile.Ruleset) (nft.ApplyStats, error) {
 	}
 	r.Metrics.Applies.Inc()
 	r.Metrics.RulesProgrammed.Set(float64(rs.RuleCount()))
+	if r.LogSources != nil {
+		r.LogSources(rs.LogSources)
+	}
 	return stats, nil
 }
 

@@ -5,11 +5,11 @@ import (
 	"slices"
 )
 
-// Making boxes. A run's rules become the boxes of its sets (boxMaker):
-// per family and per rule with or without ports, a box per port range,
-// source and destination, its fields in the set's key order (boxLayout).
-// The address fields of IPv6 sets then get numbered by rank (rankAddrs),
-// so that every field of every box fits 32 bits.
+// Making boxes. A run's rules become the boxes of its four sets, one per
+// family with ports and one without (boxMaker): a box per port range,
+// source and destination of a rule, its fields in the set's key order
+// (boxLayout). The address fields of IPv6 sets then get numbered by rank
+// (rankAddrs), so that every field of every box fits 32 bits.
 
 // makeBoxes turns a run's rules into the boxes of its sets, in the
 // scratch's boxes and addrs.

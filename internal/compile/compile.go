@@ -22,13 +22,6 @@ import (
 // addresses just as the iptables rules they replace did.
 const ChainPriority int32 = 10
 
-// Log rate for log and audit rules: enough to see what a rule does without
-// letting a flood fill the kernel log.
-const (
-	LogRatePerMinute = 10
-	LogBurst         = 5
-)
-
 // Kernel limits: NF_LOG_PREFIXLEN and the nftables comment size both
 // include the terminating NUL.
 const (
@@ -57,6 +50,7 @@ func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 	}
 	rs := &Ruleset{Table: opts.table()}
 	scratch := &runScratch{}
+	logs := &logBook{group: opts.logGroup()}
 	for ci, c := range v1alpha1.Chains {
 		ch := Chain{
 			Name:     chainName(c),
@@ -65,12 +59,13 @@ func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 			Policy:   VerdictAccept,
 			Rules:    implicitRules(c, opts),
 		}
-		b := chainBuilder{rs: rs, ch: &ch, minRun: opts.minRun(), exactMin: opts.exactSetMin(), scratch: scratch,
+		b := chainBuilder{rs: rs, ch: &ch, minRun: opts.minRun(), exactMin: opts.exactSetMin(), scratch: scratch, logs: logs,
 			meters: meterMaker{rs: rs, chain: ch.Name}}
 		b.addRules(byChain[ci])
-		addDefaultAction(&ch, c, spec)
+		addDefaultAction(&ch, c, spec, logs)
 		rs.Chains = append(rs.Chains, ch)
 	}
+	rs.LogSources = logs.sources
 	return rs, nil
 }
 
@@ -156,19 +151,29 @@ func appendFailsafeRules(rules []Rule, failsafes []Failsafe) []Rule {
 }
 
 // addDefaultAction ends a chain with the spec's default action: the drop
-// policy, or, when the chain is audited, a rule that counts and logs what
-// the policy would drop and drops nothing.
-func addDefaultAction(ch *Chain, c v1alpha1.Chain, spec v1alpha1.NodeFirewallSpec) {
+// policy, preceded by a rule that logs what it drops when the policy in
+// force asks for it (logDrops), or, when the chain is audited, a rule that
+// counts and logs what the policy would drop and drops nothing.
+func addDefaultAction(ch *Chain, c v1alpha1.Chain, spec v1alpha1.NodeFirewallSpec, logs *logBook) {
 	if spec.DefaultActions.For(c) != v1alpha1.ChainPolicyDrop {
 		return
 	}
+	winner, _ := defaultPolicy(spec, c)
+	src := LogSource{Policy: winner.Name, Rule: LogRuleDefault, Verdict: LogVerdictDrop, Chain: ch.Name}
 	if !slices.Contains(spec.AuditedChains, c) {
 		ch.Policy = VerdictDrop
+		if winner.DefaultActions != nil && winner.DefaultActions.LogDrops {
+			ch.Rules = append(ch.Rules, Rule{
+				Log:     logs.log(src, 0, 0),
+				Comment: "nodefw: log default-drop",
+			})
+		}
 		return
 	}
+	src.Verdict = LogVerdictAudit
 	ch.Rules = append(ch.Rules, Rule{
 		Counter: true,
-		Log:     newLog("nodefw-audit default-drop " + ch.Name + ": "),
+		Log:     logs.log(src, 0, 0),
 		Comment: "nodefw: audit default-drop",
 	})
 }

@@ -32,7 +32,7 @@ func rule(name string, chain v1alpha1.Chain, action v1alpha1.Action) v1alpha1.No
 }
 
 func logOf(prefix string) *Log {
-	return &Log{Prefix: prefix, RatePerMinute: LogRatePerMinute, Burst: LogBurst}
+	return &Log{Prefix: prefix, Group: DefaultLogGroup, RatePerMinute: LogRatePerMinute, Burst: LogBurst}
 }
 
 // chainOf returns the named chain of a compiled ruleset.
@@ -209,9 +209,9 @@ func TestCompileExpandsRules(t *testing.T) {
 			})},
 			chain: in,
 			want: []Rule{
-				{Family: FamilyIPv4, L4Proto: 6, DPorts: []PortInterval{ports(23, 23)}, SAddrs: prefixes("10.0.0.0/8"), Log: logOf("nodefw pol/logged: "), Comment: "pol/logged"},
+				{Family: FamilyIPv4, L4Proto: 6, DPorts: []PortInterval{ports(23, 23)}, SAddrs: prefixes("10.0.0.0/8"), Log: logOf("nfw drop pol/logged"), Comment: "pol/logged"},
 				{Family: FamilyIPv4, L4Proto: 6, DPorts: []PortInterval{ports(23, 23)}, SAddrs: prefixes("10.0.0.0/8"), Counter: true, Verdict: VerdictDrop, Comment: "pol/logged"},
-				{Family: FamilyIPv6, L4Proto: 6, DPorts: []PortInterval{ports(23, 23)}, SAddrs: prefixes("fd00::/8"), Log: logOf("nodefw pol/logged: "), Comment: "pol/logged"},
+				{Family: FamilyIPv6, L4Proto: 6, DPorts: []PortInterval{ports(23, 23)}, SAddrs: prefixes("fd00::/8"), Log: logOf("nfw drop pol/logged"), Comment: "pol/logged"},
 				{Family: FamilyIPv6, L4Proto: 6, DPorts: []PortInterval{ports(23, 23)}, SAddrs: prefixes("fd00::/8"), Counter: true, Verdict: VerdictDrop, Comment: "pol/logged"},
 			},
 		},
@@ -228,10 +228,10 @@ func TestCompileExpandsRules(t *testing.T) {
 			},
 			chain: out,
 			want: []Rule{
-				{Counter: true, Log: logOf("nodefw-audit pol/a-drop: "), Comment: "pol/a-drop"},
-				{L4Proto: 17, Counter: true, Log: logOf("nodefw-audit pol/a-reject: "), Comment: "pol/a-reject"},
+				{Counter: true, Log: logOf("nfw audit pol/a-drop"), Comment: "pol/a-drop"},
+				{L4Proto: 17, Counter: true, Log: logOf("nfw audit pol/a-reject"), Comment: "pol/a-reject"},
 				{Counter: true, Verdict: VerdictAccept, Comment: "pol/a-accept"},
-				{Log: logOf("nodefw pol/a-accept-log: "), Comment: "pol/a-accept-log"},
+				{Log: logOf("nfw accept pol/a-accept-log"), Comment: "pol/a-accept-log"},
 				{Counter: true, Verdict: VerdictAccept, Comment: "pol/a-accept-log"},
 				{Counter: true, Verdict: VerdictDrop, Comment: "pol/no-mode"},
 			},
@@ -284,8 +284,13 @@ func TestCompileLongNames(t *testing.T) {
 	if c := got[1].Comment; len(c) != maxComment || !strings.HasPrefix(policy, c) {
 		t.Errorf("comment %q (%d bytes), want the first %d bytes of the policy name", c, len(c), maxComment)
 	}
-	if p := got[0].Log.Prefix; len(p) != maxLogPrefix || !strings.HasPrefix(p, "nodefw pppp") || !strings.HasSuffix(p, ": ") {
-		t.Errorf("log prefix %q (%d bytes), want %d bytes ending in \": \"", p, len(p), maxLogPrefix)
+	// Too long to name the rule: a hash that the ruleset maps back.
+	p := got[0].Log.Prefix
+	if !strings.HasPrefix(p, "nfw drop #") || len(p) > maxLogPrefix {
+		t.Errorf("log prefix %q, want a hashed one", p)
+	}
+	if src := rs.LogSources[p]; src.Policy != policy || src.Rule != r.Name || src.Verdict != LogVerdictDrop {
+		t.Errorf("LogSources[%q] = %+v", p, src)
 	}
 	checkInvariants(t, rs)
 	nftCheck(t, Render(rs))
@@ -328,10 +333,11 @@ func TestCompileChains(t *testing.T) {
 					nd,
 					{L4Proto: 6, DPorts: []PortInterval{ports(53, 53), ports(6443, 6443)}, Counter: true, Verdict: VerdictAccept, Comment: "nodefw: failsafe tcp"},
 					{L4Proto: 17, DPorts: []PortInterval{ports(53, 53), ports(67, 68)}, Counter: true, Verdict: VerdictAccept, Comment: "nodefw: failsafe udp"},
-					{Counter: true, Log: logOf("nodefw-audit default-drop output: "), Comment: "nodefw: audit default-drop"},
+					{Counter: true, Log: logOf("nfw audit :output"), Comment: "nodefw: audit default-drop"},
 				},
 			},
 		},
+		LogSources: map[string]LogSource{"nfw audit :output": {Rule: LogRuleDefault, Verdict: LogVerdictAudit, Chain: "output"}},
 	}
 	got, err := Compile(spec, opts)
 	if err != nil {
@@ -389,7 +395,7 @@ func TestCompilePolicies(t *testing.T) {
 				if audit != tt.audits[i] {
 					t.Errorf("%s ends with %+v, want audit rule: %v", ch.Name, last, tt.audits[i])
 				}
-				if audit && (last.Log == nil || last.Log.Prefix != "nodefw-audit default-drop "+ch.Name+": " || !last.Counter) {
+				if audit && (last.Log == nil || last.Log.Prefix != "nfw audit :"+ch.Name || !last.Counter) {
 					t.Errorf("%s audit rule = %+v", ch.Name, last)
 				}
 			}

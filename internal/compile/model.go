@@ -99,8 +99,10 @@ type PortInterval struct {
 
 // Log asks a rule to log matches, rate-limited.
 type Log struct {
-	// Prefix is the kernel log prefix, at most 127 bytes.
+	// Prefix is the log prefix, at most 127 bytes (see LogPrefix).
 	Prefix string
+	// Group is the NFLOG group the packet goes to.
+	Group uint16
 	// RatePerMinute limits logged packets; 0 means no limit. The limit
 	// gates only the log: a rule's Counter comes before it and counts
 	// every match (counter, limit, log, in that order).
@@ -292,6 +294,10 @@ type Ruleset struct {
 	// Meters are the named sets that rules' per-source limits and
 	// connection limits fill, in the order of the rules that use them.
 	Meters []Meter
+	// LogSources maps the prefix of every log rule to what it logs, for
+	// the agent's log reader; nil when no rule logs. Equal ignores it: it
+	// follows from the rules.
+	LogSources map[string]LogSource
 }
 
 // Set returns the named set, or nil.
@@ -319,6 +325,7 @@ func (r *Ruleset) Equal(o *Ruleset) bool {
 	if r == nil || o == nil {
 		return r == o
 	}
+	// LogSources is not compared: it follows from the rules' log prefixes.
 	if r.Table != o.Table || len(r.Chains) != len(o.Chains) || len(r.Sets) != len(o.Sets) {
 		return false
 	}

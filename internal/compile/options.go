@@ -32,6 +32,10 @@ type Options struct {
 	// splits.
 	ExactSetMin int
 
+	// LogGroup is the NFLOG group that logged and audited rules send
+	// packets to, for the agent to read; 0 means DefaultLogGroup.
+	LogGroup uint16
+
 	// minRunLen is the least length of a run of simple rules that becomes
 	// set lookups; 0 means minRunRules. Tests lower it to exercise sets
 	// with few rules.
@@ -61,6 +65,13 @@ func (o Options) exactSetMin() int {
 		return defaultExactSetMin
 	}
 	return o.ExactSetMin
+}
+
+func (o Options) logGroup() uint16 {
+	if o.LogGroup == 0 {
+		return DefaultLogGroup
+	}
+	return o.LogGroup
 }
 
 func (o Options) table() string {

@@ -257,7 +257,7 @@ func statementParts(r Rule) []string {
 				add("burst", fmt.Sprintf("%d packets", r.Log.Burst))
 			}
 		}
-		add("log prefix", text.Quote(r.Log.Prefix))
+		add("log prefix", text.Quote(r.Log.Prefix), "group", strconv.Itoa(int(r.Log.Group)))
 	}
 	if r.Verdict != VerdictNone {
 		add(string(r.Verdict))

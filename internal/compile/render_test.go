@@ -154,6 +154,30 @@ func goldenSpecs() map[string]v1alpha1.NodeFirewallSpec {
 			DefaultActions: v1alpha1.DefaultActions{Input: drop, Forward: drop, Output: drop},
 			AuditedChains:  []v1alpha1.Chain{v1alpha1.ChainOutput},
 		},
+		// Logging: a label and a rate of its own, the defaults, a logged
+		// default Drop and an audited one, each named by its policy.
+		"logs": {
+			Rules: append(policy("hardening", v1alpha1.PolicyModeEnforce,
+				v1alpha1.NodeFirewallRule{
+					Name: "ssh-scan", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionDrop,
+					Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: 22}}, Sources: []string{"198.51.100.0/24"},
+					Log: true, LogLabel: "ssh-scan", LogRatePerMinute: 120, LogBurst: 20,
+				},
+				v1alpha1.NodeFirewallRule{Name: "telnet", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionReject,
+					Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: 23}}, Log: true},
+				v1alpha1.NodeFirewallRule{Name: "web", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept,
+					Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: 443}}},
+			), policy("egress-audit", v1alpha1.PolicyModeAudit,
+				v1alpha1.NodeFirewallRule{Name: "smtp", Chain: v1alpha1.ChainOutput, Action: v1alpha1.ActionDrop,
+					Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: 25}}},
+			)...),
+			DefaultActions: v1alpha1.DefaultActions{Input: drop, Forward: drop, Output: drop},
+			AuditedChains:  []v1alpha1.Chain{v1alpha1.ChainOutput},
+			Policies: []v1alpha1.PolicyReference{
+				{Name: "hardening", Generation: 1, DefaultActions: &v1alpha1.DefaultActions{Input: drop, LogDrops: true}},
+				{Name: "egress-audit", Generation: 1, Mode: v1alpha1.PolicyModeAudit, DefaultActions: &v1alpha1.DefaultActions{Forward: drop, Output: drop}},
+			},
+		},
 		"matches": matchesSpec(),
 	}
 }
@@ -290,11 +314,11 @@ func TestRenderRule(t *testing.T) {
 			"meta l4proto tcp th dport { 22, 1000-2000 } ct state invalid,established,related,new",
 		},
 		{
-			Rule{Counter: true, Log: &Log{Prefix: "x: ", RatePerMinute: 10, Burst: 5}, Comment: "a/b"},
-			`counter limit rate 10/minute burst 5 packets log prefix "x: " comment "a/b"`,
+			Rule{Counter: true, Log: &Log{Prefix: "x: ", Group: 100, RatePerMinute: 10, Burst: 5}, Comment: "a/b"},
+			`counter limit rate 10/minute burst 5 packets log prefix "x: " group 100 comment "a/b"`,
 		},
-		{Rule{Log: &Log{Prefix: "x"}}, `log prefix "x"`},
-		{Rule{Log: &Log{Prefix: "x", RatePerMinute: 1}}, `limit rate 1/minute log prefix "x"`},
+		{Rule{Log: &Log{Prefix: "x"}}, `log prefix "x" group 0`},
+		{Rule{Log: &Log{Prefix: "x", RatePerMinute: 1, Group: 7}}, `limit rate 1/minute log prefix "x" group 7`},
 		{Rule{Comment: "say \"hi\"\n\\"}, `comment "say _hi___"`},
 	}
 	for _, tt := range tests {

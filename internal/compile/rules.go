@@ -123,7 +123,7 @@ func splitByChain(rules []parsedRule, count []int) [][]parsedRule {
 // counting and logging rule in place of a Drop or Reject. A rule that
 // keeps state per source address has a rule per family, each with meters
 // of its family, which m declares.
-func expandRule(r parsedRule, m *meterMaker) []Rule {
+func expandRule(r parsedRule, m *meterMaker, logs *logBook) []Rule {
 	name := r.Policy + "/" + r.Name
 	base := baseRule(r, name)
 	audit := r.Mode == v1alpha1.PolicyModeAudit && r.Action != v1alpha1.ActionAccept
@@ -147,7 +147,7 @@ func expandRule(r parsedRule, m *meterMaker) []Rule {
 		rule.DPorts = slices.Clone(base.DPorts)
 		if audit {
 			rule.Counter = true
-			rule.Log = newLog(logPrefix("nodefw-audit ", name))
+			rule.Log = ruleLog(r, logs)
 			out = append(out, rule)
 			continue
 		}
@@ -157,7 +157,7 @@ func expandRule(r parsedRule, m *meterMaker) []Rule {
 			logRule.DPorts = slices.Clone(rule.DPorts)
 			logRule.SAddrs = slices.Clone(rule.SAddrs)
 			logRule.DAddrs = slices.Clone(rule.DAddrs)
-			logRule.Log = newLog(logPrefix("nodefw ", name))
+			logRule.Log = ruleLog(r, logs)
 			out = append(out, logRule)
 		}
 		rule.Counter = true
@@ -260,12 +260,13 @@ func splitByFamily(addrs []netip.Prefix) [3][]netip.Prefix {
 	return out
 }
 
-func newLog(prefix string) *Log {
-	return &Log{Prefix: prefix, RatePerMinute: LogRatePerMinute, Burst: LogBurst}
-}
-
-// logPrefix is head + name + ": ", shortening the name to fit the kernel's
-// limit so the prefix still ends with ": ".
-func logPrefix(head, name string) string {
-	return head + text.Truncate(name, maxLogPrefix-len(head)-len(": ")) + ": "
+// ruleLog is the log statement of a logged or audited rule: with the
+// rule's label and rate when it logs, the defaults when it is only audited.
+func ruleLog(r parsedRule, logs *logBook) *Log {
+	src := LogSource{Policy: r.Policy, Rule: r.Name, Verdict: ruleLogVerdict(r), Chain: chainName(r.Chain)}
+	if !r.Log {
+		return logs.log(src, 0, 0)
+	}
+	src.Label = r.LogLabel
+	return logs.log(src, r.LogRatePerMinute, r.LogBurst)
 }

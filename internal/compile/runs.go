@@ -80,6 +80,7 @@ type chainBuilder struct {
 	// a hash set of their own.
 	exactMin int
 	scratch  *runScratch
+	logs     *logBook
 	// meters declares the meters of rules that keep state per source.
 	meters meterMaker
 }
@@ -98,7 +99,7 @@ func (b *chainBuilder) addRules(rules []parsedRule) {
 			i = j
 			continue
 		}
-		b.ch.Rules = append(b.ch.Rules, expandRule(rules[i], &b.meters)...)
+		b.ch.Rules = append(b.ch.Rules, expandRule(rules[i], &b.meters, b.logs)...)
 		i++
 	}
 }
@@ -152,7 +153,7 @@ func (b *chainBuilder) addRun(rules []parsedRule) {
 		b.addRun(rules[:len(rules)/2])
 		b.addRun(rules[len(rules)/2:])
 	default:
-		b.ch.Rules = append(b.ch.Rules, expandRule(rules[0], &b.meters)...)
+		b.ch.Rules = append(b.ch.Rules, expandRule(rules[0], &b.meters, b.logs)...)
 	}
 }
 

@@ -167,6 +167,7 @@ func validateRule(i int, r *v1alpha1.NodeFirewallRule, fail func(path, format st
 			fail(fmt.Sprintf("%s.states[%d]", path(), j), "%q is not New, Established, Related or Invalid", s)
 		}
 	}
+	validateLog(path, r, fail)
 	validateMatches(i, r, fail)
 }
 

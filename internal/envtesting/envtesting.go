@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/config/crd"
 )
 
 // AssetsEnv names the variable that points at the directory holding
@@ -64,6 +65,29 @@ func Start(repoRoot string) (*envtest.Environment, *rest.Config, error) {
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, nil, fmt.Errorf("starting envtest with %s=%s: %w", AssetsEnv, os.Getenv(AssetsEnv), err)
+	}
+	return env, cfg, nil
+}
+
+// StartBuiltIn starts an API server with the CRDs built into the program
+// (package config/crd), wherever it runs, with kube-apiserver and etcd
+// from assetsDir, or from KUBEBUILDER_ASSETS when it is "". The caller must
+// Stop the environment.
+func StartBuiltIn(assetsDir string) (*envtest.Environment, *rest.Config, error) {
+	if assetsDir == "" {
+		if err := CheckAssets(); err != nil {
+			return nil, nil, err
+		}
+		assetsDir = os.Getenv(AssetsEnv)
+	}
+	crds, err := crd.Definitions()
+	if err != nil {
+		return nil, nil, err
+	}
+	env := &envtest.Environment{BinaryAssetsDirectory: assetsDir, CRDInstallOptions: envtest.CRDInstallOptions{CRDs: crds}}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, nil, fmt.Errorf("starting envtest with kube-apiserver and etcd from %s: %w", assetsDir, err)
 	}
 	return env, cfg, nil
 }

@@ -82,3 +82,10 @@ func TestStartInstallsTheCRDs(t *testing.T) {
 		t.Errorf("read back %s %+v, want %s %+v", got.UID, got.Spec.DefaultActions, want.UID, want.Spec.DefaultActions)
 	}
 }
+
+func TestStartBuiltInNeedsAssets(t *testing.T) {
+	t.Setenv(AssetsEnv, "")
+	if _, _, err := StartBuiltIn(""); err == nil || !strings.Contains(err.Error(), AssetsEnv+" is not set") {
+		t.Errorf("StartBuiltIn without assets: %v, want the variable named", err)
+	}
+}

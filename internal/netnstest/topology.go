@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // LinkUp brings an interface of the namespace up.
@@ -117,7 +118,32 @@ func NewTestPair(tb testing.TB) *Pair {
 	if err := p.wire(); err != nil {
 		tb.Fatal(err)
 	}
+	if err := p.waitLinked(); err != nil {
+		tb.Fatal(err)
+	}
 	return p
+}
+
+// waitLinked waits until the client reaches the host over both families: a
+// TCP connection to a closed port is refused. On a loaded machine the first
+// IPv6 neighbour resolution can outlast a probe's timeout, which would read
+// as a drop.
+func (p *Pair) waitLinked() error {
+	const closedPort = 9
+	deadline := time.Now().Add(10 * time.Second)
+	for _, dst := range []netip.Addr{HostV4, HostV6} {
+		for {
+			v, err := ProbeTCP(p.Client, dst, closedPort)
+			if err == nil && v == Rejected {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("netnstest: client cannot reach %s: %v %v", dst, v, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nil
 }
 
 func (p *Pair) wire() error {

@@ -383,7 +383,8 @@ func (b *ruleBuilder) ctStates(states compile.CtState) {
 	)
 }
 
-// log adds the rate limit, if any, and the log expression.
+// log adds the rate limit, if any, and the log expression, to the rule's
+// NFLOG group.
 func (b *ruleBuilder) log(l *compile.Log) {
 	if l.RatePerMinute > 0 {
 		b.add(&expr.Limit{
@@ -393,9 +394,10 @@ func (b *ruleBuilder) log(l *compile.Log) {
 			Burst: l.Burst,
 		})
 	}
-	e := &expr.Log{}
+	// Always to an NFLOG group, which the agent reads (compile.LogPrefix).
+	e := &expr.Log{Key: 1 << unix.NFTA_LOG_GROUP, Group: l.Group}
 	if l.Prefix != "" {
-		e.Key = 1 << unix.NFTA_LOG_PREFIX
+		e.Key |= 1 << unix.NFTA_LOG_PREFIX
 		e.Data = []byte(l.Prefix)
 	}
 	b.add(e)

@@ -65,14 +65,14 @@ func sampleRuleset() *compile.Ruleset {
 					{IIfName: "eth+", L4Proto: udp, DPorts: ports(8472), Verdict: compile.VerdictDrop, Comment: "vxlan/block"},
 					{
 						L4Proto: tcp, DPorts: ports(23),
-						Log:     &compile.Log{Prefix: "nodefw telnet ", RatePerMinute: 10, Burst: 5},
+						Log:     &compile.Log{Prefix: "nodefw telnet ", Group: 100, RatePerMinute: 10, Burst: 5},
 						Counter: true, Verdict: compile.VerdictReject, Comment: "legacy/telnet",
 					},
 					{Family: compile.FamilyIPv4, DAddrs: pfx("198.51.100.0/22"), Verdict: compile.VerdictDrop, Comment: "net/unaligned"},
 					{Family: compile.FamilyIPv4, SAddrs: pfx("10.9.0.1", "10.9.0.2/31"), Verdict: compile.VerdictDrop, Comment: "net/range"},
 					{
 						L4Proto: tcp, DPorts: []compile.PortInterval{{First: 9000, Last: 9100}},
-						Counter: true, Log: &compile.Log{Prefix: "nodefw audit ", RatePerMinute: 60, Burst: 10},
+						Counter: true, Log: &compile.Log{Prefix: "nodefw audit ", Group: 7, RatePerMinute: 60, Burst: 10},
 						Comment: "audit/would-drop",
 					},
 				},
@@ -164,11 +164,11 @@ func TestApplyListing(t *testing.T) {
 		`icmp type { echo-reply, echo-request } accept comment "icmp/v4"`,
 		`icmpv6 type echo-request accept comment "icmp/v6"`,
 		`iifname "eth*" udp dport 8472 drop comment "vxlan/block"`,
-		`tcp dport 23 limit rate 10/minute log prefix "nodefw telnet " comment "legacy/telnet"`,
+		`tcp dport 23 limit rate 10/minute log prefix "nodefw telnet " group 100 comment "legacy/telnet"`,
 		`tcp dport 23 counter packets 0 bytes 0 reject comment "legacy/telnet"`,
 		`ip daddr 198.51.100.0/22 drop comment "net/unaligned"`,
 		`ip saddr 10.9.0.1-10.9.0.3 drop comment "net/range"`,
-		`tcp dport 9000-9100 counter packets 0 bytes 0 limit rate 60/minute burst 10 packets log prefix "nodefw audit " comment "audit/would-drop"`,
+		`tcp dport 9000-9100 counter packets 0 bytes 0 limit rate 60/minute burst 10 packets log prefix "nodefw audit " group 7 comment "audit/would-drop"`,
 		`oifname "eth0" ip6 daddr { 2001:db8:eeee::/48, 2001:db8:ffff::1 } reject comment "out/v6"`,
 	} {
 		if !strings.Contains(out, want) {

@@ -3,8 +3,6 @@ package reference
 import (
 	"net/netip"
 	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
@@ -48,11 +46,6 @@ const (
 // a number of another protocol is its own (see protoNumber).
 var protoNumbers = v1alpha1.ProtocolNumbers
 
-// ndTypes are the ICMPv6 neighbour discovery types (RFC 4861) every
-// chain but forward accepts ahead of any rule: router solicitation and
-// advertisement, neighbour solicitation and advertisement, redirect.
-var ndTypes = []uint8{133, 134, 135, 136, 137}
-
 var stateBits = map[v1alpha1.ConnState]compile.CtState{
 	v1alpha1.ConnStateNew:         compile.CtStateNew,
 	v1alpha1.ConnStateEstablished: compile.CtStateEstablished,
@@ -66,151 +59,10 @@ var verdicts = map[v1alpha1.Action]compile.Verdict{
 	v1alpha1.ActionReject: compile.VerdictReject,
 }
 
-// rejectVerdicts are the answers of a Reject rule, by rejectWith.
-var rejectVerdicts = map[v1alpha1.RejectWith]compile.Verdict{
-	"":                                 compile.VerdictReject,
-	v1alpha1.RejectWithPortUnreachable: compile.VerdictReject,
-	v1alpha1.RejectWithTCPReset:        compile.VerdictRejectTCPReset,
-	v1alpha1.RejectWithHostUnreachable: compile.VerdictRejectHostUnreachable,
-	v1alpha1.RejectWithAdminProhibited: compile.VerdictRejectAdminProhibited,
-	v1alpha1.RejectWithNetUnreachable:  compile.VerdictRejectNetUnreachable,
-}
-
-// ruleVerdict is what a matching rule does: its action, and for Reject
-// its answer.
-func ruleVerdict(r v1alpha1.NodeFirewallRule) compile.Verdict {
-	if r.Action == v1alpha1.ActionReject {
-		return rejectVerdicts[r.RejectWith]
-	}
-	return verdicts[r.Action]
-}
-
-// EvalSpec is the reference semantics of a node's firewall, as the README
-// states them, for one chain: the implicit accepts (established and
-// related, loopback, ICMPv6 neighbour discovery, the failsafe ports), then
-// the first of the chain's rules that matches decides, then the chain's
-// default action. Rules of an audited policy that would drop or reject
-// decide nothing; an audited chain's default is accept. Of opts it reads
-// only the failsafes. It reads the spec directly, independently of the
-// compiler.
-//
-// A packet is taken to be under every limit: a rule's rate limit matches
-// it (its bucket has a token) and a connection limit does not (its source
-// has no more connections than the limit).
+// EvalSpec is the verdict of TraceSpec: the reference semantics of a
+// node's firewall for one chain, as the README states them.
 func EvalSpec(spec v1alpha1.NodeFirewallSpec, opts compile.Options, chain v1alpha1.Chain, p Packet) compile.Verdict {
-	if implicitAccept(opts, chain, p) {
-		return compile.VerdictAccept
-	}
-	for _, r := range spec.Rules {
-		if r.Chain != chain || !specRuleMatches(r, p) {
-			continue
-		}
-		if r.Mode == v1alpha1.PolicyModeAudit && r.Action != v1alpha1.ActionAccept {
-			continue
-		}
-		return ruleVerdict(r)
-	}
-	if spec.DefaultActions.For(chain) == v1alpha1.ChainPolicyDrop && !slices.Contains(spec.AuditedChains, chain) {
-		return compile.VerdictDrop
-	}
-	return compile.VerdictAccept
-}
-
-// implicitAccept reports whether a chain accepts a packet ahead of its
-// rules.
-func implicitAccept(opts compile.Options, chain v1alpha1.Chain, p Packet) bool {
-	if p.CtState&(compile.CtStateEstablished|compile.CtStateRelated) != 0 {
-		return true
-	}
-	var failsafes []compile.Failsafe
-	switch chain {
-	case v1alpha1.ChainInput:
-		if p.IIfName == "lo" {
-			return true
-		}
-		failsafes = opts.FailsafeInbound
-	case v1alpha1.ChainOutput:
-		if p.OIfName == "lo" {
-			return true
-		}
-		failsafes = opts.FailsafeOutbound
-	}
-	if chain != v1alpha1.ChainForward && p.Family == compile.FamilyIPv6 && p.L4Proto == protoICMPv6 &&
-		p.Transport && slices.Contains(ndTypes, p.Type) {
-		return true
-	}
-	return slices.ContainsFunc(failsafes, func(f compile.Failsafe) bool {
-		return p.L4Proto == protoNumbers[f.Protocol] && p.Transport && f.Ports.First <= p.DPort && p.DPort <= f.Ports.Last
-	})
-}
-
-// protoNumber is the IP protocol number of a rule's protocol: a name's,
-// or the number itself.
-func protoNumber(p v1alpha1.Protocol) uint8 {
-	if n, ok := protoNumbers[p]; ok {
-		return n
-	}
-	n, _ := strconv.Atoi(string(p))
-	return uint8(n)
-}
-
-func specRuleMatches(r v1alpha1.NodeFirewallRule, p Packet) bool {
-	switch r.Protocol {
-	case "":
-	case v1alpha1.ProtocolICMP:
-		if p.Family != compile.FamilyIPv4 || p.L4Proto != protoICMP {
-			return false
-		}
-	case v1alpha1.ProtocolICMPv6:
-		if p.Family != compile.FamilyIPv6 || p.L4Proto != protoICMPv6 {
-			return false
-		}
-	default:
-		if p.L4Proto != protoNumber(r.Protocol) {
-			return false
-		}
-	}
-	if len(r.Ports) > 0 {
-		if !p.Transport || !slices.ContainsFunc(r.Ports, func(pr v1alpha1.PortRange) bool {
-			return int32(p.DPort) >= pr.Port && int32(p.DPort) <= pr.Last()
-		}) {
-			return false
-		}
-	}
-	if !specExtensionsMatch(r, p) {
-		return false
-	}
-	inAny := func(addrs []string, a netip.Addr) bool {
-		return slices.ContainsFunc(addrs, func(s string) bool {
-			pfx, err := v1alpha1.ParseAddress(s)
-			return err == nil && pfx.Contains(a)
-		})
-	}
-	if len(r.Sources) > 0 && !inAny(r.Sources, p.SAddr) {
-		return false
-	}
-	if len(r.Destinations) > 0 && !inAny(r.Destinations, p.DAddr) {
-		return false
-	}
-	if !ifnameMatches(r.InInterface, p.IIfName) || !ifnameMatches(r.OutInterface, p.OIfName) {
-		return false
-	}
-	if len(r.States) > 0 && !slices.ContainsFunc(r.States, func(s v1alpha1.ConnState) bool { return stateBits[s] == p.CtState }) {
-		return false
-	}
-	return true
-}
-
-// ifnameMatches matches an interface name against "", "+", "name" or
-// "prefix+" (iptables' -i and -o).
-func ifnameMatches(pattern, name string) bool {
-	if pattern == "" || pattern == "+" {
-		return true
-	}
-	if base, ok := strings.CutSuffix(pattern, "+"); ok {
-		return name != "" && strings.HasPrefix(name, base)
-	}
-	return name == pattern
+	return evaluate(spec, opts, chain, &p, false).Verdict
 }
 
 // EvalRuleset runs a packet through the named chain of a ruleset as the

@@ -227,8 +227,8 @@ func restoreRules(w *writer, r v1alpha1.NodeFirewallRule, fam family) {
 	default:
 		target = "-j " + string(r.Action)
 	}
-	extensions := extensionMatches(r, fam)
-	stateful := statefulMatches(r, fam)
+	extensions := restoreExtensions(r, fam)
+	stateful := restoreLimits(r, fam)
 	for _, s := range srcs {
 		for _, d := range dsts {
 			for _, p := range ports {

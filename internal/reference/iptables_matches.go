@@ -17,11 +17,11 @@ import (
 // (--reject-with), rate limits (-m limit, -m hashlimit) and connection
 // limits (-m connlimit).
 
-// extensionMatches are the alternatives of a rule's source ports and ICMP
+// restoreExtensions are the alternatives of a rule's source ports and ICMP
 // types for a family: one iptables rule each, as iptables matches one ICMP
 // type per rule and 15 ports per multiport match; [""] when the rule has
 // neither.
-func extensionMatches(r v1alpha1.NodeFirewallRule, fam family) []string {
+func restoreExtensions(r v1alpha1.NodeFirewallRule, fam family) []string {
 	if len(r.SourcePorts) > 0 {
 		intervals := make([]compile.PortInterval, len(r.SourcePorts))
 		for i, p := range r.SourcePorts {
@@ -84,10 +84,10 @@ func rejectWith(rw v1alpha1.RejectWith, fam family) string {
 	return n[fam]
 }
 
-// statefulMatches renders a rule's connection limit and rate limit, in the
+// restoreLimits renders a rule's connection limit and rate limit, in the
 // agent's order: the connection limit first, the rate last, so that only
 // packets that match everything else take a token.
-func statefulMatches(r v1alpha1.NodeFirewallRule, fam family) string {
+func restoreLimits(r v1alpha1.NodeFirewallRule, fam family) string {
 	var parts []string
 	if c := r.ConnLimit; c != nil {
 		mask := 32

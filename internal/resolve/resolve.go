@@ -55,7 +55,8 @@ type Result struct {
 type Problem struct {
 	Policy string
 	// Reason is a NodeFirewallPolicy condition reason: fwv1.ReasonInvalidSelector,
-	// ReasonRolloutHalted, ReasonDefaultActionConflict or ReasonFailsafeShadowed.
+	// ReasonRolloutHalted, ReasonDefaultActionConflict, ReasonFailsafeShadowed
+	// or ReasonNodeFirewallTooLarge.
 	Reason  string
 	Message string
 }

@@ -41,7 +41,7 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 		}
 	}
 
-	var invalid, conflicts, shadowed, halted []string
+	var invalid, conflicts, shadowed, halted, tooLarge []string
 	for _, pr := range problems {
 		switch pr.Reason {
 		case fwv1.ReasonInvalidSelector:
@@ -52,6 +52,8 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 			shadowed = append(shadowed, pr.Message)
 		case fwv1.ReasonRolloutHalted:
 			halted = append(halted, pr.Message)
+		case fwv1.ReasonNodeFirewallTooLarge:
+			tooLarge = append(tooLarge, pr.Message)
 		}
 	}
 
@@ -68,6 +70,11 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 		msg := strings.Join(halted, "; ")
 		set(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonRolloutHalted, msg)
 		set(fwv1.ConditionStalled, metav1.ConditionTrue, fwv1.ReasonRolloutHalted, msg)
+		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
+	case len(tooLarge) > 0:
+		msg := strings.Join(tooLarge, "; ")
+		set(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonNodeFirewallTooLarge, msg)
+		set(fwv1.ConditionStalled, metav1.ConditionTrue, fwv1.ReasonNodeFirewallTooLarge, msg)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 	case len(failed) > 0:
 		msg := fmt.Sprintf("%d of %d matched nodes failed to apply: %s", len(failed), len(matched), text.ListSome(failed, 5))

@@ -9,6 +9,12 @@
 //   - The agent's path: compile.Compile without failsafes and
 //     nft.Programmer.Apply into router "nodefw".
 //
+// A third verdict comes without a kernel: reference.TraceSpec, the trace
+// `nodefw trace` prints, of each probe's first packet through the rule
+// set. It must be the verdict of the agent's path, and of iptables unless
+// the case is excused; the tests report disagreements next to mismatches
+// and fail on any.
+//
 // Each router forwards between a client namespace (several source
 // addresses) and a server namespace. Probes go client to router (Input),
 // client to server and back (Forward), and router to client and server

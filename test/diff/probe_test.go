@@ -149,14 +149,15 @@ func (s *side) run(p probe, timeout time.Duration) (netnstest.Verdict, error) {
 	return netnstest.ProbeUDP(s.ns(p.from), p.dst, p.port, opts...)
 }
 
-// result is a probe's verdict on both sides.
+// result is a probe's verdict on both sides, and the verdict the trace
+// of its first packet foretells.
 type result struct {
 	probe
-	ipt, nfw netnstest.Verdict
+	ipt, nfw, trace netnstest.Verdict
 }
 
 func (r result) String() string {
-	return fmt.Sprintf("%v: iptables %v, nodefw %v", r.probe, r.ipt, r.nfw)
+	return fmt.Sprintf("%v: iptables %v, nodefw %v, trace %v", r.probe, r.ipt, r.nfw, r.trace)
 }
 
 // runAll sends every probe on both sides, in parallel.
@@ -243,13 +244,12 @@ func (t *topology) confirm(p probe) (result, bool, error) {
 	return r, r.ipt != r.nfw, nil
 }
 
-// confirmAll confirms suspects in parallel and returns those that still
-// differ, in the suspects' order.
+// confirmAll confirms suspects in parallel and returns their settled
+// verdicts, in the suspects' order.
 func (t *topology) confirmAll(suspects []probe) ([]result, error) {
 	type outcome struct {
-		r      result
-		differ bool
-		err    error
+		r   result
+		err error
 	}
 	out := make([]outcome, len(suspects))
 	sem := make(chan struct{}, max(*parallelFlag/2, 1))
@@ -259,20 +259,18 @@ func (t *topology) confirmAll(suspects []probe) ([]result, error) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			out[i].r, out[i].differ, out[i].err = t.confirm(p)
+			out[i].r, _, out[i].err = t.confirm(p)
 		}()
 	}
 	wg.Wait()
-	var confirmed []result
+	settled := make([]result, len(out))
 	for i, o := range out {
 		if o.err != nil {
 			return nil, fmt.Errorf("%v: %w", suspects[i], o.err)
 		}
-		if o.differ {
-			confirmed = append(confirmed, o.r)
-		}
+		settled[i] = o.r
 	}
-	return confirmed, nil
+	return settled, nil
 }
 
 // stats sums up a test's work.
@@ -282,20 +280,24 @@ type stats struct {
 	loadFailures int // rule sets a side failed to load
 	probes       int
 	mismatches   int
-	shrunk       int // rule sets shrunk, or that asked to be
+	// disagreements are probes whose trace foretold another verdict than
+	// the kernel gave.
+	disagreements int
+	shrunk        int // rule sets shrunk, or that asked to be
 }
 
 func (s *stats) String() string {
-	return fmt.Sprintf("rule sets probed: %d, failed to load: %d, probes on each side: %d, mismatches: %d",
-		s.sets, s.loadFailures, s.probes, s.mismatches)
+	return fmt.Sprintf("rule sets probed: %d, failed to load: %d, probes on each side: %d, mismatches: %d, trace disagreements: %d",
+		s.sets, s.loadFailures, s.probes, s.mismatches, s.disagreements)
 }
 
-func (s *stats) add(probes, mismatches int) {
+func (s *stats) add(probes, mismatches, disagreements int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sets++
 	s.probes += probes
 	s.mismatches += mismatches
+	s.disagreements += disagreements
 }
 
 // check loads a rule set into both routers, sends the probes and reports
@@ -321,22 +323,36 @@ func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) 
 		tb.Fatalf("%s: %v", c.name, err)
 	}
 	var suspects []probe
-	for _, r := range results {
-		if r.ipt != r.nfw {
+	for i, r := range results {
+		results[i].trace = traceVerdict(c.spec, r.probe)
+		if r.ipt != r.nfw || r.ipt != results[i].trace || r.nfw != results[i].trace {
 			suspects = append(suspects, r.probe)
 		}
 	}
-	var confirmed []result
+	var confirmed, disagreements []result
 	if len(suspects) > 0 {
 		if err := t.flushConntrack(); err != nil {
 			tb.Fatal(err)
 		}
-		confirmed, err = t.confirmAll(suspects)
+		settled, err := t.confirmAll(suspects)
 		if err != nil {
 			tb.Fatalf("%s: %v", c.name, err)
 		}
+		for _, r := range settled {
+			r.trace = traceVerdict(c.spec, r.probe)
+			if r.ipt != r.nfw {
+				confirmed = append(confirmed, r)
+			}
+			// The agent's table is the rule set compiled: the trace must
+			// foretell its verdicts always, and those of the iptables
+			// rendering unless that is excused from matching the rule set.
+			if r.trace != r.nfw || (r.trace != r.ipt && c.excused == "") {
+				disagreements = append(disagreements, r)
+			}
+		}
 	}
-	st.add(len(probes), len(confirmed))
+	st.add(len(probes), len(confirmed), len(disagreements))
+	t.reportDisagreements(tb, c, disagreements, len(probes))
 	if len(confirmed) == 0 {
 		return
 	}
@@ -364,6 +380,28 @@ func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) 
 		small, r := t.shrink(tb, c, confirmed[0].probe)
 		report("%s: minimal reproducer of %v:\n%s", c.name, r, describe(small))
 	}
+}
+
+// reportDisagreements fails the test with the probes whose trace
+// foretold another verdict than the kernel gave, the rule set, and the
+// first such probe's trace.
+func (t *topology) reportDisagreements(tb testing.TB, c *ruleCase, disagreements []result, probes int) {
+	tb.Helper()
+	if len(disagreements) == 0 {
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: the trace foretells another verdict than the kernel gives for %d of %d probes:\n", c.name, len(disagreements), probes)
+	for i, r := range disagreements {
+		if i == 20 {
+			fmt.Fprintf(&b, "  ... and %d more\n", len(disagreements)-i)
+			break
+		}
+		fmt.Fprintf(&b, "  %v\n", r)
+	}
+	b.WriteString(describe(c))
+	fmt.Fprintf(&b, "--- nodefw trace of %v\n%s", disagreements[0].probe, describeTrace(c.spec, disagreements[0].probe))
+	tb.Errorf("%s", b.String())
 }
 
 // startShrink reports whether another rule set may be shrunk.
@@ -418,6 +456,7 @@ func (t *topology) shrink(tb testing.TB, c *ruleCase, p probe) (*ruleCase, resul
 			tb.Logf("shrinking %s: %v", c.name, err)
 			return false
 		}
+		r.trace = traceVerdict(spec, p)
 		if differ {
 			cur, last = cand, r
 		}

@@ -1,0 +1,82 @@
+package resolve
+
+import (
+	"encoding/json"
+	"fmt"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+)
+
+// DefaultRequestLimit is the largest NodeFirewall the controller writes:
+// etcd's default request limit (1.5 MiB, --max-request-bytes) less a
+// margin for what the API server adds to the object (managed fields,
+// resource version, timestamps) and for the request's own framing.
+const DefaultRequestLimit = 1536*1024 - 64*1024
+
+// TooLarge is a NodeFirewall kept out of the writes because its request
+// would exceed the API server's size limit.
+type TooLarge struct {
+	// Node is the node whose NodeFirewall it is.
+	Node string
+	// Bytes is the size of the object as serialized for the request.
+	Bytes int
+	// Limit is the size it may not exceed.
+	Limit int
+	// Policies are the policies that contribute to it.
+	Policies []string
+}
+
+func (t TooLarge) String() string {
+	return fmt.Sprintf("NodeFirewall %s would be %d bytes, over the limit of %d bytes", t.Node, t.Bytes, t.Limit)
+}
+
+// HoldTooLarge moves the creates and updates whose serialized size exceeds
+// limit out of w and into the result, so that nothing partial is written
+// and one oversized node does not stop the writes of the others: its
+// existing NodeFirewall, and with it its agent's ruleset, stays as it is.
+func (w *Writes) HoldTooLarge(limit int) []TooLarge {
+	var held []TooLarge
+	keep := func(list []*fwv1.NodeFirewall) []*fwv1.NodeFirewall {
+		kept := list[:0]
+		for _, nfw := range list {
+			if n := SerializedSize(nfw); n > limit {
+				held = append(held, TooLarge{Node: nfw.Name, Bytes: n, Limit: limit, Policies: PolicyNames(nfw)})
+				continue
+			}
+			kept = append(kept, nfw)
+		}
+		return kept
+	}
+	w.Create = keep(w.Create)
+	w.Update = keep(w.Update)
+	return held
+}
+
+// SerializedSize is the size of nfw as the client sends it (JSON).
+func SerializedSize(nfw *fwv1.NodeFirewall) int {
+	b, err := json.Marshal(nfw)
+	if err != nil {
+		// A NodeFirewall always marshals; count it as too large rather
+		// than write what could not be measured.
+		return int(^uint(0) >> 1)
+	}
+	return len(b)
+}
+
+// Problems reports t on every policy that contributes to the node.
+func (t TooLarge) Problems() []Problem {
+	problems := make([]Problem, 0, len(t.Policies))
+	for _, p := range t.Policies {
+		problems = append(problems, Problem{Policy: p, Reason: fwv1.ReasonNodeFirewallTooLarge, Message: t.String() + "; the node keeps its last ruleset"})
+	}
+	return problems
+}
+
+// PolicyNames are the policies a NodeFirewall lists, in evaluation order.
+func PolicyNames(nfw *fwv1.NodeFirewall) []string {
+	names := make([]string, 0, len(nfw.Spec.Policies))
+	for _, ref := range nfw.Spec.Policies {
+		names = append(names, ref.Name)
+	}
+	return names
+}

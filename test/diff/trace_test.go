@@ -1,0 +1,136 @@
+package diff
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/netnstest"
+	"github.com/nodefw/nodefw/internal/policytest"
+	"github.com/nodefw/nodefw/internal/reference"
+)
+
+// The third side of every comparison: what `nodefw trace` says of a
+// probe's first packet, reference.TraceSpec over the rule set, must be
+// what the kernel did to it on both routers. The probe's later packets
+// (the answer, the rest of the connection) are Established, which every
+// chain accepts, so the first packet's verdict is the probe's.
+
+// traceOptions are the options of the trace: the agent's path loads the
+// rule set without failsafes.
+var traceOptions = compile.Options{}
+
+// tracePacket is a probe's first packet as the router's chain sees it: a
+// new connection, in on the link it comes from and out on the link its
+// destination is on.
+func tracePacket(p probe) policytest.Parsed {
+	pk := reference.Packet{
+		Family: compile.FamilyIPv4, SAddr: p.src, DAddr: p.dst, L4Proto: 6, Transport: true, DPort: p.port,
+		CtState: compile.CtStateNew,
+	}
+	if p.dst.Is6() {
+		pk.Family = compile.FamilyIPv6
+	}
+	if p.proto == v1alpha1.ProtocolUDP {
+		pk.L4Proto = 17
+	}
+	if p.chain != v1alpha1.ChainOutput {
+		pk.IIfName = linkOf(p.src)
+	}
+	if p.chain != v1alpha1.ChainInput {
+		pk.OIfName = linkOf(p.dst)
+	}
+	return policytest.Parsed{Chain: p.chain, Packet: pk}
+}
+
+// linkOf is the router's link to the subnet of an address.
+func linkOf(a netip.Addr) string {
+	for _, cidr := range plan.RouterClient {
+		if netip.MustParsePrefix(cidr).Masked().Contains(a) {
+			return plan.RouterClientDev
+		}
+	}
+	return plan.RouterServerDev
+}
+
+// kernelVerdicts are what a probe gets for each verdict of the trace.
+var kernelVerdicts = map[compile.Verdict]netnstest.Verdict{
+	compile.VerdictAccept: netnstest.Accepted,
+	compile.VerdictDrop:   netnstest.Dropped,
+	compile.VerdictReject: netnstest.Rejected,
+}
+
+// traceVerdict is what the probe sees of the verdict the trace of its
+// first packet foretells.
+func traceVerdict(spec v1alpha1.NodeFirewallSpec, p probe) netnstest.Verdict {
+	pk := tracePacket(p)
+	return seen(reference.TraceSpec(spec, traceOptions, pk.Chain, pk.Packet).Verdict, p)
+}
+
+// seen is what a probe sees of a verdict. A UDP datagram that the
+// sender's own Output chain rejects looks dropped: the kernel answers the
+// send with EPERM, as for a drop, before the ICMP error it also makes
+// could reach the socket (TCP retries the SYN and sees the error).
+func seen(v compile.Verdict, p probe) netnstest.Verdict {
+	if v == compile.VerdictReject && p.chain == v1alpha1.ChainOutput && p.proto == v1alpha1.ProtocolUDP {
+		return netnstest.Dropped
+	}
+	return kernelVerdicts[v]
+}
+
+// describeTrace is the trace of a probe as `nodefw trace` prints it.
+func describeTrace(spec v1alpha1.NodeFirewallSpec, p probe) string {
+	var b strings.Builder
+	t := policytest.TraceNode(policytest.Node{Name: "router", Spec: spec}, traceOptions, tracePacket(p))
+	if err := policytest.WriteTrace(&b, t, policytest.Style{}); err != nil {
+		return err.Error()
+	}
+	return b.String()
+}
+
+func TestSeen(t *testing.T) {
+	udpOut := probe{chain: v1alpha1.ChainOutput, proto: v1alpha1.ProtocolUDP}
+	tcpOut := probe{chain: v1alpha1.ChainOutput, proto: v1alpha1.ProtocolTCP}
+	udpIn := probe{chain: v1alpha1.ChainInput, proto: v1alpha1.ProtocolUDP}
+	for _, tt := range []struct {
+		v    compile.Verdict
+		p    probe
+		want netnstest.Verdict
+	}{
+		{compile.VerdictReject, udpOut, netnstest.Dropped},
+		{compile.VerdictReject, tcpOut, netnstest.Rejected},
+		{compile.VerdictReject, udpIn, netnstest.Rejected},
+		{compile.VerdictAccept, udpOut, netnstest.Accepted},
+		{compile.VerdictDrop, udpIn, netnstest.Dropped},
+	} {
+		if got := seen(tt.v, tt.p); got != tt.want {
+			t.Errorf("seen(%s, %v %v) = %v, want %v", tt.v, tt.p.chain, tt.p.proto, got, tt.want)
+		}
+	}
+}
+
+func TestTracePacket(t *testing.T) {
+	a := netip.MustParseAddr
+	tests := []struct {
+		p        probe
+		wantIn   string
+		wantOut  string
+		wantFam  compile.Family
+		wantProt uint8
+	}{
+		{probe{chain: v1alpha1.ChainInput, proto: v1alpha1.ProtocolTCP, src: a("10.77.1.10"), dst: a("10.77.2.1"), port: 4000}, "ethc0", "", compile.FamilyIPv4, 6},
+		{probe{chain: v1alpha1.ChainForward, proto: v1alpha1.ProtocolUDP, src: a("10.244.1.10"), dst: a("10.244.2.10"), port: 4000}, "ethc0", "eths0", compile.FamilyIPv4, 17},
+		{probe{chain: v1alpha1.ChainForward, proto: v1alpha1.ProtocolTCP, src: a("fd77:2::10"), dst: a("fd77:1::10"), port: 4000}, "eths0", "ethc0", compile.FamilyIPv6, 6},
+		{probe{chain: v1alpha1.ChainOutput, proto: v1alpha1.ProtocolTCP, src: a("10.77.2.1"), dst: a("10.244.1.10"), port: 4000}, "", "ethc0", compile.FamilyIPv4, 6},
+		{probe{chain: v1alpha1.ChainOutput, proto: v1alpha1.ProtocolUDP, src: a("10.77.1.1"), dst: a("10.77.2.20"), port: 4000}, "", "eths0", compile.FamilyIPv4, 17},
+	}
+	for _, tt := range tests {
+		got := tracePacket(tt.p).Packet
+		if got.IIfName != tt.wantIn || got.OIfName != tt.wantOut || got.Family != tt.wantFam || got.L4Proto != tt.wantProt ||
+			got.DPort != tt.p.port || got.CtState != compile.CtStateNew || !got.Transport {
+			t.Errorf("%v: packet %+v, want in %q out %q family %d protocol %d", tt.p, got, tt.wantIn, tt.wantOut, tt.wantFam, tt.wantProt)
+		}
+	}
+}
