@@ -36,8 +36,11 @@ type emittedRule struct {
 type parsedEntry struct {
 	entry
 	parsed
-	// log says a LOG rule just before logs the packets this one matches.
+	// log says a LOG rule just before logs the packets this one matches,
+	// with these settings of the API's.
 	log bool
+	logSettings
+
 	// logOf is, for a LOG rule that the next rule takes in, that rule's
 	// line.
 	logOf *entry
@@ -120,7 +123,13 @@ func (im *importer) inline(name string, from int, cond v1alpha1.Rule, stack []st
 		}
 		if e.target == "LOG" {
 			if e.logOf != nil {
-				im.note(e.entry, fmt.Sprintf("LOG imported as log: true on the rule of line %d: nodefw logs with its own prefix (\"nodefw <policy>/<rule>: \") and rate (10/minute)", e.logOf.line))
+				im.note(e.entry, fmt.Sprintf("LOG imported as log: true on the rule of line %d: the agent writes a JSON line per packet, with the prefix as logLabel%s", e.logOf.line, e.logNote))
+				continue
+			}
+			if len(stack) == 1 && i == len(entries)-1 && im.defaults.For(builtinChains[name]) == v1alpha1.ChainPolicyDrop && isEmptyMatch(withoutLimit(e.match)) {
+				// Last in a built-in chain that drops: it logs the drops.
+				im.logDrops = true
+				im.note(e.entry, "LOG at the end of a chain whose default is DROP imported as defaultActions.logDrops: the agent logs what the policy's Drop defaults drop, on every chain, 10 a minute")
 				continue
 			}
 			im.skip(e.entry, "LOG is imported only right before a rule that matches the same packets and accepts, drops or rejects them: set log: true on the rule that decides")
@@ -149,7 +158,9 @@ func (im *importer) inline(name string, from int, cond v1alpha1.Rule, stack []st
 			if t == "REJECT" && e.rejectWith != v1alpha1.RejectWithPortUnreachable {
 				r.RejectWith = e.rejectWith
 			}
-			r.Log = e.log
+			if r.Log = e.log; r.Log {
+				r.LogLabel, r.LogRatePerMinute, r.LogBurst = e.logLabel, e.logRate, e.logBurst
+			}
 			if r.Log && r.Limit != nil {
 				im.skip(e.entry, "a rule with a rate limit cannot log: drop the LOG before it, or the limit")
 				continue
@@ -256,10 +267,10 @@ func (im *importer) parsedChain(name string) []parsedEntry {
 		default:
 			continue
 		}
-		m := lg.match
-		m.Limit = nil
-		if sameMatch(m, next.match) {
+		if sameMatch(withoutLimit(lg.match), next.match) {
 			next.log, lg.logOf = true, &next.entry
+			next.logSettings = logSettingsOf(lg.parsed)
+			lg.logNote = next.logNote
 		}
 	}
 	im.parsedChains[name] = pe

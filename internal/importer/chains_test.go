@@ -166,10 +166,33 @@ COMMIT
 `,
 			want: []v1alpha1.Rule{
 				{Name: "input-related-established", Chain: in, Action: accept, States: []v1alpha1.ConnState{v1alpha1.ConnStateRelated, v1alpha1.ConnStateEstablished}},
-				{Name: "input-tcp-23-drop", Chain: in, Action: drop, Protocol: tcp, Ports: ports(23, 0), Log: true},
+				{Name: "input-tcp-23-drop", Chain: in, Action: drop, Protocol: tcp, Ports: ports(23, 0), Log: true, LogLabel: "telnet", LogRatePerMinute: 5},
 			},
+			// The last LOG of INPUT, which drops by default, logs the
+			// default's drops: defaultActions.logDrops.
 			warnings: []int{4, 6},
-			summary:  Summary{Rules: 4, Imported: 3, Changed: 1, Skipped: 1},
+			summary:  Summary{Rules: 4, Imported: 4, Changed: 2},
+		},
+		{
+			name: "LOG rates that are not a whole number a minute, and a LOG before a rule of its own",
+			input: `*filter
+:INPUT ACCEPT [0:0]
+-A INPUT -p tcp --dport 23 -m limit --limit 3/hour --limit-burst 7 -j LOG
+-A INPUT -p tcp --dport 23 -j DROP
+-A INPUT -p tcp --dport 24 -m limit --limit 2/sec -j LOG --log-prefix "[A VERY LONG PREFIX OF FORTY CHARACTERS!]"
+-A INPUT -p tcp --dport 24 -j REJECT
+-A INPUT -p tcp --dport 25 -j LOG
+-A INPUT -p tcp --dport 26 -j DROP
+COMMIT
+`,
+			want: []v1alpha1.Rule{
+				{Name: "input-tcp-23-drop", Chain: in, Action: drop, Protocol: tcp, Ports: ports(23, 0), Log: true, LogBurst: 7},
+				{Name: "input-tcp-24-reject", Chain: in, Action: reject, Protocol: tcp, Ports: ports(24, 0), Log: true,
+					LogLabel: "a-very-long-prefix-of-forty-char", LogRatePerMinute: 120},
+				{Name: "input-tcp-26-drop", Chain: in, Action: drop, Protocol: tcp, Ports: ports(26, 0)},
+			},
+			warnings: []int{3, 5, 7},
+			summary:  Summary{Rules: 6, Imported: 5, Changed: 2, Skipped: 1, Differences: 1},
 		},
 	}
 	for _, tc := range tests {

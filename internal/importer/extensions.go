@@ -295,3 +295,54 @@ func parseLimit(rate, burst string) (*v1alpha1.RateLimit, string) {
 	}
 	return lim, ""
 }
+
+// logSettings are the API's log settings of a LOG rule taken in by the
+// rule after it, and a note on what they keep of the LOG.
+type logSettings struct {
+	logLabel          string
+	logRate, logBurst int32
+	logNote           string
+}
+
+// logSettingsOf reads a LOG rule's prefix as a label and its -m limit as
+// the log's rate when the rate is a whole number a minute; the defaults
+// (10 a minute, burst 5) are left unset.
+func logSettingsOf(lg parsed) logSettings {
+	var s logSettings
+	if label := sanitize(lg.logPrefix); label != "" {
+		if len(label) > maxLogLabel {
+			label = strings.TrimRight(label[:maxLogLabel], "-")
+		}
+		s.logLabel = label
+		s.logNote = fmt.Sprintf(" %q", label)
+	}
+	l := lg.match.Limit
+	if l == nil {
+		s.logNote += ", and no rate limit of its own: nodefw's is 10 a minute"
+		return s
+	}
+	perMinute := map[v1alpha1.RateUnit]int64{v1alpha1.RateUnitSecond: int64(l.Rate) * 60, v1alpha1.RateUnitMinute: int64(l.Rate)}[l.Per]
+	if perMinute == 0 && l.Per == v1alpha1.RateUnitHour && l.Rate%60 == 0 {
+		perMinute = int64(l.Rate / 60)
+	}
+	switch {
+	case perMinute == 0 || perMinute > 60000:
+		s.logNote += fmt.Sprintf(", at nodefw's 10 a minute: %d a %s is not a whole number a minute", l.Rate, strings.ToLower(string(l.Per)))
+	case perMinute != 10:
+		s.logRate = int32(perMinute)
+	}
+	if b := l.BurstOrDefault(); b != 5 {
+		s.logBurst = b
+	}
+	return s
+}
+
+// maxLogLabel is the longest logLabel the API accepts.
+const maxLogLabel = 32
+
+// withoutLimit is r without its rate limit: a LOG's limit gates only the
+// log.
+func withoutLimit(r v1alpha1.Rule) v1alpha1.Rule {
+	r.Limit = nil
+	return r
+}

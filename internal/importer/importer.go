@@ -147,6 +147,7 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 			Rules:        im.rules(emitted),
 		},
 	}
+	im.defaults.LogDrops = im.logDrops
 	if im.defaults != (v1alpha1.DefaultActions{}) {
 		d := im.defaults
 		policy.Spec.DefaultActions = &d
@@ -241,6 +242,8 @@ type importer struct {
 	differences int
 	// reached are the chains taken in at some jump.
 	reached map[string]bool
+	// logDrops says a LOG ends a built-in chain whose default is DROP.
+	logDrops bool
 }
 
 func newImporter() *importer {
