@@ -137,7 +137,7 @@ func probePayload(msg IPMessage, src, dst netip.Addr, token [16]byte) []byte {
 	b := []byte{msg.Type, msg.Code, 0, 0}
 	rest := make([]byte, 4) // identifier and sequence, or unused, MTU, pointer
 	switch {
-	case icmpError(msg):
+	case msg.IsICMPError():
 		if msg.Protocol == ProtoICMP && msg.Type == 3 && msg.Code == 4 {
 			binary.BigEndian.PutUint16(rest[2:], 1400)
 		}
@@ -167,14 +167,17 @@ func pseudoHeader(src, dst netip.Addr, proto uint8, n int) []byte {
 	return append(h, 0, 0, byte(n>>8), byte(n), 0, 0, 0, proto)
 }
 
-// icmpError reports whether msg is an ICMP or ICMPv6 error message.
-func icmpError(msg IPMessage) bool {
-	if msg.Protocol == ProtoICMPv6 {
-		return msg.Type >= 1 && msg.Type <= 4
-	}
-	switch msg.Type {
-	case 3, 4, 5, 11, 12:
-		return true
+// IsICMPError reports whether m is an ICMP or ICMPv6 error message, which
+// no host answers with another.
+func (m IPMessage) IsICMPError() bool {
+	switch m.Protocol {
+	case ProtoICMPv6:
+		return m.Type >= 1 && m.Type <= 4
+	case ProtoICMP:
+		switch m.Type {
+		case 3, 4, 5, 11, 12:
+			return true
+		}
 	}
 	return false
 }

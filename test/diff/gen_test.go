@@ -108,7 +108,7 @@ func probeMessages(spec v1alpha1.NodeFirewallSpec) []netnstest.IPMessage {
 	}
 	var out []netnstest.IPMessage
 	if icmp {
-		for _, tc := range [][2]uint8{{8, 0}, {0, 0}, {3, 3}, {3, 4}, {3, 13}, {11, 0}, {11, 1}, {13, 0}} {
+		for _, tc := range [][2]uint8{{8, 0}, {3, 3}, {3, 4}, {3, 13}, {11, 0}, {11, 1}, {13, 0}} {
 			out = append(out, netnstest.IPMessage{Protocol: netnstest.ProtoICMP, Type: tc[0], Code: tc[1]})
 		}
 		for _, tc := range [][2]uint8{{128, 0}, {2, 0}, {1, 0}, {1, 3}, {1, 4}, {3, 0}, {4, 1}} {

@@ -13,9 +13,15 @@ import (
 // from -m limit and -m hashlimit as from the agent's limits and meters.
 // The rates are so low (one a minute) that no token comes back while the
 // probes run, so the verdicts depend only on the order, which is the same
-// on both sides.
+// on both sides. The ports are the test's own: a packet of an earlier
+// test's connection, arriving after the flush of conntrack, would be new
+// and take a token.
 func TestLimitsInSequence(t *testing.T) {
 	tp := env(t)
+	const webPort, dnsPort = 4190, 4191
+	if err := tp.serveExtraPorts([]uint16{webPort, dnsPort}); err != nil {
+		t.Fatal(err)
+	}
 	in := v1alpha1.ChainInput
 	rule := func(name string, action v1alpha1.Action, proto v1alpha1.Protocol, edit func(r *v1alpha1.NodeFirewallRule)) v1alpha1.NodeFirewallRule {
 		r := v1alpha1.NodeFirewallRule{Policy: "limits", Mode: v1alpha1.PolicyModeEnforce, Name: name, Chain: in, Action: action, Protocol: proto}
@@ -37,11 +43,11 @@ func TestLimitsInSequence(t *testing.T) {
 				r.Limit = &v1alpha1.RateLimit{Rate: 1, Per: minute, Burst: 2, PerSource: true}
 			}),
 			rule("web", v1alpha1.ActionAccept, v1alpha1.ProtocolTCP, func(r *v1alpha1.NodeFirewallRule) {
-				r.Ports = []v1alpha1.PortRange{{Port: 4010}}
+				r.Ports = []v1alpha1.PortRange{{Port: webPort}}
 				r.Limit = &v1alpha1.RateLimit{Rate: 1, Per: minute, Burst: 4}
 			}),
 			rule("dns", v1alpha1.ActionAccept, v1alpha1.ProtocolUDP, func(r *v1alpha1.NodeFirewallRule) {
-				r.Ports = []v1alpha1.PortRange{{Port: 4020}}
+				r.Ports = []v1alpha1.PortRange{{Port: dnsPort}}
 				r.SourcePorts = []v1alpha1.SourcePortRange{{Port: sourceFirst, EndPort: sourceLast}}
 				r.Limit = &v1alpha1.RateLimit{Rate: 1, Per: minute, Burst: 2, PerSource: true}
 			}),
@@ -64,11 +70,11 @@ func TestLimitsInSequence(t *testing.T) {
 		}
 	}
 	for i := range 6 {
-		probes = append(probes, probe{chain: in, proto: v1alpha1.ProtocolTCP, from: client, to: router, src: clientV4[i%2], dst: routerClientV4, port: 4010})
+		probes = append(probes, probe{chain: in, proto: v1alpha1.ProtocolTCP, from: client, to: router, src: clientV4[i%2], dst: routerClientV4, port: webPort})
 	}
 	for _, src := range clientV4[:2] {
 		for i := range 4 {
-			probes = append(probes, probe{chain: in, proto: v1alpha1.ProtocolUDP, from: client, to: router, src: src, dst: routerClientV4, port: 4020, sport: uint16(sourceFirst + i)})
+			probes = append(probes, probe{chain: in, proto: v1alpha1.ProtocolUDP, from: client, to: router, src: src, dst: routerClientV4, port: dnsPort, sport: uint16(sourceFirst + i)})
 		}
 	}
 	got := map[string][]netnstest.Verdict{}
