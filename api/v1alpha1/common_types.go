@@ -38,8 +38,10 @@ const (
 	ChainPolicyDrop   ChainPolicy = "Drop"
 )
 
-// Protocol is a layer-4 protocol, as matched by `iptables -p`.
-// +kubebuilder:validation:Enum=TCP;UDP;SCTP;ICMP;ICMPv6
+// Protocol is an IP protocol, as matched by `iptables -p`: one of the
+// names below, or the decimal number (1-255) of a protocol without one.
+// +kubebuilder:validation:MaxLength=8
+// +kubebuilder:validation:Pattern=`^([A-Za-z][A-Za-z0-9]*|[0-9]{1,3})$`
 type Protocol string
 
 const (

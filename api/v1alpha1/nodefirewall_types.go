@@ -45,7 +45,8 @@ type NodeFirewallRule struct {
 	// +required
 	Action Action `json:"action"`
 
-	// protocol is the layer-4 protocol (`-p`); omitted means any.
+	// protocol is the IP protocol (`-p`), a name or a number; omitted
+	// means any.
 	// +optional
 	Protocol Protocol `json:"protocol,omitempty"`
 
@@ -94,6 +95,32 @@ type NodeFirewallRule struct {
 	// logBurst is the burst of the log's rate limit; 0 means 5.
 	// +optional
 	LogBurst int32 `json:"logBurst,omitempty"`
+
+	// Matches and answers of iptables' extensions.
+
+	// sourcePorts are source port ranges, inclusive (`--sport`).
+	// +optional
+	// +listType=atomic
+	SourcePorts []SourcePortRange `json:"sourcePorts,omitempty"`
+
+	// icmpTypes are ICMP or ICMPv6 types, with or without a code
+	// (`--icmp-type`, `--icmpv6-type`).
+	// +optional
+	// +listType=atomic
+	ICMPTypes []ICMPType `json:"icmpTypes,omitempty"`
+
+	// rejectWith is the answer of a Reject rule (`--reject-with`).
+	// +optional
+	RejectWith RejectWith `json:"rejectWith,omitempty"`
+
+	// limit matches packets up to a rate (`-m limit`, `-m hashlimit`).
+	// +optional
+	Limit *RateLimit `json:"limit,omitempty"`
+
+	// connLimit matches packets of sources with more connections
+	// (`-m connlimit --connlimit-above`).
+	// +optional
+	ConnLimit *ConnLimit `json:"connLimit,omitempty"`
 }
 
 // NodeRule is r as the controller writes it on a node: every field of the
@@ -123,6 +150,12 @@ func (r Rule) NodeRule(policy string, mode PolicyMode) NodeFirewallRule {
 		LogLabel:         r.LogLabel,
 		LogRatePerMinute: r.LogRatePerMinute,
 		LogBurst:         r.LogBurst,
+		// Matches and answers of iptables' extensions.
+		SourcePorts: r.SourcePorts,
+		ICMPTypes:   r.ICMPTypes,
+		RejectWith:  r.RejectWith,
+		Limit:       r.Limit,
+		ConnLimit:   r.ConnLimit,
 	}
 }
 

@@ -57,7 +57,7 @@ func TestNodeFirewallConfigRejectsInvalid(t *testing.T) {
 	}{
 		{"another name", func(o map[string]any) { o["metadata"].(map[string]any)["name"] = "other" }, "", "there is one NodeFirewallConfig and it is named default"},
 		{"ICMP", func(o map[string]any) { rawFailsafe(o)["protocol"] = "ICMP" }, "spec.failsafes.inbound[0].protocol", "protocol must be TCP, UDP or SCTP"},
-		{"no such protocol", func(o map[string]any) { rawFailsafe(o)["protocol"] = "GRE" }, "spec.failsafes.inbound[0].protocol", "Unsupported value"},
+		{"no such protocol", func(o map[string]any) { rawFailsafe(o)["protocol"] = "GRE" }, "spec.failsafes.inbound[0].protocol", "protocol must be TCP, UDP or SCTP"},
 		{"no protocol", func(o map[string]any) { delete(rawFailsafe(o), "protocol") }, "spec.failsafes.inbound[0].protocol", "Required value"},
 		{"no ports", func(o map[string]any) { delete(rawFailsafe(o), "ports") }, "spec.failsafes.inbound[0].ports", "Required value"},
 		{"empty ports", func(o map[string]any) { rawFailsafe(o)["ports"] = []any{} }, "spec.failsafes.inbound[0].ports", "at least 1 items"},

@@ -11,6 +11,14 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.inInterface) || self.chain != 'Output'",message="inInterface is not allowed on the Output chain (iptables forbids -i in OUTPUT)",fieldPath=".inInterface"
 // +kubebuilder:validation:XValidation:rule="!has(self.outInterface) || self.chain != 'Input'",message="outInterface is not allowed on the Input chain (iptables forbids -o in INPUT)",fieldPath=".outInterface"
 // +kubebuilder:validation:XValidation:rule="!has(self.outInterface) || self.chain != 'PreRouting'",message="outInterface is not allowed on the PreRouting chain: packets there are not routed yet, so they have no output interface (iptables forbids -o in PREROUTING)",fieldPath=".outInterface"
+// +kubebuilder:validation:XValidation:rule="!has(self.protocol) || self.protocol in ['TCP', 'UDP', 'SCTP', 'ICMP', 'ICMPv6', 'IGMP', 'GRE', 'ESP', 'AH', 'OSPF', 'PIM', 'VRRP', 'L2TP'] || (self.protocol.matches('^[1-9][0-9]{0,2}$') && int(self.protocol) <= 255 && !(int(self.protocol) in [1, 2, 6, 17, 47, 50, 51, 58, 89, 103, 112, 115, 132]))",message="protocol must be TCP, UDP, SCTP, ICMP, ICMPv6, IGMP, GRE, ESP, AH, OSPF, PIM, VRRP, L2TP or the number (1-255) of another IP protocol; protocols with a name are written by name",fieldPath=".protocol"
+// +kubebuilder:validation:XValidation:rule="!has(self.sourcePorts) || size(self.sourcePorts) == 0 || (has(self.protocol) && self.protocol in ['TCP', 'UDP', 'SCTP'])",message="sourcePorts require protocol TCP, UDP or SCTP",fieldPath=".sourcePorts"
+// +kubebuilder:validation:XValidation:rule="!has(self.icmpTypes) || size(self.icmpTypes) == 0 || (has(self.protocol) && self.protocol in ['ICMP', 'ICMPv6'])",message="icmpTypes require protocol ICMP or ICMPv6",fieldPath=".icmpTypes"
+// +kubebuilder:validation:XValidation:rule="!has(self.icmpTypes) || !has(self.protocol) || self.protocol != 'ICMP' || self.icmpTypes.all(t, t.matches('^[0-9]') || t in ['EchoReply', 'DestinationUnreachable', 'NetworkUnreachable', 'HostUnreachable', 'ProtocolUnreachable', 'PortUnreachable', 'FragmentationNeeded', 'SourceRouteFailed', 'NetworkUnknown', 'HostUnknown', 'NetworkProhibited', 'HostProhibited', 'TOSNetworkUnreachable', 'TOSHostUnreachable', 'CommunicationProhibited', 'HostPrecedenceViolation', 'PrecedenceCutoff', 'SourceQuench', 'Redirect', 'NetworkRedirect', 'HostRedirect', 'TOSNetworkRedirect', 'TOSHostRedirect', 'EchoRequest', 'RouterAdvertisement', 'RouterSolicitation', 'TimeExceeded', 'TTLZeroDuringTransit', 'TTLZeroDuringReassembly', 'ParameterProblem', 'IPHeaderBad', 'RequiredOptionMissing', 'TimestampRequest', 'TimestampReply', 'AddressMaskRequest', 'AddressMaskReply'])",message="icmpTypes of protocol ICMP must be numbers, type or type/code, or IPv4 type names as iptables --icmp-type spells them, in CamelCase: EchoRequest, EchoReply, DestinationUnreachable, FragmentationNeeded, TimeExceeded, Redirect, ... (see kubectl explain nodefirewallpolicy.spec.rules.icmpTypes)",fieldPath=".icmpTypes"
+// +kubebuilder:validation:XValidation:rule="!has(self.icmpTypes) || !has(self.protocol) || self.protocol != 'ICMPv6' || self.icmpTypes.all(t, t.matches('^[0-9]') || t in ['DestinationUnreachable', 'NoRoute', 'CommunicationProhibited', 'BeyondScope', 'AddressUnreachable', 'PortUnreachable', 'FailedPolicy', 'RejectRoute', 'PacketTooBig', 'TimeExceeded', 'TTLZeroDuringTransit', 'TTLZeroDuringReassembly', 'ParameterProblem', 'BadHeader', 'UnknownHeaderType', 'UnknownOption', 'EchoRequest', 'EchoReply', 'MLDListenerQuery', 'MLDListenerReport', 'MLDListenerDone', 'RouterSolicitation', 'RouterAdvertisement', 'NeighbourSolicitation', 'NeighbourAdvertisement', 'NeighborSolicitation', 'NeighborAdvertisement', 'Redirect'])",message="icmpTypes of protocol ICMPv6 must be numbers, type or type/code, or ICMPv6 type names as ip6tables --icmpv6-type spells them, in CamelCase: EchoRequest, EchoReply, DestinationUnreachable, PacketTooBig, TimeExceeded, ParameterProblem, ... (see kubectl explain nodefirewallpolicy.spec.rules.icmpTypes)",fieldPath=".icmpTypes"
+// +kubebuilder:validation:XValidation:rule="!has(self.rejectWith) || self.action == 'Reject'",message="rejectWith requires action Reject",fieldPath=".rejectWith"
+// +kubebuilder:validation:XValidation:rule="!has(self.rejectWith) || self.rejectWith != 'TCPReset' || (has(self.protocol) && self.protocol == 'TCP')",message="rejectWith TCPReset requires protocol TCP (iptables takes --reject-with tcp-reset only with -p tcp)",fieldPath=".rejectWith"
+// +kubebuilder:validation:XValidation:rule="!has(self.limit) || !has(self.log) || !self.log",message="log cannot be combined with limit: the log rule would keep a rate limit of its own and match other packets",fieldPath=".log"
 // +kubebuilder:validation:XValidation:rule="(has(self.log) && self.log) || (!has(self.logLabel) && !has(self.logRatePerMinute) && !has(self.logBurst))",message="logLabel, logRatePerMinute and logBurst require log: true",fieldPath=".log"
 type Rule struct {
 	// name identifies the rule within its policy. It appears in logs, metrics
@@ -37,7 +45,10 @@ type Rule struct {
 	// +required
 	Action Action `json:"action"`
 
-	// protocol is the layer-4 protocol (`-p`). Omitted means any protocol.
+	// protocol is the IP protocol (`-p`): TCP, UDP, SCTP, ICMP, ICMPv6,
+	// IGMP, GRE, ESP, AH, OSPF, PIM, VRRP, L2TP, or the number of another
+	// protocol as a string, such as "41" (`-p 41`). Omitted means any
+	// protocol.
 	// +optional
 	Protocol Protocol `json:"protocol,omitempty"`
 
@@ -91,7 +102,7 @@ type Rule struct {
 
 	// log logs matching packets, rate-limited, as one JSON line each on the
 	// standard output of the node's agent, naming the policy, the rule and
-	// the action (as an NFLOG rule before the target).
+	// the action (as an NFLOG rule before the target). Not with limit.
 	// +optional
 	Log bool `json:"log,omitempty"`
 
@@ -118,6 +129,65 @@ type Rule struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=10000
 	LogBurst int32 `json:"logBurst,omitempty"`
+
+	// Matches and answers of iptables' extensions.
+
+	// sourcePorts are the source ports (`--sport`, or `-m multiport
+	// --sports` with `port:endPort` ranges). Omitted means any source port.
+	// Only with protocol TCP, UDP or SCTP.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	SourcePorts []SourcePortRange `json:"sourcePorts,omitempty"`
+
+	// icmpTypes are ICMP or ICMPv6 types, each with or without a code
+	// (`--icmp-type`, `--icmpv6-type`); the rule matches any of them.
+	// Only with protocol ICMP or ICMPv6. Names are iptables' in CamelCase.
+	// ICMP: EchoReply, DestinationUnreachable, NetworkUnreachable,
+	// HostUnreachable, ProtocolUnreachable, PortUnreachable,
+	// FragmentationNeeded, SourceRouteFailed, NetworkUnknown, HostUnknown,
+	// NetworkProhibited, HostProhibited, TOSNetworkUnreachable,
+	// TOSHostUnreachable, CommunicationProhibited, HostPrecedenceViolation,
+	// PrecedenceCutoff, SourceQuench, Redirect, NetworkRedirect,
+	// HostRedirect, TOSNetworkRedirect, TOSHostRedirect, EchoRequest,
+	// RouterAdvertisement, RouterSolicitation, TimeExceeded,
+	// TTLZeroDuringTransit, TTLZeroDuringReassembly, ParameterProblem,
+	// IPHeaderBad, RequiredOptionMissing, TimestampRequest, TimestampReply,
+	// AddressMaskRequest, AddressMaskReply. ICMPv6: DestinationUnreachable,
+	// NoRoute, CommunicationProhibited, BeyondScope, AddressUnreachable,
+	// PortUnreachable, FailedPolicy, RejectRoute, PacketTooBig, TimeExceeded,
+	// TTLZeroDuringTransit, TTLZeroDuringReassembly, ParameterProblem,
+	// BadHeader, UnknownHeaderType, UnknownOption, EchoRequest, EchoReply,
+	// MLDListenerQuery, MLDListenerReport, MLDListenerDone,
+	// RouterSolicitation, RouterAdvertisement, NeighbourSolicitation,
+	// NeighbourAdvertisement (or Neighbor...), Redirect. Numbers are "type"
+	// or "type/code", as in "3/4".
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	ICMPTypes []ICMPType `json:"icmpTypes,omitempty"`
+
+	// rejectWith is how a Reject rule answers (`--reject-with`):
+	// PortUnreachable (the default), TCPReset (TCP rules only),
+	// HostUnreachable, AdminProhibited or NetUnreachable, each the ICMP or
+	// ICMPv6 message of the packet's family. Only with action Reject.
+	// +optional
+	RejectWith RejectWith `json:"rejectWith,omitempty"`
+
+	// limit makes the rule match packets only up to a rate (`-m limit`, or
+	// per source address `-m hashlimit --hashlimit-mode srcip`). Packets
+	// over the limit go on to the next rule, as in iptables. The rate is
+	// counted for each IP family the rule's addresses name, and afresh
+	// whenever the node's ruleset is rewritten.
+	// +optional
+	Limit *RateLimit `json:"limit,omitempty"`
+
+	// connLimit makes the rule match only packets from source addresses
+	// with more connections than connLimit.above (`-m connlimit
+	// --connlimit-above`). Counts start afresh whenever the node's ruleset
+	// is rewritten.
+	// +optional
+	ConnLimit *ConnLimit `json:"connLimit,omitempty"`
 }
 
 // RolloutStrategy stages a policy change across its nodes.

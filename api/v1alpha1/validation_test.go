@@ -375,13 +375,61 @@ func TestNodeFirewallPolicyRejectsInvalid(t *testing.T) {
 			name:  "unknown protocol",
 			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Protocol = "tcp" },
 			field: "spec.rules[0].protocol",
-			msg:   "Unsupported value",
+			msg:   "protocol must be TCP, UDP, SCTP, ICMP, ICMPv6,",
 		},
 		{
-			name:  "unknown protocol GRE",
-			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Ports = nil; rule(p).Protocol = "GRE" },
+			name:  "unknown protocol in iptables case",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Ports = nil; rule(p).Protocol = "gre" },
 			field: "spec.rules[0].protocol",
-			msg:   "Unsupported value",
+			msg:   "protocol must be TCP, UDP, SCTP, ICMP, ICMPv6, IGMP, GRE, ESP, AH, OSPF, PIM, VRRP, L2TP or the number (1-255) of another IP protocol",
+		},
+		{
+			name:  "unknown protocol name",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Ports = nil; rule(p).Protocol = "IPIP" },
+			field: "spec.rules[0].protocol",
+			msg:   "protocol must be TCP, UDP, SCTP, ICMP, ICMPv6, IGMP, GRE, ESP, AH, OSPF, PIM, VRRP, L2TP or the number",
+		},
+		{
+			name:  "protocol number above 255",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Ports = nil; rule(p).Protocol = "256" },
+			field: "spec.rules[0].protocol",
+			msg:   "the number (1-255) of another IP protocol",
+		},
+		{
+			name:  "protocol number 0",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Ports = nil; rule(p).Protocol = "0" },
+			field: "spec.rules[0].protocol",
+			msg:   "the number (1-255) of another IP protocol",
+		},
+		{
+			name:  "protocol number with leading zero",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Ports = nil; rule(p).Protocol = "047" },
+			field: "spec.rules[0].protocol",
+			msg:   "the number (1-255) of another IP protocol",
+		},
+		{
+			name:  "number of a named protocol",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Ports = nil; rule(p).Protocol = "50" },
+			field: "spec.rules[0].protocol",
+			msg:   "protocols with a name are written by name",
+		},
+		{
+			name:  "number of TCP with ports",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Protocol = "6" },
+			field: "spec.rules[0].protocol",
+			msg:   "protocols with a name are written by name",
+		},
+		{
+			name:  "ports with GRE",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Protocol = v1alpha1.ProtocolGRE },
+			field: "spec.rules[0].ports",
+			msg:   "ports require protocol TCP, UDP or SCTP",
+		},
+		{
+			name:  "protocol too long",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Ports = nil; rule(p).Protocol = "Protocol1" },
+			field: "spec.rules[0].protocol",
+			msg:   "may not be more than 8 bytes",
 		},
 		{
 			name: "unknown state",
@@ -428,6 +476,193 @@ func TestNodeFirewallPolicyRejectsInvalid(t *testing.T) {
 			edit:  func(p *v1alpha1.NodeFirewallPolicy) { p.Spec.Mode = "DryRun" },
 			field: "spec.mode",
 			msg:   "Unsupported value",
+		},
+
+		// Matches and answers of iptables' extensions.
+		{
+			name: "source ports without protocol",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Protocol = ""
+				rule(p).Ports = nil
+				rule(p).SourcePorts = []v1alpha1.SourcePortRange{{Port: 53}}
+			},
+			field: "spec.rules[0].sourcePorts",
+			msg:   "sourcePorts require protocol TCP, UDP or SCTP",
+		},
+		{
+			name: "source ports with ICMP",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Protocol, rule(p).Ports = v1alpha1.ProtocolICMP, nil
+				rule(p).SourcePorts = []v1alpha1.SourcePortRange{{Port: 53}}
+			},
+			field: "spec.rules[0].sourcePorts",
+			msg:   "sourcePorts require protocol TCP, UDP or SCTP",
+		},
+		{
+			name: "source port range reversed",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).SourcePorts = []v1alpha1.SourcePortRange{{Port: 2000, EndPort: 1000}}
+			},
+			field: "spec.rules[0].sourcePorts[0].endPort",
+			msg:   "endPort must not be below port",
+		},
+		{
+			name:  "source port 0",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).SourcePorts = []v1alpha1.SourcePortRange{{Port: 0}} },
+			field: "spec.rules[0].sourcePorts[0].port",
+			msg:   "should be greater than or equal to 1",
+		},
+		{
+			name: "too many source ports",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				for _, pr := range ports(33) {
+					rule(p).SourcePorts = append(rule(p).SourcePorts, v1alpha1.SourcePortRange{Port: pr.Port, EndPort: pr.EndPort})
+				}
+			},
+			field: "spec.rules[0].sourcePorts",
+			msg:   "must have at most 32 items",
+		},
+		{
+			name:  "ICMP types with TCP",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).ICMPTypes = []v1alpha1.ICMPType{"EchoRequest"} },
+			field: "spec.rules[0].icmpTypes",
+			msg:   "icmpTypes require protocol ICMP or ICMPv6",
+		},
+		{
+			name: "ICMP types without protocol",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Protocol, rule(p).Ports = "", nil
+				rule(p).ICMPTypes = []v1alpha1.ICMPType{"8"}
+			},
+			field: "spec.rules[0].icmpTypes",
+			msg:   "icmpTypes require protocol ICMP or ICMPv6",
+		},
+		{
+			name: "ICMPv6 type name with ICMP",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Protocol, rule(p).Ports = v1alpha1.ProtocolICMP, nil
+				rule(p).ICMPTypes = []v1alpha1.ICMPType{"EchoRequest", "PacketTooBig"}
+			},
+			field: "spec.rules[0].icmpTypes",
+			msg:   "icmpTypes of protocol ICMP must be numbers, type or type/code, or IPv4 type names as iptables --icmp-type spells them",
+		},
+		{
+			name: "ICMP type name with ICMPv6",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Protocol, rule(p).Ports = v1alpha1.ProtocolICMPv6, nil
+				rule(p).ICMPTypes = []v1alpha1.ICMPType{"FragmentationNeeded"}
+			},
+			field: "spec.rules[0].icmpTypes",
+			msg:   "icmpTypes of protocol ICMPv6 must be numbers, type or type/code, or ICMPv6 type names as ip6tables --icmpv6-type spells them",
+		},
+		{
+			name: "ICMP type in iptables spelling",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Protocol, rule(p).Ports = v1alpha1.ProtocolICMP, nil
+				rule(p).ICMPTypes = []v1alpha1.ICMPType{"echo-request"}
+			},
+			field: "spec.rules[0].icmpTypes[0]",
+			msg:   "should match",
+		},
+		{
+			name: "ICMP type above 255",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Protocol, rule(p).Ports = v1alpha1.ProtocolICMP, nil
+				rule(p).ICMPTypes = []v1alpha1.ICMPType{"3/256"}
+			},
+			field: "spec.rules[0].icmpTypes[0]",
+			msg:   "should match",
+		},
+		{
+			name: "too many ICMP types",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Protocol, rule(p).Ports = v1alpha1.ProtocolICMP, nil
+				for i := range 17 {
+					rule(p).ICMPTypes = append(rule(p).ICMPTypes, v1alpha1.ICMPType(fmt.Sprint(i)))
+				}
+			},
+			field: "spec.rules[0].icmpTypes",
+			msg:   "must have at most 16 items",
+		},
+		{
+			name:  "rejectWith on Accept",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).RejectWith = v1alpha1.RejectWithAdminProhibited },
+			field: "spec.rules[0].rejectWith",
+			msg:   "rejectWith requires action Reject",
+		},
+		{
+			name: "TCP reset on UDP",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Action, rule(p).Protocol = v1alpha1.ActionReject, v1alpha1.ProtocolUDP
+				rule(p).RejectWith = v1alpha1.RejectWithTCPReset
+			},
+			field: "spec.rules[0].rejectWith",
+			msg:   "rejectWith TCPReset requires protocol TCP",
+		},
+		{
+			name: "unknown rejectWith in iptables spelling",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Action, rule(p).RejectWith = v1alpha1.ActionReject, "icmp-host-prohibited"
+			},
+			field: "spec.rules[0].rejectWith",
+			msg:   "Unsupported value",
+		},
+		{
+			name:  "limit without rate",
+			raw:   func(obj map[string]any) { rawRule(obj)["limit"] = map[string]any{"per": "Second"} },
+			field: "spec.rules[0].limit.rate",
+			msg:   "Required value",
+		},
+		{
+			name: "limit rate above 10000",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Limit = &v1alpha1.RateLimit{Rate: 10001, Per: v1alpha1.RateUnitSecond}
+			},
+			field: "spec.rules[0].limit.rate",
+			msg:   "should be less than or equal to 10000",
+		},
+		{
+			name: "limit rate 0",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Limit = &v1alpha1.RateLimit{Rate: 0, Per: v1alpha1.RateUnitSecond}
+			},
+			field: "spec.rules[0].limit.rate",
+			msg:   "should be greater than or equal to 1",
+		},
+		{
+			name:  "limit in iptables units",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).Limit = &v1alpha1.RateLimit{Rate: 3, Per: "min"} },
+			field: "spec.rules[0].limit.per",
+			msg:   "Unsupported value",
+		},
+		{
+			name: "limit burst above 10000",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Limit = &v1alpha1.RateLimit{Rate: 3, Per: v1alpha1.RateUnitMinute, Burst: 10001}
+			},
+			field: "spec.rules[0].limit.burst",
+			msg:   "should be less than or equal to 10000",
+		},
+		{
+			name: "limit with log",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Limit = &v1alpha1.RateLimit{Rate: 3, Per: v1alpha1.RateUnitMinute}
+				rule(p).Log = true
+			},
+			field: "spec.rules[0].log",
+			msg:   "log cannot be combined with limit",
+		},
+		{
+			name:  "connLimit without above",
+			raw:   func(obj map[string]any) { rawRule(obj)["connLimit"] = map[string]any{} },
+			field: "spec.rules[0].connLimit.above",
+			msg:   "Required value",
+		},
+		{
+			name:  "connLimit above 65535",
+			edit:  func(p *v1alpha1.NodeFirewallPolicy) { rule(p).ConnLimit = &v1alpha1.ConnLimit{Above: 65536} },
+			field: "spec.rules[0].connLimit.above",
+			msg:   "should be less than or equal to 65535",
 		},
 
 		// Interfaces.
@@ -782,6 +1017,82 @@ func TestNodeFirewallPolicyAcceptsValid(t *testing.T) {
 			},
 		},
 		{
+			name: "IP protocols by name and number",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Ports = nil
+				for i, proto := range []v1alpha1.Protocol{"IGMP", "GRE", "ESP", "AH", "OSPF", "PIM", "VRRP", "L2TP", "4", "41", "255", "136"} {
+					r := sshRule()
+					r.Name, r.Protocol, r.Ports = fmt.Sprintf("proto-%d", i), proto, nil
+					p.Spec.Rules = append(p.Spec.Rules, r)
+				}
+			},
+		},
+		{
+			name: "source ports with and without destination ports",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).SourcePorts = []v1alpha1.SourcePortRange{{Port: 1024, EndPort: 65535}, {Port: 53}}
+				r := sshRule()
+				r.Name, r.Protocol, r.Ports = "dns-replies", v1alpha1.ProtocolUDP, nil
+				r.SourcePorts = []v1alpha1.SourcePortRange{{Port: 53}}
+				p.Spec.Rules = append(p.Spec.Rules, r)
+			},
+		},
+		{
+			name: "ICMP types by name, number and code",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Protocol, rule(p).Ports = v1alpha1.ProtocolICMP, nil
+				rule(p).ICMPTypes = []v1alpha1.ICMPType{"EchoRequest", "FragmentationNeeded", "TimeExceeded", "TOSHostRedirect", "0", "3/4", "255/255"}
+				r := sshRule()
+				r.Name, r.Protocol, r.Ports = "icmpv6", v1alpha1.ProtocolICMPv6, nil
+				r.ICMPTypes = []v1alpha1.ICMPType{"EchoRequest", "PacketTooBig", "NeighborSolicitation", "NeighbourAdvertisement", "1/4", "MLDListenerDone"}
+				p.Spec.Rules = append(p.Spec.Rules, r)
+			},
+		},
+		{
+			name: "every ICMP and ICMPv6 type name",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				p.Spec.Rules = nil
+				for _, proto := range []v1alpha1.Protocol{v1alpha1.ProtocolICMP, v1alpha1.ProtocolICMPv6} {
+					names := v1alpha1.ICMPTypeNames(proto)
+					for i := 0; i < len(names); i += 16 {
+						r := sshRule()
+						r.Name, r.Protocol, r.Ports = fmt.Sprintf("%s-%d", strings.ToLower(string(proto)), i), proto, nil
+						for _, n := range names[i:min(i+16, len(names))] {
+							r.ICMPTypes = append(r.ICMPTypes, v1alpha1.ICMPType(n))
+						}
+						p.Spec.Rules = append(p.Spec.Rules, r)
+					}
+				}
+			},
+		},
+		{
+			name: "every rejectWith",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				p.Spec.Rules = nil
+				for _, rw := range []v1alpha1.RejectWith{"PortUnreachable", "TCPReset", "HostUnreachable", "AdminProhibited", "NetUnreachable"} {
+					r := sshRule()
+					r.Name, r.Action, r.RejectWith = strings.ToLower(string(rw)), v1alpha1.ActionReject, rw
+					p.Spec.Rules = append(p.Spec.Rules, r)
+				}
+			},
+		},
+		{
+			name: "limits",
+			edit: func(p *v1alpha1.NodeFirewallPolicy) {
+				rule(p).Limit = &v1alpha1.RateLimit{Rate: 10000, Per: v1alpha1.RateUnitSecond, Burst: 10000, PerSource: true}
+				rule(p).ConnLimit = &v1alpha1.ConnLimit{Above: 3}
+				r := sshRule()
+				r.Name, r.Protocol, r.Ports = "ping", v1alpha1.ProtocolICMP, nil
+				r.ICMPTypes = []v1alpha1.ICMPType{"EchoRequest"}
+				r.Limit = &v1alpha1.RateLimit{Rate: 1, Per: v1alpha1.RateUnitDay}
+				p.Spec.Rules = append(p.Spec.Rules, r)
+				r = sshRule()
+				r.Name, r.Action, r.Log = "over", v1alpha1.ActionReject, true
+				r.ConnLimit = &v1alpha1.ConnLimit{Above: 0}
+				p.Spec.Rules = append(p.Spec.Rules, r)
+			},
+		},
+		{
 			name: "every state",
 			edit: func(p *v1alpha1.NodeFirewallPolicy) {
 				rule(p).States = []v1alpha1.ConnState{
@@ -850,6 +1161,20 @@ func TestNodeFirewallPolicyAcceptsValid(t *testing.T) {
 					r.Destinations = r.Sources
 					r.InInterface = "abcdefghijklmno+"
 					r.OutInterface = "abcdefghijklmno+"
+					r.Action, r.RejectWith = v1alpha1.ActionReject, v1alpha1.RejectWithTCPReset
+					r.Limit = &v1alpha1.RateLimit{Rate: 1, Per: v1alpha1.RateUnitSecond, PerSource: true}
+					r.ConnLimit = &v1alpha1.ConnLimit{Above: 1}
+					if i%2 == 0 {
+						for _, pr := range ports(32) {
+							r.SourcePorts = append(r.SourcePorts, v1alpha1.SourcePortRange{Port: pr.Port, EndPort: pr.EndPort})
+						}
+						continue
+					}
+					// ICMP rules carry the longest list CEL checks against names.
+					r.Protocol, r.Ports, r.RejectWith = v1alpha1.ProtocolICMPv6, nil, v1alpha1.RejectWithAdminProhibited
+					for _, n := range v1alpha1.ICMPTypeNames(v1alpha1.ProtocolICMPv6)[:16] {
+						r.ICMPTypes = append(r.ICMPTypes, v1alpha1.ICMPType(n))
+					}
 				}
 			},
 		},
@@ -1142,6 +1467,41 @@ func TestNodeFirewallRejectsInvalid(t *testing.T) {
 			name:  "unknown chain",
 			edit:  func(nf *v1alpha1.NodeFirewall) { nf.Spec.Rules[0].Chain = "Prerouting" },
 			field: "spec.rules[0].chain",
+			msg:   "Unsupported value",
+		},
+		{
+			name:  "protocol with blanks",
+			edit:  func(nf *v1alpha1.NodeFirewall) { nf.Spec.Rules[0].Protocol = "T CP" },
+			field: "spec.rules[0].protocol",
+			msg:   "should match",
+		},
+		{
+			name: "source port 65536",
+			edit: func(nf *v1alpha1.NodeFirewall) {
+				nf.Spec.Rules[0].SourcePorts = []v1alpha1.SourcePortRange{{Port: 65536}}
+			},
+			field: "spec.rules[0].sourcePorts[0].port",
+			msg:   "should be less than or equal to 65535",
+		},
+		{
+			name: "ICMP type in iptables spelling",
+			edit: func(nf *v1alpha1.NodeFirewall) {
+				nf.Spec.Rules[0].Protocol, nf.Spec.Rules[0].Ports = v1alpha1.ProtocolICMP, nil
+				nf.Spec.Rules[0].ICMPTypes = []v1alpha1.ICMPType{"echo-request"}
+			},
+			field: "spec.rules[0].icmpTypes[0]",
+			msg:   "should match",
+		},
+		{
+			name:  "unknown rejectWith",
+			edit:  func(nf *v1alpha1.NodeFirewall) { nf.Spec.Rules[0].RejectWith = "tcp-reset" },
+			field: "spec.rules[0].rejectWith",
+			msg:   "Unsupported value",
+		},
+		{
+			name:  "unknown limit unit",
+			edit:  func(nf *v1alpha1.NodeFirewall) { nf.Spec.Rules[0].Limit = &v1alpha1.RateLimit{Rate: 1, Per: "sec"} },
+			field: "spec.rules[0].limit.per",
 			msg:   "Unsupported value",
 		},
 		{

@@ -15,7 +15,10 @@ import (
 )
 
 // runImport translates iptables-save or iptables -S output into policy YAML.
-// Every line it cannot translate is reported on stderr with its number.
+// Every line it cannot translate is reported on stderr with its number,
+// then a summary. With --strict it fails when the policy does less or
+// otherwise than the ruleset: a filter rule skipped or translated with a
+// caveat, or another difference reported.
 func runImport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("import", flag.ContinueOnError)
 	file := fs.String("f", "-", "iptables-save or iptables -S output to read; - for stdin.")
@@ -23,6 +26,7 @@ func runImport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	selector := fs.String("node-selector", "", "matchLabels for the policy's node selector, as k=v,k2=v2; empty selects every node.")
 	priority := fs.Int("priority", 0, "The policy's priority (0-10000); omitted leaves the default (1000).")
 	mode := fs.String("mode", "", "Enforce or Audit; empty leaves the default (Enforce).")
+	strict := fs.Bool("strict", false, "Fail (exit 1) when a filter rule is skipped or imported with a change, or another difference is reported; the YAML is written all the same.")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,5 +57,12 @@ func runImport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	for _, w := range res.Warnings {
 		fmt.Fprintf(stderr, "line %d: %s: %s\n", w.Line, w.Reason, w.Text)
 	}
-	return importer.WriteYAML(stdout, res.Policy)
+	if err := importer.WriteYAML(stdout, res.Policy); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "nodefw import: %s\n", res.Summary)
+	if *strict && !res.Summary.Exact() {
+		return fmt.Errorf("--strict: the policy does not do all the ruleset did (see the lines above)")
+	}
+	return nil
 }

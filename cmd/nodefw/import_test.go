@@ -118,7 +118,14 @@ func TestImportStdin(t *testing.T) {
 			t.Errorf("stderr does not contain %q:\n%s", w, stderr)
 		}
 	}
-	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	// The summary comes last: the rules of the filter table (KUBE-FIREWALL's
+	// included), of which six become rules and four are skipped; INPUT and
+	// OUTPUT drop what nodefw accepts first.
+	if want := "nodefw import: 6 of 10 filter rules imported, 4 skipped (1 in chains left to other components); 2 other differences"; lines[len(lines)-1] != want {
+		t.Errorf("last line of stderr %q, want %q", lines[len(lines)-1], want)
+	}
+	for _, l := range lines[:len(lines)-1] {
 		if !strings.HasPrefix(l, "line ") {
 			t.Errorf("stderr line %q does not start with a line number", l)
 		}
@@ -140,12 +147,12 @@ func TestImportFileDefaults(t *testing.T) {
 	if err := os.WriteFile(path, []byte(rules), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, out, stderr := runCLI(t, "", "import", "-f", path)
+	code, out, stderr := runCLI(t, "", "import", "-f", path, "--strict")
 	if code != 0 {
 		t.Fatalf("exit code %d\nstderr:\n%s", code, stderr)
 	}
-	if stderr != "" {
-		t.Errorf("stderr %q, want nothing", stderr)
+	if want := "nodefw import: 1 of 1 filter rules imported, 0 skipped\n"; stderr != want {
+		t.Errorf("stderr %q, want only the summary %q", stderr, want)
 	}
 	var p fwv1.NodeFirewallPolicy
 	if err := yaml.UnmarshalStrict([]byte(out), &p); err != nil {
@@ -163,6 +170,38 @@ func TestImportFileDefaults(t *testing.T) {
 	}
 	if len(p.Spec.Rules) != 1 || p.Spec.Rules[0].Ports[0].Port != 443 {
 		t.Errorf("rules %+v, want the one on port 443", p.Spec.Rules)
+	}
+}
+
+// TestImportStrict: --strict fails on a skipped rule, a rule imported
+// with a change, or another difference, and writes the YAML all the same.
+func TestImportStrict(t *testing.T) {
+	for _, tc := range []struct {
+		name, input string
+		ok          bool
+	}{
+		{"exact", "*filter\n:INPUT DROP [0:0]\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n", true},
+		{"exact with a user chain and a nat table", "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:MINE - [0:0]\n-A INPUT -j MINE\n-A MINE -p tcp --dport 22 -j ACCEPT\nCOMMIT\n", true},
+		{"skipped", "-A INPUT -m recent --set -j ACCEPT\n", false},
+		{"changed", "-A INPUT -p tcp -j REJECT --reject-with icmp-host-prohibited\n-A INPUT -j ACCEPT\n", false},
+		{"another difference", "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, stderr := runCLI(t, tc.input, "import", "--strict")
+			if (code == 0) != tc.ok {
+				t.Errorf("exit code %d, want success %v\nstderr:\n%s", code, tc.ok, stderr)
+			}
+			if !strings.Contains(out, "kind: NodeFirewallPolicy") {
+				t.Errorf("no YAML written:\n%s", out)
+			}
+			if !strings.Contains(stderr, "nodefw import: ") {
+				t.Errorf("no summary:\n%s", stderr)
+			}
+			code, _, _ = runCLI(t, tc.input, "import")
+			if code != 0 {
+				t.Errorf("without --strict: exit code %d", code)
+			}
+		})
 	}
 }
 

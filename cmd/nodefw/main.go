@@ -14,8 +14,9 @@ import (
 const usage = `nodefw: declarative node host firewalls for Kubernetes.
 
 Usage:
-  nodefw import [-f iptables-save.txt] [--name NAME] [--node-selector k=v,...] [--priority N] [--mode Enforce|Audit]
-      Translate iptables-save or iptables -S output into NodeFirewallPolicy YAML.
+  nodefw import [-f iptables-save.txt] [--name NAME] [--node-selector k=v,...] [--priority N] [--mode Enforce|Audit] [--strict]
+      Translate iptables-save or iptables -S output into NodeFirewallPolicy YAML;
+      --strict fails when a filter rule is skipped or changed.
   nodefw render -f policy.yaml [-f nodefirewallconfig.yaml] [--node-labels k=v,...] [--node-name NAME] [--table NAME]
                 [--failsafe-inbound LIST] [--failsafe-outbound LIST]
       Print the exact nftables ruleset a node with those labels would get.

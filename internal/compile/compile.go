@@ -63,7 +63,8 @@ func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 			Policy:   VerdictAccept,
 			Rules:    implicitRules(c, opts),
 		}
-		b := chainBuilder{rs: rs, ch: &ch, minRun: opts.minRun(), exactMin: opts.exactSetMin(), scratch: scratch, logs: logs}
+		b := chainBuilder{rs: rs, ch: &ch, minRun: opts.minRun(), exactMin: opts.exactSetMin(), scratch: scratch, logs: logs,
+			meters: meterMaker{rs: rs, chain: ch.Name}}
 		b.addRules(byChain[ci])
 		addDefaultAction(&ch, c, spec, logs)
 		rs.Chains = append(rs.Chains, ch)

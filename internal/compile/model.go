@@ -45,7 +45,26 @@ const (
 	// VerdictReject answers like iptables' default REJECT: ICMP (or ICMPv6)
 	// port-unreachable, for every protocol.
 	VerdictReject Verdict = "reject"
+
+	// The other answers of REJECT (--reject-with): a TCP reset, for TCP
+	// packets only; and ICMP or ICMPv6 host-unreachable (address
+	// unreachable), administratively prohibited and network-unreachable
+	// (no route), each in the packet's family (nft's icmpx).
+	VerdictRejectTCPReset        Verdict = "reject with tcp reset"
+	VerdictRejectHostUnreachable Verdict = "reject with icmpx host-unreachable"
+	VerdictRejectAdminProhibited Verdict = "reject with icmpx admin-prohibited"
+	VerdictRejectNetUnreachable  Verdict = "reject with icmpx no-route"
 )
+
+// IsReject reports whether v is one of the reject verdicts.
+func (v Verdict) IsReject() bool {
+	switch v {
+	case VerdictReject, VerdictRejectTCPReset, VerdictRejectHostUnreachable,
+		VerdictRejectAdminProhibited, VerdictRejectNetUnreachable:
+		return true
+	}
+	return false
+}
 
 // Family restricts a rule to one IP family.
 type Family uint8
@@ -103,9 +122,10 @@ type Log struct {
 // limit, so a verdict in the same rule would be skipped for it. Compile
 // emits a separate log rule ahead of the verdict rule instead.
 //
-// Compile emits lists in canonical form: DPorts sorted, merged and
-// non-overlapping; SAddrs and DAddrs masked, sorted and non-overlapping
-// (adjacent prefixes may remain); ICMPTypes sorted.
+// Compile emits lists in canonical form: DPorts and SPorts sorted, merged
+// and non-overlapping; SAddrs and DAddrs masked, sorted and
+// non-overlapping (adjacent prefixes may remain); ICMPTypes sorted;
+// ICMPTypeCodes sorted, merged and non-overlapping.
 type Rule struct {
 	// Family restricts the rule to IPv4 or IPv6. It is set whenever
 	// addresses or an ICMP protocol are matched.
@@ -143,6 +163,21 @@ type Rule struct {
 	Verdict Verdict
 	// Comment says where the rule came from (policy/rule), < 128 bytes.
 	Comment string
+
+	// Matches of iptables' extensions (see matches.go). They come after
+	// the others, in this order: a packet is counted against a limit only
+	// once everything else of the rule matched.
+
+	// SPorts are source port intervals (th sport); needs L4Proto.
+	SPorts []PortInterval
+	// ICMPTypeCodes match ICMP or ICMPv6 types with ranges of their codes,
+	// per L4Proto; a rule has them or ICMPTypes, not both.
+	ICMPTypeCodes []ICMPTypeCode
+	// ConnLimit matches packets whose source has more connections than
+	// its limit.
+	ConnLimit *ConnLimit
+	// Limit matches packets up to a rate; those over it do not match.
+	Limit *RateLimit
 }
 
 // Chain is a base chain of the nodefw table.
@@ -264,6 +299,9 @@ type Ruleset struct {
 	// Sets are the named sets the chains' Lookup rules refer to, in the
 	// order of the rules that first use them.
 	Sets []Set
+	// Meters are the named sets that rules' per-source limits and
+	// connection limits fill, in the order of the rules that use them.
+	Meters []Meter
 	// LogSources maps the prefix of every log rule to what it logs, for
 	// the agent's log reader; nil when no rule logs. Equal ignores it: it
 	// follows from the rules.
@@ -310,6 +348,9 @@ func (r *Ruleset) Equal(o *Ruleset) bool {
 			}
 		}
 	}
+	if !slices.Equal(r.Meters, o.Meters) {
+		return false
+	}
 	for i := range r.Sets {
 		a, b := &r.Sets[i], &o.Sets[i]
 		if a.Name != b.Name || a.Family != b.Family || a.Exact != b.Exact || a.SAddrBits != b.SAddrBits ||
@@ -325,7 +366,7 @@ func (r *Rule) equal(o *Rule) bool {
 		slices.Equal(r.ICMPTypes, o.ICMPTypes) && slices.Equal(r.SAddrs, o.SAddrs) && slices.Equal(r.DAddrs, o.DAddrs) &&
 		r.IIfName == o.IIfName && r.OIfName == o.OIfName && r.CtStates == o.CtStates && r.DAddrType == o.DAddrType && r.Counter == o.Counter &&
 		(r.Log == nil) == (o.Log == nil) && (r.Log == nil || *r.Log == *o.Log) && r.Lookup == o.Lookup &&
-		r.Verdict == o.Verdict && r.Comment == o.Comment
+		r.Verdict == o.Verdict && r.Comment == o.Comment && r.equalMatches(o)
 }
 
 // prefixFamily is the IP family of a prefix.

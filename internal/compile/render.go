@@ -28,6 +28,10 @@ func Render(rs *Ruleset) string {
 		renderSet(&b, s)
 		b.WriteString("\n")
 	}
+	for _, m := range rs.Meters {
+		renderMeter(&b, m)
+		b.WriteString("\n")
+	}
 	for i, c := range rs.Chains {
 		if i > 0 {
 			b.WriteString("\n")
@@ -177,7 +181,7 @@ func matchParts(r Rule, lookup *Set) []string {
 	}
 	// Address and ICMP type matches imply the family; say it only when
 	// nothing else does.
-	if family != FamilyAny && !addrs && len(r.ICMPTypes) == 0 && !lookupImpliesFamily(lookup) {
+	if family != FamilyAny && !addrs && len(r.ICMPTypes) == 0 && len(r.ICMPTypeCodes) == 0 && !lookupImpliesFamily(lookup) {
 		add("meta nfproto", map[Family]string{FamilyIPv4: "ipv4", FamilyIPv6: "ipv6"}[family])
 	}
 	if r.DAddrType != DAddrTypeAny {
@@ -206,11 +210,16 @@ func matchParts(r Rule, lookup *Set) []string {
 		add("icmpv6 type", set(r.ICMPTypes, icmpv6TypeName))
 	case len(r.ICMPTypes) > 0:
 		add("icmp type", set(r.ICMPTypes, func(t uint8) string { return strconv.Itoa(int(t)) }))
+	case len(r.ICMPTypeCodes) > 0:
+		add(icmpTypeCodeParts(r)...)
 	case r.L4Proto != 0:
 		add("meta l4proto", protoName(r.L4Proto))
 	}
 	if len(r.DPorts) > 0 {
 		add("th dport", set(r.DPorts, formatPorts))
+	}
+	if len(r.SPorts) > 0 {
+		add("th sport", set(r.SPorts, formatPorts))
 	}
 	if r.CtStates != 0 {
 		add("ct state", ctStateNames(r.CtStates))
@@ -240,6 +249,7 @@ func lookupParts(name string, lookup *Set) []string {
 func statementParts(r Rule) []string {
 	var parts []string
 	add := func(s ...string) { parts = append(parts, s...) }
+	add(statefulParts(r)...)
 	if r.Counter {
 		add("counter")
 	}

@@ -216,6 +216,92 @@ func goldenSpecs() map[string]v1alpha1.NodeFirewallSpec {
 				{Name: "egress-audit", Generation: 1, Mode: v1alpha1.PolicyModeAudit, DefaultActions: &v1alpha1.DefaultActions{Forward: drop, Output: drop}},
 			},
 		},
+		"matches": matchesSpec(),
+	}
+}
+
+// matchesSpec uses every match and answer of iptables' extensions.
+func matchesSpec() v1alpha1.NodeFirewallSpec {
+	in, fwd, out := v1alpha1.ChainInput, v1alpha1.ChainForward, v1alpha1.ChainOutput
+	accept, drop, reject := v1alpha1.ActionAccept, v1alpha1.ActionDrop, v1alpha1.ActionReject
+	r := func(name string, chain v1alpha1.Chain, action v1alpha1.Action, proto v1alpha1.Protocol, edit func(*v1alpha1.NodeFirewallRule)) v1alpha1.NodeFirewallRule {
+		rule := v1alpha1.NodeFirewallRule{Name: name, Chain: chain, Action: action, Protocol: proto}
+		if edit != nil {
+			edit(&rule)
+		}
+		return rule
+	}
+	rules := []v1alpha1.NodeFirewallRule{
+		r("ssh-conns", in, reject, v1alpha1.ProtocolTCP, func(r *v1alpha1.NodeFirewallRule) {
+			r.Ports = []v1alpha1.PortRange{{Port: 22}}
+			r.ConnLimit = &v1alpha1.ConnLimit{Above: 3}
+			r.RejectWith, r.Log = v1alpha1.RejectWithTCPReset, true
+		}),
+		r("ssh", in, accept, v1alpha1.ProtocolTCP, func(r *v1alpha1.NodeFirewallRule) {
+			r.Ports = []v1alpha1.PortRange{{Port: 22}}
+			r.Limit = &v1alpha1.RateLimit{Rate: 3, Per: v1alpha1.RateUnitMinute, PerSource: true}
+		}),
+		r("ping", in, accept, v1alpha1.ProtocolICMP, func(r *v1alpha1.NodeFirewallRule) {
+			r.ICMPTypes = []v1alpha1.ICMPType{"EchoRequest"}
+			r.Limit = &v1alpha1.RateLimit{Rate: 5, Per: v1alpha1.RateUnitSecond, Burst: 10}
+		}),
+		r("icmp-errors", in, accept, v1alpha1.ProtocolICMP, func(r *v1alpha1.NodeFirewallRule) {
+			r.ICMPTypes = []v1alpha1.ICMPType{"TimeExceeded", "FragmentationNeeded", "3/13", "PortUnreachable", "3/2"}
+		}),
+		r("icmp-whole-types", in, drop, v1alpha1.ProtocolICMP, func(r *v1alpha1.NodeFirewallRule) {
+			r.ICMPTypes = []v1alpha1.ICMPType{"Redirect", "HostRedirect", "TimestampRequest"}
+		}),
+		r("ping6", in, accept, v1alpha1.ProtocolICMPv6, func(r *v1alpha1.NodeFirewallRule) {
+			r.ICMPTypes = []v1alpha1.ICMPType{"EchoRequest", "PortUnreachable", "PacketTooBig"}
+			r.Sources = []string{"2001:db8::/32"}
+		}),
+		r("ipsec-esp", in, accept, v1alpha1.ProtocolESP, nil),
+		r("ipsec-ah", in, accept, v1alpha1.ProtocolAH, func(r *v1alpha1.NodeFirewallRule) { r.Sources = []string{"192.0.2.0/24"} }),
+		r("vrrp", in, accept, v1alpha1.ProtocolVRRP, func(r *v1alpha1.NodeFirewallRule) { r.Destinations = []string{"224.0.0.18"} }),
+		r("six-in-four", in, accept, "41", nil),
+		r("dns-replies", in, accept, v1alpha1.ProtocolUDP, func(r *v1alpha1.NodeFirewallRule) {
+			r.SourcePorts = []v1alpha1.SourcePortRange{{Port: 53}, {Port: 5353}}
+			r.Ports = []v1alpha1.PortRange{{Port: 1024, EndPort: 65535}}
+		}),
+		r("ntp", in, accept, v1alpha1.ProtocolUDP, func(r *v1alpha1.NodeFirewallRule) {
+			r.SourcePorts = []v1alpha1.SourcePortRange{{Port: 123}}
+		}),
+		r("conns-per-source", fwd, drop, "", func(r *v1alpha1.NodeFirewallRule) {
+			r.ConnLimit = &v1alpha1.ConnLimit{Above: 100}
+			r.Sources = []string{"10.0.0.0/8"}
+		}),
+		r("unreachable", fwd, reject, "", func(r *v1alpha1.NodeFirewallRule) {
+			r.RejectWith = v1alpha1.RejectWithHostUnreachable
+			r.Destinations = []string{"10.99.0.0/16"}
+		}),
+		r("no-route", fwd, reject, v1alpha1.ProtocolUDP, func(r *v1alpha1.NodeFirewallRule) {
+			r.RejectWith = v1alpha1.RejectWithNetUnreachable
+		}),
+		r("port-unreachable", fwd, reject, v1alpha1.ProtocolUDP, func(r *v1alpha1.NodeFirewallRule) {
+			r.RejectWith = v1alpha1.RejectWithPortUnreachable
+			r.Ports = []v1alpha1.PortRange{{Port: 9}}
+		}),
+	}
+	// A run of rejects with one answer, which becomes set lookups, then
+	// one with another answer, which does not join it.
+	for i := range 8 {
+		rules = append(rules, r(fmt.Sprintf("deny-%d", i), out, reject, v1alpha1.ProtocolTCP, func(r *v1alpha1.NodeFirewallRule) {
+			r.Destinations = []string{fmt.Sprintf("203.0.113.%d", i+1)}
+			r.RejectWith = v1alpha1.RejectWithAdminProhibited
+		}))
+	}
+	rules = append(rules, r("deny-reset", out, reject, v1alpha1.ProtocolTCP, func(r *v1alpha1.NodeFirewallRule) {
+		r.Destinations = []string{"203.0.113.100"}
+		r.RejectWith = v1alpha1.RejectWithTCPReset
+	}))
+	audit := []v1alpha1.NodeFirewallRule{
+		r("flood", in, drop, v1alpha1.ProtocolUDP, func(r *v1alpha1.NodeFirewallRule) {
+			r.Limit = &v1alpha1.RateLimit{Rate: 100, Per: v1alpha1.RateUnitHour, Burst: 200, PerSource: true}
+		}),
+	}
+	return v1alpha1.NodeFirewallSpec{
+		Rules:          append(policy("matches", v1alpha1.PolicyModeEnforce, rules...), policy("audit", v1alpha1.PolicyModeAudit, audit...)...),
+		DefaultActions: v1alpha1.DefaultActions{Input: v1alpha1.ChainPolicyDrop, Forward: v1alpha1.ChainPolicyAccept, Output: v1alpha1.ChainPolicyAccept},
 	}
 }
 

@@ -23,6 +23,8 @@ type parsedRule struct {
 	boxes  [len(families)]int32
 	proto  uint8
 	simple bool
+	// verdict is the rule's action and answer as a verdict.
+	verdict Verdict
 }
 
 func (p *parsedRule) src() []netip.Prefix { return p.addrs[:p.nsrc:p.nsrc] }
@@ -33,7 +35,7 @@ func (p *parsedRule) dst() []netip.Prefix { return p.addrs[p.nsrc:] }
 // many.
 func (p *parsedRule) parse(r *v1alpha1.NodeFirewallRule, addrs []netip.Prefix) {
 	p.NodeFirewallRule, p.addrs, p.nsrc = r, addrs, int32(len(r.Sources))
-	p.proto, p.simple = l4Proto(r.Protocol), simpleRule(r)
+	p.proto, p.simple, p.verdict = l4Proto(r.Protocol), simpleRule(r), ruleVerdict(r)
 	if p.simple {
 		var srcs, dsts [3]int // by Family
 		for _, a := range p.src() {
@@ -65,7 +67,8 @@ func l4Proto(p v1alpha1.Protocol) uint8 {
 	case v1alpha1.ProtocolICMPv6:
 		return protoICMPv6
 	}
-	return 0
+	n, _ := p.Number()
+	return n
 }
 
 // protoFamily is the IP family a protocol number implies, if any.
@@ -117,16 +120,30 @@ func splitByChain(rules []parsedRule, count []int) [][]parsedRule {
 
 // expandRule turns one API rule into its nftables rules: per IP family, an
 // optional log rule and then the verdict rule, or in Audit mode a single
-// counting and logging rule in place of a Drop or Reject.
-func expandRule(r parsedRule, logs *logBook) []Rule {
+// counting and logging rule in place of a Drop or Reject. A rule that
+// keeps state per source address has a rule per family, each with meters
+// of its family, which m declares.
+func expandRule(r parsedRule, m *meterMaker, logs *logBook) []Rule {
 	name := r.Policy + "/" + r.Name
 	base := baseRule(r, name)
 	audit := r.Mode == v1alpha1.PolicyModeAudit && r.Action != v1alpha1.ActionAccept
 
+	matches := familyMatches(r)
+	var limits [3]*RateLimit
+	var conns [3]*ConnLimit
+	if r.Limit != nil || r.ConnLimit != nil {
+		matches = splitAnyFamily(matches, hasMeters(r.NodeFirewallRule))
+		fams := make([]Family, len(matches))
+		for i, fm := range matches {
+			fams[i] = fm.family
+		}
+		limits, conns = m.statefulMatches(r.NodeFirewallRule, fams)
+	}
 	var out []Rule
-	for _, m := range familyMatches(r) {
+	for _, fm := range matches {
 		rule := base
-		rule.Family, rule.SAddrs, rule.DAddrs = m.family, m.saddr, m.daddr
+		rule.Family, rule.SAddrs, rule.DAddrs = fm.family, fm.saddr, fm.daddr
+		rule.Limit, rule.ConnLimit = limits[fm.family], conns[fm.family]
 		rule.DPorts = slices.Clone(base.DPorts)
 		if audit {
 			rule.Counter = true
@@ -144,7 +161,7 @@ func expandRule(r parsedRule, logs *logBook) []Rule {
 			out = append(out, logRule)
 		}
 		rule.Counter = true
-		rule.Verdict = verdicts[r.Action]
+		rule.Verdict = r.verdict
 		out = append(out, rule)
 	}
 	return out
@@ -162,6 +179,8 @@ func baseRule(r parsedRule, name string) Rule {
 	for _, s := range r.States {
 		base.CtStates |= ctStates[s]
 	}
+	base.SPorts = sourcePorts(r.NodeFirewallRule)
+	base.ICMPTypes, base.ICMPTypeCodes = icmpMatch(r.NodeFirewallRule)
 	if len(r.Ports) > 0 {
 		ports := make([]PortInterval, len(r.Ports))
 		for i, p := range r.Ports {
@@ -216,6 +235,16 @@ func familyMatches(r parsedRule) []familyMatch {
 		}
 	}
 	return out
+}
+
+// splitAnyFamily splits a match of either family in one per family, when
+// perFamily says the rule needs one (its meters hold addresses of one
+// family).
+func splitAnyFamily(ms []familyMatch, perFamily bool) []familyMatch {
+	if !perFamily || len(ms) != 1 || ms[0].family != FamilyAny {
+		return ms
+	}
+	return []familyMatch{{family: FamilyIPv4}, {family: FamilyIPv6}}
 }
 
 // splitByFamily sorts parsed addresses into canonical prefix lists,

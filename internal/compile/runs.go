@@ -56,6 +56,13 @@ func simpleRule(r *v1alpha1.NodeFirewallRule) bool {
 	if r.Log || len(r.States) > 0 || interfaceMatch(r.InInterface) != "" || interfaceMatch(r.OutInterface) != "" {
 		return false
 	}
+	// The sets' keys hold neither source ports nor ICMP types; limits keep
+	// state a rule of its own must keep; a TCP reset needs the protocol
+	// matched in the rule that answers.
+	if len(r.SourcePorts) > 0 || len(r.ICMPTypes) > 0 || r.Limit != nil || r.ConnLimit != nil ||
+		r.RejectWith == v1alpha1.RejectWithTCPReset {
+		return false
+	}
 	if r.Mode == v1alpha1.PolicyModeAudit && r.Action != v1alpha1.ActionAccept {
 		return false
 	}
@@ -74,6 +81,8 @@ type chainBuilder struct {
 	exactMin int
 	scratch  *runScratch
 	logs     *logBook
+	// meters declares the meters of rules that keep state per source.
+	meters meterMaker
 }
 
 // addRules appends a chain's API rules, turning runs into set lookups.
@@ -81,7 +90,7 @@ func (b *chainBuilder) addRules(rules []parsedRule) {
 	for i := 0; i < len(rules); {
 		j := i
 		if rules[i].simple {
-			for j < len(rules) && rules[j].Action == rules[i].Action && rules[j].simple {
+			for j < len(rules) && rules[j].simple && rules[j].verdict == rules[i].verdict {
 				j++
 			}
 		}
@@ -90,7 +99,7 @@ func (b *chainBuilder) addRules(rules []parsedRule) {
 			i = j
 			continue
 		}
-		b.ch.Rules = append(b.ch.Rules, expandRule(rules[i], b.logs)...)
+		b.ch.Rules = append(b.ch.Rules, expandRule(rules[i], &b.meters, b.logs)...)
 		i++
 	}
 }
@@ -144,7 +153,7 @@ func (b *chainBuilder) addRun(rules []parsedRule) {
 		b.addRun(rules[:len(rules)/2])
 		b.addRun(rules[len(rules)/2:])
 	default:
-		b.ch.Rules = append(b.ch.Rules, expandRule(rules[0], b.logs)...)
+		b.ch.Rules = append(b.ch.Rules, expandRule(rules[0], &b.meters, b.logs)...)
 	}
 }
 
@@ -178,7 +187,7 @@ func (sc *runScratch) runSets(rules []parsedRule, chain string) (runSets, error)
 // the set is large, then the set of the other elements, cut into port
 // blocks when large too.
 func (b *chainBuilder) addLookups(rules []parsedRule, sets *runSets) {
-	verdict, comment := verdicts[rules[0].Action], runComment(rules)
+	verdict, comment := rules[0].verdict, runComment(rules)
 	for i, k := range setKeys {
 		if len(sets.elems[i]) == 0 {
 			continue

@@ -145,3 +145,67 @@ func BenchmarkCompile(b *testing.B) {
 		})
 	}
 }
+
+// TestRunsOfExtensions checks which rules of iptables' extensions join
+// runs: protocols by number and answers of Reject do, a run keeping one
+// answer; source ports, ICMP types, limits, connection limits and TCP
+// resets stay linear.
+func TestRunsOfExtensions(t *testing.T) {
+	eight := func(edit func(i int, r *v1alpha1.NodeFirewallRule)) v1alpha1.NodeFirewallSpec {
+		var spec v1alpha1.NodeFirewallSpec
+		for i := range 8 {
+			r := v1alpha1.NodeFirewallRule{Policy: "p", Name: fmt.Sprintf("r%d", i), Chain: v1alpha1.ChainInput,
+				Action: v1alpha1.ActionReject, Protocol: v1alpha1.ProtocolTCP, Ports: []v1alpha1.PortRange{{Port: int32(1000 + i)}}}
+			edit(i, &r)
+			spec.Rules = append(spec.Rules, r)
+		}
+		return spec
+	}
+	tests := []struct {
+		name    string
+		spec    v1alpha1.NodeFirewallSpec
+		lookups []Verdict // verdicts of the lookup rules, in order, one per run (of both families)
+	}{
+		{"protocol numbers", eight(func(i int, r *v1alpha1.NodeFirewallRule) { r.Protocol, r.Ports = "41", nil }), []Verdict{VerdictReject}},
+		{"one answer", eight(func(i int, r *v1alpha1.NodeFirewallRule) { r.RejectWith = v1alpha1.RejectWithAdminProhibited }),
+			[]Verdict{VerdictRejectAdminProhibited}},
+		{"answers that differ", eight(func(i int, r *v1alpha1.NodeFirewallRule) {
+			if i == 4 {
+				r.RejectWith = v1alpha1.RejectWithHostUnreachable
+			}
+		}), nil},
+		{"port-unreachable is the default answer", eight(func(i int, r *v1alpha1.NodeFirewallRule) {
+			if i%2 == 0 {
+				r.RejectWith = v1alpha1.RejectWithPortUnreachable
+			}
+		}), []Verdict{VerdictReject}},
+		{"TCP resets", eight(func(i int, r *v1alpha1.NodeFirewallRule) { r.RejectWith = v1alpha1.RejectWithTCPReset }), nil},
+		{"source ports", eight(func(i int, r *v1alpha1.NodeFirewallRule) {
+			r.SourcePorts = []v1alpha1.SourcePortRange{{Port: 53}}
+		}), nil},
+		{"ICMP types", eight(func(i int, r *v1alpha1.NodeFirewallRule) {
+			r.Protocol, r.Ports, r.ICMPTypes = v1alpha1.ProtocolICMP, nil, []v1alpha1.ICMPType{v1alpha1.ICMPType(fmt.Sprint(i))}
+		}), nil},
+		{"rate limits", eight(func(i int, r *v1alpha1.NodeFirewallRule) {
+			r.Limit = &v1alpha1.RateLimit{Rate: 1, Per: v1alpha1.RateUnitSecond}
+		}), nil},
+		{"connection limits", eight(func(i int, r *v1alpha1.NodeFirewallRule) { r.ConnLimit = &v1alpha1.ConnLimit{Above: 1} }), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs, err := Compile(tt.spec, Options{SetLookups: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []Verdict
+			for _, r := range chainOf(t, rs, ChainInput).Rules {
+				if r.Lookup != "" {
+					got = append(got, r.Verdict)
+				}
+			}
+			if got = slices.Compact(got); !slices.Equal(got, tt.lookups) {
+				t.Errorf("lookups with verdicts %v, want %v\n%s", got, tt.lookups, Render(rs))
+			}
+		})
+	}
+}

@@ -125,11 +125,8 @@ func validateRule(i int, r *v1alpha1.NodeFirewallRule, fail func(path, format st
 	default:
 		fail(path()+".action", "%q is not Accept, Drop or Reject", r.Action)
 	}
-	switch r.Protocol {
-	case "", v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP, v1alpha1.ProtocolSCTP,
-		v1alpha1.ProtocolICMP, v1alpha1.ProtocolICMPv6:
-	default:
-		fail(path()+".protocol", "%q is not TCP, UDP, SCTP, ICMP or ICMPv6", r.Protocol)
+	if _, ok := r.Protocol.Number(); !ok && r.Protocol != "" {
+		fail(path()+".protocol", "%q is not TCP, UDP, SCTP, ICMP, ICMPv6, IGMP, GRE, ESP, AH, OSPF, PIM, VRRP, L2TP or the number of another IP protocol", r.Protocol)
 	}
 	if len(r.Ports) > 0 && !r.Protocol.HasPorts() {
 		fail(path()+".ports", "ports require protocol TCP, UDP or SCTP, not %q", r.Protocol)
@@ -171,6 +168,7 @@ func validateRule(i int, r *v1alpha1.NodeFirewallRule, fail func(path, format st
 		}
 	}
 	validateLog(path, r, fail)
+	validateMatches(i, r, fail)
 }
 
 // validateInterface checks field of rule i, an interface name, if set:

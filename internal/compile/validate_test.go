@@ -23,6 +23,22 @@ func validRule() v1alpha1.NodeFirewallRule {
 		OutInterface: "vlan.10@eth0",
 		States:       []v1alpha1.ConnState{v1alpha1.ConnStateNew, v1alpha1.ConnStateEstablished, v1alpha1.ConnStateRelated, v1alpha1.ConnStateInvalid},
 		Log:          true,
+		SourcePorts:  []v1alpha1.SourcePortRange{{Port: 1024, EndPort: 65535}, {Port: 53}},
+		ConnLimit:    &v1alpha1.ConnLimit{Above: 10},
+	}
+}
+
+// validICMPRule is a rule that uses the fields validRule cannot.
+func validICMPRule() v1alpha1.NodeFirewallRule {
+	return v1alpha1.NodeFirewallRule{
+		Policy:     "infra.example",
+		Name:       "ping",
+		Chain:      v1alpha1.ChainInput,
+		Action:     v1alpha1.ActionReject,
+		Protocol:   v1alpha1.ProtocolICMP,
+		ICMPTypes:  []v1alpha1.ICMPType{"EchoRequest", "FragmentationNeeded", "3/13", "42"},
+		RejectWith: v1alpha1.RejectWithAdminProhibited,
+		Limit:      &v1alpha1.RateLimit{Rate: 10, Per: v1alpha1.RateUnitSecond, Burst: 20, PerSource: true},
 	}
 }
 
@@ -36,7 +52,7 @@ func TestValidateAccepts(t *testing.T) {
 	specs := map[string]v1alpha1.NodeFirewallSpec{
 		"empty": {},
 		"every field": {
-			Rules: []v1alpha1.NodeFirewallRule{validRule()},
+			Rules: []v1alpha1.NodeFirewallRule{validRule(), validICMPRule()},
 			DefaultActions: v1alpha1.DefaultActions{
 				Input: v1alpha1.ChainPolicyDrop, Forward: v1alpha1.ChainPolicyAccept,
 			},
@@ -46,6 +62,16 @@ func TestValidateAccepts(t *testing.T) {
 			{Policy: "p", Name: "a", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionDrop, InInterface: "+"},
 			{Policy: "p", Name: "b", Chain: v1alpha1.ChainOutput, Action: v1alpha1.ActionReject, OutInterface: "abcdefghijklmno+"},
 			{Policy: "p", Name: "c", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept, Protocol: v1alpha1.ProtocolICMPv6, Mode: v1alpha1.PolicyModeAudit},
+		}},
+		"protocols, answers and limits": {Rules: []v1alpha1.NodeFirewallRule{
+			{Policy: "p", Name: "a", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept, Protocol: v1alpha1.ProtocolGRE},
+			{Policy: "p", Name: "b", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept, Protocol: "41"},
+			{Policy: "p", Name: "c", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionReject, Protocol: v1alpha1.ProtocolTCP, RejectWith: v1alpha1.RejectWithTCPReset},
+			{Policy: "p", Name: "d", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionReject, RejectWith: v1alpha1.RejectWithNetUnreachable},
+			{Policy: "p", Name: "e", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept, Protocol: v1alpha1.ProtocolICMPv6,
+				ICMPTypes: []v1alpha1.ICMPType{"PacketTooBig", "NeighborSolicitation", "1/4"}},
+			{Policy: "p", Name: "f", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept, Limit: &v1alpha1.RateLimit{Rate: 1, Per: v1alpha1.RateUnitDay}},
+			{Policy: "p", Name: "g", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionDrop, ConnLimit: &v1alpha1.ConnLimit{}, Log: true},
 		}},
 	}
 	for name, spec := range specs {
@@ -71,7 +97,56 @@ func TestValidateRejects(t *testing.T) {
 		{"bad chain", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Chain = "INPUT" }, `rules[0].chain: "INPUT" is not`},
 		{"empty action", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Action = "" }, `rules[0].action: "" is not Accept, Drop or Reject`},
 		{"bad action", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Action = "Log" }, `rules[0].action: "Log" is not`},
-		{"bad protocol", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Protocol = "tcp" }, `rules[0].protocol: "tcp" is not TCP, UDP, SCTP, ICMP or ICMPv6`},
+		{"bad protocol", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Protocol = "tcp" }, `rules[0].protocol: "tcp" is not TCP, UDP, SCTP, ICMP, ICMPv6, IGMP, GRE, ESP, AH, OSPF, PIM, VRRP, L2TP or the number of another IP protocol`},
+		{"number of a named protocol", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Protocol = "6" }, `rules[0].protocol: "6" is not TCP, UDP`},
+		{"protocol 256", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Protocol = "256" }, `rules[0].protocol: "256" is not TCP, UDP`},
+		{"source ports without protocol", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Protocol, s.Rules[0].Ports = "", nil },
+			`rules[0].sourcePorts: sourcePorts require protocol TCP, UDP or SCTP, not ""`},
+		{"source port zero", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].SourcePorts[1].Port = 0 }, "rules[0].sourcePorts[1].port: 0 is not in 1-65535"},
+		{"source endPort below port", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].SourcePorts[0].EndPort = 1000 }, "rules[0].sourcePorts[0].endPort: 1000 is below port 1024"},
+		{"source endPort too big", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].SourcePorts[0].EndPort = 65536 }, "rules[0].sourcePorts[0].endPort: 65536 is above 65535"},
+		{"ICMP types with TCP", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].ICMPTypes = []v1alpha1.ICMPType{"8"} },
+			`rules[0].icmpTypes: icmpTypes require protocol ICMP or ICMPv6, not "TCP"`},
+		{"ICMPv6 name with ICMP", func(s *v1alpha1.NodeFirewallSpec) {
+			s.Rules = append(s.Rules, validICMPRule())
+			s.Rules[1].ICMPTypes[2] = "PacketTooBig"
+		},
+			`rules[1].icmpTypes[2]: "PacketTooBig" is not a type of protocol ICMP`},
+		{"ICMP code above 255", func(s *v1alpha1.NodeFirewallSpec) {
+			s.Rules = append(s.Rules, validICMPRule())
+			s.Rules[1].ICMPTypes[0] = "3/256"
+		},
+			`rules[1].icmpTypes[0]: "3/256" is not a type of protocol ICMP`},
+		{"unknown rejectWith", func(s *v1alpha1.NodeFirewallSpec) {
+			s.Rules = append(s.Rules, validICMPRule())
+			s.Rules[1].RejectWith = "tcp-reset"
+		},
+			`rules[1].rejectWith: "tcp-reset" is not PortUnreachable, TCPReset, HostUnreachable, AdminProhibited or NetUnreachable`},
+		{"rejectWith on Accept", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].RejectWith = v1alpha1.RejectWithHostUnreachable },
+			`rules[0].rejectWith: rejectWith requires action Reject, not "Accept"`},
+		{"TCP reset on ICMP", func(s *v1alpha1.NodeFirewallSpec) {
+			s.Rules = append(s.Rules, validICMPRule())
+			s.Rules[1].RejectWith = v1alpha1.RejectWithTCPReset
+		},
+			`rules[1].rejectWith: rejectWith TCPReset requires protocol TCP, not "ICMP"`},
+		{"limit rate zero", func(s *v1alpha1.NodeFirewallSpec) {
+			s.Rules = append(s.Rules, validICMPRule())
+			s.Rules[1].Limit.Rate = 0
+		},
+			"rules[1].limit.rate: 0 is not in 1-10000"},
+		{"limit unit", func(s *v1alpha1.NodeFirewallSpec) {
+			s.Rules = append(s.Rules, validICMPRule())
+			s.Rules[1].Limit.Per = "sec"
+		},
+			`rules[1].limit.per: "sec" is not Second, Minute, Hour or Day`},
+		{"limit burst", func(s *v1alpha1.NodeFirewallSpec) {
+			s.Rules = append(s.Rules, validICMPRule())
+			s.Rules[1].Limit.Burst = 10001
+		},
+			"rules[1].limit.burst: 10001 is not in 1-10000"},
+		{"limit with log", func(s *v1alpha1.NodeFirewallSpec) { s.Rules = append(s.Rules, validICMPRule()); s.Rules[1].Log = true },
+			"rules[1].log: log cannot be combined with limit"},
+		{"connLimit negative", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].ConnLimit.Above = -1 }, "rules[0].connLimit.above: -1 is not in 0-65535"},
 		{"ports without protocol", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Protocol = "" }, `rules[0].ports: ports require protocol TCP, UDP or SCTP, not ""`},
 		{"ports with ICMP", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Protocol = v1alpha1.ProtocolICMP }, `rules[0].ports: ports require protocol TCP, UDP or SCTP, not "ICMP"`},
 		{"port zero", func(s *v1alpha1.NodeFirewallSpec) { s.Rules[0].Ports[0].Port = 0 }, "rules[0].ports[0].port: 0 is not in 1-65535"},

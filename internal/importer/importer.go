@@ -2,13 +2,16 @@
 // `iptables-save` or `iptables -S` or typed as `iptables -A/-I` commands,
 // into a NodeFirewallPolicy.
 //
-// The filter table's INPUT, FORWARD and OUTPUT chains become rules of the
-// chains of those names, and the PREROUTING chains of the raw and mangle
-// tables rules of the PreRouting chain (see prerouting.go). Chains that
-// belong to Kubernetes (KUBE-*), flannel (FLANNEL-*) and Calico (cali-*)
-// are left to their owners and reported once each. A rule is either
-// translated exactly or not at all: every line that cannot be translated is
-// reported as a Warning with its line number, never dropped silently.
+// The filter table's INPUT, FORWARD and OUTPUT chains become rules, and
+// the user-defined chains they jump to are taken in at their jumps: each
+// rule of a chain becomes a rule that also matches what the jump matched,
+// a RETURN hands the packets it matches back to the rest of the calling
+// chain, and loops are refused. Chains that belong to Kubernetes (KUBE-*),
+// flannel (FLANNEL-*), Calico (cali-*) and Docker (DOCKER*) are left to
+// their owners and reported once each. A rule is either translated
+// exactly, translated with a reported caveat, or not at all: every line
+// that cannot be translated is reported as a Warning with its line number,
+// never dropped silently, and Result.Summary counts them.
 package importer
 
 import (
@@ -16,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"sort"
 	"strings"
 
@@ -68,6 +70,12 @@ func (w Warning) String() string {
 type Result struct {
 	Policy   *v1alpha1.NodeFirewallPolicy
 	Warnings []Warning
+	// Summary counts the filter table's rule lines by what became of them.
+	Summary Summary
+	// SkippedLines are the numbers of the filter table's rule lines not
+	// translated, in order: each has a warning, but for the rules of
+	// chains left to other components, reported once per chain.
+	SkippedLines []int
 }
 
 // Import reads an iptables ruleset and translates it into a
@@ -125,6 +133,7 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 		im.line(pendingLine, strings.Join(pending, " "))
 	}
 
+	emitted := im.build()
 	policy := &v1alpha1.NodeFirewallPolicy{
 		TypeMeta: metav1.TypeMeta{
 			APIVersion: v1alpha1.GroupVersion.String(),
@@ -135,17 +144,17 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 			NodeSelector: *opts.NodeSelector.DeepCopy(),
 			Priority:     opts.Priority,
 			Mode:         opts.Mode,
-			Rules:        im.rules(),
+			Rules:        im.rules(emitted),
 		},
 	}
+	im.defaults.LogDrops = im.logDrops
 	if im.defaults != (v1alpha1.DefaultActions{}) {
 		d := im.defaults
 		policy.Spec.DefaultActions = &d
 	}
-	im.warnImplicitAccepts()
-	im.warnPreRoutingScope()
+	im.warnImplicitAccepts(emitted)
 	sort.SliceStable(im.warnings, func(i, j int) bool { return im.warnings[i].Line < im.warnings[j].Line })
-	return &Result{Policy: policy, Warnings: im.warnings}, nil
+	return &Result{Policy: policy, Warnings: im.warnings, Summary: im.summary(), SkippedLines: im.skippedLines()}, nil
 }
 
 // warnImplicitAccepts reports chains whose drops nodefw does not reproduce
@@ -153,18 +162,15 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 // ICMPv6 neighbour discovery and the failsafe ports before any rule, so a
 // chain that drops without first accepting ESTABLISHED,RELATED behaves
 // differently (replies to the node's own connections, for one, pass).
-func (im *importer) warnImplicitAccepts() {
+func (im *importer) warnImplicitAccepts(emitted map[v1alpha1.Chain][]emittedRule) {
 	for _, c := range v1alpha1.Chains {
 		var first *Warning
 		if im.defaults.For(c) == v1alpha1.ChainPolicyDrop {
 			w := im.defaultLines[c]
 			first = &w
 		}
-		for _, e := range im.entries(c) {
-			if e.rule == nil {
-				continue
-			}
-			if acceptsEstablished(e.rule) {
+		for _, e := range emitted[c] {
+			if acceptsEstablished(&e.rule) {
 				first = nil
 				break
 			}
@@ -176,7 +182,7 @@ func (im *importer) warnImplicitAccepts() {
 			}
 		}
 		if first != nil {
-			im.warn(first.Line, first.Text, "%s drops without first accepting ESTABLISHED,RELATED: nodefw accepts established and related connections, loopback, ICMPv6 neighbour discovery and the failsafe ports before any rule, so some traffic dropped here will pass", strings.ToUpper(string(c)))
+			im.difference(first.Line, first.Text, "%s drops without first accepting ESTABLISHED,RELATED: nodefw accepts established and related connections, loopback, ICMPv6 neighbour discovery and the failsafe ports before any rule, so some traffic dropped here will pass", strings.ToUpper(string(c)))
 		}
 	}
 }
@@ -184,7 +190,7 @@ func (im *importer) warnImplicitAccepts() {
 // acceptsEstablished reports whether r is the usual `-m conntrack --ctstate
 // ESTABLISHED,RELATED -j ACCEPT` with no other match.
 func acceptsEstablished(r *v1alpha1.Rule) bool {
-	if r.Action != v1alpha1.ActionAccept || r.Protocol != "" || len(r.Ports) > 0 || len(r.Sources) > 0 || len(r.Destinations) > 0 || r.InInterface != "" || r.OutInterface != "" {
+	if r.Action != v1alpha1.ActionAccept || !isEmptyMatch(withoutStates(*r)) {
 		return false
 	}
 	est, rel := false, false
@@ -195,27 +201,26 @@ func acceptsEstablished(r *v1alpha1.Rule) bool {
 	return est && rel
 }
 
-// entry is one rule of a built-in chain, in chain order. A nil rule holds
-// the place of a rule that was not translated, so that `-I CHAIN n`
-// positions count it as iptables does.
+// entry is one rule line of a filter chain, in chain order (-I positions
+// applied), whatever the chain and whether or not it translates.
 type entry struct {
-	rule    *v1alpha1.Rule
-	comment string
-	line    int
-	text    string
-	// localOnly says a PREROUTING rule matched only packets addressed to
-	// the node (-m addrtype --dst-type LOCAL), as nodefw's PreRouting does.
-	localOnly bool
-	// notLocalAccept holds the place of PREROUTING's `-m addrtype !
-	// --dst-type LOCAL -j ACCEPT`, which is not a rule of the policy.
-	notLocalAccept bool
+	line int
+	text string
+	args []string
 }
 
 type importer struct {
 	warnings []Warning
-	// chains are the rules of each built-in chain imported, by table and
-	// chain (PREROUTING is in raw and mangle).
-	chains   map[tableChain][]entry
+	// warned are the warnings given, so that a line of a chain taken in
+	// at several jumps is reported once.
+	warned map[Warning]bool
+	// chains are the filter table's chains, built-in and user-defined, by
+	// name; parsedChains their rules read, on first use.
+	chains       map[string][]entry
+	parsedChains map[string][]parsedEntry
+	// declared are the user-defined chains declared (`:NAME`, -N), with
+	// where.
+	declared map[string]Warning
 	defaults v1alpha1.DefaultActions
 	// defaultLines are where each chain's policy was set.
 	defaultLines map[v1alpha1.Chain]Warning
@@ -223,76 +228,92 @@ type importer struct {
 	// table is the table of the current iptables-save section, "" outside
 	// one (plain `iptables -S` output and commands are the filter table).
 	table string
-	// skippedTables are the tables already reported as not imported.
+	// skippedTables are the non-filter tables already reported.
 	skippedTables map[string]bool
 	// reportedChains are the chains already reported as skipped.
 	reportedChains map[string]bool
-	// preRoutingDropLine is where a raw or mangle PREROUTING policy was
-	// set to DROP, if one was.
-	preRoutingDropLine *Warning
+	// status is what became of each rule line of the filter table.
+	status map[int]lineStatus
+	// budgetSpent says the rules taken in from user chains outgrew what a
+	// policy holds, which has been reported.
+	budgetSpent bool
+	// differences counts the warnings about behaviour beyond one line's
+	// rule.
+	differences int
+	// reached are the chains taken in at some jump.
+	reached map[string]bool
+	// logDrops says a LOG ends a built-in chain whose default is DROP.
+	logDrops bool
 }
 
 func newImporter() *importer {
 	return &importer{
-		chains:         map[tableChain][]entry{},
+		warned:         map[Warning]bool{},
+		chains:         map[string][]entry{},
+		parsedChains:   map[string][]parsedEntry{},
+		declared:       map[string]Warning{},
 		defaultLines:   map[v1alpha1.Chain]Warning{},
 		skippedTables:  map[string]bool{},
 		reportedChains: map[string]bool{},
+		status:         map[int]lineStatus{},
+		reached:        map[string]bool{},
 	}
 }
 
+// warn reports a line that is not translated, or a fact about the input
+// that is not a rule line's (a skipped table); a warning already given is
+// not given again.
 func (im *importer) warn(line int, text, format string, args ...any) {
-	im.warnings = append(im.warnings, Warning{Line: line, Text: text, Reason: fmt.Sprintf(format, args...)})
+	w := Warning{Line: line, Text: text, Reason: fmt.Sprintf(format, args...)}
+	if im.warned[w] {
+		return
+	}
+	im.warned[w] = true
+	im.warnings = append(im.warnings, w)
 }
 
-// tableChain is a built-in chain of a table that is imported.
-type tableChain struct {
-	table string
-	chain v1alpha1.Chain
+// skip reports a rule line that is not translated.
+func (im *importer) skip(e entry, format string, args ...any) {
+	im.warn(e.line, e.text, format, args...)
+	im.mark(e.line, statusSkipped)
 }
 
-// builtinChains maps the built-in chains that are imported, by table, to
-// API chains.
-var builtinChains = map[string]map[string]v1alpha1.Chain{
-	"filter": {
-		"INPUT":   v1alpha1.ChainInput,
-		"FORWARD": v1alpha1.ChainForward,
-		"OUTPUT":  v1alpha1.ChainOutput,
-	},
-	"raw":    {"PREROUTING": v1alpha1.ChainPreRouting},
-	"mangle": {"PREROUTING": v1alpha1.ChainPreRouting},
+// note reports a caveat of a rule line that is translated.
+func (im *importer) note(e entry, reason string) {
+	im.warn(e.line, e.text, "%s", reason)
+	im.mark(e.line, statusChanged)
+}
+
+// difference reports behaviour the policy changes beyond one line's rule.
+func (im *importer) difference(line int, text, format string, args ...any) {
+	w := Warning{Line: line, Text: text, Reason: fmt.Sprintf(format, args...)}
+	if !im.warned[w] {
+		im.differences++
+	}
+	im.warn(line, text, format, args...)
+}
+
+// builtinChains maps the filter table's built-in chains to API chains.
+var builtinChains = map[string]v1alpha1.Chain{
+	"INPUT":   v1alpha1.ChainInput,
+	"FORWARD": v1alpha1.ChainForward,
+	"OUTPUT":  v1alpha1.ChainOutput,
 }
 
 // otherTableChains are built-in chains of the nat, mangle and raw tables.
 var otherTableChains = map[string]bool{"PREROUTING": true, "POSTROUTING": true}
-
-// builtinChain returns the API chain of a built-in chain of table, and
-// whether it is imported.
-func builtinChain(table, chain string) (v1alpha1.Chain, bool) {
-	c, ok := builtinChains[table][chain]
-	return c, ok
-}
-
-// importedTable reports whether some chains of a table are imported.
-func importedTable(table string) bool { return builtinChains[table] != nil }
-
-// entries are the imported rules of an API chain, in evaluation order:
-// raw's PREROUTING before mangle's.
-func (im *importer) entries(c v1alpha1.Chain) []entry {
-	if c != v1alpha1.ChainPreRouting {
-		return im.chains[tableChain{"filter", c}]
-	}
-	return slices.Concat(im.chains[tableChain{"raw", c}], im.chains[tableChain{"mangle", c}])
-}
 
 // ownedChainPrefixes name the chains other components manage.
 var ownedChainPrefixes = []struct{ prefix, owner string }{
 	{"KUBE-", "Kubernetes (kube-proxy, kubelet)"},
 	{"FLANNEL-", "flannel"},
 	{"cali-", "Calico"},
+	{"DOCKER", "Docker"},
 }
 
 // chainOwner returns who manages a chain, or "" for a chain of the user.
+// Docker's chains are DOCKER, DOCKER-USER, DOCKER-ISOLATION-STAGE-1 and
+// the like.
 func chainOwner(chain string) string {
 	for _, o := range ownedChainPrefixes {
 		if strings.HasPrefix(chain, o.prefix) {
@@ -320,16 +341,16 @@ func (im *importer) line(n int, raw string) {
 	switch {
 	case strings.HasPrefix(text, "*"):
 		im.table = strings.TrimSpace(text[1:])
-		if !importedTable(im.table) && !im.skippedTables[im.table] {
+		if im.table != "filter" && !im.skippedTables[im.table] {
 			im.skippedTables[im.table] = true
-			im.warn(n, text, "table %s skipped: %s", im.table, importedChains)
+			im.warn(n, text, "table %s skipped: only the filter table is imported", im.table)
 		}
 		return
 	case text == "COMMIT":
 		im.table = ""
 		return
 	}
-	if im.table != "" && !importedTable(im.table) {
+	if im.table != "" && im.table != "filter" {
 		// Covered by the table's warning.
 		return
 	}
@@ -390,9 +411,6 @@ func isIptablesCommand(tok string) bool {
 	return false
 }
 
-// importedChains says which chains are imported, for warnings.
-const importedChains = "only the filter table and the PREROUTING chains of raw and mangle are imported"
-
 // declaration handles an iptables-save chain line: `:CHAIN POLICY [p:b]`.
 func (im *importer) declaration(n int, text string, toks []string) {
 	chain := strings.TrimPrefix(toks[0], ":")
@@ -400,34 +418,19 @@ func (im *importer) declaration(n int, text string, toks []string) {
 	if len(toks) > 1 {
 		policy = toks[1]
 	}
-	im.chainPolicy(n, text, im.sectionTable(), chain, policy, true)
-}
-
-// sectionTable is the table lines belong to unless they say otherwise.
-func (im *importer) sectionTable() string {
-	if im.table == "" {
-		return "filter"
-	}
-	return im.table
+	im.chainPolicy(n, text, chain, policy, true)
 }
 
 // chainPolicy handles `:CHAIN POLICY` and `-P CHAIN POLICY` (declare is
-// false for -P) in table.
-func (im *importer) chainPolicy(n int, text, table, chain, policy string, declare bool) {
-	if c, ok := builtinChain(table, chain); ok {
+// false for -P).
+func (im *importer) chainPolicy(n int, text, chain, policy string, declare bool) {
+	if c, ok := builtinChains[chain]; ok {
 		switch policy {
 		case "ACCEPT":
-			if im.defaults.For(c) == "" {
-				im.defaults.Set(c, v1alpha1.ChainPolicyAccept)
-			}
+			im.defaults.Set(c, v1alpha1.ChainPolicyAccept)
 		case "DROP":
-			// A packet passes PREROUTING only if raw and mangle both let
-			// it: a DROP in either is the chain's.
 			im.defaults.Set(c, v1alpha1.ChainPolicyDrop)
 			im.defaultLines[c] = Warning{Line: n, Text: text}
-			if c == v1alpha1.ChainPreRouting {
-				im.preRoutingDropLine = &Warning{Line: n, Text: text}
-			}
 		case "":
 			im.warn(n, text, "chain %s has no policy", chain)
 		default:
@@ -440,31 +443,15 @@ func (im *importer) chainPolicy(n int, text, table, chain, policy string, declar
 		im.warn(n, text, "chain name missing")
 	case chainOwner(chain) != "":
 		im.reportOwned(n, text, chain)
-	case table != "filter" && !isBuiltin(table, chain):
-		im.warn(n, text, "user-defined chain %s of table %s is not imported: %s", chain, table, importedChains)
-	case table != "filter" && policy == "ACCEPT":
-		// A built-in chain of raw or mangle that lets everything through.
-	case table != "filter":
-		im.warn(n, text, "policy %s of chain %s of table %s is not imported: %s", policy, chain, table, importedChains)
 	case otherTableChains[chain]:
-		im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported from it (PREROUTING from raw and mangle)", chain)
+		im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported", chain)
 	case declare:
-		im.warn(n, text, "user-defined chain %s is not imported: only INPUT, FORWARD and OUTPUT are", chain)
+		if _, ok := im.declared[chain]; !ok {
+			im.declared[chain] = Warning{Line: n, Text: text}
+		}
 	default:
-		im.warn(n, text, "policy of user-defined chain %s is not imported", chain)
+		im.warn(n, text, "a user-defined chain has no policy: its packets return to the chain that jumped to it")
 	}
-}
-
-// isBuiltin reports whether chain is a built-in chain of the raw or mangle
-// table.
-func isBuiltin(table, chain string) bool {
-	switch chain {
-	case "PREROUTING", "OUTPUT":
-		return true
-	case "INPUT", "FORWARD", "POSTROUTING":
-		return table == "mangle"
-	}
-	return false
 }
 
 // Command flags of iptables, long forms mapped to the short ones.
@@ -534,11 +521,8 @@ func (im *importer) command(n int, text string, toks []string) {
 		}
 		args = append(args, toks[j])
 	}
-	if table == "" {
-		table = im.sectionTable()
-	}
-	if !importedTable(table) {
-		im.warn(n, text, "table %s skipped: %s", table, importedChains)
+	if table != "" && table != "filter" {
+		im.warn(n, text, "table %s skipped: only the filter table is imported", table)
 		return
 	}
 	chain := ""
@@ -557,31 +541,23 @@ func (im *importer) command(n int, text string, toks []string) {
 			im.warn(n, text, "unexpected arguments after the policy")
 			return
 		}
-		im.chainPolicy(n, text, table, chain, args[0], false)
+		im.chainPolicy(n, text, chain, args[0], false)
 	case "-N":
 		if chain == "" {
 			im.warn(n, text, "-N needs a chain name")
 			return
 		}
-		im.chainPolicy(n, text, table, chain, "", true)
+		im.chainPolicy(n, text, chain, "", true)
 	case "-F":
 		if len(args) > 0 {
 			im.warn(n, text, "unexpected arguments after -F")
 			return
 		}
 		if chain == "" {
-			for k := range im.chains {
-				if k.table == table {
-					delete(im.chains, k)
-				}
-			}
+			im.forget(func(string) bool { return true })
 			return
 		}
-		if c, ok := builtinChain(table, chain); ok {
-			delete(im.chains, tableChain{table, c})
-			return
-		}
-		im.warn(n, text, "flush of chain %s of table %s not imported: %s", chain, table, importedChains)
+		im.forget(func(c string) bool { return c == chain })
 	case "-A", "-I":
 		if chain == "" {
 			im.warn(n, text, "%s needs a chain name", cmd)
@@ -600,81 +576,63 @@ func (im *importer) command(n int, text string, toks []string) {
 				args = args[1:]
 			}
 		}
-		im.rule(n, text, table, chain, pos, args)
+		im.rule(n, text, chain, pos, args)
 	default:
 		im.warn(n, text, "command %s is not imported: only -A, -I, -P, -N and -F are", cmd)
 	}
 }
 
-// rule translates one -A (pos 0) or -I (pos >= 1) line of table.
-func (im *importer) rule(n int, text, table, chain string, pos int, args []string) {
-	c, builtin := builtinChain(table, chain)
-	if !builtin {
-		switch {
-		case chainOwner(chain) != "":
-			im.reportOwned(n, text, chain)
-		case table != "filter" && isBuiltin(table, chain):
-			im.warn(n, text, "chain %s of table %s is not imported: %s", chain, table, importedChains)
-		case table != "filter":
-			im.warn(n, text, "rule in user-defined chain %s of table %s not imported: %s", chain, table, importedChains)
-		case otherTableChains[chain]:
-			im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported from it (PREROUTING from raw and mangle)", chain)
-		default:
-			im.warn(n, text, "rule in user-defined chain %s not imported: only INPUT, FORWARD and OUTPUT are", chain)
+// forget drops the rules of the chains flush selects, as -F does; their
+// lines no longer count.
+func (im *importer) forget(flush func(chain string) bool) {
+	for c, list := range im.chains {
+		if !flush(c) {
+			continue
 		}
+		for _, e := range list {
+			delete(im.status, e.line)
+		}
+		delete(im.chains, c)
+	}
+}
+
+// rule records one -A (pos 0) or -I (pos >= 1) line of chain; build
+// translates it.
+func (im *importer) rule(n int, text, chain string, pos int, args []string) {
+	if otherTableChains[chain] {
+		im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported", chain)
 		return
 	}
-
-	key := tableChain{table, c}
-	list := im.chains[key]
+	list := im.chains[chain]
 	if pos > len(list)+1 {
 		im.warn(n, text, "rule number %d is past the end of chain %s (%d rules): iptables refuses it", pos, chain, len(list))
 		return
 	}
-	e := entry{line: n, text: text}
-	tr := translate(table, c, args)
-	switch {
-	case tr.ownedJump != "":
-		im.reportedChains[tr.ownedJump] = true
-		im.warn(n, text, "jump to chain %s skipped: it belongs to %s", tr.ownedJump, chainOwner(tr.ownedJump))
-	case tr.err != "":
-		im.warn(n, text, "%s", tr.err)
-	case tr.notLocalAccept:
-		e.notLocalAccept = true
-		im.warn(n, text, "not imported as a rule: nodefw's PreRouting chain lets packets not addressed to the node go before any rule")
-	default:
-		e.rule = tr.rule
-		e.comment = tr.comment
-		e.localOnly = tr.localOnly
-		for _, note := range tr.notes {
-			im.warn(n, text, "%s", note)
-		}
-	}
+	e := entry{line: n, text: text, args: args}
+	im.status[n] = statusUnused
 	if pos == 0 {
-		im.chains[key] = append(list, e)
+		im.chains[chain] = append(list, e)
 		return
 	}
 	list = append(list, entry{})
 	copy(list[pos:], list[pos-1:])
 	list[pos-1] = e
-	im.chains[key] = list
+	im.chains[chain] = list
 }
 
 // rules names the translated rules and returns them chain by chain, in
 // chain order, at most MaxPolicyRules.
-func (im *importer) rules() []v1alpha1.Rule {
+func (im *importer) rules(emitted map[v1alpha1.Chain][]emittedRule) []v1alpha1.Rule {
 	var out []v1alpha1.Rule
 	used := map[string]bool{}
 	for _, c := range v1alpha1.Chains {
-		for _, e := range im.entries(c) {
-			if e.rule == nil {
-				continue
-			}
+		for _, e := range emitted[c] {
 			if len(out) >= v1alpha1.MaxPolicyRules {
 				im.warn(e.line, e.text, "policy already has %d rules, the most a policy may hold: split the ruleset", v1alpha1.MaxPolicyRules)
+				im.mark(e.line, statusSkipped)
 				continue
 			}
-			r := *e.rule
+			r := e.rule
 			r.Name = uniqueName(baseName(&r, e.comment), used)
 			out = append(out, r)
 		}

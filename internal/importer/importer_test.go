@@ -3,7 +3,6 @@ package importer
 import (
 	"bytes"
 	"fmt"
-	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/reference"
 )
 
 // seedRules are the commands of the original blog post, as typed on a
@@ -137,7 +137,7 @@ func TestImport(t *testing.T) {
 				{Name: "forward-from-10-244-0-0-16", Chain: fwd, Action: accept, Sources: []string{"10.244.0.0/16"}},
 				{Name: "output-to-172-25-11-195-32", Chain: out, Action: accept, Destinations: []string{"172.25.11.195/32"}},
 				{Name: "output-from-10-244-0-0-16", Chain: out, Action: accept, Sources: []string{"10.244.0.0/16"}},
-			}})},
+			}}), Summary: Summary{Rules: 6, Imported: 6}},
 		},
 		{
 			name:  "seed rules as iptables -S prints them",
@@ -159,7 +159,7 @@ func TestImport(t *testing.T) {
 					{Name: "input-udp-8472", Chain: in, Action: accept, Protocol: udp, Ports: ports(8472, 0)},
 					{Name: "input-tcp-10250", Chain: in, Action: accept, Protocol: tcp, Ports: ports(10250, 0)},
 				},
-			})},
+			}), Summary: Summary{Rules: 2, Imported: 2, Differences: 1}},
 		},
 		{
 			name:  "seed kube-proxy nat output is skipped",
@@ -172,6 +172,7 @@ func TestImport(t *testing.T) {
 					{Line: 13, Text: "-N KUBE-SEP-2YRI2HTTSM2JTT2G", Reason: "chain KUBE-SEP-2YRI2HTTSM2JTT2G belongs to " + kube + ": skipped"},
 					{Line: 16, Text: "-N KUBE-SEP-7TB3S7FLLR7UHYH4", Reason: "chain KUBE-SEP-7TB3S7FLLR7UHYH4 belongs to " + kube + ": skipped"},
 				},
+				Summary: Summary{Rules: 14, Skipped: 14, Owned: 14},
 			},
 		},
 		{
@@ -202,12 +203,17 @@ func TestImport(t *testing.T) {
 					},
 				}),
 				Warnings: []Warning{
-					{Line: 2, Text: "*nat", Reason: "table nat skipped: only the filter table and the PREROUTING chains of raw and mangle are imported"},
+					{Line: 2, Text: "*nat", Reason: "table nat skipped: only the filter table is imported"},
 					{Line: 11, Text: ":KUBE-FIREWALL - [0:0]", Reason: "chain KUBE-FIREWALL belongs to " + kube + ": skipped"},
 					{Line: 12, Text: ":FLANNEL-FWD - [0:0]", Reason: "chain FLANNEL-FWD belongs to flannel: skipped"},
 					{Line: 13, Text: "-A INPUT -j KUBE-FIREWALL", Reason: "jump to chain KUBE-FIREWALL skipped: it belongs to " + kube},
 					{Line: 24, Text: `-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD`, Reason: "jump to chain FLANNEL-FWD skipped: it belongs to flannel"},
+					{Line: 24, Text: `-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD`, Reason: "FORWARD drops by default and jumps to FLANNEL-FWD, which is left to flannel and accepts traffic " +
+						`(line 27: -A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT): nodefw's default Drop will drop that traffic unless a rule accepts it`},
 				},
+				// Two differences more: FORWARD and OUTPUT drop before
+				// accepting established connections.
+				Summary: Summary{Rules: 19, Imported: 15, Skipped: 4, Owned: 2, Differences: 3},
 			},
 		},
 		{
@@ -230,13 +236,13 @@ sudo /usr/sbin/iptables -w -t filter --insert FORWARD 1 --protocol tcp --destina
 				{Name: "input-tcp-3", Chain: in, Action: accept, Protocol: tcp, Ports: ports(3, 0)},
 				{Name: "input-tcp-5", Chain: in, Action: accept, Protocol: tcp, Ports: ports(5, 0)},
 				{Name: "forward-tcp-8-drop", Chain: fwd, Action: drop, Protocol: tcp, Ports: ports(8, 0)},
-			}})},
+			}}), Summary: Summary{Rules: 7, Imported: 7, Differences: 1}},
 		},
 		{
 			// The untranslated rule at position 1 still counts: -I INPUT 2
 			// goes after it, as in the kernel.
 			name: "insert positions count untranslated rules",
-			input: `-A INPUT -m limit --limit 1/s -j ACCEPT
+			input: `-A INPUT -m set --match-set allow src -j ACCEPT
 -A INPUT -p tcp --dport 1 -j ACCEPT
 -I INPUT 2 -p tcp --dport 2 -j ACCEPT
 `,
@@ -246,8 +252,9 @@ sudo /usr/sbin/iptables -w -t filter --insert FORWARD 1 --protocol tcp --destina
 					{Name: "input-tcp-1", Chain: in, Action: accept, Protocol: tcp, Ports: ports(1, 0)},
 				}}),
 				Warnings: []Warning{
-					{Line: 1, Text: "-A INPUT -m limit --limit 1/s -j ACCEPT", Reason: "match -m limit is not supported"},
+					{Line: 1, Text: "-A INPUT -m set --match-set allow src -j ACCEPT", Reason: "match -m set is not supported"},
 				},
+				Summary: Summary{Rules: 3, Imported: 2, Skipped: 1},
 			},
 		},
 		{
@@ -270,7 +277,7 @@ sudo /usr/sbin/iptables -w -t filter --insert FORWARD 1 --protocol tcp --destina
 				{Name: strings.Repeat("a", 61) + "-2", Chain: in, Action: accept},
 				{Name: "input-accept", Chain: in, Action: accept},
 				{Name: "input-drop", Chain: in, Action: drop},
-			}})},
+			}}), Summary: Summary{Rules: 8, Imported: 8, Differences: 1}},
 		},
 	}
 	for _, tc := range tests {
@@ -279,12 +286,37 @@ sudo /usr/sbin/iptables -w -t filter --insert FORWARD 1 --protocol tcp --destina
 			if err != nil {
 				t.Fatal(err)
 			}
+			checkSkippedLines(t, got)
 			got.Warnings = withoutImplicitAcceptWarnings(got.Warnings)
+			got.SkippedLines = nil
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("Import() mismatch (-want +got):\n%s", diff)
 			}
 			checkResult(t, tc.input, got)
 		})
+	}
+}
+
+// checkSkippedLines checks that every line skipped outside the chains
+// left to other components has a warning, and that the summary counts
+// them all.
+func checkSkippedLines(t *testing.T, res *Result) {
+	t.Helper()
+	warned := map[int]bool{}
+	for _, w := range res.Warnings {
+		warned[w.Line] = true
+	}
+	unwarned := 0
+	for _, l := range res.SkippedLines {
+		if !warned[l] {
+			unwarned++
+		}
+	}
+	if unwarned > res.Summary.Owned {
+		t.Errorf("%d lines skipped without a warning, %d in chains left to other components", unwarned, res.Summary.Owned)
+	}
+	if len(res.SkippedLines) != res.Summary.Skipped {
+		t.Errorf("%d lines skipped, summary says %d", len(res.SkippedLines), res.Summary.Skipped)
 	}
 }
 
@@ -333,35 +365,46 @@ func TestImplicitAcceptWarning(t *testing.T) {
 }
 
 // TestUnsupported checks that every construct that does not translate is
-// reported on its own line, and that the rest of the file still imports.
+// reported on its own line, that every caveat is, and that the rest of the
+// file still imports.
 func TestUnsupported(t *testing.T) {
 	lines := []struct {
 		text string
 		// reason is a part of the warning expected on the line; "" means
 		// the line imports silently.
 		reason string
-		// imported says the line still becomes a rule (with a caveat).
+		// imported says the line still becomes a rule (with a caveat when
+		// it has a reason).
 		imported bool
 	}{
 		{text: "*filter"},
 		{text: ":INPUT ACCEPT [0:0]"},
+		{text: ":MY-CHAIN - [0:0]"},
 		{text: "-A INPUT ! -s 10.0.0.0/8 -j DROP", reason: "negation (!) is not supported"},
 		{text: "-A INPUT -s ! 10.0.0.0/8 -j DROP", reason: "negation (!) is not supported"},
 		{text: "-A INPUT -p tcp ! --dport 22 -j DROP", reason: "negation (!) is not supported"},
-		{text: "-A INPUT -p tcp --sport 1024:65535 -j ACCEPT", reason: "source port matching (--sport) is not supported"},
-		{text: "-A INPUT -p tcp -m multiport --sports 80,443 -j ACCEPT", reason: "source port matching (--sports) is not supported"},
+		{text: "-A INPUT --sport 1024:65535 -j ACCEPT", reason: "source ports need -p tcp, udp or sctp"},
+		{text: "-A INPUT -p tcp --sports 80,443 -j ACCEPT", reason: "--sports needs -m multiport"},
 		{text: "-A INPUT -p tcp -m multiport --ports 80 -j ACCEPT", reason: "multiport --ports"},
-		{text: "-A INPUT -m limit --limit 5/min -j ACCEPT", reason: "match -m limit is not supported"},
+		{text: "-A INPUT -m limit --limit 5/fortnight -j ACCEPT", reason: `unknown unit "fortnight"`},
+		{text: "-A INPUT -m limit --limit 20000/s -j ACCEPT", reason: "rate 20000/s is not 1 to 10000 packets per unit"},
+		{text: "-A INPUT --limit 5/s -j ACCEPT", reason: "--limit needs -m limit"},
+		{text: "-A INPUT -m hashlimit --hashlimit-above 5/s --hashlimit-mode srcip --hashlimit-name x -j DROP", reason: "--hashlimit-above is not supported"},
+		{text: "-A INPUT -m hashlimit --hashlimit-upto 5/s --hashlimit-mode dstip --hashlimit-name x -j ACCEPT", reason: "--hashlimit-mode dstip is not supported"},
+		{text: "-A INPUT -m hashlimit --hashlimit-upto 5/s --hashlimit-mode srcip --hashlimit-srcmask 24 --hashlimit-name x -j ACCEPT", reason: "--hashlimit-srcmask 24 is not supported"},
+		{text: "-A INPUT -m limit --limit 5/s -m hashlimit --hashlimit-upto 5/s -j ACCEPT", reason: "-m limit and -m hashlimit together"},
+		{text: "-A INPUT -p tcp -m connlimit --connlimit-upto 3 -j ACCEPT", reason: "--connlimit-upto is not supported"},
+		{text: "-A INPUT -p tcp -m connlimit --connlimit-above 3 --connlimit-mask 24 -j DROP", reason: "--connlimit-mask 24 is not supported"},
+		{text: "-A INPUT -p tcp -m connlimit --connlimit-above 3 --connlimit-daddr -j DROP", reason: "--connlimit-daddr is not supported"},
 		{text: "-A INPUT -m set --match-set allow src -j ACCEPT", reason: "match -m set is not supported"},
-		{text: `-A INPUT -j LOG --log-prefix "dropped: "`, reason: "LOG target is not supported"},
-		{text: "-A INPUT -j RETURN", reason: "RETURN target is not supported"},
+		{text: `-A INPUT -j LOG --log-prefix "dropped: "`, reason: "LOG is imported only right before a rule that matches the same packets"},
 		{text: "-A INPUT -j MARK --set-mark 1", reason: "target MARK is not supported"},
-		{text: ":MY-CHAIN - [0:0]", reason: "user-defined chain MY-CHAIN is not imported"},
-		{text: "-A INPUT -j MY-CHAIN", reason: "jump to user-defined chain MY-CHAIN is not supported"},
-		{text: "-A INPUT -g MY-CHAIN", reason: "goto (-g) is not supported"},
-		{text: "-A MY-CHAIN -j ACCEPT", reason: "rule in user-defined chain MY-CHAIN not imported"},
+		{text: "-A INPUT -j NOWHERE", reason: "jump to chain NOWHERE, which is not defined"},
+		{text: "-A INPUT -g NOWHERE", reason: "jump to chain NOWHERE, which is not defined"},
+		{text: "-A INPUT -j FORWARD", reason: "jump to built-in chain FORWARD"},
 		{text: "-A POSTROUTING -j MASQUERADE", reason: "chain POSTROUTING is not a filter table chain"},
-		{text: "-A INPUT -p gre -j ACCEPT", reason: "protocol gre is not supported"},
+		{text: "-A INPUT -p foo -j ACCEPT", reason: "protocol foo is not known: use its number"},
+		{text: "-A INPUT -p 256 -j ACCEPT", reason: "protocol 256 is not known"},
 		{text: "-A INPUT -p tcp --dport ssh -j ACCEPT", reason: `port "ssh" is not a number`},
 		{text: "-A INPUT -p tcp --dport 80,443 -j ACCEPT", reason: "use -m multiport --dports"},
 		{text: "-A INPUT -p tcp --dports 80,443 -j ACCEPT", reason: "--dports needs -m multiport"},
@@ -371,7 +414,9 @@ func TestUnsupported(t *testing.T) {
 		{text: "-A INPUT -p tcp -m tcp --dport 22 -m tcp --dport 23 -j ACCEPT", reason: "option --dport given twice"},
 		{text: "-A INPUT --dport 80 -j ACCEPT", reason: "destination ports need -p tcp, udp or sctp"},
 		{text: "-A INPUT -p icmp --dport 80 -j ACCEPT", reason: "destination ports need -p tcp, udp or sctp"},
-		{text: "-A INPUT -p icmp -m icmp --icmp-type 8 -j ACCEPT", reason: "option --icmp-type is not supported"},
+		{text: "-A INPUT -p tcp --icmp-type 8 -j ACCEPT", reason: "--icmp-type needs -p icmp"},
+		{text: "-A INPUT -p icmp -m icmp --icmp-type packet-too-big -j ACCEPT", reason: "ICMP type PacketTooBig is not a type of protocol icmp"},
+		{text: "-A INPUT -p icmp -m icmp --icmp-type 3/300 -j ACCEPT", reason: "ICMP type 3/300 is not a type of protocol icmp"},
 		{text: "-A INPUT -p tcp -m tcp --tcp-flags SYN,RST SYN -j DROP", reason: "option --tcp-flags is not supported"},
 		{text: "-A INPUT -p tcp --syn -j DROP", reason: "option --syn is not supported"},
 		{text: "-A INPUT -f -j DROP", reason: "fragment matching (-f) is not supported"},
@@ -387,21 +432,38 @@ func TestUnsupported(t *testing.T) {
 		{text: "-A INPUT -o eth0 -j ACCEPT", reason: "-o is not allowed on INPUT"},
 		{text: "-A INPUT -s 10.0.0.1", reason: "rule without a target"},
 		{text: "-A INPUT -p tcp -j ACCEPT --reject-with tcp-reset", reason: "--reject-with needs -j REJECT"},
+		{text: "-A INPUT -p udp -j REJECT --reject-with tcp-reset", reason: "--reject-with tcp-reset needs -p tcp"},
+		{text: "-A INPUT -j REJECT --reject-with icmp-bogus", reason: "--reject-with icmp-bogus is not supported"},
 		{text: `-A INPUT -m comment --comment "unterminated -j ACCEPT`, reason: "unterminated double quote"},
 		{text: "-A INPUT -p", reason: "option -p needs a value"},
 		{text: "-A INPUT -j ACCEPT extra", reason: `unexpected argument "extra"`},
 		{text: "-D INPUT -p tcp --dport 22 -j ACCEPT", reason: "command -D is not imported"},
 		{text: "-P INPUT QUEUE", reason: "chain policy QUEUE is not supported"},
-		{text: "-P MY-CHAIN DROP", reason: "policy of user-defined chain MY-CHAIN is not imported"},
+		{text: "-P MY-CHAIN DROP", reason: "a user-defined chain has no policy"},
 		{text: "-I INPUT 99 -j ACCEPT", reason: "rule number 99 is past the end of chain INPUT"},
 		{text: "-A INPUT -j cali-INPUT", reason: "jump to chain cali-INPUT skipped: it belongs to Calico"},
 		{text: "-A cali-INPUT -j ACCEPT"},
+		{text: "-A INPUT -j DOCKER-USER", reason: "jump to chain DOCKER-USER skipped: it belongs to Docker"},
 		{text: "[root@xen11-195 ~]# iptables -S KUBE-SERVICES -t nat", reason: "not an iptables rule or command"},
 		{text: "iptables -t nat -A POSTROUTING -s 10.244.0.0/16 -j MASQUERADE", reason: "table nat skipped"},
-		{text: "-A INPUT -p tcp -j REJECT --reject-with icmp-host-prohibited", reason: "REJECT --reject-with icmp-host-prohibited imported as Reject", imported: true},
+		{text: "-A INPUT -p tcp -j REJECT --reject-with icmp-host-prohibited", reason: "REJECT --reject-with icmp-host-prohibited imported as rejectWith AdminProhibited", imported: true},
 		{text: "-A INPUT -p tcp --dport :1023 -j ACCEPT", reason: "port range :1023 imported as 1:1023", imported: true},
+		{text: "-A INPUT -m hashlimit --hashlimit-upto 1/min --hashlimit-burst 3 --hashlimit-mode srcip --hashlimit-name a -j ACCEPT",
+			reason: "hashlimit forgets a source after 10000ms without packets", imported: true},
 		{text: "-A INPUT -p udp -m multiport --dports 1024: -j ACCEPT", imported: true},
 		{text: "-A INPUT -s 10.0.0.0/255.255.0.0 -j ACCEPT", imported: true},
+		{text: "-A INPUT -p udp -m udp --sport 67 --dport 68 -j ACCEPT", imported: true},
+		{text: "-A INPUT -p tcp -m multiport --sports 80,443:445 -j ACCEPT", imported: true},
+		{text: "-A INPUT -p icmp -m icmp --icmp-type 8 -m limit --limit 1/sec --limit-burst 10 -j ACCEPT", imported: true},
+		{text: "-A INPUT -p icmp -m icmp --icmp-type fragmentation-needed -j ACCEPT", imported: true},
+		{text: "-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 1/4 -j ACCEPT", imported: true},
+		{text: "-A INPUT -p tcp -m hashlimit --hashlimit-upto 10/second --hashlimit-mode srcip --hashlimit-name b --hashlimit-htable-expire 60000 -j ACCEPT", imported: true},
+		{text: "-A INPUT -p tcp -m connlimit --connlimit-above 3 --connlimit-mask 32 --connlimit-saddr -j REJECT --reject-with tcp-reset", imported: true},
+		{text: "-A INPUT -p esp -j ACCEPT", imported: true},
+		{text: "-A INPUT -p ipv6 -j ACCEPT", imported: true},
+		{text: "-A INPUT -p 253 -j REJECT --reject-with icmp-net-unreachable", imported: true},
+		{text: "-A INPUT -j RETURN"},
+		{text: "-A INPUT -p tcp --dport 1 -j ACCEPT"},
 		{text: "COMMIT"},
 	}
 	var b strings.Builder
@@ -413,6 +475,7 @@ func TestUnsupported(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkResult(t, b.String(), res)
+	checkSkippedLines(t, res)
 
 	byLine := map[int][]Warning{}
 	for _, w := range res.Warnings {
@@ -439,17 +502,41 @@ func TestUnsupported(t *testing.T) {
 			t.Errorf("line %d: got warning %v, want one on %q containing %q", n, ws[0], l.text, l.reason)
 		}
 	}
+	in := v1alpha1.ChainInput
+	accept := v1alpha1.ActionAccept
 	wantRules := []v1alpha1.Rule{
-		{Name: "input-tcp-reject", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionReject, Protocol: v1alpha1.ProtocolTCP},
-		{Name: "input-tcp-1-1023", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept, Protocol: v1alpha1.ProtocolTCP, Ports: ports(1, 1023)},
-		{Name: "input-udp-1024-65535", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept, Protocol: v1alpha1.ProtocolUDP, Ports: ports(1024, 65535)},
-		{Name: "input-from-10-0-0-0-16", Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept, Sources: []string{"10.0.0.0/16"}},
+		{Name: "input-tcp-reject", Chain: in, Action: v1alpha1.ActionReject, Protocol: v1alpha1.ProtocolTCP, RejectWith: v1alpha1.RejectWithAdminProhibited},
+		{Name: "input-tcp-1-1023", Chain: in, Action: accept, Protocol: v1alpha1.ProtocolTCP, Ports: ports(1, 1023)},
+		{Name: "input-limit", Chain: in, Action: accept, Limit: &v1alpha1.RateLimit{Rate: 1, Per: v1alpha1.RateUnitMinute, Burst: 3, PerSource: true}},
+		{Name: "input-udp-1024-65535", Chain: in, Action: accept, Protocol: v1alpha1.ProtocolUDP, Ports: ports(1024, 65535)},
+		{Name: "input-from-10-0-0-0-16", Chain: in, Action: accept, Sources: []string{"10.0.0.0/16"}},
+		{Name: "input-udp-68-sport-67", Chain: in, Action: accept, Protocol: v1alpha1.ProtocolUDP, Ports: ports(68, 0),
+			SourcePorts: []v1alpha1.SourcePortRange{{Port: 67}}},
+		{Name: "input-tcp-sport-80-sport-443-445", Chain: in, Action: accept, Protocol: v1alpha1.ProtocolTCP,
+			SourcePorts: []v1alpha1.SourcePortRange{{Port: 80}, {Port: 443, EndPort: 445}}},
+		{Name: "input-icmp-echorequest-limit", Chain: in, Action: accept, Protocol: v1alpha1.ProtocolICMP,
+			ICMPTypes: []v1alpha1.ICMPType{"EchoRequest"}, Limit: &v1alpha1.RateLimit{Rate: 1, Per: v1alpha1.RateUnitSecond, Burst: 10}},
+		{Name: "input-icmp-fragmentationneeded", Chain: in, Action: accept, Protocol: v1alpha1.ProtocolICMP,
+			ICMPTypes: []v1alpha1.ICMPType{"FragmentationNeeded"}},
+		{Name: "input-icmpv6-portunreachable", Chain: in, Action: accept, Protocol: v1alpha1.ProtocolICMPv6,
+			ICMPTypes: []v1alpha1.ICMPType{"PortUnreachable"}},
+		{Name: "input-tcp-limit", Chain: in, Action: accept, Protocol: v1alpha1.ProtocolTCP,
+			Limit: &v1alpha1.RateLimit{Rate: 10, Per: v1alpha1.RateUnitSecond, PerSource: true}},
+		{Name: "input-tcp-connlimit-reject", Chain: in, Action: v1alpha1.ActionReject, Protocol: v1alpha1.ProtocolTCP,
+			ConnLimit: &v1alpha1.ConnLimit{Above: 3}, RejectWith: v1alpha1.RejectWithTCPReset},
+		{Name: "input-esp", Chain: in, Action: accept, Protocol: v1alpha1.ProtocolESP},
+		{Name: "input-41", Chain: in, Action: accept, Protocol: "41"},
+		{Name: "input-253-reject", Chain: in, Action: v1alpha1.ActionReject, Protocol: "253", RejectWith: v1alpha1.RejectWithNetUnreachable},
 	}
 	if diff := cmp.Diff(wantRules, res.Policy.Spec.Rules); diff != "" {
 		t.Errorf("rules mismatch (-want +got):\n%s", diff)
 	}
 	if imported != len(wantRules) {
 		t.Fatalf("test table marks %d lines imported, want %d", imported, len(wantRules))
+	}
+	// The RETURN ends INPUT: the rule after it is never reached.
+	if res.Summary.Unused != 1 || res.Summary.Imported != len(wantRules)+1 || res.Summary.Owned != 1 {
+		t.Errorf("summary %+v: want %d imported (the RETURN too), 1 never reached, 1 left to Calico", res.Summary, len(wantRules)+1)
 	}
 }
 
@@ -597,12 +684,8 @@ spec:
 
 var (
 	namePattern      = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	validChains      = map[v1alpha1.Chain]bool{v1alpha1.ChainPreRouting: true, v1alpha1.ChainInput: true, v1alpha1.ChainForward: true, v1alpha1.ChainOutput: true}
-	validActions     = map[v1alpha1.Action]bool{v1alpha1.ActionAccept: true, v1alpha1.ActionDrop: true, v1alpha1.ActionReject: true}
 	validPolicies    = map[v1alpha1.ChainPolicy]bool{"": true, v1alpha1.ChainPolicyAccept: true, v1alpha1.ChainPolicyDrop: true}
-	validProtocols   = map[v1alpha1.Protocol]bool{"": true, v1alpha1.ProtocolTCP: true, v1alpha1.ProtocolUDP: true, v1alpha1.ProtocolSCTP: true, v1alpha1.ProtocolICMP: true, v1alpha1.ProtocolICMPv6: true}
-	validConnStates  = map[v1alpha1.ConnState]bool{v1alpha1.ConnStateNew: true, v1alpha1.ConnStateEstablished: true, v1alpha1.ConnStateRelated: true, v1alpha1.ConnStateInvalid: true}
-	validChainsOrder = map[v1alpha1.Chain]int{v1alpha1.ChainPreRouting: 0, v1alpha1.ChainInput: 1, v1alpha1.ChainForward: 2, v1alpha1.ChainOutput: 3}
+	validChainsOrder = map[v1alpha1.Chain]int{v1alpha1.ChainInput: 0, v1alpha1.ChainForward: 1, v1alpha1.ChainOutput: 2}
 )
 
 // checkResult checks what the CRD's schema and CEL rules check, and that
@@ -653,57 +736,11 @@ func checkResult(t *testing.T, input string, res *Result) {
 	}
 }
 
+// checkRule checks a rule as the agent checks a node's: the compiler's
+// checks, restated by internal/reference.
 func checkRule(r v1alpha1.Rule) error {
-	switch {
-	case len(r.Name) > 63 || !namePattern.MatchString(r.Name):
+	if !namePattern.MatchString(r.Name) {
 		return fmt.Errorf("invalid name")
-	case !validChains[r.Chain]:
-		return fmt.Errorf("invalid chain %q", r.Chain)
-	case !validActions[r.Action]:
-		return fmt.Errorf("invalid action %q", r.Action)
-	case !validProtocols[r.Protocol]:
-		return fmt.Errorf("invalid protocol %q", r.Protocol)
-	case len(r.Ports) > 0 && !r.Protocol.HasPorts():
-		return fmt.Errorf("ports with protocol %q", r.Protocol)
-	case len(r.Ports) > 32 || len(r.Sources) > 32 || len(r.Destinations) > 32:
-		return fmt.Errorf("too many items")
-	case len(r.States) > 4:
-		return fmt.Errorf("too many states")
-	case r.InInterface != "" && r.Chain == v1alpha1.ChainOutput:
-		return fmt.Errorf("inInterface on Output")
-	case r.OutInterface != "" && (r.Chain == v1alpha1.ChainInput || r.Chain == v1alpha1.ChainPreRouting):
-		return fmt.Errorf("outInterface on %s", r.Chain)
 	}
-	for _, p := range r.Ports {
-		if p.Port < 1 || p.Port > 65535 || p.EndPort < 0 || p.EndPort > 65535 || (p.EndPort != 0 && p.EndPort < p.Port) {
-			return fmt.Errorf("invalid port range %+v", p)
-		}
-	}
-	for _, a := range append(append([]string{}, r.Sources...), r.Destinations...) {
-		if len(a) > 43 {
-			return fmt.Errorf("address %q too long", a)
-		}
-		if ip, err := netip.ParseAddr(a); err == nil {
-			if ip.Zone() != "" {
-				return fmt.Errorf("address %q has a zone", a)
-			}
-			continue
-		}
-		if _, err := netip.ParsePrefix(a); err != nil {
-			return fmt.Errorf("invalid address %q", a)
-		}
-	}
-	for _, i := range []string{r.InInterface, r.OutInterface} {
-		if i != "" && (len(i) > 16 || !interfacePattern.MatchString(i)) {
-			return fmt.Errorf("invalid interface %q", i)
-		}
-	}
-	seen := map[v1alpha1.ConnState]bool{}
-	for _, s := range r.States {
-		if !validConnStates[s] || seen[s] {
-			return fmt.Errorf("invalid or repeated state %q", s)
-		}
-		seen[s] = true
-	}
-	return nil
+	return reference.Validate(v1alpha1.NodeFirewallSpec{Rules: []v1alpha1.NodeFirewallRule{r.NodeRule("p", v1alpha1.PolicyModeEnforce)}})
 }

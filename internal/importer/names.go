@@ -43,6 +43,22 @@ func baseName(r *v1alpha1.Rule, comment string) string {
 	for _, s := range r.States {
 		parts = append(parts, string(s))
 	}
+	for _, p := range r.SourcePorts {
+		s := "sport-" + strconv.Itoa(int(p.Port))
+		if p.EndPort != 0 && p.EndPort != p.Port {
+			s += "-" + strconv.Itoa(int(p.EndPort))
+		}
+		parts = append(parts, s)
+	}
+	for _, t := range r.ICMPTypes {
+		parts = append(parts, string(t))
+	}
+	if r.Limit != nil {
+		parts = append(parts, "limit")
+	}
+	if r.ConnLimit != nil {
+		parts = append(parts, "connlimit")
+	}
 	if r.Action != v1alpha1.ActionAccept || len(parts) == 1 {
 		parts = append(parts, string(r.Action))
 	}

@@ -10,36 +10,28 @@ import (
 	"github.com/nodefw/nodefw/api/v1alpha1"
 )
 
-// translation is the outcome of translating one rule's arguments.
-type translation struct {
-	rule    *v1alpha1.Rule
-	comment string
+// parsed is one rule line read: what it matches, as the fields of a Rule
+// without chain, name or action, and what it does with a match.
+type parsed struct {
+	match v1alpha1.Rule
+	// target is the -j or -g target: ACCEPT, DROP, REJECT, LOG, RETURN, an
+	// extension target or a chain; "" for none.
+	target string
+	// gotoChain says the target came with -g.
+	gotoChain bool
+	// rejectWith is the answer of a REJECT.
+	rejectWith v1alpha1.RejectWith
+	// logPrefix is the --log-prefix of a LOG.
+	logPrefix string
+	comment   string
 	// notes are caveats of a translated rule.
 	notes []string
-	// ownedJump is set when the rule jumps into an owned chain.
-	ownedJump string
-	// localOnly says the rule matched only packets addressed to the node
-	// (-m addrtype --dst-type LOCAL, in PREROUTING).
-	localOnly bool
-	// notLocalAccept says the rule is PREROUTING's `-m addrtype !
-	// --dst-type LOCAL -j ACCEPT` and nothing else, which nodefw's
-	// PreRouting chain does ahead of every rule.
-	notLocalAccept bool
-	// err says why the rule was not translated.
+	// err says why the rule cannot be translated.
 	err string
 }
 
 // interfacePattern is the API's pattern for inInterface and outInterface.
 var interfacePattern = regexp.MustCompile(`^([A-Za-z0-9_.@:-]{1,15}\+?|\+)$`)
-
-var protocols = map[string]v1alpha1.Protocol{
-	"tcp": v1alpha1.ProtocolTCP, "6": v1alpha1.ProtocolTCP,
-	"udp": v1alpha1.ProtocolUDP, "17": v1alpha1.ProtocolUDP,
-	"sctp": v1alpha1.ProtocolSCTP, "132": v1alpha1.ProtocolSCTP,
-	"icmp": v1alpha1.ProtocolICMP, "1": v1alpha1.ProtocolICMP,
-	"ipv6-icmp": v1alpha1.ProtocolICMPv6, "icmpv6": v1alpha1.ProtocolICMPv6,
-	"icmp6": v1alpha1.ProtocolICMPv6, "58": v1alpha1.ProtocolICMPv6,
-}
 
 var connStates = map[string]v1alpha1.ConnState{
 	"NEW":         v1alpha1.ConnStateNew,
@@ -53,8 +45,7 @@ var supportedMatches = map[string]bool{
 	"tcp": true, "udp": true, "sctp": true, "multiport": true,
 	"state": true, "conntrack": true, "comment": true,
 	"icmp": true, "icmp6": true, "icmpv6": true,
-	// Only in PREROUTING, and only as --dst-type LOCAL (see prerouting.go).
-	"addrtype": true,
+	"limit": true, "hashlimit": true, "connlimit": true,
 }
 
 // extensionTargets are the iptables targets other than ACCEPT, DROP,
@@ -70,28 +61,25 @@ func init() {
 	}
 }
 
-// Reject types that answer as the API's Reject does.
-var portUnreachable = map[string]bool{
-	"icmp-port-unreachable": true, "icmp6-port-unreachable": true, "port-unreach": true,
+// options of the LOG target, which only shape the log line.
+var logOptions = map[string]bool{
+	"--log-prefix": true, "--log-level": true, "--log-tcp-sequence": false, "--log-tcp-options": false,
+	"--log-ip-options": false, "--log-uid": false, "--log-macdecode": false,
 }
 
-// translate translates the arguments of a rule of chain c of table
-// (everything after the chain name and rule number). A rule is translated
-// whole or not at all.
-func translate(table string, c v1alpha1.Chain, args []string) translation {
+// parseRule reads the arguments of a rule (everything after the chain name
+// and rule number). A rule is translated whole or not at all: err names
+// the first thing that does not translate.
+func parseRule(args []string) parsed {
 	var (
-		r        = v1alpha1.Rule{Chain: c}
-		t        translation
+		t        parsed
+		r        = &t.match
 		firstErr string
-		target   string
 		proto    string
 		matches  = map[string]bool{}
 		seen     = map[string]bool{}
-		rejectW  string
 		stateOpt string
-		// addrType is --dst-type's value, "!" prefixed when negated.
-		addrType string
-		negated  bool
+		lim      limitOptions
 	)
 	fail := func(format string, a ...any) {
 		if firstErr == "" {
@@ -100,11 +88,6 @@ func translate(table string, c v1alpha1.Chain, args []string) translation {
 	}
 	for i := 0; i < len(args); i++ {
 		opt := args[i]
-		if opt == "!" && i+1 < len(args) && args[i+1] == "--dst-type" && matches["addrtype"] {
-			// The one negation that can translate: see --dst-type.
-			negated = true
-			continue
-		}
 		if opt == "!" {
 			fail("negation (!) is not supported")
 			continue
@@ -133,6 +116,33 @@ func translate(table string, c v1alpha1.Chain, args []string) translation {
 			seen[key] = true
 			return true
 		}
+		if lim.option(opt) {
+			v := ""
+			if limitFlags[opt] {
+				var ok bool
+				if v, ok = value(); !ok {
+					continue
+				}
+			}
+			if !once(opt) {
+				continue
+			}
+			lim.set(opt, v)
+			continue
+		}
+		if takes, ok := logOptions[opt]; ok {
+			v := ""
+			if takes {
+				var ok bool
+				if v, ok = value(); !ok {
+					continue
+				}
+			}
+			if opt == "--log-prefix" {
+				t.logPrefix = v
+			}
+			continue
+		}
 		switch opt {
 		case "-p", "--protocol":
 			v, ok := value()
@@ -140,12 +150,9 @@ func translate(table string, c v1alpha1.Chain, args []string) translation {
 				continue
 			}
 			proto = strings.ToLower(v)
-			if proto == "all" || proto == "0" {
-				continue
-			}
-			p, ok := protocols[proto]
+			p, ok := protocolOf(proto)
 			if !ok {
-				fail("protocol %s is not supported: only tcp, udp, sctp, icmp and ipv6-icmp", v)
+				fail("protocol %s is not known: use its number", v)
 				continue
 			}
 			r.Protocol = p
@@ -198,18 +205,13 @@ func translate(table string, c v1alpha1.Chain, args []string) translation {
 				continue
 			}
 			matches[v] = true
-		case "-j", "--jump":
+		case "-j", "--jump", "-g", "--goto":
 			v, ok := value()
 			if !ok || !once("-j") {
 				continue
 			}
-			target = v
-		case "-g", "--goto":
-			v, _ := value()
-			if chainOwner(v) != "" {
-				t.ownedJump = v
-			}
-			fail("goto (-g) is not supported")
+			t.target = v
+			t.gotoChain = opt == "-g" || opt == "--goto"
 		case "-f", "--fragment":
 			fail("fragment matching (-f) is not supported")
 		case "-c", "--set-counters":
@@ -223,9 +225,15 @@ func translate(table string, c v1alpha1.Chain, args []string) translation {
 			if i+1 < len(args) && isDigits(args[i+1]) {
 				i++
 			}
-		case "--dport", "--destination-port", "--dports", "--destination-ports":
+		case "--dport", "--destination-port", "--dports", "--destination-ports",
+			"--sport", "--source-port", "--sports", "--source-ports":
 			v, ok := value()
-			if !ok || !once("--dport") {
+			source := strings.HasPrefix(opt, "--s")
+			key := "--dport"
+			if source {
+				key = "--sport"
+			}
+			if !ok || !once(key) {
 				continue
 			}
 			multi := strings.HasSuffix(opt, "s")
@@ -234,7 +242,7 @@ func translate(table string, c v1alpha1.Chain, args []string) translation {
 				continue
 			}
 			if !multi && strings.Contains(v, ",") {
-				fail("%s takes one port or range; use -m multiport --dports for a list", opt)
+				fail("%s takes one port or range; use -m multiport %ss for a list", opt, key)
 				continue
 			}
 			ports, notes, err := parsePorts(v)
@@ -242,14 +250,30 @@ func translate(table string, c v1alpha1.Chain, args []string) translation {
 				fail("%s", err)
 				continue
 			}
-			r.Ports = ports
+			if source {
+				for _, p := range ports {
+					r.SourcePorts = append(r.SourcePorts, v1alpha1.SourcePortRange(p))
+				}
+			} else {
+				r.Ports = ports
+			}
 			t.notes = append(t.notes, notes...)
-		case "--sport", "--source-port", "--sports", "--source-ports":
-			value()
-			fail("source port matching (%s) is not supported", opt)
 		case "--ports":
 			value()
 			fail("multiport --ports (source or destination) is not supported")
+		case "--icmp-type", "--icmpv6-type":
+			v, ok := value()
+			if !ok || !once("--icmp-type") {
+				continue
+			}
+			ty, err := parseICMPType(opt, v)
+			if err != "" {
+				fail("%s", err)
+				continue
+			}
+			if ty != "" {
+				r.ICMPTypes = []v1alpha1.ICMPType{ty}
+			}
 		case "--state", "--ctstate":
 			v, ok := value()
 			if !ok {
@@ -288,27 +312,20 @@ func translate(table string, c v1alpha1.Chain, args []string) translation {
 				continue
 			}
 			t.comment = v
-		case "--dst-type":
-			v, ok := value()
-			if !ok || !once("--dst-type") {
-				continue
-			}
-			if !matches["addrtype"] {
-				fail("--dst-type needs -m addrtype")
-				continue
-			}
-			if negated {
-				v = "!" + v
-			}
-			addrType = v
-		case "--src-type", "--limit-iface-in", "--limit-iface-out":
-			fail("addrtype %s is not supported: only --dst-type LOCAL, in PREROUTING", opt)
 		case "--reject-with":
 			v, ok := value()
 			if !ok || !once("--reject-with") {
 				continue
 			}
-			rejectW = v
+			rw, note, err := parseRejectWith(v)
+			if err != "" {
+				fail("%s", err)
+				continue
+			}
+			t.rejectWith = rw
+			if note != "" {
+				t.notes = append(t.notes, note)
+			}
 		default:
 			if strings.HasPrefix(opt, "-") {
 				fail("option %s is not supported", opt)
@@ -317,81 +334,47 @@ func translate(table string, c v1alpha1.Chain, args []string) translation {
 			}
 		}
 	}
-
-	// The target decides first: a rule that does not accept, drop or
-	// reject is not translated, whatever it matches.
-	switch target {
-	case "":
-		if t.ownedJump != "" {
-			return t
-		}
-		if firstErr == "" {
-			firstErr = "rule without a target (-j) only counts packets: not imported"
-		}
-		t.err = firstErr
-		return t
-	case "ACCEPT":
-		r.Action = v1alpha1.ActionAccept
-	case "DROP":
-		r.Action = v1alpha1.ActionDrop
-	case "REJECT":
-		r.Action = v1alpha1.ActionReject
-	case "LOG":
-		t.err = "LOG target is not supported: set log: true on the rule that accepts, drops or rejects these packets"
-		return t
-	case "RETURN":
-		t.err = "RETURN target is not supported"
-		return t
-	default:
-		if chainOwner(target) != "" {
-			t.ownedJump = target
-			return t
-		}
-		if extensionTargets[target] {
-			t.err = fmt.Sprintf("target %s is not supported: only ACCEPT, DROP and REJECT", target)
-		} else {
-			t.err = fmt.Sprintf("jump to user-defined chain %s is not supported: its rules are not imported", target)
-		}
-		return t
+	if firstErr == "" {
+		firstErr = lim.apply(r, matches, &t.notes)
+	}
+	// The target decides first: a rule that does what nodefw does not is
+	// not translated, whatever it matches.
+	if extensionTargets[t.target] {
+		firstErr = fmt.Sprintf("target %s is not supported: only ACCEPT, DROP, REJECT, LOG, RETURN and user-defined chains", t.target)
 	}
 	if firstErr != "" {
 		t.err = firstErr
 		return t
 	}
-	if err := preRoutingMatch(table, c, &r, addrType, matches["addrtype"], &t); err != "" {
-		t.err = err
-		return t
-	}
-	if t.notLocalAccept {
-		return t
-	}
-	if rejectW != "" {
-		switch {
-		case r.Action != v1alpha1.ActionReject:
-			t.err = "--reject-with needs -j REJECT"
-			return t
-		case !portUnreachable[rejectW]:
-			t.notes = append(t.notes, fmt.Sprintf("REJECT --reject-with %s imported as Reject, which answers with ICMP port-unreachable", rejectW))
-		}
-	}
-	if len(r.Ports) > 0 && !r.Protocol.HasPorts() {
-		t.err = "destination ports need -p tcp, udp or sctp"
-		return t
-	}
-	if r.InInterface != "" && c == v1alpha1.ChainOutput {
-		t.err = "-i is not allowed on OUTPUT (iptables refuses it)"
-		return t
-	}
-	if r.OutInterface != "" && c == v1alpha1.ChainInput {
-		t.err = "-o is not allowed on INPUT (iptables refuses it)"
-		return t
-	}
-	if r.OutInterface != "" && c == v1alpha1.ChainPreRouting {
-		t.err = "-o is not allowed on PREROUTING (iptables refuses it)"
-		return t
-	}
-	t.rule = &r
+	t.err = checkParsed(&t, proto)
 	return t
+}
+
+// checkParsed checks what the API asks of a translated rule that the
+// options alone do not show.
+func checkParsed(t *parsed, proto string) string {
+	r := &t.match
+	switch {
+	case t.target != "REJECT" && t.rejectWith != "":
+		return "--reject-with needs -j REJECT"
+	case t.rejectWith == v1alpha1.RejectWithTCPReset && r.Protocol != v1alpha1.ProtocolTCP:
+		return "--reject-with tcp-reset needs -p tcp"
+	case len(r.Ports) > 0 && !r.Protocol.HasPorts():
+		return "destination ports need -p tcp, udp or sctp"
+	case len(r.SourcePorts) > 0 && !r.Protocol.HasPorts():
+		return "source ports need -p tcp, udp or sctp"
+	case len(r.ICMPTypes) > 0 && r.Protocol != v1alpha1.ProtocolICMP && r.Protocol != v1alpha1.ProtocolICMPv6:
+		return "--icmp-type needs -p icmp (--icmpv6-type -p ipv6-icmp)"
+	}
+	if len(r.ICMPTypes) > 0 {
+		m, ok := r.ICMPTypes[0].Message(r.Protocol)
+		if !ok {
+			return fmt.Sprintf("ICMP type %s is not a type of protocol %s", r.ICMPTypes[0], proto)
+		}
+		// The API's spelling: the name when the type has one.
+		r.ICMPTypes[0] = v1alpha1.ICMPTypeFor(r.Protocol, m)
+	}
+	return ""
 }
 
 // parseAddresses parses a -s or -d value: addresses or CIDRs, comma
@@ -455,8 +438,8 @@ func maskBits(m [4]byte) (int, bool) {
 	return bits, v == 0
 }
 
-// parsePorts parses a --dport or --dports value: ports and first:last
-// ranges, comma separated.
+// parsePorts parses a --dport, --dports, --sport or --sports value: ports
+// and first:last ranges, comma separated.
 func parsePorts(v string) ([]v1alpha1.PortRange, []string, string) {
 	parts := strings.Split(v, ",")
 	if len(parts) > 32 {

@@ -52,6 +52,7 @@ var DefaultTimeout = 300 * time.Millisecond
 
 type probeConfig struct {
 	src     netip.Addr
+	sport   uint16
 	timeout time.Duration
 }
 
@@ -61,6 +62,14 @@ type ProbeOption func(*probeConfig)
 // WithSource binds the probe to a source address of the sending namespace.
 func WithSource(addr netip.Addr) ProbeOption {
 	return func(c *probeConfig) { c.src = addr }
+}
+
+// WithSourcePort sends a TCP or UDP probe from this source port rather
+// than an ephemeral one. Probes from one port may run in parallel as long
+// as their destinations differ; a TCP probe ends its connection with a
+// reset, so that the next one from the same port finds no TIME_WAIT.
+func WithSourcePort(port uint16) ProbeOption {
+	return func(c *probeConfig) { c.sport = port }
 }
 
 // WithTimeout sets how long the probe waits before reporting Dropped.
@@ -85,7 +94,7 @@ func ProbeTCP(from *NS, addr netip.Addr, port uint16, opts ...ProbeOption) (Verd
 	var v Verdict
 	err := from.Do(func() error {
 		var err error
-		v, err = tcpConnect(cfg.src, addr, port, cfg.timeout)
+		v, err = tcpConnect(cfg.src, cfg.sport, addr, port, cfg.timeout)
 		return err
 	})
 	return v, err
@@ -97,7 +106,7 @@ func ProbeTCP(from *NS, addr netip.Addr, port uint16, opts ...ProbeOption) (Verd
 // next retransmission, when it arrives while the connecting call still holds
 // the socket, as happens when both ends share one kernel; the error queue
 // reports it at once.
-func tcpConnect(src, dst netip.Addr, port uint16, timeout time.Duration) (Verdict, error) {
+func tcpConnect(src netip.Addr, sport uint16, dst netip.Addr, port uint16, timeout time.Duration) (Verdict, error) {
 	dst = dst.Unmap()
 	family, level, opt := unix.AF_INET, unix.IPPROTO_IP, unix.IP_RECVERR
 	if dst.Is6() {
@@ -111,8 +120,24 @@ func tcpConnect(src, dst netip.Addr, port uint16, timeout time.Duration) (Verdic
 	if err := unix.SetsockoptInt(fd, level, opt, 1); err != nil {
 		return 0, os.NewSyscallError("setsockopt", err)
 	}
-	if src.IsValid() {
-		sa, err := sockaddr(src, 0)
+	if sport != 0 {
+		// Other probes may hold the port; closing with a reset leaves no
+		// TIME_WAIT behind for the next one.
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return 0, os.NewSyscallError("setsockopt", err)
+		}
+		if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1}); err != nil {
+			return 0, os.NewSyscallError("setsockopt", err)
+		}
+	}
+	if src.IsValid() || sport != 0 {
+		if !src.IsValid() {
+			src = netip.IPv4Unspecified()
+			if dst.Is6() {
+				src = netip.IPv6Unspecified()
+			}
+		}
+		sa, err := sockaddr(src, sport)
 		if err != nil {
 			return 0, err
 		}
@@ -213,15 +238,39 @@ func sockaddr(a netip.Addr, port uint16) (unix.Sockaddr, error) {
 // ProbeUDP sends a datagram from a namespace to addr:port, where a server
 // started with ServeUDPEcho should echo it, and reports whether the echo
 // came back (Accepted), nothing came back (Dropped) or an ICMP unreachable
-// came back (Rejected; a connected UDP socket reports it as ECONNREFUSED).
+// of any code came back (Rejected).
 // The datagram is resent a few times within the timeout.
 func ProbeUDP(from *NS, addr netip.Addr, port uint16, opts ...ProbeOption) (Verdict, error) {
 	cfg := newProbeConfig(opts)
 	var v Verdict
 	err := from.Do(func() error {
 		var d net.Dialer
-		if cfg.src.IsValid() {
-			d.LocalAddr = &net.UDPAddr{IP: cfg.src.AsSlice(), Zone: cfg.src.Zone()}
+		if cfg.src.IsValid() || cfg.sport != 0 {
+			la := &net.UDPAddr{Port: int(cfg.sport)}
+			if cfg.src.IsValid() {
+				la.IP, la.Zone = cfg.src.AsSlice(), cfg.src.Zone()
+			}
+			d.LocalAddr = la
+		}
+		// Every ICMP error reaches the socket (IP_RECVERR), not only those
+		// UDP takes as fatal: a host-unreachable answer is a reject too.
+		// Probes to other destinations may hold a fixed source port: each
+		// socket is connected, and gets its own answers.
+		d.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				if addr.Unmap().Is4() {
+					serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVERR, 1)
+				} else {
+					serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVERR, 1)
+				}
+				if serr == nil && cfg.sport != 0 {
+					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+				}
+			}); err != nil {
+				return err
+			}
+			return serr
 		}
 		c, err := d.Dial("udp", netip.AddrPortFrom(addr, port).String())
 		if err != nil {

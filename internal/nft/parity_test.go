@@ -74,7 +74,15 @@ func paritySpec() v1alpha1.NodeFirewallSpec {
 // namespace and loads its rendered text with nft in another: the kernel
 // must list both the same.
 func TestParityWithRender(t *testing.T) {
-	rs, err := compile.Compile(paritySpec(), compile.Options{
+	checkParity(t, paritySpec())
+}
+
+// checkParity compiles spec, programs it over netlink in one namespace
+// and loads its rendered text with nft in another, and checks that the
+// kernel lists both the same.
+func checkParity(t *testing.T, spec v1alpha1.NodeFirewallSpec) {
+	t.Helper()
+	rs, err := compile.Compile(spec, compile.Options{
 		SetLookups:       true,
 		FailsafeInbound:  compile.DefaultFailsafeInbound(),
 		FailsafeOutbound: compile.DefaultFailsafeOutbound(),

@@ -59,6 +59,10 @@ type namedSet struct {
 	loads []expr.Any
 	// family is the IP family of the packets the set is for.
 	family compile.Family
+	// meter says the set is a meter: a dynamic set the kernel fills from
+	// rules' per-source limits, without elements of the plan's, whose
+	// elements drift checks and updates leave alone.
+	meter bool
 }
 
 // buildPlan encodes a ruleset for table: its named sets first, since
@@ -71,6 +75,11 @@ func buildPlan(rs *compile.Ruleset, table string) (*plan, error) {
 	for i := range rs.Sets {
 		if err := p.encodeNamedSet(&rs.Sets[i]); err != nil {
 			return nil, fmt.Errorf("set %q: %w", rs.Sets[i].Name, err)
+		}
+	}
+	for _, m := range rs.Meters {
+		if err := p.encodeMeter(m); err != nil {
+			return nil, fmt.Errorf("meter %q: %w", m.Name, err)
 		}
 	}
 	seen := map[string]bool{}

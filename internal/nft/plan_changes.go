@@ -47,7 +47,8 @@ func sameShape(a, b *plan) bool {
 	}
 	for i := range a.named {
 		x, y := a.named[i].set, b.named[i].set
-		if x.Name != y.Name || x.Interval != y.Interval || x.KeyType.Name != y.KeyType.Name || a.named[i].family != b.named[i].family {
+		if x.Name != y.Name || x.Interval != y.Interval || x.KeyType.Name != y.KeyType.Name || a.named[i].family != b.named[i].family ||
+			x.Dynamic != y.Dynamic || x.Timeout != y.Timeout {
 			return false
 		}
 	}

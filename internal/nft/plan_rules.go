@@ -117,15 +117,20 @@ func ruleFamily(r *compile.Rule) (compile.Family, error) {
 			return 0, fmt.Errorf("address %v does not belong to the rule's family", p)
 		}
 	}
+	if err := checkMatches(r, fam); err != nil {
+		return 0, err
+	}
 	switch {
-	case len(r.ICMPTypes) > 0 && r.L4Proto != unix.IPPROTO_ICMP && r.L4Proto != unix.IPPROTO_ICMPV6:
+	case len(r.ICMPTypes) > 0 && len(r.ICMPTypeCodes) > 0:
+		return 0, errors.New("ICMP types both with and without codes")
+	case len(r.ICMPTypes)+len(r.ICMPTypeCodes) > 0 && r.L4Proto != unix.IPPROTO_ICMP && r.L4Proto != unix.IPPROTO_ICMPV6:
 		return 0, errors.New("ICMP types need protocol ICMP or ICMPv6")
 	case r.L4Proto == unix.IPPROTO_ICMP && fam == compile.FamilyIPv6,
 		r.L4Proto == unix.IPPROTO_ICMPV6 && fam == compile.FamilyIPv4:
 		return 0, errors.New("ICMP protocol does not match the rule's family")
-	case r.L4Proto == unix.IPPROTO_ICMP && len(r.ICMPTypes) > 0:
+	case r.L4Proto == unix.IPPROTO_ICMP && len(r.ICMPTypes)+len(r.ICMPTypeCodes) > 0:
 		fam = compile.FamilyIPv4
-	case r.L4Proto == unix.IPPROTO_ICMPV6 && len(r.ICMPTypes) > 0:
+	case r.L4Proto == unix.IPPROTO_ICMPV6 && len(r.ICMPTypes)+len(r.ICMPTypeCodes) > 0:
 		fam = compile.FamilyIPv6
 	}
 	if len(r.DPorts) > 0 {
@@ -155,6 +160,14 @@ func verdictExpr(v compile.Verdict) (expr.Any, error) {
 		return &expr.Verdict{Kind: expr.VerdictDrop}, nil
 	case compile.VerdictReject:
 		return &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}, nil
+	case compile.VerdictRejectTCPReset:
+		return &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}, nil
+	case compile.VerdictRejectHostUnreachable:
+		return &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_HOST_UNREACH}, nil
+	case compile.VerdictRejectAdminProhibited:
+		return &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}, nil
+	case compile.VerdictRejectNetUnreachable:
+		return &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_NO_ROUTE}, nil
 	}
 	return nil, fmt.Errorf("unknown verdict %q", v)
 }
@@ -188,8 +201,15 @@ func (b *ruleBuilder) match(r *compile.Rule, fam compile.Family) error {
 		b.add(&expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
 		b.ports(r.DPorts)
 	}
+	if len(r.SPorts) > 0 {
+		b.add(&expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2})
+		b.ports(r.SPorts)
+	}
 	if len(r.ICMPTypes) > 0 {
 		b.icmpTypes(r.ICMPTypes, r.L4Proto)
+	}
+	if len(r.ICMPTypeCodes) > 0 {
+		b.icmpTypeCodes(r.ICMPTypeCodes, r.L4Proto)
 	}
 	if r.Lookup != "" {
 		if err := b.namedLookup(r.Lookup, fam); err != nil {
@@ -199,7 +219,7 @@ func (b *ruleBuilder) match(r *compile.Rule, fam compile.Family) error {
 	if r.CtStates != 0 {
 		b.ctStates(r.CtStates)
 	}
-	return nil
+	return b.statefulMatches(r, fam)
 }
 
 // daddrType matches whether the destination address is one of the node's
@@ -359,6 +379,9 @@ func (b *ruleBuilder) namedLookup(name string, fam compile.Family) error {
 		return fmt.Errorf("lookup in unknown set %q", name)
 	}
 	ns := &b.p.named[i]
+	if ns.meter {
+		return fmt.Errorf("lookup in meter %q", name)
+	}
 	if fam == compile.FamilyAny {
 		// The key loads addresses of one family: check it first.
 		b.add(&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg}, cmpEq([]byte{nfproto(ns.family)}))
@@ -457,6 +480,11 @@ func (b *ruleBuilder) finish(comment string) (kernelRule, error) {
 				h.Write([]byte{1})
 			} else {
 				h.Write([]byte{0})
+			}
+			// Only concatenated sets have ends of their own: the other
+			// rules keep their fingerprints.
+			if len(e.KeyEnd) > 0 {
+				writeChunk(h, e.KeyEnd)
 			}
 		}
 		chunks := (s.size + maxElemChunk - 1) / maxElemChunk

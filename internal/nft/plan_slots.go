@@ -54,14 +54,14 @@ func slotOf(pl *plan, rules map[string][]*nftables.Rule) int {
 	for _, rs := range rules {
 		for _, r := range rs {
 			for _, e := range r.Exprs {
-				l, ok := e.(*expr.Lookup)
+				name, ok := namedSetOf(e)
 				if !ok {
 					continue
 				}
 				switch {
-				case pl.hasKernelSet(l.SetName, 1):
+				case pl.hasKernelSet(name, 1):
 					in[1]++
-				case pl.hasKernelSet(l.SetName, 0):
+				case pl.hasKernelSet(name, 0):
 					in[0]++
 				}
 			}
@@ -73,30 +73,48 @@ func slotOf(pl *plan, rules map[string][]*nftables.Rule) int {
 	return 0
 }
 
-// ruleExprs returns a rule's expressions with its named set lookups
-// pointing at the sets of slot.
+// ruleExprs returns a rule's expressions with its named set lookups, and
+// the meters it fills, pointing at the sets of slot.
 func (p *plan) ruleExprs(kr *kernelRule, slot int) []expr.Any {
 	if slot == 0 || len(p.named) == 0 {
 		return kr.exprs
 	}
 	var out []expr.Any
 	for i, e := range kr.exprs {
-		l, ok := e.(*expr.Lookup)
-		if !ok || !p.hasSet(l.SetName) {
+		name, ok := namedSetOf(e)
+		if !ok || !p.hasSet(name) {
 			continue
 		}
 		if out == nil {
 			out = append([]expr.Any(nil), kr.exprs...)
 		}
-		renamed := *l
-		renamed.SetName = kernelName(l.SetName, slot)
-		renamed.SetID = 0
-		out[i] = &renamed
+		switch e := e.(type) {
+		case *expr.Lookup:
+			renamed := *e
+			renamed.SetName, renamed.SetID = kernelName(name, slot), 0
+			out[i] = &renamed
+		case *expr.Dynset:
+			renamed := *e
+			renamed.SetName, renamed.SetID = kernelName(name, slot), 0
+			out[i] = &renamed
+		}
 	}
 	if out == nil {
 		return kr.exprs
 	}
 	return out
+}
+
+// namedSetOf is the named set an expression refers to: the set a lookup
+// reads, or the meter a dynset fills.
+func namedSetOf(e expr.Any) (string, bool) {
+	switch e := e.(type) {
+	case *expr.Lookup:
+		return e.SetName, true
+	case *expr.Dynset:
+		return e.SetName, true
+	}
+	return "", false
 }
 
 // hasKernelSet reports whether name is the kernel name of one of the

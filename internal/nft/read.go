@@ -74,6 +74,10 @@ func (p *Programmer) readTable(c *nftables.Conn, kt *nftables.Table) (*tableStat
 			continue
 		}
 		st.named[s.Name] = s
+		if s.Dynamic {
+			// A meter: the kernel's elements, as many as it saw sources.
+			continue
+		}
 		elems, err := c.GetSetElements(s)
 		if err != nil {
 			return nil, fmt.Errorf("nft: listing elements of set %s: %w", s.Name, err)

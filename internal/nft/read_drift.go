@@ -86,7 +86,13 @@ func (st *tableState) diffSets(pl *plan, slot int) string {
 		switch {
 		case s == nil:
 			return fmt.Sprintf("set %s is missing", name)
-		case s.Interval != want.set.Interval || !s.Concatenation || s.Constant || s.IsMap || s.HasTimeout || s.KeyType.Name != want.set.KeyType.Name:
+		case want.meter:
+			if d := diffMeter(s, want.set); d != "" {
+				return fmt.Sprintf("meter %s %s", name, d)
+			}
+			// The kernel fills a meter: its elements are its own.
+			continue
+		case s.Interval != want.set.Interval || !s.Concatenation || s.Constant || s.IsMap || s.HasTimeout || s.Dynamic || s.KeyType.Name != want.set.KeyType.Name:
 			return fmt.Sprintf("set %s has the wrong type or flags", name)
 		}
 		add, del := diffElements(st.elems[name], want.elems)

@@ -21,10 +21,14 @@ type Packet struct {
 	// a later fragment and its header is long enough. Port and ICMP type
 	// matches need it.
 	Transport bool
-	// DPort is the 16 bits at offset 2 of the transport header (th dport)
-	// and Type the byte at offset 0 (icmp type).
+	// DPort is the 16 bits at offset 2 of the transport header (th dport),
+	// SPort the 16 bits at offset 0 (th sport), Type the byte at offset 0
+	// (icmp type) and Code the byte at offset 1 (icmp code): an ICMP
+	// packet's SPort is its type and code.
 	DPort uint16
+	SPort uint16
 	Type  uint8
+	Code  uint8
 	// IIfName and OIfName are the input and output interfaces; "" when the
 	// hook has none.
 	IIfName, OIfName string
@@ -42,14 +46,9 @@ const (
 	protoICMPv6 = 58
 )
 
-// protoNumbers are the IP protocol numbers of the API's protocols.
-var protoNumbers = map[v1alpha1.Protocol]uint8{
-	v1alpha1.ProtocolTCP:    6,
-	v1alpha1.ProtocolUDP:    17,
-	v1alpha1.ProtocolSCTP:   132,
-	v1alpha1.ProtocolICMP:   protoICMP,
-	v1alpha1.ProtocolICMPv6: protoICMPv6,
-}
+// protoNumbers are the IP protocol numbers of the API's protocol names;
+// a number of another protocol is its own (see protoNumber).
+var protoNumbers = v1alpha1.ProtocolNumbers
 
 var stateBits = map[v1alpha1.ConnState]compile.CtState{
 	v1alpha1.ConnStateNew:         compile.CtStateNew,
@@ -139,6 +138,9 @@ func ruleMatches(rs *compile.Ruleset, rule *compile.Rule, p Packet) bool {
 		return false
 	}
 	if len(rule.ICMPTypes) > 0 && (!p.Transport || !slices.Contains(rule.ICMPTypes, p.Type)) {
+		return false
+	}
+	if !rulesetExtensionsMatch(rule, p) {
 		return false
 	}
 	if rule.CtStates != 0 && rule.CtStates&p.CtState == 0 {

@@ -33,10 +33,17 @@ import (
 // benchmarks of iptables-restore against the agent's netlink apply.
 //
 // Differences that do not change a verdict: iptables has no sets, so a rule
-// becomes one iptables rule per source, destination and block of at most 15
-// destination ports (multiport's limit); a packet that matches several of
-// them is logged once per matching LOG rule where the agent logs it once.
-// LOG prefixes are cut to 29 bytes, iptables' limit (nftables allows 127).
+// becomes one iptables rule per source, destination, block of at most 15
+// destination (and source) ports (multiport's limit) and ICMP type; a
+// packet that matches several of them is logged once per matching LOG rule
+// where the agent logs it once. LOG prefixes are cut to 29 bytes,
+// iptables' limit (nftables allows 127).
+//
+// A difference that changes verdicts once a rate limit is reached: each of
+// those iptables rules keeps a bucket of its own for `-m limit`, where the
+// agent keeps one per rule and family (a per-source limit shares one
+// hashlimit table per rule, as the agent shares one meter). Probes that
+// stay under the limits see no difference.
 
 // Limits of iptables' extensions.
 const (
@@ -237,8 +244,11 @@ func restoreRules(w *writer, r v1alpha1.NodeFirewallRule, fam family) {
 	proto := ""
 	if p, ok := protoNames[r.Protocol]; ok {
 		proto = "-p " + p
+	} else if n, ok := protoNumbers[r.Protocol]; ok {
+		// By number: iptables finds other names in /etc/protocols only.
+		proto = "-p " + strconv.Itoa(int(n))
 	} else if r.Protocol != "" {
-		// Written through for iptables-restore to refuse.
+		// A number, or written through for iptables-restore to refuse.
 		proto = "-p " + string(r.Protocol)
 	}
 	var ports []string
@@ -272,28 +282,33 @@ func restoreRules(w *writer, r v1alpha1.NodeFirewallRule, fam family) {
 	case v1alpha1.ActionDrop:
 		target = "-j DROP"
 	case v1alpha1.ActionReject:
-		target = rejectTarget(fam)
+		target = "-j REJECT --reject-with " + rejectWith(r.RejectWith, fam)
 		if w.reject != "" {
+			// The answer is the filter table's (see iptables_prerouting.go).
 			target = w.reject
 		}
 	default:
 		target = "-j " + string(r.Action)
 	}
+	extensions := restoreExtensions(r, fam)
+	stateful := restoreLimits(r, fam)
 	for _, s := range srcs {
 		for _, d := range dsts {
 			for _, p := range ports {
-				match := []string{w.guard, s, d, in, out, proto, p, states}
-				switch {
-				case audit:
-					w.rule(slices.Concat(match, []string{logLimit, comment,
-						"-j LOG --log-prefix", text.Quote(logPrefix("nodefw-audit ", name))})...)
-					continue
-				case r.Log:
-					// A rule of its own: its rate limit must not gate the verdict.
-					w.rule(slices.Concat(match, []string{logLimit, comment,
-						"-j LOG --log-prefix", text.Quote(logPrefix("nodefw ", name))})...)
+				for _, x := range extensions {
+					match := []string{w.guard, s, d, in, out, proto, p, x, states, stateful}
+					switch {
+					case audit:
+						w.rule(slices.Concat(match, []string{logLimit, comment,
+							"-j LOG --log-prefix", text.Quote(logPrefix("nodefw-audit ", name))})...)
+						continue
+					case r.Log:
+						// A rule of its own: its rate limit must not gate the verdict.
+						w.rule(slices.Concat(match, []string{logLimit, comment,
+							"-j LOG --log-prefix", text.Quote(logPrefix("nodefw ", name))})...)
+					}
+					w.rule(slices.Concat(match, []string{comment, target})...)
 				}
-				w.rule(slices.Concat(match, []string{comment, target})...)
 			}
 		}
 	}

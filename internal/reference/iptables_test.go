@@ -303,6 +303,80 @@ func TestIPTablesRestore(t *testing.T) {
 	}
 }
 
+// extensionsSpec uses every match and answer of iptables' extensions.
+func extensionsSpec() v1alpha1.NodeFirewallSpec {
+	return v1alpha1.NodeFirewallSpec{Rules: []v1alpha1.NodeFirewallRule{
+		rule(v1alpha1.ChainInput, "dns-replies", v1alpha1.ActionAccept, func(r *v1alpha1.NodeFirewallRule) {
+			r.Protocol = v1alpha1.ProtocolUDP
+			r.SourcePorts = []v1alpha1.SourcePortRange{{Port: 53}, {Port: 5353}}
+			r.Ports = []v1alpha1.PortRange{{Port: 1024, EndPort: 65535}}
+		}),
+		rule(v1alpha1.ChainInput, "ping", v1alpha1.ActionAccept, func(r *v1alpha1.NodeFirewallRule) {
+			r.Protocol = v1alpha1.ProtocolICMP
+			r.ICMPTypes = []v1alpha1.ICMPType{"EchoRequest", "FragmentationNeeded", "8"}
+			r.Limit = &v1alpha1.RateLimit{Rate: 5, Per: v1alpha1.RateUnitSecond}
+		}),
+		rule(v1alpha1.ChainInput, "ping6", v1alpha1.ActionAccept, func(r *v1alpha1.NodeFirewallRule) {
+			r.Protocol = v1alpha1.ProtocolICMPv6
+			r.ICMPTypes = []v1alpha1.ICMPType{"PacketTooBig", "1/4"}
+		}),
+		rule(v1alpha1.ChainInput, "ssh", v1alpha1.ActionReject, func(r *v1alpha1.NodeFirewallRule) {
+			r.Protocol = v1alpha1.ProtocolTCP
+			r.Ports = []v1alpha1.PortRange{{Port: 22}}
+			r.ConnLimit = &v1alpha1.ConnLimit{Above: 3}
+			r.Limit = &v1alpha1.RateLimit{Rate: 3, Per: v1alpha1.RateUnitMinute, Burst: 6, PerSource: true}
+			r.RejectWith = v1alpha1.RejectWithTCPReset
+		}),
+		rule(v1alpha1.ChainForward, "gre", v1alpha1.ActionReject, func(r *v1alpha1.NodeFirewallRule) {
+			r.Protocol = v1alpha1.ProtocolGRE
+			r.RejectWith = v1alpha1.RejectWithAdminProhibited
+		}),
+		rule(v1alpha1.ChainForward, "esp", v1alpha1.ActionReject, func(r *v1alpha1.NodeFirewallRule) {
+			r.Protocol = v1alpha1.ProtocolESP
+			r.RejectWith = v1alpha1.RejectWithHostUnreachable
+		}),
+		rule(v1alpha1.ChainOutput, "sit", v1alpha1.ActionReject, func(r *v1alpha1.NodeFirewallRule) {
+			r.Protocol = "41"
+			r.RejectWith = v1alpha1.RejectWithNetUnreachable
+		}),
+	}}
+}
+
+// TestRestoreExtensions checks the rendering of iptables' extensions: one
+// rule per ICMP type, source ports as --sport, limits after the other
+// matches, the connection limit first, and each answer in its family.
+func TestRestoreExtensions(t *testing.T) {
+	v4, v6 := IPTablesRestore(extensionsSpec(), compile.Options{})
+	ssh := `-A INPUT -p tcp -m tcp --dport 22 -m connlimit --connlimit-above 3 --connlimit-mask %d --connlimit-saddr -m hashlimit --hashlimit-upto 3/minute --hashlimit-burst 6 --hashlimit-mode srcip --hashlimit-name nfw5ba039d2 --hashlimit-htable-expire 120000 -m comment --comment "p/ssh" -j REJECT --reject-with tcp-reset
+`
+	dns := `-A INPUT -p udp -m udp --dport 1024:65535 -m multiport --sports 53,5353 -m comment --comment "p/dns-replies" -j ACCEPT
+`
+	want4 := file(false, allAccept, dns+
+		`-A INPUT -p icmp -m icmp --icmp-type 8 -m limit --limit 5/second --limit-burst 5 -m comment --comment "p/ping" -j ACCEPT
+-A INPUT -p icmp -m icmp --icmp-type 3/4 -m limit --limit 5/second --limit-burst 5 -m comment --comment "p/ping" -j ACCEPT
+`+fmt.Sprintf(ssh, 32),
+		`-A FORWARD -p 47 -m comment --comment "p/gre" -j REJECT --reject-with icmp-admin-prohibited
+-A FORWARD -p 50 -m comment --comment "p/esp" -j REJECT --reject-with icmp-host-unreachable
+`,
+		`-A OUTPUT -p 41 -m comment --comment "p/sit" -j REJECT --reject-with icmp-net-unreachable
+`)
+	want6 := file(true, allAccept, dns+
+		`-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 2 -m comment --comment "p/ping6" -j ACCEPT
+-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 1/4 -m comment --comment "p/ping6" -j ACCEPT
+`+fmt.Sprintf(ssh, 128),
+		`-A FORWARD -p 47 -m comment --comment "p/gre" -j REJECT --reject-with icmp6-adm-prohibited
+-A FORWARD -p 50 -m comment --comment "p/esp" -j REJECT --reject-with icmp6-addr-unreachable
+`,
+		`-A OUTPUT -p 41 -m comment --comment "p/sit" -j REJECT --reject-with icmp6-no-route
+`)
+	if diff := cmp.Diff(want4, v4); diff != "" {
+		t.Errorf("v4 (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want6, v6); diff != "" {
+		t.Errorf("v6 (-want +got):\n%s", diff)
+	}
+}
+
 // TestRestoreMultiportBlocks checks that more ports than one multiport
 // match holds are split over several rules, ranges counting twice.
 func TestRestoreMultiportBlocks(t *testing.T) {

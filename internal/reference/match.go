@@ -88,6 +88,8 @@ var matches = []match{
 		}
 		return oneOf(states), stateName(p.CtState)
 	}},
+	// Matches of iptables' extensions (matches.go).
+	extensionMatches[0], extensionMatches[1],
 }
 
 // ruleMismatch is the first match of the rule the packet fails, nil when
@@ -117,7 +119,7 @@ func protocolMatches(r *v1alpha1.NodeFirewallRule, p *Packet) bool {
 	case v1alpha1.ProtocolICMPv6:
 		return p.Family == compile.FamilyIPv6 && p.L4Proto == protoICMPv6
 	}
-	return p.L4Proto == protoNumbers[r.Protocol]
+	return p.L4Proto == protoNumber(r.Protocol)
 }
 
 func portsMatch(r *v1alpha1.NodeFirewallRule, p *Packet) bool {

@@ -19,10 +19,11 @@ type statefulMatch struct {
 }
 
 // statefulMatches are tested after every stateless match, as the kernel
-// counts only the packets a rule's other matches let through. The API has
-// none yet: a rate or connection limit adds its entry here, and TraceSpec,
-// EvalSpec and `nodefw trace` take it as under the limit.
-var statefulMatches []statefulMatch
+// counts only the packets a rule's other matches let through: the
+// connection limit, then the rate limit (matches.go), as the compiled rule
+// has them. TraceSpec, EvalSpec and `nodefw trace` take each as under the
+// limit.
+var statefulMatches = []statefulMatch{limitMatches[1], limitMatches[0]}
 
 // statefulMismatch is the first stateful match of the rule that a packet
 // under every limit fails, or nil and a note per limit the packet was

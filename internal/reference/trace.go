@@ -172,7 +172,7 @@ func evaluate(spec v1alpha1.NodeFirewallSpec, opts compile.Options, chain v1alph
 			passed(s)
 			continue
 		}
-		s.Verdict = verdicts[r.Action]
+		s.Verdict = ruleVerdict(r)
 		return t.decided(s)
 	}
 	return t.decided(defaultStep(spec, chain))

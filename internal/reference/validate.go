@@ -3,6 +3,7 @@ package reference
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -57,8 +58,8 @@ func validateRule(path string, r *v1alpha1.NodeFirewallRule, fail func(path, for
 	if _, ok := verdicts[r.Action]; !ok {
 		fail(path+".action", "%q is not Accept, Drop or Reject", r.Action)
 	}
-	if _, ok := protoNumbers[r.Protocol]; !ok && r.Protocol != "" {
-		fail(path+".protocol", "%q is not TCP, UDP, SCTP, ICMP or ICMPv6", r.Protocol)
+	if !validProtocol(r.Protocol) {
+		fail(path+".protocol", "%q is not TCP, UDP, SCTP, ICMP, ICMPv6, IGMP, GRE, ESP, AH, OSPF, PIM, VRRP, L2TP or the number of another IP protocol", r.Protocol)
 	}
 	validatePorts(path, r, fail)
 	for j, a := range r.Sources {
@@ -77,6 +78,89 @@ func validateRule(path string, r *v1alpha1.NodeFirewallRule, fail func(path, for
 		if _, ok := stateBits[s]; !ok {
 			fail(fmt.Sprintf("%s.states[%d]", path, j), "%q is not New, Established, Related or Invalid", s)
 		}
+	}
+	validateExtensions(path, r, fail)
+}
+
+// validProtocol reports whether p is empty (any protocol), a name of
+// protoNumbers, or the decimal number, 1 to 255 without leading zeros, of
+// a protocol without a name.
+func validProtocol(p v1alpha1.Protocol) bool {
+	if _, ok := protoNumbers[p]; ok || p == "" {
+		return true
+	}
+	n, err := strconv.Atoi(string(p))
+	if err != nil || n < 1 || n > 255 || strconv.Itoa(n) != string(p) {
+		return false
+	}
+	for _, named := range protoNumbers {
+		if int(named) == n {
+			return false
+		}
+	}
+	return true
+}
+
+// validateExtensions checks the fields of iptables' extensions: source
+// ports as ports, ICMP types of the rule's ICMP protocol, an answer of a
+// Reject rule (a TCP reset of a TCP rule), limits within iptables' bounds
+// and no log with a rate limit.
+func validateExtensions(path string, r *v1alpha1.NodeFirewallRule, fail func(path, format string, args ...any)) {
+	if len(r.SourcePorts) > 0 && !r.Protocol.HasPorts() {
+		fail(path+".sourcePorts", "sourcePorts require protocol TCP, UDP or SCTP, not %q", r.Protocol)
+	}
+	for j, p := range r.SourcePorts {
+		pp := fmt.Sprintf("%s.sourcePorts[%d]", path, j)
+		if p.Port < 1 || p.Port > 65535 {
+			fail(pp+".port", "%d is not in 1-65535", p.Port)
+		}
+		switch {
+		case p.EndPort == 0:
+		case p.EndPort < p.Port:
+			fail(pp+".endPort", "%d is below port %d", p.EndPort, p.Port)
+		case p.EndPort > 65535:
+			fail(pp+".endPort", "%d is above 65535", p.EndPort)
+		}
+	}
+	icmp := r.Protocol == v1alpha1.ProtocolICMP || r.Protocol == v1alpha1.ProtocolICMPv6
+	if len(r.ICMPTypes) > 0 && !icmp {
+		fail(path+".icmpTypes", "icmpTypes require protocol ICMP or ICMPv6, not %q", r.Protocol)
+	}
+	for j, t := range r.ICMPTypes {
+		if _, ok := t.Message(r.Protocol); icmp && !ok {
+			fail(fmt.Sprintf("%s.icmpTypes[%d]", path, j),
+				"%q is not a type of protocol %s: a name as iptables spells it, in CamelCase, or numbers type or type/code", t, r.Protocol)
+		}
+	}
+	if r.RejectWith != "" {
+		if _, ok := rejectVerdicts[r.RejectWith]; !ok {
+			fail(path+".rejectWith", "%q is not PortUnreachable, TCPReset, HostUnreachable, AdminProhibited or NetUnreachable", r.RejectWith)
+		}
+		if r.Action != v1alpha1.ActionReject {
+			fail(path+".rejectWith", "rejectWith requires action Reject, not %q", r.Action)
+		}
+		if r.RejectWith == v1alpha1.RejectWithTCPReset && r.Protocol != v1alpha1.ProtocolTCP {
+			fail(path+".rejectWith", "rejectWith TCPReset requires protocol TCP, not %q", r.Protocol)
+		}
+	}
+	if l := r.Limit; l != nil {
+		if l.Rate < 1 || l.Rate > 10000 {
+			fail(path+".limit.rate", "%d is not in 1-10000", l.Rate)
+		}
+		switch l.Per {
+		case v1alpha1.RateUnitSecond, v1alpha1.RateUnitMinute, v1alpha1.RateUnitHour, v1alpha1.RateUnitDay:
+		default:
+			fail(path+".limit.per", "%q is not Second, Minute, Hour or Day", l.Per)
+		}
+		if l.Burst < 0 || l.Burst > 10000 {
+			fail(path+".limit.burst", "%d is not in 1-10000", l.Burst)
+		}
+		if r.Log {
+			fail(path+".log", "log cannot be combined with limit")
+		}
+	}
+	if c := r.ConnLimit; c != nil && (c.Above < 0 || c.Above > 65535) {
+		fail(path+".connLimit.above", "%d is not in 0-65535", c.Above)
 	}
 }
 

@@ -33,9 +33,9 @@ func TestDefaultActionsFailSafe(t *testing.T) {
 			policy("lockdown", 100, metav1.LabelSelector{}, withDefaults(fwv1.DefaultActions{Input: drop})),
 		},
 		want: map[string]chains{
-			"a-1": {defaults: fwv1.DefaultActions{Input: drop, Forward: accept, Output: accept}},
-			"a-2": {defaults: fwv1.DefaultActions{Input: drop, Forward: accept, Output: accept}},
-			"b-1": {defaults: fwv1.DefaultActions{Input: drop, Forward: accept, Output: accept}},
+			"a-1": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: drop, Forward: accept, Output: accept}},
+			"a-2": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: drop, Forward: accept, Output: accept}},
+			"b-1": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: drop, Forward: accept, Output: accept}},
 		},
 		problems: []Problem{{
 			Policy: "lockdown", Reason: fwv1.ReasonDefaultActionConflict,
@@ -51,9 +51,9 @@ func TestDefaultActionsFailSafe(t *testing.T) {
 			policy("two", 2, metav1.LabelSelector{}, withDefaults(fwv1.DefaultActions{Input: drop, Forward: drop})),
 		},
 		want: map[string]chains{
-			"a-1": {defaults: fwv1.DefaultActions{Input: drop, Forward: drop, Output: accept}},
-			"a-2": {defaults: fwv1.DefaultActions{Input: drop, Forward: drop, Output: accept}},
-			"b-1": {defaults: fwv1.DefaultActions{Input: drop, Forward: drop, Output: accept}},
+			"a-1": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: drop, Forward: drop, Output: accept}},
+			"a-2": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: drop, Forward: drop, Output: accept}},
+			"b-1": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: drop, Forward: drop, Output: accept}},
 		},
 	}, {
 		name: "a conflict is reported only where both policies select the node, per chain",
@@ -62,9 +62,9 @@ func TestDefaultActionsFailSafe(t *testing.T) {
 			policy("all", 2, metav1.LabelSelector{}, withDefaults(fwv1.DefaultActions{Input: drop, Output: accept})),
 		},
 		want: map[string]chains{
-			"a-1": {defaults: fwv1.DefaultActions{Input: drop, Forward: accept, Output: drop}},
-			"a-2": {defaults: fwv1.DefaultActions{Input: drop, Forward: accept, Output: drop}},
-			"b-1": {defaults: fwv1.DefaultActions{Input: drop, Forward: accept, Output: accept}},
+			"a-1": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: drop, Forward: accept, Output: drop}},
+			"a-2": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: drop, Forward: accept, Output: drop}},
+			"b-1": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: drop, Forward: accept, Output: accept}},
 		},
 		problems: []Problem{{
 			Policy: "all", Reason: fwv1.ReasonDefaultActionConflict,
@@ -87,9 +87,9 @@ func TestDefaultActionsFailSafe(t *testing.T) {
 			policy("drop", 3, zoneA, withDefaults(fwv1.DefaultActions{Forward: drop})),
 		},
 		want: map[string]chains{
-			"a-1": {defaults: fwv1.DefaultActions{Input: accept, Forward: drop, Output: accept}},
-			"a-2": {defaults: fwv1.DefaultActions{Input: accept, Forward: drop, Output: accept}},
-			"b-1": {defaults: fwv1.DefaultActions{Input: accept, Forward: accept, Output: accept}},
+			"a-1": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: accept, Forward: drop, Output: accept}},
+			"a-2": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: accept, Forward: drop, Output: accept}},
+			"b-1": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: accept, Forward: accept, Output: accept}},
 		},
 		problems: []Problem{{
 			Policy: "accept-1", Reason: fwv1.ReasonDefaultActionOverridden,
@@ -111,9 +111,9 @@ func TestDefaultActionsFailSafe(t *testing.T) {
 			policy("trial", 5, zoneA, withMode(fwv1.PolicyModeAudit), withDefaults(fwv1.DefaultActions{Output: drop})),
 		},
 		want: map[string]chains{
-			"a-1": {defaults: fwv1.DefaultActions{Input: accept, Forward: accept, Output: drop}, audited: []fwv1.Chain{fwv1.ChainOutput}},
-			"a-2": {defaults: fwv1.DefaultActions{Input: accept, Forward: accept, Output: drop}, audited: []fwv1.Chain{fwv1.ChainOutput}},
-			"b-1": {defaults: fwv1.DefaultActions{Input: accept, Forward: accept, Output: accept}},
+			"a-1": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: accept, Forward: accept, Output: drop}, audited: []fwv1.Chain{fwv1.ChainOutput}},
+			"a-2": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: accept, Forward: accept, Output: drop}, audited: []fwv1.Chain{fwv1.ChainOutput}},
+			"b-1": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: accept, Forward: accept, Output: accept}},
 		},
 		problems: []Problem{{
 			Policy: "open", Reason: fwv1.ReasonDefaultActionOverridden,
@@ -129,9 +129,9 @@ func TestDefaultActionsFailSafe(t *testing.T) {
 			policy("enforced", 2, zoneA, withDefaults(fwv1.DefaultActions{Input: drop})),
 		},
 		want: map[string]chains{
-			"a-1": {defaults: fwv1.DefaultActions{Input: drop, Forward: accept, Output: drop}, audited: []fwv1.Chain{fwv1.ChainOutput}},
-			"a-2": {defaults: fwv1.DefaultActions{Input: drop, Forward: accept, Output: drop}, audited: []fwv1.Chain{fwv1.ChainOutput}},
-			"b-1": {defaults: fwv1.DefaultActions{Input: drop, Forward: accept, Output: drop}, audited: []fwv1.Chain{fwv1.ChainInput, fwv1.ChainOutput}},
+			"a-1": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: drop, Forward: accept, Output: drop}, audited: []fwv1.Chain{fwv1.ChainOutput}},
+			"a-2": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: drop, Forward: accept, Output: drop}, audited: []fwv1.Chain{fwv1.ChainOutput}},
+			"b-1": {defaults: fwv1.DefaultActions{PreRouting: accept, Input: drop, Forward: accept, Output: drop}, audited: []fwv1.Chain{fwv1.ChainInput, fwv1.ChainOutput}},
 		},
 	}}
 	for _, tc := range tests {

@@ -246,8 +246,11 @@ func TestResolvePreRoutingDefault(t *testing.T) {
 		t.Errorf("default actions %+v, audited %v; want preRouting Drop, audited", spec.DefaultActions, spec.AuditedChains)
 	}
 	want := []Problem{{
-		Policy: "second", Reason: fwv1.ReasonDefaultActionConflict,
-		Message: `spec.defaultActions.preRouting=Accept is overridden by policy "first" (Drop), evaluated first, on 1 node(s): n`,
+		Policy: "first", Reason: fwv1.ReasonDefaultActionConflict,
+		Message: `spec.defaultActions.preRouting=Drop overrides policy "second", which sets Accept: the more restrictive default wins, on 1 node(s): n`,
+	}, {
+		Policy: "second", Reason: fwv1.ReasonDefaultActionOverridden,
+		Message: `spec.defaultActions.preRouting=Accept is overridden by policy "first", which sets Drop: the more restrictive default wins, on 1 node(s): n`,
 	}}
 	if diff := cmp.Diff(want, got.Problems); diff != "" {
 		t.Errorf("problems (-want +got):\n%s", diff)

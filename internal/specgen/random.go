@@ -21,6 +21,23 @@ type Universe struct {
 	InInterfaces, OutInterfaces []string
 	// FirstPort and LastPort bound the rules' ports.
 	FirstPort, LastPort int32
+
+	// Matches of iptables' extensions, drawn only when set.
+
+	// FirstSourcePort and LastSourcePort bound the rules' source ports;
+	// 0 draws none.
+	FirstSourcePort, LastSourcePort int32
+	// Protocols are the IP protocols other than TCP, UDP, SCTP, ICMP and
+	// ICMPv6 that rules match, by name or number.
+	Protocols []v1alpha1.Protocol
+	// ICMPTypes and ICMPv6Types are the types that ICMP and ICMPv6 rules
+	// match.
+	ICMPTypes, ICMPv6Types []v1alpha1.ICMPType
+	// RejectAnswers draws answers of Reject rules other than the default.
+	RejectAnswers bool
+	// Limits draws rate limits and connection limits, so high that the
+	// rule sets' probes never reach them.
+	Limits bool
 }
 
 // Random draws a rule set from u: 1 to 12 rules over all four chains,
@@ -79,6 +96,8 @@ func Random(rng *rand.Rand, u Universe) v1alpha1.NodeFirewallSpec {
 			r.Protocol = v1alpha1.ProtocolICMP
 		case x < 0.75:
 			r.Protocol = v1alpha1.ProtocolICMPv6
+		case x < 0.78 && len(u.Protocols) > 0:
+			r.Protocol = u.Protocols[rng.IntN(len(u.Protocols))]
 		}
 		if r.Protocol.HasPorts() && chance(0.75) {
 			for range 1 + rng.IntN(3) {
@@ -125,6 +144,7 @@ func Random(rng *rand.Rand, u Universe) v1alpha1.NodeFirewallSpec {
 			r.States = []v1alpha1.ConnState{v1alpha1.ConnStateInvalid}
 		}
 		r.Log = chance(0.1 * extra)
+		drawExtensions(rng, u, &r, extra)
 		spec.Rules = append(spec.Rules, r)
 	}
 	for _, c := range v1alpha1.Chains {
@@ -143,4 +163,45 @@ func Random(rng *rand.Rand, u Universe) v1alpha1.NodeFirewallSpec {
 		spec.DefaultActions.Set(c, p)
 	}
 	return spec
+}
+
+// drawExtensions gives a rule some of the universe's matches and answers
+// of iptables' extensions: source ports, ICMP types, an answer of Reject,
+// limits. extra scales the odds, as for interfaces and states.
+func drawExtensions(rng *rand.Rand, u Universe, r *v1alpha1.NodeFirewallRule, extra float64) {
+	chance := func(p float64) bool { return rng.Float64() < p }
+	if u.FirstSourcePort > 0 && r.Protocol.HasPorts() && chance(0.3*extra) {
+		for range 1 + rng.IntN(2) {
+			first := u.FirstSourcePort + int32(rng.IntN(int(u.LastSourcePort-u.FirstSourcePort+1)))
+			pr := v1alpha1.SourcePortRange{Port: first}
+			if chance(0.5) {
+				if end := min(first+1+int32(rng.IntN(4)), u.LastSourcePort); end > first {
+					pr.EndPort = end
+				}
+			}
+			r.SourcePorts = append(r.SourcePorts, pr)
+		}
+	}
+	types := map[v1alpha1.Protocol][]v1alpha1.ICMPType{v1alpha1.ProtocolICMP: u.ICMPTypes, v1alpha1.ProtocolICMPv6: u.ICMPv6Types}[r.Protocol]
+	if len(types) > 0 && chance(0.6) {
+		for range 1 + rng.IntN(3) {
+			r.ICMPTypes = append(r.ICMPTypes, types[rng.IntN(len(types))])
+		}
+	}
+	if u.RejectAnswers && r.Action == v1alpha1.ActionReject && chance(0.4) {
+		answers := []v1alpha1.RejectWith{v1alpha1.RejectWithPortUnreachable, v1alpha1.RejectWithHostUnreachable,
+			v1alpha1.RejectWithAdminProhibited, v1alpha1.RejectWithNetUnreachable}
+		if r.Protocol == v1alpha1.ProtocolTCP {
+			answers = append(answers, v1alpha1.RejectWithTCPReset, v1alpha1.RejectWithTCPReset)
+		}
+		r.RejectWith = answers[rng.IntN(len(answers))]
+	}
+	if u.Limits {
+		switch x := rng.Float64() / extra; {
+		case x < 0.05 && !r.Log:
+			r.Limit = &v1alpha1.RateLimit{Rate: 10000, Per: v1alpha1.RateUnitSecond, Burst: 10000, PerSource: chance(0.5)}
+		case x < 0.1:
+			r.ConnLimit = &v1alpha1.ConnLimit{Above: 10000}
+		}
+	}
 }

@@ -99,3 +99,70 @@ func TestRandomDefaults(t *testing.T) {
 		}
 	}
 }
+
+// extensionsUniverse is testUniverse with iptables' extensions.
+var extensionsUniverse = func() Universe {
+	u := testUniverse
+	u.FirstSourcePort, u.LastSourcePort = 5000, 5031
+	u.Protocols = []v1alpha1.Protocol{v1alpha1.ProtocolGRE, "253"}
+	u.ICMPTypes = []v1alpha1.ICMPType{"EchoRequest", "FragmentationNeeded", "3/13"}
+	u.ICMPv6Types = []v1alpha1.ICMPType{"EchoRequest", "PacketTooBig", "1/4"}
+	u.RejectAnswers, u.Limits = true, true
+	return u
+}()
+
+// TestRandomExtensions draws rule sets with iptables' extensions: each is
+// valid, draws only from the universe, and every extension comes up.
+func TestRandomExtensions(t *testing.T) {
+	u := extensionsUniverse
+	seen := map[string]int{}
+	for i := range 500 {
+		spec := Random(rand.New(rand.NewPCG(3, uint64(i))), u)
+		if err := reference.Validate(spec); err != nil {
+			t.Fatalf("set %d is invalid: %v", i, err)
+		}
+		for _, r := range spec.Rules {
+			for _, p := range r.SourcePorts {
+				seen["sourcePorts"]++
+				if p.Port < u.FirstSourcePort || p.Last() > u.LastSourcePort {
+					t.Errorf("set %d rule %s: source ports %d-%d outside the universe", i, r.Name, p.Port, p.Last())
+				}
+			}
+			if slices.Contains(u.Protocols, r.Protocol) {
+				seen["protocols"]++
+			}
+			for _, ty := range r.ICMPTypes {
+				seen["icmpTypes"]++
+				if !slices.Contains(append(slices.Clone(u.ICMPTypes), u.ICMPv6Types...), ty) {
+					t.Errorf("set %d rule %s: ICMP type %s outside the universe", i, r.Name, ty)
+				}
+			}
+			if r.RejectWith != "" {
+				seen["rejectWith "+string(r.RejectWith)]++
+			}
+			if r.Limit != nil {
+				seen["limit"]++
+				if r.Limit.Rate < 10000 {
+					t.Errorf("set %d rule %s: a limit probes could reach: %+v", i, r.Name, r.Limit)
+				}
+			}
+			if r.ConnLimit != nil {
+				seen["connLimit"]++
+			}
+		}
+	}
+	for _, k := range []string{"sourcePorts", "protocols", "icmpTypes", "limit", "connLimit", "rejectWith TCPReset",
+		"rejectWith HostUnreachable", "rejectWith AdminProhibited", "rejectWith NetUnreachable", "rejectWith PortUnreachable"} {
+		if seen[k] < 10 {
+			t.Errorf("%s drawn %d times in 500 sets", k, seen[k])
+		}
+	}
+	// A universe without extensions draws none.
+	for i := range 100 {
+		for _, r := range Random(rand.New(rand.NewPCG(3, uint64(i))), testUniverse).Rules {
+			if len(r.SourcePorts) > 0 || len(r.ICMPTypes) > 0 || r.RejectWith != "" || r.Limit != nil || r.ConnLimit != nil {
+				t.Fatalf("set %d rule %s has extensions: %+v", i, r.Name, r)
+			}
+		}
+	}
+}

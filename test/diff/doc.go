@@ -18,7 +18,15 @@
 // Each router forwards between a client namespace (several source
 // addresses) and a server namespace. Probes go client to router (Input),
 // client to server and back (Forward), and router to client and server
-// (Output, dialled from inside the router).
+// (Output, dialled from inside the router): TCP connections and UDP
+// exchanges, from ephemeral or chosen source ports, and ICMP and ICMPv6
+// messages and packets of other IP protocols, which count as accepted
+// when a raw socket of the destination receives them.
+//
+// Besides random rule sets and the sample policies, the importer's corpus
+// of iptables-save files is compared with its imports
+// (TestImportedCorpus): each file, without the lines the import reports
+// as not translated, against the imported policy.
 //
 // The tests run as root and fail, rather than skip, without it. The random
 // rule sets are reproducible: set i of seed s is drawn from (s, i).

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/netnstest"
 	"github.com/nodefw/nodefw/internal/specgen"
 )
 
@@ -36,13 +37,90 @@ var (
 // and ports inside the served universe, one port away from its ends, so
 // that every edge probe has a listener.
 var randomUniverse = specgen.Universe{
-	Policy:        "diff",
-	Sources:       sourcePool,
-	Destinations:  destinationPool,
-	InInterfaces:  inPool,
-	OutInterfaces: outPool,
-	FirstPort:     universeFirst + 1,
-	LastPort:      universeLast - 1,
+	Policy:          "diff",
+	Sources:         sourcePool,
+	Destinations:    destinationPool,
+	InInterfaces:    inPool,
+	OutInterfaces:   outPool,
+	FirstPort:       universeFirst + 1,
+	LastPort:        universeLast - 1,
+	FirstSourcePort: sourceFirst + 1,
+	LastSourcePort:  sourceLast - 1,
+	Protocols:       []v1alpha1.Protocol{v1alpha1.ProtocolGRE, v1alpha1.ProtocolESP, "253"},
+	ICMPTypes: []v1alpha1.ICMPType{"EchoRequest", "DestinationUnreachable", "FragmentationNeeded", "PortUnreachable",
+		"3/13", "TimeExceeded", "TTLZeroDuringReassembly", "TimestampRequest", "0"},
+	ICMPv6Types: []v1alpha1.ICMPType{"EchoRequest", "PacketTooBig", "DestinationUnreachable", "1/4", "NoRoute",
+		"AddressUnreachable", "TimeExceeded", "ParameterProblem"},
+	RejectAnswers: true,
+	Limits:        true,
+}
+
+// Source ports of the probes: free in every namespace (no listener, not
+// ephemeral), so that any probe may take one.
+const (
+	sourceFirst = 5000
+	sourceLast  = 5031
+)
+
+// maxProbeSourcePorts bounds the source ports probed for a rule set.
+const maxProbeSourcePorts = 4
+
+// probeSourcePorts are the source ports to probe for a rule set whose
+// rules match some: the first and last port of every range and their
+// outer neighbours, at most maxProbeSourcePorts of them; none for a rule
+// set without source ports.
+func probeSourcePorts(rng *rand.Rand, spec v1alpha1.NodeFirewallSpec) []uint16 {
+	var cand []uint16
+	add := func(p int32) {
+		if p >= sourceFirst && p <= sourceLast && !slices.Contains(cand, uint16(p)) {
+			cand = append(cand, uint16(p))
+		}
+	}
+	for _, r := range spec.Rules {
+		for _, pr := range r.SourcePorts {
+			add(pr.Port - 1)
+			add(pr.Port)
+			add(pr.Last())
+			add(pr.Last() + 1)
+		}
+	}
+	rng.Shuffle(len(cand), func(i, j int) { cand[i], cand[j] = cand[j], cand[i] })
+	if len(cand) > maxProbeSourcePorts {
+		cand = cand[:maxProbeSourcePorts]
+	}
+	slices.Sort(cand)
+	return cand
+}
+
+// probeMessages are the IP messages to probe for a rule set: ICMP and
+// ICMPv6 messages of the types the universe's rules name and their
+// neighbours, when a rule matches ICMP, and a packet of each other
+// protocol the rules match and of one they do not.
+func probeMessages(spec v1alpha1.NodeFirewallSpec) []netnstest.IPMessage {
+	icmp, others := false, false
+	for _, r := range spec.Rules {
+		switch {
+		case r.Protocol == v1alpha1.ProtocolICMP, r.Protocol == v1alpha1.ProtocolICMPv6:
+			icmp = true
+		case r.Protocol != "" && !r.Protocol.HasPorts():
+			others = true
+		}
+	}
+	var out []netnstest.IPMessage
+	if icmp {
+		for _, tc := range [][2]uint8{{8, 0}, {3, 3}, {3, 4}, {3, 13}, {11, 0}, {11, 1}, {13, 0}} {
+			out = append(out, netnstest.IPMessage{Protocol: netnstest.ProtoICMP, Type: tc[0], Code: tc[1]})
+		}
+		for _, tc := range [][2]uint8{{128, 0}, {2, 0}, {1, 0}, {1, 3}, {1, 4}, {3, 0}, {4, 1}} {
+			out = append(out, netnstest.IPMessage{Protocol: netnstest.ProtoICMPv6, Type: tc[0], Code: tc[1]})
+		}
+	}
+	if others {
+		for _, p := range []uint8{47, 50, 253, 254} {
+			out = append(out, netnstest.IPMessage{Protocol: p})
+		}
+	}
+	return out
 }
 
 // maxProbePorts bounds the ports probed for a random rule set.

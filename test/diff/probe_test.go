@@ -16,23 +16,36 @@ import (
 	"github.com/nodefw/nodefw/internal/netnstest"
 )
 
-// probe is one connection attempt, made the same way on both sides.
+// probe is one connection attempt, or one IP message, made the same way
+// on both sides.
 type probe struct {
-	chain    v1alpha1.Chain
+	chain v1alpha1.Chain
+	// proto is TCP or UDP, or "" for msg: an ICMP or ICMPv6 message or a
+	// packet of another IP protocol, received by a raw socket of to.
 	proto    v1alpha1.Protocol
-	from     endpoint
+	msg      netnstest.IPMessage
+	from, to endpoint
 	src, dst netip.Addr
 	port     uint16
+	// sport is the source port, 0 for an ephemeral one.
+	sport uint16
 }
 
 func (p probe) String() string {
-	return fmt.Sprintf("%s %s %s -> %s", p.chain, strings.ToLower(string(p.proto)), p.src, netip.AddrPortFrom(p.dst, p.port))
+	if p.proto == "" {
+		return fmt.Sprintf("%s %v %s -> %s", p.chain, p.msg, p.src, p.dst)
+	}
+	src := p.src.String()
+	if p.sport != 0 {
+		src = netip.AddrPortFrom(p.src, p.sport).String()
+	}
+	return fmt.Sprintf("%s %s %s -> %s", p.chain, strings.ToLower(string(p.proto)), src, netip.AddrPortFrom(p.dst, p.port))
 }
 
 // pair is a source and destination of a probe.
 type pair struct {
 	chain    v1alpha1.Chain
-	from     endpoint
+	from, to endpoint
 	src, dst netip.Addr
 }
 
@@ -45,7 +58,7 @@ func pairs(v6 bool) []pair {
 	add := func(c v1alpha1.Chain, from endpoint, srcs, dsts []netip.Addr) {
 		for _, s := range srcs {
 			for _, d := range dsts {
-				out = append(out, pair{chain: c, from: from, src: s, dst: d})
+				out = append(out, pair{chain: c, from: from, to: endpointOf(d), src: s, dst: d})
 			}
 		}
 	}
@@ -73,8 +86,49 @@ func matrix(ps []pair, tcpPorts, udpPorts []uint16) []probe {
 			ports []uint16
 		}{{v1alpha1.ProtocolTCP, tcpPorts}, {v1alpha1.ProtocolUDP, udpPorts}} {
 			for _, port := range pr.ports {
-				out = append(out, probe{chain: p.chain, proto: pr.proto, from: p.from, src: p.src, dst: p.dst, port: port})
+				out = append(out, probe{chain: p.chain, proto: pr.proto, from: p.from, to: p.to, src: p.src, dst: p.dst, port: port})
 			}
+		}
+	}
+	return out
+}
+
+// endpointOf is the namespace that owns an address of the probes.
+func endpointOf(a netip.Addr) endpoint {
+	switch {
+	case slices.Contains(clientV4, a), slices.Contains(clientV6, a):
+		return client
+	case slices.Contains(serverV4, a), slices.Contains(serverV6, a):
+		return server
+	}
+	return router
+}
+
+// sourcePortMatrix is every pair with every source port and destination
+// port, over TCP and UDP.
+func sourcePortMatrix(ps []pair, sports, dports []uint16) []probe {
+	var out []probe
+	for _, p := range ps {
+		for _, proto := range []v1alpha1.Protocol{v1alpha1.ProtocolTCP, v1alpha1.ProtocolUDP} {
+			for _, sport := range sports {
+				for _, port := range dports {
+					out = append(out, probe{chain: p.chain, proto: proto, from: p.from, to: p.to, src: p.src, dst: p.dst, port: port, sport: sport})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// messageMatrix is every pair with every IP message of its family.
+func messageMatrix(ps []pair, msgs []netnstest.IPMessage) []probe {
+	var out []probe
+	for _, p := range ps {
+		for _, m := range msgs {
+			if (m.Protocol == netnstest.ProtoICMP && !p.dst.Is4()) || (m.Protocol == netnstest.ProtoICMPv6 && !p.dst.Is6()) {
+				continue
+			}
+			out = append(out, probe{chain: p.chain, msg: m, from: p.from, to: p.to, src: p.src, dst: p.dst})
 		}
 	}
 	return out
@@ -83,7 +137,13 @@ func matrix(ps []pair, tcpPorts, udpPorts []uint16) []probe {
 // run sends one probe on one side.
 func (s *side) run(p probe, timeout time.Duration) (netnstest.Verdict, error) {
 	opts := []netnstest.ProbeOption{netnstest.WithSource(p.src), netnstest.WithTimeout(timeout)}
-	if p.proto == v1alpha1.ProtocolTCP {
+	if p.sport != 0 {
+		opts = append(opts, netnstest.WithSourcePort(p.sport))
+	}
+	switch p.proto {
+	case "":
+		return netnstest.ProbeIP(s.ns(p.from), s.ns(p.to), p.dst, p.msg, opts...)
+	case v1alpha1.ProtocolTCP:
 		return netnstest.ProbeTCP(s.ns(p.from), p.dst, p.port, opts...)
 	}
 	return netnstest.ProbeUDP(s.ns(p.from), p.dst, p.port, opts...)
@@ -491,6 +551,13 @@ func simplifications(spec v1alpha1.NodeFirewallSpec, chain v1alpha1.Chain) []v1a
 			edit    func(r *v1alpha1.NodeFirewallRule)
 		}{
 			{r.Log, func(r *v1alpha1.NodeFirewallRule) { r.Log = false }},
+			{r.Limit != nil, func(r *v1alpha1.NodeFirewallRule) { r.Limit = nil }},
+			{r.ConnLimit != nil, func(r *v1alpha1.NodeFirewallRule) { r.ConnLimit = nil }},
+			{r.RejectWith != "", func(r *v1alpha1.NodeFirewallRule) { r.RejectWith = "" }},
+			{len(r.SourcePorts) > 1, func(r *v1alpha1.NodeFirewallRule) { r.SourcePorts = r.SourcePorts[1:] }},
+			{len(r.SourcePorts) > 0, func(r *v1alpha1.NodeFirewallRule) { r.SourcePorts = nil }},
+			{len(r.ICMPTypes) > 1, func(r *v1alpha1.NodeFirewallRule) { r.ICMPTypes = r.ICMPTypes[1:] }},
+			{len(r.ICMPTypes) > 0, func(r *v1alpha1.NodeFirewallRule) { r.ICMPTypes = nil }},
 			{r.Mode == v1alpha1.PolicyModeAudit, func(r *v1alpha1.NodeFirewallRule) { r.Mode, r.Policy = v1alpha1.PolicyModeEnforce, "diff" }},
 			{len(r.States) > 0, func(r *v1alpha1.NodeFirewallRule) { r.States = nil }},
 			{len(r.Sources) > 1, func(r *v1alpha1.NodeFirewallRule) { r.Sources = r.Sources[1:] }},
@@ -501,7 +568,8 @@ func simplifications(spec v1alpha1.NodeFirewallSpec, chain v1alpha1.Chain) []v1a
 			{len(r.Ports) > 0, func(r *v1alpha1.NodeFirewallRule) { r.Ports = nil }},
 			{r.InInterface != "", func(r *v1alpha1.NodeFirewallRule) { r.InInterface = "" }},
 			{r.OutInterface != "", func(r *v1alpha1.NodeFirewallRule) { r.OutInterface = "" }},
-			{r.Protocol != "" && len(r.Ports) == 0, func(r *v1alpha1.NodeFirewallRule) { r.Protocol = "" }},
+			{r.Protocol != "" && len(r.Ports)+len(r.SourcePorts)+len(r.ICMPTypes) == 0 && r.RejectWith != v1alpha1.RejectWithTCPReset,
+				func(r *v1alpha1.NodeFirewallRule) { r.Protocol = "" }},
 		}
 		for _, e := range edits {
 			if !e.applies {

@@ -13,7 +13,9 @@ import (
 // TestRandomRuleSets loads random rule sets both ways and compares the
 // verdicts of a probe matrix: every source and destination pair of every
 // chain, over TCP and UDP, on the ports at, around and between the edges of
-// the rule set's port ranges.
+// the rule set's port ranges, from the source ports at and around the
+// edges of its source port ranges, and ICMP and ICMPv6 messages and
+// packets of other IP protocols when its rules match them.
 func TestRandomRuleSets(t *testing.T) {
 	tp := env(t)
 	seed, count := *seedFlag, *countFlag
@@ -31,8 +33,13 @@ func TestRandomRuleSets(t *testing.T) {
 			t.Fatalf("set %d: the generator made an invalid rule set: %v", i, err)
 		}
 		ports := probePorts(rng, spec)
+		probes := matrix(ps, ports, ports)
+		if sports := probeSourcePorts(rng, spec); len(sports) > 0 {
+			probes = append(probes, sourcePortMatrix(ps, sports, ports[:2])...)
+		}
+		probes = append(probes, messageMatrix(ps, probeMessages(spec))...)
 		c := newRuleCase(fmt.Sprintf("set %d (-diff.seed=%d -diff.set=%d)", i, seed, i), spec)
-		tp.check(t, c, matrix(ps, ports, ports), &st)
+		tp.check(t, c, probes, &st)
 	}
 	t.Logf("%v, in %v", &st, time.Since(start).Round(time.Millisecond))
 }

@@ -36,8 +36,15 @@ func tracePacket(p probe) policytest.Parsed {
 	if p.dst.Is6() {
 		pk.Family = compile.FamilyIPv6
 	}
-	if p.proto == v1alpha1.ProtocolUDP {
+	switch p.proto {
+	case v1alpha1.ProtocolUDP:
 		pk.L4Proto = 17
+	case "":
+		pk = messagePacket(pk, p.msg)
+	}
+	pk.SPort = p.sport
+	if p.proto == "" {
+		pk.SPort = uint16(p.msg.Type)<<8 | uint16(p.msg.Code)
 	}
 	if p.chain != v1alpha1.ChainOutput {
 		pk.IIfName = linkOf(p.src)
@@ -46,6 +53,20 @@ func tracePacket(p probe) policytest.Parsed {
 		pk.OIfName = linkOf(p.dst)
 	}
 	return policytest.Parsed{Chain: p.chain, Packet: pk}
+}
+
+// messagePacket is the packet of an IP message probe: its protocol, type
+// and code, and the conntrack state conntrack gives it. An ICMP or ICMPv6
+// error about no connection, or a message that starts no exchange (an
+// echo reply unasked), is invalid; a query, or a packet of a protocol
+// conntrack follows generically, is new.
+func messagePacket(pk reference.Packet, m netnstest.IPMessage) reference.Packet {
+	pk.L4Proto, pk.Type, pk.Code, pk.DPort = m.Protocol, m.Type, m.Code, 0
+	queries := map[uint8][]uint8{netnstest.ProtoICMP: {8, 13, 15, 17}, netnstest.ProtoICMPv6: {128, 139}}
+	if q, icmp := queries[m.Protocol]; icmp && !slices.Contains(q, m.Type) {
+		pk.CtState = compile.CtStateInvalid
+	}
+	return pk
 }
 
 // linkOf is the router's link to the subnet of an address.
@@ -58,11 +79,16 @@ func linkOf(a netip.Addr) string {
 	return plan.RouterServerDev
 }
 
-// kernelVerdicts are what a probe gets for each verdict of the trace.
+// kernelVerdicts are what a probe gets for each verdict of the trace; every
+// answer of a reject is a reject.
 var kernelVerdicts = map[compile.Verdict]netnstest.Verdict{
-	compile.VerdictAccept: netnstest.Accepted,
-	compile.VerdictDrop:   netnstest.Dropped,
-	compile.VerdictReject: netnstest.Rejected,
+	compile.VerdictAccept:                netnstest.Accepted,
+	compile.VerdictDrop:                  netnstest.Dropped,
+	compile.VerdictReject:                netnstest.Rejected,
+	compile.VerdictRejectTCPReset:        netnstest.Rejected,
+	compile.VerdictRejectHostUnreachable: netnstest.Rejected,
+	compile.VerdictRejectAdminProhibited: netnstest.Rejected,
+	compile.VerdictRejectNetUnreachable:  netnstest.Rejected,
 }
 
 // tracePath is the chains a probe's first packet meets on the router, in
@@ -114,12 +140,16 @@ func traceVerdict(spec v1alpha1.NodeFirewallSpec, p probe) netnstest.Verdict {
 	return seen(v, p)
 }
 
-// seen is what a probe sees of a verdict. A UDP datagram that the
-// sender's own Output chain rejects looks dropped: the kernel answers the
-// send with EPERM, as for a drop, before the ICMP error it also makes
-// could reach the socket (TCP retries the SYN and sees the error).
+// seen is what a probe sees of a verdict. A UDP datagram or an IP message
+// that the sender's own Output chain rejects looks dropped: the kernel
+// answers the send with EPERM, as for a drop, before the ICMP error it
+// also makes could reach the socket (TCP retries the SYN and sees the
+// error). A rejected ICMP error looks dropped too: no error answers one.
 func seen(v compile.Verdict, p probe) netnstest.Verdict {
-	if v == compile.VerdictReject && p.chain == v1alpha1.ChainOutput && p.proto == v1alpha1.ProtocolUDP {
+	if v.IsReject() && p.chain == v1alpha1.ChainOutput && (p.proto == v1alpha1.ProtocolUDP || p.proto == "") {
+		return netnstest.Dropped
+	}
+	if v.IsReject() && p.proto == "" && p.msg.IsICMPError() {
 		return netnstest.Dropped
 	}
 	return kernelVerdicts[v]
@@ -145,6 +175,10 @@ func TestSeen(t *testing.T) {
 	udpOut := probe{chain: v1alpha1.ChainOutput, proto: v1alpha1.ProtocolUDP}
 	tcpOut := probe{chain: v1alpha1.ChainOutput, proto: v1alpha1.ProtocolTCP}
 	udpIn := probe{chain: v1alpha1.ChainInput, proto: v1alpha1.ProtocolUDP}
+	echoIn := probe{chain: v1alpha1.ChainInput, msg: netnstest.IPMessage{Protocol: netnstest.ProtoICMP, Type: 8}}
+	echoOut := probe{chain: v1alpha1.ChainOutput, msg: echoIn.msg}
+	errorIn := probe{chain: v1alpha1.ChainInput, msg: netnstest.IPMessage{Protocol: netnstest.ProtoICMPv6, Type: 1, Code: 4}}
+	greIn := probe{chain: v1alpha1.ChainInput, msg: netnstest.IPMessage{Protocol: 47}}
 	for _, tt := range []struct {
 		v    compile.Verdict
 		p    probe
@@ -155,6 +189,14 @@ func TestSeen(t *testing.T) {
 		{compile.VerdictReject, udpIn, netnstest.Rejected},
 		{compile.VerdictAccept, udpOut, netnstest.Accepted},
 		{compile.VerdictDrop, udpIn, netnstest.Dropped},
+		{compile.VerdictRejectTCPReset, tcpOut, netnstest.Rejected},
+		{compile.VerdictRejectAdminProhibited, udpIn, netnstest.Rejected},
+		{compile.VerdictRejectHostUnreachable, udpOut, netnstest.Dropped},
+		{compile.VerdictReject, echoIn, netnstest.Rejected},
+		{compile.VerdictRejectNetUnreachable, echoOut, netnstest.Dropped},
+		{compile.VerdictReject, errorIn, netnstest.Dropped},
+		{compile.VerdictAccept, errorIn, netnstest.Accepted},
+		{compile.VerdictReject, greIn, netnstest.Rejected},
 	} {
 		if got := seen(tt.v, tt.p); got != tt.want {
 			t.Errorf("seen(%s, %v %v) = %v, want %v", tt.v, tt.p.chain, tt.p.proto, got, tt.want)
@@ -222,6 +264,34 @@ func TestTracePath(t *testing.T) {
 		}
 		if !slices.Equal(got, tt.want) {
 			t.Errorf("%v: path %+v, want %+v", tt.p, got, tt.want)
+		}
+	}
+}
+
+func TestTraceMessagePacket(t *testing.T) {
+	a := netip.MustParseAddr
+	for _, tt := range []struct {
+		msg       netnstest.IPMessage
+		wantState compile.CtState
+	}{
+		{netnstest.IPMessage{Protocol: netnstest.ProtoICMP, Type: 8}, compile.CtStateNew},
+		{netnstest.IPMessage{Protocol: netnstest.ProtoICMP, Type: 13}, compile.CtStateNew},
+		{netnstest.IPMessage{Protocol: netnstest.ProtoICMP, Type: 0}, compile.CtStateInvalid},
+		{netnstest.IPMessage{Protocol: netnstest.ProtoICMP, Type: 3, Code: 4}, compile.CtStateInvalid},
+		{netnstest.IPMessage{Protocol: netnstest.ProtoICMPv6, Type: 128}, compile.CtStateNew},
+		{netnstest.IPMessage{Protocol: netnstest.ProtoICMPv6, Type: 2}, compile.CtStateInvalid},
+		{netnstest.IPMessage{Protocol: 47}, compile.CtStateNew},
+		{netnstest.IPMessage{Protocol: 50}, compile.CtStateNew},
+	} {
+		dst := a("10.77.1.1")
+		if tt.msg.Protocol == netnstest.ProtoICMPv6 {
+			dst = a("fd77:1::1")
+		}
+		p := probe{chain: v1alpha1.ChainInput, msg: tt.msg, src: a("10.77.1.10"), dst: dst}
+		got := tracePacket(p).Packet
+		if got.L4Proto != tt.msg.Protocol || got.Type != tt.msg.Type || got.Code != tt.msg.Code || got.DPort != 0 ||
+			got.SPort != uint16(tt.msg.Type)<<8|uint16(tt.msg.Code) || got.CtState != tt.wantState {
+			t.Errorf("%+v: packet %+v, want state %v", tt.msg, got, tt.wantState)
 		}
 	}
 }

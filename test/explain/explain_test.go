@@ -145,6 +145,11 @@ var counterparts = map[string][]string{
 	"states":       {"--ctstate"},
 	"chain":        {"INPUT"},
 	"action":       {"ACCEPT", "REJECT"},
+	"sourcePorts":  {"--sport"},
+	"icmpTypes":    {"--icmp-type"},
+	"rejectWith":   {"--reject-with"},
+	"limit":        {"hashlimit"},
+	"connLimit":    {"--connlimit-above"},
 }
 
 // field returns the schema at a dotted path below root; array items are
@@ -182,6 +187,13 @@ func TestPolicyRuleFieldsNameTheirIptablesCounterparts(t *testing.T) {
 			{"chain", "PREROUTING"},
 			{"action", "DROP"},
 			{"action", "REJECT"},
+			{"sourcePorts.port", "--sport"},
+			{"sourcePorts.endPort", "--sport"},
+			{"icmpTypes", "--icmpv6-type"},
+			{"limit", "-m limit"},
+			{"limit.rate", "--limit"},
+			{"limit.burst", "--limit-burst"},
+			{"limit.perSource", "srcip"},
 		} {
 			checkMentions(t, version, "nodefirewallpolicy.spec.rules."+c.path, field(t, rules, c.path).Description, []string{c.tok})
 		}
@@ -204,7 +216,8 @@ func TestNodeFirewallRuleFieldsNameTheirIptablesCounterparts(t *testing.T) {
 	crd := loadCRDs(t)["NodeFirewall"]
 	for version, root := range schemas(t, crd) {
 		rules := field(t, root, "spec.rules")
-		for _, name := range []string{"protocol", "ports", "sources", "destinations", "inInterface", "outInterface", "states"} {
+		for _, name := range []string{"protocol", "ports", "sources", "destinations", "inInterface", "outInterface", "states",
+			"sourcePorts", "icmpTypes", "rejectWith", "limit", "connLimit"} {
 			checkMentions(t, version, "nodefirewall.spec.rules."+name, field(t, rules, name).Description, counterparts[name])
 		}
 	}

@@ -16,7 +16,7 @@ import (
 var (
 	chains    = []fwv1.Chain{fwv1.ChainInput, fwv1.ChainForward, fwv1.ChainOutput, "", "INPUT", "Prerouting", fwv1.ChainPreRouting}
 	actions   = []fwv1.Action{fwv1.ActionAccept, fwv1.ActionDrop, fwv1.ActionReject, "", "ACCEPT", "Log"}
-	protocols = []fwv1.Protocol{"", fwv1.ProtocolTCP, fwv1.ProtocolUDP, fwv1.ProtocolSCTP, fwv1.ProtocolICMP, fwv1.ProtocolICMPv6, "tcp", "GRE"}
+	protocols = []fwv1.Protocol{"", fwv1.ProtocolTCP, fwv1.ProtocolUDP, fwv1.ProtocolSCTP, fwv1.ProtocolICMP, fwv1.ProtocolICMPv6, "tcp", "GRE", "41", "47"}
 	modes     = []fwv1.PolicyMode{"", fwv1.PolicyModeEnforce, fwv1.PolicyModeAudit, "Dry"}
 	states    = []fwv1.ConnState{fwv1.ConnStateNew, fwv1.ConnStateEstablished, fwv1.ConnStateRelated, fwv1.ConnStateInvalid, "Untracked"}
 )
