@@ -68,7 +68,7 @@ func TestDropLogs(t *testing.T) {
 
 	t.Run("Rule", func(t *testing.T) {
 		got := dropProbe(t, c, "cp-1", "worker-1", ruled, "worker-1")
-		want := nflog.Record{Node: "worker-1", Policy: policy, Rule: rule, Label: label, Verdict: "drop"}
+		want := nflog.Record{Node: "worker-1", Policy: policy, Rule: rule, Label: label, Verdict: "drop", Chain: "input"}
 		checkLine(t, got, want, "cp-1", "worker-1", ruled, true)
 	})
 	t.Run("Default", func(t *testing.T) {
@@ -90,7 +90,7 @@ func TestDropLogs(t *testing.T) {
 
 	t.Run("AuditRule", func(t *testing.T) {
 		got := dropProbe(t, c, "cp-1", "worker-1", ruled, "worker-1")
-		want := nflog.Record{Node: "worker-1", Policy: policy, Rule: rule, Label: label, Verdict: "audit"}
+		want := nflog.Record{Node: "worker-1", Policy: policy, Rule: rule, Label: label, Verdict: "audit", Chain: "input"}
 		checkLine(t, got, want, "cp-1", "worker-1", ruled, true)
 	})
 	t.Run("AuditDefault", func(t *testing.T) {
