@@ -312,7 +312,11 @@ func (im *importer) parsedChain(ref chainRef) []parsedEntry {
 			continue
 		}
 		// A LOG whose -m addrtype differs logs other packets; the
-		// not-local accept is nodefw's own, with no log.
+		// not-local accept is nodefw's own, with no log; a rule
+		// PREROUTING cannot take leaves its LOG alone.
+		if isPreRouting(ref) && im.checkPreRouting(ref.table, next).reason != "" {
+			continue
+		}
 		if sameMatch(withoutLimit(lg.match), next.match) && lg.dstType == next.dstType && !strings.HasPrefix(next.dstType, "!") {
 			next.log, lg.logOf = true, &next.entry
 			next.logSettings = logSettingsOf(lg.parsed)

@@ -259,3 +259,27 @@ iptables -t raw -F PREROUTING
 		t.Errorf("summary %+v, want %+v", res.Summary, want)
 	}
 }
+
+// TestImportPreRoutingLogBeforeRefused: a LOG is not said to be taken in
+// by a rule PREROUTING refuses.
+func TestImportPreRoutingLogBeforeRefused(t *testing.T) {
+	input := `iptables -t mangle -A PREROUTING -p tcp --dport 22 -j LOG --log-prefix "ssh: "
+iptables -t mangle -A PREROUTING -p tcp --dport 22 -j REJECT
+`
+	res, err := Import(strings.NewReader(input), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Warning{
+		{Line: 1, Text: `iptables -t mangle -A PREROUTING -p tcp --dport 22 -j LOG --log-prefix "ssh: "`,
+			Reason: "LOG is imported only right before a rule that matches the same packets and accepts, drops or rejects them: set log: true on the rule that decides"},
+		{Line: 2, Text: "iptables -t mangle -A PREROUTING -p tcp --dport 22 -j REJECT",
+			Reason: "REJECT in table mangle is refused by iptables: it is allowed only in the filter table"},
+	}
+	if diff := cmp.Diff(want, res.Warnings); diff != "" {
+		t.Errorf("warnings (-want +got):\n%s", diff)
+	}
+	if want := (Summary{Rules: 2, PreRouting: 2, Skipped: 2}); res.Summary != want {
+		t.Errorf("summary %+v, want %+v", res.Summary, want)
+	}
+}
