@@ -455,8 +455,8 @@ func (d *decomposer) walk(ps pieces, depth int, w *elementWriter) {
 type elementWriter struct {
 	at         boxLayout
 	fam        Family
-	points     []u128  // of an IPv6 set, see rankAddrs
-	restricted [4]bool // by field, whether some element does not have it whole
+	points     []u128   // of an IPv6 set, see rankAddrs
+	restricted [4]bool  // by field, whether some element does not have it whole
 	names      []string // the rule of each owner; nil with merged counters
 	skip       []bool   // by owner, whether to leave its elements out
 	path       box32
