@@ -27,6 +27,17 @@ func (sc *runScratch) disjoint(set int, k setKey, order []SetField, names []stri
 		d.max[at.src] = uint32(len(w.points) - 1)
 		d.max[at.dst] = d.max[at.src]
 	}
+	// The boxes that only take their place restrict the key as if they
+	// were elements: whether they own a region depends on the other
+	// rules, and a key that changed with it would turn a change of
+	// elements into a new set.
+	for i := range boxes {
+		if skip != nil && skip[d.owners[i]] {
+			b := &boxes[i]
+			w.restricted[at.src] = w.restricted[at.src] || b[at.src] != (span32{0, d.max[at.src]})
+			w.restricted[at.dst] = w.restricted[at.dst] || b[at.dst] != (span32{0, d.max[at.dst]})
+		}
+	}
 	root, err := sc.cutAll()
 	if err != nil {
 		return nil, err
