@@ -44,6 +44,10 @@ func TestRuleMetricsAt10kRules(t *testing.T) {
 		case i == n-1:
 			// Covers the deep rules' ports, too late to count them.
 			r.Ports = []v1alpha1.PortRange{{Port: int32(port(deep - 10)), EndPort: int32(port(deep + 10))}}
+		case i == deep:
+			// Any source.
+		case i == deep+1:
+			r.Sources = []string{netnstest.ClientV4.String(), "2001:db8:1::/64"}
 		case i%3 == 1:
 			r.Sources = []string{fmt.Sprintf("10.%d.%d.0/24", i/256%256, i%256)}
 		case i%3 == 2:
