@@ -36,6 +36,13 @@ func TestRuleMetricsAt10kRules(t *testing.T) {
 	if err := client.AddAddr("eth0", other+"/24"); err != nil {
 		t.Fatal(err)
 	}
+	// Resolve the neighbours before counting: a SYN sent again while
+	// they resolve would count twice.
+	for _, src := range []string{netnstest.ClientV4.String(), other} {
+		if v, err := netnstest.ProbeTCP(client, netnstest.HostV4, 9, netnstest.WithSource(netip.MustParseAddr(src))); err != nil || v != netnstest.Rejected {
+			t.Fatalf("from %s before the firewall: %v %v", src, v, err)
+		}
+	}
 	spec := v1alpha1.NodeFirewallSpec{DefaultActions: v1alpha1.DefaultActions{Input: v1alpha1.ChainPolicyDrop}}
 	for i := range n {
 		r := v1alpha1.NodeFirewallRule{Policy: "many", Name: fmt.Sprintf("r%d", i), Chain: v1alpha1.ChainInput,

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -74,6 +75,16 @@ func TestRunCountersPerRule(t *testing.T) {
 	}
 	const admin = "192.0.2.50"
 	if err := client.AddAddr("eth0", admin+"/24"); err != nil {
+		t.Fatal(err)
+	}
+	// Resolve the neighbours before counting: a SYN sent again while
+	// they resolve would count twice.
+	for _, src := range []string{netnstest.ClientV4.String(), admin} {
+		if v, err := netnstest.ProbeTCP(client, netnstest.HostV4, 9, netnstest.WithSource(netip.MustParseAddr(src))); err != nil || v != netnstest.Rejected {
+			t.Fatalf("from %s before the firewall: %v %v", src, v, err)
+		}
+	}
+	if err := netnstest.WaitReachable(client, netnstest.HostV6, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	spec := countersSpec()
