@@ -190,6 +190,6 @@ func benchPacketPath(t *testing.T, r *report) {
 		"each connection reset at once; every SYN is a new flow that walks the host's input chain to the one rule "+
 		"that accepts it, after %s rules that do not match it (an allowlist of TCP/UDP ports from IPv4 hosts, /24s "+
 		"and IPv6 /48s). Peer: the same rules loaded with iptables-nft-restore and ip6tables-nft-restore, "+
-		"one iptables rule per nodefw rule. The four setups take turns in windows of %s, %d rounds; the "+
+		"one iptables rule per nodefw rule. The setups take turns in windows of %s, %d rounds; the "+
 		"rates are medians over the windows.", r.cfg.flowWorkers, thousands(n-1), r.cfg.flowTime/4, rounds)
 }
