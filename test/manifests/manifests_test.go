@@ -19,6 +19,7 @@ func TestDefaultHasEveryObject(t *testing.T) {
 	want := []objKey{
 		{"Namespace", "", managerNamespace},
 		{"Namespace", "", agentNamespace},
+		{"CustomResourceDefinition", "", "nodefirewalladdresssets.firewall.nodefw.io"},
 		{"CustomResourceDefinition", "", "nodefirewallconfigs.firewall.nodefw.io"},
 		{"CustomResourceDefinition", "", "nodefirewallpolicies.firewall.nodefw.io"},
 		{"CustomResourceDefinition", "", "nodefirewalls.firewall.nodefw.io"},
