@@ -21,9 +21,18 @@ func TestPeerSetName(t *testing.T) {
 		return n
 	}
 	ab := &metav1.LabelSelector{MatchLabels: map[string]string{"a": "1", "b": "2"}}
-	ba := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-		{Key: "b", Operator: metav1.LabelSelectorOpIn, Values: []string{"2"}},
-	}, MatchLabels: map[string]string{"a": "1"}}
+	ba := &metav1.LabelSelector{MatchLabels: map[string]string{"b": "2", "a": "1"}}
+	xy := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: "x", Operator: metav1.LabelSelectorOpExists},
+		{Key: "y", Operator: metav1.LabelSelectorOpIn, Values: []string{"2", "1"}},
+	}}
+	yx := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: "y", Operator: metav1.LabelSelectorOpIn, Values: []string{"1", "2"}},
+		{Key: "x", Operator: metav1.LabelSelectorOpExists},
+	}}
+	if a, b := name(v1alpha1.Peer{PodCIDRs: xy}), name(v1alpha1.Peer{PodCIDRs: yx}); a != b {
+		t.Errorf("expressions in another order name %q and %q, want one set", a, b)
+	}
 
 	nodes := name(v1alpha1.Peer{NodeSelector: ab})
 	if !strings.HasPrefix(nodes, v1alpha1.ManagedNodesSetPrefix) || len(nodes) != len(v1alpha1.ManagedNodesSetPrefix)+16 {
