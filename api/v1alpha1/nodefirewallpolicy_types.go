@@ -256,6 +256,11 @@ const (
 	// ConditionFailsafeShadowed is True while a Drop or Reject rule covers a
 	// failsafe port that nodes accept before any rule.
 	ConditionFailsafeShadowed = "FailsafeShadowed"
+	// ConditionUnresolvedPeers is True while a peer of a rule does not
+	// resolve: a NodeFirewallAddressSet that does not exist, or a selector
+	// that matches no node or nodes without such addresses. The peer
+	// matches nothing; the rest of the policy applies.
+	ConditionUnresolvedPeers = "UnresolvedPeers"
 )
 
 // Condition reasons of a NodeFirewallPolicy only; see also ReasonApplied,
@@ -288,6 +293,9 @@ const (
 	// The failsafe accept comes first in the kernel, so the rule never drops
 	// that traffic.
 	ReasonFailsafeShadowed = ConditionFailsafeShadowed
+	// ReasonUnresolvedPeers: a peer matches nothing; the message names the
+	// rule, the peer and why.
+	ReasonUnresolvedPeers = ConditionUnresolvedPeers
 )
 
 // NodeFirewallPolicySpec declares firewall rules for the nodes its selector picks.
