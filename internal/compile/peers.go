@@ -252,7 +252,6 @@ func renderPeerSet(b *strings.Builder, s PeerSet) {
 	fmt.Fprintf(b, "\tset %s {\n", s.Name)
 	fmt.Fprintf(b, "\t\ttype %s\n", fieldType(FieldSAddr, s.Family))
 	b.WriteString("\t\tflags interval\n")
-	fmt.Fprintf(b, "\t\tcomment %q\n", "NodeFirewallAddressSet "+s.Source)
 	if len(s.Prefixes) > 0 {
 		b.WriteString("\t\telements = {\n")
 		for i, p := range s.Prefixes {
@@ -268,17 +267,13 @@ func renderPeerSet(b *strings.Builder, s PeerSet) {
 }
 
 // peerParts renders the lookup of a peer set and its except.
-func peerParts(ip, field, set string, except []netip.Prefix) []string {
+func peerParts(ip, field, setName string, except []netip.Prefix) []string {
 	var parts []string
-	if set != "" {
-		parts = append(parts, ip, field, "@"+set)
+	if setName != "" {
+		parts = append(parts, ip, field, "@"+setName)
 	}
 	if len(except) > 0 {
-		s := make([]string, len(except))
-		for i, p := range except {
-			s[i] = formatPrefix(p)
-		}
-		parts = append(parts, ip, field, "!=", "{ "+strings.Join(s, ", ")+" }")
+		parts = append(parts, ip, field, "!=", set(except, formatPrefix))
 	}
 	return parts
 }

@@ -61,15 +61,15 @@ func TestCompilePeers(t *testing.T) {
 	}
 	out := Render(rs)
 	for _, want := range []string{
-		"\tset peer-v4-" + cp + " {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tcomment \"NodeFirewallAddressSet " + cp + "\"\n\t\telements = {\n\t\t\t10.0.0.11,\n\t\t\t10.0.0.12\n\t\t}\n\t}\n",
-		"\tset peer-v6-" + pods + " {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t\tcomment \"NodeFirewallAddressSet " + pods + "\"\n\t}\n",
-		"\tset peer-v4-" + pods + " {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tcomment \"NodeFirewallAddressSet " + pods + "\"\n\t\telements = {\n\t\t\t10.244.0.0/24,\n\t\t\t10.244.1.0/24\n\t\t}\n\t}\n",
-		"\t\tip saddr @peer-v4-" + cp + " ip saddr != { 10.0.0.13 } ip daddr @peer-v4-" + pods + " counter accept comment \"p/cp-to-pods\"\n",
-		"\t\tip6 saddr @peer-v6-" + cp + " ip6 saddr != { fd00::13 } ip6 daddr @peer-v6-" + pods + " counter accept comment \"p/cp-to-pods\"\n",
+		"\tset peer-v4-" + cp + " {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = {\n\t\t\t10.0.0.11,\n\t\t\t10.0.0.12\n\t\t}\n\t}\n",
+		"\tset peer-v6-" + pods + " {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t}\n",
+		"\tset peer-v4-" + pods + " {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = {\n\t\t\t10.244.0.0/24,\n\t\t\t10.244.1.0/24\n\t\t}\n\t}\n",
+		"\t\tip saddr @peer-v4-" + cp + " ip saddr != 10.0.0.13 ip daddr @peer-v4-" + pods + " counter accept comment \"p/cp-to-pods\"\n",
+		"\t\tip6 saddr @peer-v6-" + cp + " ip6 saddr != fd00::13 ip6 daddr @peer-v6-" + pods + " counter accept comment \"p/cp-to-pods\"\n",
 		"\t\tip saddr @peer-v4-blocklist meta l4proto tcp counter drop comment \"p/blocklist\"\n",
 		"\t\tip saddr @peer-v4-missing meta l4proto tcp counter drop comment \"p/blocklist\"\n",
 		"\t\tip6 saddr @peer-v6-missing meta l4proto tcp counter drop comment \"p/blocklist\"\n",
-		"\tset peer-v6-missing {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t\tcomment \"NodeFirewallAddressSet missing\"\n\t}\n",
+		"\tset peer-v6-missing {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t}\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("render lacks\n%s\nin\n%s", want, out)
