@@ -21,7 +21,9 @@ import (
 
 // addressSetRefs are the names of the NodeFirewallAddressSets the node's
 // rules last looked up, for the watch to pass only changes of those.
-type addressSetRefs struct{ names atomic.Pointer[map[string]bool] }
+type addressSetRefs struct {
+	names atomic.Pointer[map[string]bool]
+}
 
 // has reports whether the node's rules look up the set called name.
 func (a *addressSetRefs) has(name string) bool {
