@@ -155,7 +155,8 @@ func ruleMatches(rs *compile.Ruleset, rule *compile.Rule, p Packet) bool {
 			return false
 		}
 	}
-	return true
+	// Peers.
+	return peerSetsMatch(rs, rule, p)
 }
 
 // setContains reports whether the packet's key is inside one of the set's
