@@ -120,3 +120,17 @@ func TestPeersSpecAgreesWithRuleset(t *testing.T) {
 	}
 	t.Logf("%d packets agree", n)
 }
+
+func TestSubtractPrefixes(t *testing.T) {
+	got := subtractPrefixes(netip.MustParsePrefix("10.0.0.0/30"), []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32"), netip.MustParsePrefix("fd00::/8")})
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/32"), netip.MustParsePrefix("10.0.0.2/31")}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("10.0.0.0/30 less 10.0.0.1 = %v, want %v", got, want)
+	}
+	if got := subtractPrefixes(netip.MustParsePrefix("10.0.0.4/32"), []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}); len(got) != 0 {
+		t.Errorf("covered prefix left %v", got)
+	}
+	if got := subtractPrefixes(netip.MustParsePrefix("fd00::/127"), []netip.Prefix{netip.MustParsePrefix("fd00::1/128")}); len(got) != 1 || got[0] != netip.MustParsePrefix("fd00::/128") {
+		t.Errorf("fd00::/127 less fd00::1 = %v", got)
+	}
+}
