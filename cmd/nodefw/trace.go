@@ -229,7 +229,12 @@ func (f *traceFlags) liveNode() (policytest.Node, error) {
 	if err := c.Get(ctx, client.ObjectKey{Name: f.live}, &nfw); err != nil {
 		return policytest.Node{}, fmt.Errorf("reading the NodeFirewall of node %s: %w", f.live, err)
 	}
-	return policytest.Node{Name: nfw.Name, Spec: nfw.Spec}, nil
+	// Peers: the contents of the sets the rules look up, as the agent reads them.
+	sets, err := policytest.ClusterAddressSets(ctx, c, nfw.Spec)
+	if err != nil {
+		return policytest.Node{}, err
+	}
+	return policytest.Node{Name: nfw.Name, Spec: nfw.Spec, AddressSets: sets}, nil
 }
 
 // parseFailsafeFlags reads --failsafe-inbound and --failsafe-outbound.

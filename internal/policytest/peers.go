@@ -1,10 +1,13 @@
 package policytest
 
 import (
+	"context"
 	"fmt"
 	"io"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
@@ -73,4 +76,24 @@ func AddressSetsFor(policies []fwv1.NodeFirewallPolicy, nodes []corev1.Node, set
 		out[name] = prefixes
 	}
 	return out, res.Problems, nil
+}
+
+// ClusterAddressSets reads from a cluster the NodeFirewallAddressSets the
+// rules of spec look up, as an agent does, parsed; a missing set, or one
+// with an address that does not parse, is empty.
+func ClusterAddressSets(ctx context.Context, c client.Reader, spec fwv1.NodeFirewallSpec) (compile.AddressSets, error) {
+	out := compile.AddressSets{}
+	for _, name := range compile.AddressSetNames(spec) {
+		s := &fwv1.NodeFirewallAddressSet{}
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, s); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return nil, fmt.Errorf("reading NodeFirewallAddressSet %s: %w", name, err)
+		}
+		if prefixes, err := compile.ParseAddressSet(s.Spec.Addresses); err == nil {
+			out[name] = prefixes
+		}
+	}
+	return out, nil
 }
