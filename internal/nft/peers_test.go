@@ -87,6 +87,12 @@ func TestPeerSetsElementUpdates(t *testing.T) {
 	if err := client.AddAddr("eth0", "192.0.2.11/24", "2001:db8:1::11/64"); err != nil {
 		t.Fatal(err)
 	}
+	// Neighbours resolved before any probe counts, while nothing drops.
+	for _, dst := range []netip.Addr{netnstest.HostV4, netnstest.HostV6} {
+		if err := netnstest.WaitReachable(client, dst, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
 	spec, pods := peersSpec()
 	version := func(v int) *compile.Ruleset {
 		clients := append(filler(20000, 1000*v), netip.PrefixFrom(netnstest.ClientV4, 32), netip.PrefixFrom(netnstest.ClientV6, 128))
