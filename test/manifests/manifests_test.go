@@ -246,6 +246,10 @@ func TestAgentRBAC(t *testing.T) {
 	for _, v := range []string{"get", "list", "watch"} {
 		want[rule{fwGroup, "nodefirewallconfigs", v}] = true
 	}
+	// The address sets its rules' peers look up, read only.
+	for _, v := range []string{"get", "list", "watch"} {
+		want[rule{fwGroup, "nodefirewalladdresssets", v}] = true
+	}
 	// The metrics endpoint checks its callers through the API server.
 	want[rule{"authentication.k8s.io", "tokenreviews", "create"}] = true
 	want[rule{"authorization.k8s.io", "subjectaccessreviews", "create"}] = true
