@@ -91,6 +91,10 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	if err := r.List(ctx, &nfws); err != nil {
 		return reconcile.Result{}, err
 	}
+	var sets fwv1.NodeFirewallAddressSetList
+	if err := r.List(ctx, &sets); err != nil {
+		return reconcile.Result{}, err
+	}
 
 	// Mark newly seen generations as Reconciling first, so a policy never
 	// reads Current before its nodes have been resolved.
@@ -105,6 +109,14 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	failsafes := resolve.Failsafes{Inbound: settings.FailsafeInbound, Outbound: settings.FailsafeOutbound}
 	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: failsafes})
 	plan := resolve.Plan(desired.Nodes, nfws.Items, nodes.Items, time.Now())
+	// Node peers: their sets are written before the NodeFirewalls that name
+	// them, and deleted after those stop naming them.
+	peerSets := resolve.AddressSetsFor(policies.Items, nodes.Items, sets.Items)
+	desired.Problems = append(desired.Problems, peerSets.Problems...)
+	setWrites := resolve.PlanAddressSets(peerSets.Managed, sets.Items)
+	if err := r.writeAddressSets(ctx, setWrites); err != nil {
+		return retryOnConflict(err)
+	}
 	// A NodeFirewall too large for the API server is not written, and says
 	// so on its policies; the other nodes' writes go ahead.
 	held := plan.HoldTooLarge(r.requestLimit())
@@ -114,6 +126,12 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	}
 	for _, t := range append(held, rejected...) {
 		desired.Problems = append(desired.Problems, t.Problems()...)
+	}
+	if err := r.deleteAddressSets(ctx, setWrites); err != nil {
+		return retryOnConflict(err)
+	}
+	if err := r.writeAddressSetStatuses(ctx, sets.Items, setWrites); err != nil {
+		return retryOnConflict(err)
 	}
 	requeue, err := r.writePolicyStatuses(ctx, policies.Items, desired, current)
 	if err != nil {
@@ -346,15 +364,28 @@ func (r *NodeFirewallPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error 
 		Watches(&corev1.Node{}, toCluster, builder.WithPredicates(nodeChanged{})).
 		Watches(&fwv1.NodeFirewall{}, toCluster).
 		Watches(&fwv1.NodeFirewallConfig{}, toCluster, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Address sets: user sets resolve peers, managed ones are restored.
+		Watches(&fwv1.NodeFirewallAddressSet{}, toCluster, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		// One work item: concurrency lives in the bounded parallel writes.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Complete(r)
 }
 
-// nodeChanged passes node creations, deletions, and label or UID changes;
-// status heartbeats are ignored.
+// nodeChanged passes node creations, deletions, and changes of labels and
+// of what node peers resolve to (addresses, pod CIDRs); status heartbeats
+// are ignored.
 type nodeChanged struct{ predicate.Funcs }
 
 func (nodeChanged) Update(e event.UpdateEvent) bool {
-	return !equality.Semantic.DeepEqual(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels())
+	if !equality.Semantic.DeepEqual(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()) {
+		return true
+	}
+	// Node peers.
+	old, okOld := e.ObjectOld.(*corev1.Node)
+	cur, okNew := e.ObjectNew.(*corev1.Node)
+	if !okOld || !okNew {
+		return true
+	}
+	return !equality.Semantic.DeepEqual(old.Status.Addresses, cur.Status.Addresses) ||
+		!equality.Semantic.DeepEqual(old.Spec.PodCIDRs, cur.Spec.PodCIDRs)
 }

@@ -121,6 +121,19 @@ type NodeFirewallRule struct {
 	// (`-m connlimit --connlimit-above`).
 	// +optional
 	ConnLimit *ConnLimit `json:"connLimit,omitempty"`
+
+	// Peers from the cluster and named address sets.
+
+	// from are source peers; each names the NodeFirewallAddressSet that
+	// holds its addresses (see Peer.SetName), never the addresses.
+	// +optional
+	// +listType=atomic
+	From []Peer `json:"from,omitempty"`
+
+	// to are destination peers, as from.
+	// +optional
+	// +listType=atomic
+	To []Peer `json:"to,omitempty"`
 }
 
 // NodeRule is r as the controller writes it on a node: every field of the
@@ -156,6 +169,9 @@ func (r Rule) NodeRule(policy string, mode PolicyMode) NodeFirewallRule {
 		RejectWith:  r.RejectWith,
 		Limit:       r.Limit,
 		ConnLimit:   r.ConnLimit,
+		// Peers.
+		From: r.From,
+		To:   r.To,
 	}
 }
 

@@ -20,6 +20,8 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.rejectWith) || self.rejectWith != 'TCPReset' || (has(self.protocol) && self.protocol == 'TCP')",message="rejectWith TCPReset requires protocol TCP (iptables takes --reject-with tcp-reset only with -p tcp)",fieldPath=".rejectWith"
 // +kubebuilder:validation:XValidation:rule="!has(self.limit) || !has(self.log) || !self.log",message="log cannot be combined with limit: the log rule would keep a rate limit of its own and match other packets",fieldPath=".log"
 // +kubebuilder:validation:XValidation:rule="(has(self.log) && self.log) || (!has(self.logLabel) && !has(self.logRatePerMinute) && !has(self.logBurst))",message="logLabel, logRatePerMinute and logBurst require log: true",fieldPath=".log"
+// +kubebuilder:validation:XValidation:rule="!has(self.from) || size(self.from) == 0 || !has(self.sources) || size(self.sources) == 0",message="a rule takes sources or from, not both: put literal addresses in a NodeFirewallAddressSet and name it in from",fieldPath=".from"
+// +kubebuilder:validation:XValidation:rule="!has(self.to) || size(self.to) == 0 || !has(self.destinations) || size(self.destinations) == 0",message="a rule takes destinations or to, not both: put literal addresses in a NodeFirewallAddressSet and name it in to",fieldPath=".to"
 type Rule struct {
 	// name identifies the rule within its policy. It appears in logs, metrics
 	// and the rendered ruleset.
@@ -188,6 +190,31 @@ type Rule struct {
 	// is rewritten.
 	// +optional
 	ConnLimit *ConnLimit `json:"connLimit,omitempty"`
+
+	// Peers from the cluster and named address sets.
+
+	// from are source peers: nodes, their pod CIDRs or a
+	// NodeFirewallAddressSet, each less its except CIDRs. The rule matches
+	// a source in any of them. Omitted means any source; not with sources.
+	// A peer that does not resolve (a missing set, a selector matching no
+	// node) matches nothing and is reported on the policy.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:XValidation:rule="self.all(p, (has(p.nodeSelector) ? 1 : 0) + (has(p.podCIDRs) ? 1 : 0) + (has(p.addressSet) ? 1 : 0) == 1)",message="each peer sets exactly one of nodeSelector, podCIDRs and addressSet"
+	// +kubebuilder:validation:XValidation:rule="self.all(p, !has(p.addressType) || has(p.nodeSelector))",message="addressType requires nodeSelector"
+	// +kubebuilder:validation:XValidation:rule="self.all(p, !has(p.except) || p.except.all(a, isIP(a) || isCIDR(a)))",message="except must be IP addresses or CIDRs"
+	From []Peer `json:"from,omitempty"`
+
+	// to are destination peers, as from for the destination address.
+	// Omitted means any destination; not with destinations.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:XValidation:rule="self.all(p, (has(p.nodeSelector) ? 1 : 0) + (has(p.podCIDRs) ? 1 : 0) + (has(p.addressSet) ? 1 : 0) == 1)",message="each peer sets exactly one of nodeSelector, podCIDRs and addressSet"
+	// +kubebuilder:validation:XValidation:rule="self.all(p, !has(p.addressType) || has(p.nodeSelector))",message="addressType requires nodeSelector"
+	// +kubebuilder:validation:XValidation:rule="self.all(p, !has(p.except) || p.except.all(a, isIP(a) || isCIDR(a)))",message="except must be IP addresses or CIDRs"
+	To []Peer `json:"to,omitempty"`
 }
 
 // RolloutStrategy stages a policy change across its nodes.
@@ -229,6 +256,11 @@ const (
 	// ConditionFailsafeShadowed is True while a Drop or Reject rule covers a
 	// failsafe port that nodes accept before any rule.
 	ConditionFailsafeShadowed = "FailsafeShadowed"
+	// ConditionUnresolvedPeers is True while a peer of a rule does not
+	// resolve: a NodeFirewallAddressSet that does not exist, or a selector
+	// that matches no node or nodes without such addresses. The peer
+	// matches nothing; the rest of the policy applies.
+	ConditionUnresolvedPeers = "UnresolvedPeers"
 )
 
 // Condition reasons of a NodeFirewallPolicy only; see also ReasonApplied,
@@ -261,6 +293,9 @@ const (
 	// The failsafe accept comes first in the kernel, so the rule never drops
 	// that traffic.
 	ReasonFailsafeShadowed = ConditionFailsafeShadowed
+	// ReasonUnresolvedPeers: a peer matches nothing; the message names the
+	// rule, the peer and why.
+	ReasonUnresolvedPeers = ConditionUnresolvedPeers
 )
 
 // NodeFirewallPolicySpec declares firewall rules for the nodes its selector picks.

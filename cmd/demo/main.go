@@ -130,8 +130,8 @@ func (d *demo) run(ctx context.Context, opts testbed.Options, keep bool) error {
 		}
 		fmt.Printf("    %-19s %s, priority %d, %d rules, nodes: %s\n", p.Name, modeOf(p), p.Spec.EffectivePriority(), len(p.Spec.Rules), selectorText(p))
 	}
-	fmt.Printf("    (strict-output's placeholder %s is replaced by cp-1's address %s,\n", testbed.SampleControlPlaneAddr, c.Node("cp-1").Addr)
-	fmt.Printf("    nodeports-from-cidr's placeholder %s by the nodes' LAN %s)\n", testbed.SampleNodePortClients, testbed.LANPrefix)
+	fmt.Printf("    (the samples' control-plane and pod CIDR peers resolve from the Nodes, cp-1 at %s;\n", c.Node("cp-1").Addr)
+	fmt.Printf("    nodeports-from-cidr's placeholder %s is replaced by the nodes' LAN %s)\n", testbed.SampleNodePortClients, testbed.LANPrefix)
 	applied := time.Now()
 	if err := d.waitReady(ctx); err != nil {
 		return err

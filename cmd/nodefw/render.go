@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,7 +24,7 @@ import (
 func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("render", flag.ContinueOnError)
 	var files multiFlag
-	fs.Var(&files, "f", "Policy YAML file or directory (repeatable; - for stdin). A NodeFirewallConfig among them stands in for the failsafe and set-lookups flags, as in the cluster.")
+	fs.Var(&files, "f", "Policy YAML file or directory (repeatable; - for stdin). A NodeFirewallConfig among them stands in for the failsafe and set-lookups flags, as in the cluster; Nodes and NodeFirewallAddressSets among them are what peers resolve from, and a Node named --node-name is the node rendered.")
 	nodeLabels := fs.String("node-labels", "", "The node's labels, as k=v,k2=v2.")
 	nodeName := fs.String("node-name", "node", "The node's name.")
 	table := fs.String("table", compile.DefaultTable, "The agent's table name.")
@@ -35,7 +37,13 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(files) == 0 {
 		return errors.New("render: -f is required")
 	}
-	policies, config, err := policytest.ReadManifests(files, stdin)
+	input := stdinOnce(stdin)
+	policies, config, err := policytest.ReadManifests(files, input())
+	if err != nil {
+		return err
+	}
+	// Peers: the nodes and address sets of the files.
+	fileNodes, sets, err := policytest.ReadPeerObjects(files, input())
 	if err != nil {
 		return err
 	}
@@ -59,16 +67,21 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		in, out, lookups = settings.FailsafeInbound, settings.FailsafeOutbound, settings.SetLookups
 	}
-	node := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: *nodeName, Labels: lbls}}
+	nodes, node := renderedNode(fileNodes, *nodeName, lbls, *nodeLabels != "")
+	lbls = node.Labels
 	res := resolve.Resolve(resolve.Input{
 		Policies:  policies,
-		Nodes:     []corev1.Node{node},
+		Nodes:     nodes,
 		Failsafes: resolve.Failsafes{Inbound: in, Outbound: out},
 	})
-	for _, p := range res.Problems {
+	contents, peerProblems, err := policytest.AddressSetsFor(policies, nodes, sets)
+	if err != nil {
+		return err
+	}
+	for _, p := range append(res.Problems, peerProblems...) {
 		fmt.Fprintf(stderr, "warning: policy %s: %s\n", p.Policy, p.Message)
 	}
-	rs, err := compile.Compile(res.Nodes[node.Name], compile.Options{Table: *table, FailsafeInbound: in, FailsafeOutbound: out, SetLookups: lookups})
+	rs, err := compile.Compile(res.Nodes[node.Name], compile.Options{Table: *table, FailsafeInbound: in, FailsafeOutbound: out, SetLookups: lookups, AddressSets: contents})
 	if err != nil {
 		return err
 	}
@@ -79,4 +92,35 @@ func runRender(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "# node %s %v: policies %s\n", node.Name, lbls, strings.Join(matched, ", "))
 	_, err = io.WriteString(stdout, compile.Render(rs))
 	return err
+}
+
+// renderedNode returns the nodes peers resolve from and the node rendered:
+// the files' Node named name, with the given labels when they are given,
+// or a node of its own with the labels.
+func renderedNode(fileNodes []corev1.Node, name string, lbls labels.Set, labelsGiven bool) ([]corev1.Node, corev1.Node) {
+	nodes := slices.Clone(fileNodes)
+	for i := range nodes {
+		if nodes[i].Name == name {
+			if labelsGiven {
+				nodes[i].Labels = lbls
+			}
+			return nodes, nodes[i]
+		}
+	}
+	node := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls}}
+	return append(nodes, node), node
+}
+
+// stdinOnce reads stdin at most once and hands out its contents again for
+// every reader asked, for files read more than once.
+func stdinOnce(stdin io.Reader) func() io.Reader {
+	var data []byte
+	read := false
+	return func() io.Reader {
+		if !read {
+			data, _ = io.ReadAll(stdin)
+			read = true
+		}
+		return bytes.NewReader(data)
+	}
 }

@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 )
 
 const (
@@ -17,6 +20,15 @@ const (
 	strictOutputSample = "../../config/samples/firewall_v1alpha1_nodefirewallpolicy_strict_output.yaml"
 	nodePortsSample    = "../../config/samples/firewall_v1alpha1_nodefirewallpolicy_nodeports_from_cidr.yaml"
 )
+
+// podCIDRsSet is the set of the samples' podCIDRs: {} peer.
+var podCIDRsSet = func() string {
+	name, err := fwv1.Peer{PodCIDRs: &metav1.LabelSelector{}}.SetName()
+	if err != nil {
+		panic(err)
+	}
+	return name
+}()
 
 // Rules of the samples, as rendered.
 var (
@@ -27,8 +39,10 @@ var (
 		`fib daddr type != local accept comment "nodefw: not addressed to the node"`,
 		`meta l4proto tcp th dport 30000-32767 counter accept comment "worker/nodeports"`,
 		`meta l4proto tcp th dport 30000-32767 counter accept comment "worker/nodeports-ipvs"`,
-		`ip saddr 10.244.0.0/16 counter accept comment "worker/pod-cidr-from"`,
-		`ip daddr 10.244.0.0/16 counter accept comment "worker/pod-cidr-to"`,
+		`ip saddr @peer-v4-` + podCIDRsSet + ` counter accept comment "worker/pod-cidr-from"`,
+		`ip6 saddr @peer-v6-` + podCIDRsSet + ` counter accept comment "worker/pod-cidr-from"`,
+		`ip daddr @peer-v4-` + podCIDRsSet + ` counter accept comment "worker/pod-cidr-to"`,
+		`ip6 daddr @peer-v6-` + podCIDRsSet + ` counter accept comment "worker/pod-cidr-to"`,
 	}
 	controlPlaneRules = []string{
 		`meta l4proto udp th dport 8472 counter accept comment "control-plane/flannel-vxlan"`,
@@ -37,8 +51,10 @@ var (
 		`meta l4proto tcp th dport 10250 counter accept comment "control-plane/kubelet"`,
 		`meta l4proto tcp th dport 10251 counter accept comment "control-plane/kube-scheduler"`,
 		`meta l4proto tcp th dport 10252 counter accept comment "control-plane/kube-controller-manager"`,
-		`ip saddr 10.244.0.0/16 counter accept comment "control-plane/pod-cidr-from"`,
-		`ip daddr 10.244.0.0/16 counter accept comment "control-plane/pod-cidr-to"`,
+		`ip saddr @peer-v4-` + podCIDRsSet + ` counter accept comment "control-plane/pod-cidr-from"`,
+		`ip6 saddr @peer-v6-` + podCIDRsSet + ` counter accept comment "control-plane/pod-cidr-from"`,
+		`ip daddr @peer-v4-` + podCIDRsSet + ` counter accept comment "control-plane/pod-cidr-to"`,
+		`ip6 daddr @peer-v6-` + podCIDRsSet + ` counter accept comment "control-plane/pod-cidr-to"`,
 	}
 )
 
@@ -143,10 +159,12 @@ func TestRenderSamples(t *testing.T) {
 		},
 		{
 			name: "audit mode",
-			args: []string{"-f", strictOutputSample},
+			args: []string{"-f", strictOutputSample, "-f", "testdata/cluster.yaml", "--node-name", "worker-1"},
 			want: []string{
 				"type filter hook output priority 10; policy accept;",
-				`ip daddr 192.168.0.10 counter accept comment "strict-output/to-control-plane"`,
+				`ip daddr @peer-v4-nodefw-nodes-`,
+				"\t\t\t192.168.0.10\n",
+				"\t\t\tfd00:10:244::/64\n",
 				`counter limit rate 10/minute burst 5 packets log prefix "nfw audit strict-output:output" group 100 comment "nodefw: audit default-drop"`,
 			},
 			wantNot: []string{"policy drop;"},
@@ -408,5 +426,48 @@ func TestRenderDirectory(t *testing.T) {
 	_, fromFiles, _ := runCLI(t, "", append([]string{"render", "-f", workerSample, "-f", controlPlaneSample, "-f", strictOutputSample, "-f", nodePortsSample}, labels...)...)
 	if diff := cmp.Diff(fromFiles, fromDir); diff != "" {
 		t.Errorf("render of the directory (-files +directory):\n%s", diff)
+	}
+}
+
+// TestRenderResolvesPeers: render resolves peers from the Nodes and
+// NodeFirewallAddressSets among its files, and warns of those that do not
+// resolve.
+func TestRenderResolvesPeers(t *testing.T) {
+	policy := `apiVersion: firewall.nodefw.io/v1alpha1
+kind: NodeFirewallPolicy
+metadata: {name: peers}
+spec:
+  nodeSelector: {}
+  rules:
+    - name: api
+      chain: Output
+      to: [{addressSet: api-vip}, {addressSet: gone}]
+      action: Accept
+    - name: etcd
+      chain: Input
+      protocol: TCP
+      ports: [{port: 2379}]
+      from: [{nodeSelector: {matchLabels: {node-role.kubernetes.io/control-plane: ""}}, except: [192.168.0.10]}]
+      action: Accept
+`
+	code, out, stderr := runCLI(t, policy, "render", "-f", "-", "-f", "testdata/cluster.yaml", "--node-name", "cp-1")
+	if code != 0 {
+		t.Fatalf("exit code %d\n%s", code, stderr)
+	}
+	for _, want := range []string{
+		"# node cp-1 node-role.kubernetes.io/control-plane=: policies peers",
+		"\tset peer-v4-api-vip {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = {\n\t\t\t192.168.0.100\n\t\t}\n\t}\n",
+		"ip daddr @peer-v4-api-vip counter accept",
+		"ip6 daddr @peer-v6-gone counter accept",
+		"ip6 saddr @peer-v6-nodefw-nodes-",
+		"ip saddr != 192.168.0.10 meta l4proto tcp th dport 2379 counter accept",
+		"\t\t\tfd00::10\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("render lacks %q:\n%s", want, out)
+		}
+	}
+	if want := "warning: policy peers: rule api to[1]: NodeFirewallAddressSet gone not found\n"; stderr != want {
+		t.Errorf("stderr %q, want %q", stderr, want)
 	}
 }

@@ -67,7 +67,7 @@ type traceFlags struct {
 }
 
 func (f *traceFlags) register(fs *flag.FlagSet) {
-	fs.Var(&f.files, "f", "Policy YAML file or directory (repeatable; - for stdin). A NodeFirewallConfig among them gives the failsafes, as in the cluster.")
+	fs.Var(&f.files, "f", "Policy YAML file or directory (repeatable; - for stdin). A NodeFirewallConfig among them gives the failsafes, as in the cluster; NodeFirewallAddressSets among them are what addressSet peers look up.")
 	fs.Var(&f.nodeFiles, "node", "Node YAML file, as `kubectl get node -o yaml` prints it (repeatable).")
 	fs.StringVar(&f.nodeLabels, "node-labels", "", "The labels of a node of its own, as k=v,k2=v2.")
 	fs.StringVar(&f.nodeName, "node-name", "", `The node to trace: one of the --node files' nodes, or the name of the --node-labels node (default "node").`)
@@ -148,7 +148,14 @@ func (f *traceFlags) offlineNode(fs *flag.FlagSet, stdin io.Reader, stderr io.Wr
 	if slices.Contains(f.files, "-") && slices.Contains(f.nodeFiles, "-") {
 		return policytest.Node{}, failsafes, usagef("only one of -f and --node can read stdin")
 	}
-	policies, config, err := policytest.ReadManifests(f.files, stdin)
+	input := stdinOnce(stdin)
+	policies, config, err := policytest.ReadManifests(f.files, input())
+	if err != nil {
+		return policytest.Node{}, failsafes, err
+	}
+	// Peers: the address sets of the files; node peers resolve from the
+	// --node files' nodes.
+	_, sets, err := policytest.ReadPeerObjects(f.files, input())
 	if err != nil {
 		return policytest.Node{}, failsafes, err
 	}
@@ -167,7 +174,7 @@ func (f *traceFlags) offlineNode(fs *flag.FlagSet, stdin io.Reader, stderr io.Wr
 	if err != nil {
 		return policytest.Node{}, failsafes, err
 	}
-	node, problems, err := policytest.ResolveNode(policies, nodes, name, failsafes)
+	node, problems, err := policytest.ResolveNodeWithSets(policies, nodes, sets, name, failsafes)
 	for _, p := range problems {
 		fmt.Fprintf(stderr, "warning: policy %s: %s\n", p.Policy, p.Message)
 	}
@@ -222,7 +229,12 @@ func (f *traceFlags) liveNode() (policytest.Node, error) {
 	if err := c.Get(ctx, client.ObjectKey{Name: f.live}, &nfw); err != nil {
 		return policytest.Node{}, fmt.Errorf("reading the NodeFirewall of node %s: %w", f.live, err)
 	}
-	return policytest.Node{Name: nfw.Name, Spec: nfw.Spec}, nil
+	// Peers: the contents of the sets the rules look up, as the agent reads them.
+	sets, err := policytest.ClusterAddressSets(ctx, c, nfw.Spec)
+	if err != nil {
+		return policytest.Node{}, err
+	}
+	return policytest.Node{Name: nfw.Name, Spec: nfw.Spec, AddressSets: sets}, nil
 }
 
 // parseFailsafeFlags reads --failsafe-inbound and --failsafe-outbound.

@@ -59,7 +59,8 @@ func TestTraceSamples(t *testing.T) {
 		{"a NodePort from elsewhere", concat(worker, noFailsafes, "--chain", "PreRouting", "--proto", "tcp", "--from", "203.0.113.1:5000", "--to", "10.0.0.2:31000", "--in-interface", "eth0"), exitDrop, "nodeports-from-cidr/tcp-from-others", 7},
 		{"a NodePort on a worker's Input, as IPVS shows it", concat(worker, noFailsafes, "--proto", "tcp", "--from", "192.168.3.4:5000", "--to", "10.0.0.2:31000", "--in-interface", "eth0"), exitAccept, "worker/nodeports-ipvs", 6},
 		{"replies", concat(worker, noFailsafes, "--proto", "udp", "--from", "203.0.113.1:53", "--to", "10.0.0.2:40000", "--state", "established"), exitAccept, "established", 1},
-		{"forward from the pods", concat(worker, nil, "--chain", "forward", "--proto", "tcp", "--from", "10.244.1.2", "--to", "10.96.0.1:443", "--in-interface", "cni0", "--out-interface", "eth0"), exitAccept, "worker/pod-cidr-from", 2},
+		// The pod CIDR peer resolves from the Nodes of the --node file.
+		{"forward from the pods", concat([]string{"-f", samplesDir, "--node", "testdata/cluster.yaml", "--node-name", "worker-1"}, nil, "--chain", "forward", "--proto", "tcp", "--from", "10.244.1.2", "--to", "10.96.0.1:443", "--in-interface", "cni0", "--out-interface", "eth0"), exitAccept, "worker/pod-cidr-from", 2},
 		{"audited output", concat(worker, noFailsafes, "--chain", "Output", "--proto", "tcp", "--from", "2001:db8::2", "--to", "[2001:db8::1]:443"), exitAccept, "default", 7},
 		{"ping over IPv6 loopback", concat(worker, noFailsafes, "--proto", "icmpv6", "--from", "::1", "--to", "::1", "--in-interface", "lo"), exitAccept, "loopback", 2},
 	}

@@ -94,6 +94,9 @@ type Reconciler struct {
 	// they are not tried again until the NodeFirewall or the
 	// NodeFirewallConfig changes.
 	reverted generations
+
+	// setRefs are the address sets the rules last looked up (sets.go).
+	setRefs addressSetRefs
 }
 
 // The agent's RBAC. Patch on nodefirewalls is only for the agent's own
@@ -126,6 +129,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.ensureFinalizer(ctx, nfw); err != nil {
 		return reconcile.Result{}, err
 	}
+	// Peers: the contents of the address sets the rules look up.
+	sets, setGens, err := r.addressSets(ctx, nfw.Spec)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	r.cur.compile.AddressSets, r.cur.addressSets = sets, setGens
 	rs, err := compile.Compile(nfw.Spec, r.cur.compile)
 	if err != nil {
 		return resync, r.refuse(ctx, nfw, err)
@@ -240,7 +249,7 @@ func appliedStatus(nfw *fwv1.NodeFirewall, rules int) bool {
 
 // generations are the generations a ruleset compiled now comes from.
 func (r *Reconciler) generations(nfw *fwv1.NodeFirewall) generations {
-	return generations{nfw: nfw.Generation, config: r.cur.configGen}
+	return generations{nfw: nfw.Generation, config: r.cur.configGen, addressSets: r.cur.addressSets}
 }
 
 // confirm waits up to the confirm timeout for the control plane to be

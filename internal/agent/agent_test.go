@@ -45,8 +45,8 @@ func (f *fakeFirewall) Drift(rs *compile.Ruleset) (string, error) {
 	if f.table == nil {
 		return "table is missing", nil
 	}
-	if d := cmp.Diff(rs, f.table); d != "" {
-		return "table differs (-want +got):\n" + d, nil
+	if !rs.Equal(f.table) {
+		return "table differs: want\n" + compile.Render(rs) + "got\n" + compile.Render(f.table), nil
 	}
 	f.committed = rs
 	return "", nil

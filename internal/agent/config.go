@@ -26,12 +26,17 @@ type settings struct {
 	configGen int64
 	// set tells settings in force from the zero value.
 	set bool
+	// addressSets fingerprints the NodeFirewallAddressSets compiled in
+	// (see addressSets).
+	addressSets string
 }
 
 // generations identify what a ruleset was compiled from: a NodeFirewall
-// generation with the NodeFirewallConfig generation of its settings.
+// generation with the NodeFirewallConfig generation of its settings and
+// the generations of the address sets its peers look up.
 type generations struct {
 	nfw, config int64
+	addressSets string
 }
 
 // currentSettings reads the NodeFirewallConfig from the cache and returns

@@ -51,5 +51,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		})
 		b = b.Watches(&fwv1.NodeFirewallConfig{}, toNode, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
 	}
+	// Peers: a change of a set the rules look up updates its elements.
+	b = b.Watches(&fwv1.NodeFirewallAddressSet{}, handler.EnqueueRequestsFromMapFunc(r.addressSetRequests),
+		builder.WithPredicates(predicate.GenerationChangedPredicate{}))
 	return b.WithOptions(controller.Options{MaxConcurrentReconciles: 1, RateLimiter: limiter}).Complete(r)
 }

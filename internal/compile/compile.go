@@ -52,6 +52,7 @@ func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 	rs := &Ruleset{Table: opts.table()}
 	scratch := &runScratch{merged: opts.MergedRunCounters}
 	logs := &logBook{group: opts.logGroup()}
+	peers := &peerSetMaker{rs: rs, contents: opts.AddressSets}
 	for ci, c := range v1alpha1.Chains {
 		if c == v1alpha1.ChainPreRouting && !usesPreRouting(spec, byChain[ci]) {
 			continue
@@ -64,7 +65,7 @@ func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 			Rules:    implicitRules(c, opts),
 		}
 		b := chainBuilder{rs: rs, ch: &ch, minRun: opts.minRun(), exactMin: opts.exactSetMin(), scratch: scratch, logs: logs,
-			meters: meterMaker{rs: rs, chain: ch.Name}}
+			meters: meterMaker{rs: rs, chain: ch.Name, peers: peers}}
 		b.addRules(byChain[ci])
 		addDefaultAction(&ch, c, spec, logs)
 		rs.Chains = append(rs.Chains, ch)

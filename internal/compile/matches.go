@@ -179,6 +179,8 @@ type meterMaker struct {
 	rs                 *Ruleset
 	chain              string
 	limits, connLimits int
+	// peers declares the peer sets rules look up, for the whole ruleset.
+	peers *peerSetMaker
 }
 
 // statefulMatches returns the limit and connection limit of an API rule's

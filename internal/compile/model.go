@@ -178,6 +178,16 @@ type Rule struct {
 	ConnLimit *ConnLimit
 	// Limit matches packets up to a rate; those over it do not match.
 	Limit *RateLimit
+
+	// Peers (see peers.go): lookups in the ruleset's PeerSets, which only
+	// change by their elements.
+
+	// SAddrSet and DAddrSet name a PeerSet of the rule's family the source
+	// or destination address must be in.
+	SAddrSet, DAddrSet string
+	// SAddrsExcept and DAddrsExcept are prefixes of the rule's family the
+	// source or destination address must not be in.
+	SAddrsExcept, DAddrsExcept []netip.Prefix
 }
 
 // Chain is a base chain of the nodefw table.
@@ -311,6 +321,9 @@ type Ruleset struct {
 	// Meters are the named sets that rules' per-source limits and
 	// connection limits fill, in the order of the rules that use them.
 	Meters []Meter
+	// PeerSets are the address sets rules with peers look up, in the order
+	// of the rules that first use them.
+	PeerSets []PeerSet
 	// LogSources maps the prefix of every log rule to what it logs, for
 	// the agent's log reader; nil when no rule logs. Equal ignores it: it
 	// follows from the rules.
@@ -360,6 +373,12 @@ func (r *Ruleset) Equal(o *Ruleset) bool {
 	if !slices.Equal(r.Meters, o.Meters) {
 		return false
 	}
+	// Peers.
+	if !slices.EqualFunc(r.PeerSets, o.PeerSets, func(a, b PeerSet) bool {
+		return a.Name == b.Name && a.Source == b.Source && a.Family == b.Family && slices.Equal(a.Prefixes, b.Prefixes)
+	}) {
+		return false
+	}
 	for i := range r.Sets {
 		a, b := &r.Sets[i], &o.Sets[i]
 		if a.Name != b.Name || a.Family != b.Family || a.Exact != b.Exact || a.Counter != b.Counter || a.SAddrBits != b.SAddrBits ||
@@ -375,7 +394,8 @@ func (r *Rule) equal(o *Rule) bool {
 		slices.Equal(r.ICMPTypes, o.ICMPTypes) && slices.Equal(r.SAddrs, o.SAddrs) && slices.Equal(r.DAddrs, o.DAddrs) &&
 		r.IIfName == o.IIfName && r.OIfName == o.OIfName && r.CtStates == o.CtStates && r.DAddrType == o.DAddrType && r.Counter == o.Counter &&
 		(r.Log == nil) == (o.Log == nil) && (r.Log == nil || *r.Log == *o.Log) && r.Lookup == o.Lookup &&
-		r.Verdict == o.Verdict && r.Comment == o.Comment && r.equalMatches(o)
+		r.Verdict == o.Verdict && r.Comment == o.Comment && r.equalMatches(o) &&
+		r.SAddrSet == o.SAddrSet && r.DAddrSet == o.DAddrSet && slices.Equal(r.SAddrsExcept, o.SAddrsExcept) && slices.Equal(r.DAddrsExcept, o.DAddrsExcept)
 }
 
 // prefixFamily is the IP family of a prefix.

@@ -38,6 +38,11 @@ type Options struct {
 	// counters cost (make bench); agents leave it off.
 	MergedRunCounters bool
 
+	// AddressSets are the contents of the NodeFirewallAddressSets that the
+	// rules' peers look up (AddressSetNames says which), by name. A set
+	// missing here is empty: its peers match nothing.
+	AddressSets AddressSets
+
 	// LogGroup is the NFLOG group that logged and audited rules send
 	// packets to, for the agent to read; 0 means DefaultLogGroup.
 	LogGroup uint16

@@ -32,6 +32,10 @@ func Render(rs *Ruleset) string {
 		renderMeter(&b, m)
 		b.WriteString("\n")
 	}
+	for _, s := range rs.PeerSets {
+		renderPeerSet(&b, s)
+		b.WriteString("\n")
+	}
 	for i, c := range rs.Chains {
 		if i > 0 {
 			b.WriteString("\n")
@@ -177,7 +181,7 @@ func matchParts(r Rule, lookup *Set) []string {
 	add := func(s ...string) { parts = append(parts, s...) }
 
 	family := r.Family
-	addrs := len(r.SAddrs) > 0 || len(r.DAddrs) > 0
+	addrs := len(r.SAddrs) > 0 || len(r.DAddrs) > 0 || r.SAddrSet != "" || r.DAddrSet != ""
 	switch {
 	case family != FamilyAny:
 	case len(r.SAddrs) > 0:
@@ -211,6 +215,9 @@ func matchParts(r Rule, lookup *Set) []string {
 	if len(r.DAddrs) > 0 {
 		add(ip, "daddr", set(r.DAddrs, formatPrefix))
 	}
+	// Peers.
+	add(peerParts(ip, "saddr", r.SAddrSet, r.SAddrsExcept)...)
+	add(peerParts(ip, "daddr", r.DAddrSet, r.DAddrsExcept)...)
 	switch {
 	case len(r.ICMPTypes) > 0 && r.L4Proto == protoICMPv6:
 		add("icmpv6 type", set(r.ICMPTypes, icmpv6TypeName))

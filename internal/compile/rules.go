@@ -144,6 +144,13 @@ func expandRule(r parsedRule, m *meterMaker, logs *logBook) []Rule {
 		rule := base
 		rule.Family, rule.SAddrs, rule.DAddrs = fm.family, fm.saddr, fm.daddr
 		rule.Limit, rule.ConnLimit = limits[fm.family], conns[fm.family]
+		// Peers.
+		if fm.speer.set != "" {
+			rule.SAddrSet, rule.SAddrsExcept = m.peers.use(fm.speer.set, fm.family), fm.speer.except
+		}
+		if fm.dpeer.set != "" {
+			rule.DAddrSet, rule.DAddrsExcept = m.peers.use(fm.dpeer.set, fm.family), fm.dpeer.except
+		}
 		rule.DPorts = slices.Clone(base.DPorts)
 		if audit {
 			rule.Counter = true
@@ -217,12 +224,17 @@ func interfaceMatch(name string) string {
 type familyMatch struct {
 	family       Family
 	saddr, daddr []netip.Prefix
+	// speer and dpeer are the peers of a rule with from or to.
+	speer, dpeer peerMatch
 }
 
 // familyMatches splits a rule's addresses by IP family (see inFamily). A
 // rule without addresses has one match, of the family its protocol
 // implies.
 func familyMatches(r parsedRule) []familyMatch {
+	if hasPeers(r.NodeFirewallRule) {
+		return peerFamilyMatches(r)
+	}
 	if len(r.Sources) == 0 && len(r.Destinations) == 0 {
 		return []familyMatch{{family: protoFamily(r.proto)}}
 	}

@@ -66,6 +66,10 @@ func simpleRule(r *v1alpha1.NodeFirewallRule) bool {
 	if r.Mode == v1alpha1.PolicyModeAudit && r.Action != v1alpha1.ActionAccept {
 		return false
 	}
+	// Peers look up sets of their own, whose contents a run cannot hold.
+	if hasPeers(r) {
+		return false
+	}
 	// Rules without addresses go to both families.
 	return 2*max(len(r.Ports), 1)*max(len(r.Sources), 1)*max(len(r.Destinations), 1) <= maxRuleElements
 }

@@ -169,6 +169,7 @@ func validateRule(i int, r *v1alpha1.NodeFirewallRule, fail func(path, format st
 	}
 	validateLog(path, r, fail)
 	validateMatches(i, r, fail)
+	validatePeers(path, r, fail)
 }
 
 // validateInterface checks field of rule i, an interface name, if set:

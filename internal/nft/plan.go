@@ -63,6 +63,9 @@ type namedSet struct {
 	// rules' per-source limits, without elements of the plan's, whose
 	// elements drift checks and updates leave alone.
 	meter bool
+	// peer says the set is a peer set (see plan_peers.go): one address,
+	// half-open intervals, changed by whole intervals.
+	peer bool
 }
 
 // buildPlan encodes a ruleset for table: its named sets first, since
@@ -80,6 +83,11 @@ func buildPlan(rs *compile.Ruleset, table string) (*plan, error) {
 	for _, m := range rs.Meters {
 		if err := p.encodeMeter(m); err != nil {
 			return nil, fmt.Errorf("meter %q: %w", m.Name, err)
+		}
+	}
+	for i := range rs.PeerSets {
+		if err := p.encodePeerSet(&rs.PeerSets[i]); err != nil {
+			return nil, fmt.Errorf("peer set %q: %w", rs.PeerSets[i].Name, err)
 		}
 	}
 	seen := map[string]bool{}

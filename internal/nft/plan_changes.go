@@ -48,7 +48,7 @@ func sameShape(a, b *plan) bool {
 	}
 	for i := range a.named {
 		x, y := a.named[i].set, b.named[i].set
-		if x.Name != y.Name || x.Interval != y.Interval || x.KeyType.Name != y.KeyType.Name || a.named[i].family != b.named[i].family ||
+		if x.Name != y.Name || x.Interval != y.Interval || x.Concatenation != y.Concatenation || x.KeyType.Name != y.KeyType.Name || a.named[i].family != b.named[i].family || a.named[i].peer != b.named[i].peer ||
 			x.Dynamic != y.Dynamic || x.Timeout != y.Timeout || x.Counter != y.Counter {
 			return false
 		}
@@ -70,7 +70,11 @@ type setUpdate struct {
 func planSetUpdates(from, to *plan, slot int) []setUpdate {
 	var updates []setUpdate
 	for i := range to.named {
-		add, del := diffElements(from.named[i].elems, to.named[i].elems)
+		diff := diffElements
+		if to.named[i].peer {
+			diff = diffIntervals
+		}
+		add, del := diff(from.named[i].elems, to.named[i].elems)
 		if len(add) == 0 && len(del) == 0 {
 			continue
 		}
@@ -187,7 +191,11 @@ func diffElements(have, want []nftables.SetElement) (add, del []nftables.SetElem
 // elemKey identifies an element by its first and last key and its
 // comment (the rule it counts for); its counter is not part of it.
 func elemKey(e nftables.SetElement) string {
-	return string(e.Key) + "\x00" + string(e.KeyEnd) + "\x00" + e.Comment
+	end := "\x00"
+	if e.IntervalEnd {
+		end = "\x01" // a peer set's interval end
+	}
+	return string(e.Key) + end + string(e.KeyEnd) + "\x00" + e.Comment
 }
 
 func sortedElems(es []nftables.SetElement) bool {
@@ -202,6 +210,13 @@ func sortedElems(es []nftables.SetElement) bool {
 func compareElems(a, b nftables.SetElement) int {
 	if c := bytes.Compare(a.Key, b.Key); c != 0 {
 		return c
+	}
+	if a.IntervalEnd != b.IntervalEnd {
+		// A peer set's interval end sorts after a start of the same key.
+		if a.IntervalEnd {
+			return 1
+		}
+		return -1
 	}
 	if c := bytes.Compare(a.KeyEnd, b.KeyEnd); c != 0 {
 		return c

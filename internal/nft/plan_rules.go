@@ -194,6 +194,19 @@ func (b *ruleBuilder) match(r *compile.Rule, fam compile.Family) error {
 	if err := b.addrs(r.DAddrs, fam, false); err != nil {
 		return err
 	}
+	// Peers.
+	for _, side := range []struct {
+		set    string
+		except []netip.Prefix
+		source bool
+	}{{r.SAddrSet, r.SAddrsExcept, true}, {r.DAddrSet, r.DAddrsExcept, false}} {
+		if err := b.peerLookup(side.set, fam, side.source); err != nil {
+			return err
+		}
+		if err := b.exceptAddrs(side.except, fam, side.source); err != nil {
+			return err
+		}
+	}
 	if r.L4Proto != 0 {
 		b.add(&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg}, cmpEq([]byte{r.L4Proto}))
 	}

@@ -92,10 +92,14 @@ func (st *tableState) diffSets(pl *plan, slot int) string {
 			}
 			// The kernel fills a meter: its elements are its own.
 			continue
-		case s.Interval != want.set.Interval || !s.Concatenation || s.Constant || s.IsMap || s.HasTimeout || s.Dynamic || s.KeyType.Name != want.set.KeyType.Name:
+		case s.Interval != want.set.Interval || s.Concatenation != want.set.Concatenation || s.Constant || s.IsMap || s.HasTimeout || s.Dynamic || s.KeyType.Name != want.set.KeyType.Name:
 			return fmt.Sprintf("set %s has the wrong type or flags", name)
 		}
-		add, del := diffElements(st.elems[name], want.elems)
+		diff := diffElements
+		if want.peer {
+			diff = diffIntervals
+		}
+		add, del := diff(st.elems[name], want.elems)
 		// The kernel does not list a set's expressions: that the set
 		// counts shows in its elements' counters, whose values are no
 		// drift.

@@ -18,6 +18,8 @@ type Node struct {
 	Name   string
 	Labels map[string]string
 	Spec   v1alpha1.NodeFirewallSpec
+	// AddressSets are the contents of the sets its rules' peers look up.
+	AddressSets compile.AddressSets
 }
 
 // Policies names the policies that select the node, in evaluation order.
@@ -33,6 +35,12 @@ func (n Node) Policies() []string {
 // and returns the node named, with the problems policy status would
 // report. Every node is resolved, so that a policy may read the others.
 func ResolveNode(policies []v1alpha1.NodeFirewallPolicy, nodes []corev1.Node, name string, failsafes resolve.Failsafes) (Node, []resolve.Problem, error) {
+	return ResolveNodeWithSets(policies, nodes, nil, name, failsafes)
+}
+
+// ResolveNodeWithSets is ResolveNode with the cluster's
+// NodeFirewallAddressSets: peers resolve from them and from the nodes.
+func ResolveNodeWithSets(policies []v1alpha1.NodeFirewallPolicy, nodes []corev1.Node, sets []v1alpha1.NodeFirewallAddressSet, name string, failsafes resolve.Failsafes) (Node, []resolve.Problem, error) {
 	var node *corev1.Node
 	for i := range nodes {
 		if nodes[i].Name == name {
@@ -43,7 +51,11 @@ func ResolveNode(policies []v1alpha1.NodeFirewallPolicy, nodes []corev1.Node, na
 		return Node{}, nil, fmt.Errorf("no node named %q", name)
 	}
 	res := resolve.Resolve(resolve.Input{Policies: policies, Nodes: nodes, Failsafes: failsafes})
-	return Node{Name: name, Labels: maps.Clone(node.Labels), Spec: res.Nodes[name]}, res.Problems, nil
+	contents, peerProblems, err := AddressSetsFor(policies, nodes, sets)
+	if err != nil {
+		return Node{}, nil, err
+	}
+	return Node{Name: name, Labels: maps.Clone(node.Labels), Spec: res.Nodes[name], AddressSets: contents}, append(res.Problems, peerProblems...), nil
 }
 
 // Trace is a packet traced through one chain of a node's firewall: the
@@ -64,6 +76,9 @@ type Trace struct {
 // TraceNode traces a packet through the node's firewall with the agent's
 // failsafe ports in opts.
 func TraceNode(n Node, opts compile.Options, p Parsed) Trace {
+	if opts.AddressSets == nil {
+		opts.AddressSets = n.AddressSets
+	}
 	t := reference.TraceSpec(n.Spec, opts, p.Chain, p.Packet)
 	return Trace{
 		Node: n.Name, Labels: n.Labels, Policies: n.Policies(), Packet: p.Describe(),

@@ -155,7 +155,8 @@ func ruleMatches(rs *compile.Ruleset, rule *compile.Rule, p Packet) bool {
 			return false
 		}
 	}
-	return true
+	// Peers.
+	return peerSetsMatch(rs, rule, p)
 }
 
 // CountingRule names the counter that counts a packet which a rule of

@@ -87,6 +87,8 @@ var protoNames = map[v1alpha1.Protocol]string{
 // is written through unchanged, so that iptables-restore refuses the file
 // instead of loading a broader rule.
 func IPTablesRestore(spec v1alpha1.NodeFirewallSpec, opts compile.Options) (v4, v6 string) {
+	// Peers become the literal addresses they stand for.
+	spec = peersAsAddresses(spec, opts.AddressSets)
 	return renderRestore(spec, opts, ipv4), renderRestore(spec, opts, ipv6)
 }
 

@@ -158,6 +158,10 @@ func evaluate(spec v1alpha1.NodeFirewallSpec, opts compile.Options, chain v1alph
 		position++
 		s := Step{Kind: StepRule, Policy: r.Policy, Rule: r.Name, Position: position, Index: i, Action: r.Action}
 		s.Mismatch, s.Notes = ruleMismatch(r, p, explain)
+		if s.Mismatch == nil {
+			// Peers, against the address sets the evaluation is given.
+			s.Mismatch = peersMismatch(r, p, opts.AddressSets, explain)
+		}
 		if s.Matched = s.Mismatch == nil; !s.Matched {
 			passed(s)
 			continue

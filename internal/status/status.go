@@ -41,7 +41,7 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 		}
 	}
 
-	var invalid, conflicts, shadowed, halted, tooLarge []string
+	var invalid, conflicts, shadowed, halted, tooLarge, unresolved []string
 	conflictReason := fwv1.ReasonDefaultActionConflict
 	for _, pr := range problems {
 		switch pr.Reason {
@@ -59,6 +59,8 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 			halted = append(halted, pr.Message)
 		case fwv1.ReasonNodeFirewallTooLarge:
 			tooLarge = append(tooLarge, pr.Message)
+		case fwv1.ReasonUnresolvedPeers:
+			unresolved = append(unresolved, pr.Message)
 		}
 	}
 
@@ -115,6 +117,7 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 	}{
 		{fwv1.ConditionDefaultActionConflict, conflictReason, conflicts},
 		{fwv1.ConditionFailsafeShadowed, fwv1.ReasonFailsafeShadowed, shadowed},
+		{fwv1.ConditionUnresolvedPeers, fwv1.ReasonUnresolvedPeers, unresolved},
 	} {
 		if len(w.messages) > 0 {
 			set(w.condition, metav1.ConditionTrue, w.reason, strings.Join(w.messages, "; "))

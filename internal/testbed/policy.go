@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,10 +22,6 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 )
-
-// SampleControlPlaneAddr is the placeholder control-plane address in the
-// strict-output sample, which tells users to replace it with theirs.
-const SampleControlPlaneAddr = "192.168.0.10/32"
 
 // SampleNodePortClients is the placeholder client CIDR of the
 // nodeports-from-cidr sample, which tells users to replace it with theirs.
@@ -70,25 +65,18 @@ func LoadPolicies(dir string) ([]*fwv1.NodeFirewallPolicy, error) {
 	return out, nil
 }
 
-// SamplePolicies loads config/samples, with the placeholders replaced as
-// the samples' comments ask users to do: the strict-output sample's
-// control-plane address by the cluster's control-plane addresses, and the
-// nodeports-from-cidr sample's clients by the nodes' LAN.
+// SamplePolicies loads config/samples, with the placeholder replaced as
+// the sample's comment asks users to do: the nodeports-from-cidr sample's
+// clients by the nodes' LAN. The samples' node and pod addresses are
+// peers the controller resolves from the cluster's Nodes.
 func (c *Cluster) SamplePolicies() ([]*fwv1.NodeFirewallPolicy, error) {
 	ps, err := LoadPolicies(filepath.Join(c.opts.RepoRoot, "config", "samples"))
 	if err != nil {
 		return nil, err
 	}
-	var cps []string
-	for _, a := range c.ControlPlaneAddrs() {
-		cps = append(cps, netip.PrefixFrom(a, 32).String())
-	}
 	for _, p := range ps {
 		for i := range p.Spec.Rules {
 			r := &p.Spec.Rules[i]
-			if j := slices.Index(r.Destinations, SampleControlPlaneAddr); j >= 0 {
-				r.Destinations = slices.Concat(r.Destinations[:j], cps, r.Destinations[j+1:])
-			}
 			if j := slices.Index(r.Sources, SampleNodePortClients); j >= 0 {
 				r.Sources[j] = LANPrefix.String()
 			}

@@ -26,14 +26,20 @@ func TestLoadSamples(t *testing.T) {
 	if !found {
 		t.Errorf("nodeports-from-cidr no longer holds the placeholder %s that SamplePolicies replaces", SampleNodePortClients)
 	}
-	found = false
-	for _, r := range ps[2].Spec.Rules {
-		for _, d := range r.Destinations {
-			found = found || d == SampleControlPlaneAddr
+	// The node and pod addresses are peers, resolved from the Nodes.
+	for _, p := range ps {
+		for _, r := range p.Spec.Rules {
+			if p.Name != "nodeports-from-cidr" && len(r.Sources)+len(r.Destinations) > 0 {
+				t.Errorf("%s/%s has literal addresses %v %v; the samples name node and pod addresses as peers", p.Name, r.Name, r.Sources, r.Destinations)
+			}
 		}
 	}
-	if !found {
-		t.Errorf("strict-output no longer holds the placeholder %s that SamplePolicies replaces", SampleControlPlaneAddr)
+	var peers int
+	for _, r := range ps[2].Spec.Rules {
+		peers += len(r.From) + len(r.To)
+	}
+	if peers != 3 {
+		t.Errorf("strict-output has %d peers, want its pod CIDR and control-plane peers", peers)
 	}
 }
 

@@ -320,7 +320,23 @@ func (e *Env) resolvedNode(tb testing.TB, name string) policytest.Node {
 		}
 		return nil
 	})
-	return policytest.Node{Name: name, Labels: labels, Spec: nfw.Spec}
+	// Peers: the contents of the sets the rules look up, once the
+	// controller has written them.
+	var sets compile.AddressSets
+	envtesting.Eventually(tb, e.timeout, func() error {
+		var err error
+		sets, err = policytest.ClusterAddressSets(context.Background(), e.Client, nfw.Spec)
+		if err != nil {
+			return err
+		}
+		for _, set := range compile.AddressSetNames(nfw.Spec) {
+			if _, ok := sets[set]; !ok && strings.HasPrefix(set, "nodefw-") {
+				return fmt.Errorf("the controller has not written the set %s of node %s's peers", set, name)
+			}
+		}
+		return nil
+	})
+	return policytest.Node{Name: name, Labels: labels, Spec: nfw.Spec, AddressSets: sets}
 }
 
 // policyRefs names a spec's policies with their generations.

@@ -10,6 +10,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/netnstest"
+	"github.com/nodefw/nodefw/internal/policytest"
 	"github.com/nodefw/nodefw/internal/resolve"
 )
 
@@ -61,16 +63,26 @@ var (
 func TestSamplePolicies(t *testing.T) {
 	tp := env(t)
 	policies := samplePolicies(t)
+	// The samples' peers resolve from the nodes: the control plane at the
+	// server's addresses, and pod CIDRs on both sides of the router.
 	nodes := []corev1.Node{
 		{ObjectMeta: metav1.ObjectMeta{Name: "control-plane", Labels: map[string]string{
 			"kubernetes.io/hostname": "control-plane", "node-role.kubernetes.io/control-plane": "",
-		}}},
+		}}, Spec: corev1.NodeSpec{PodCIDRs: []string{"198.51.100.0/25", "2001:db8:2::/64"}},
+			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+				{Type: corev1.NodeInternalIP, Address: netnstest.ServerV4.String()},
+				{Type: corev1.NodeInternalIP, Address: netnstest.ServerV6.String()}}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "worker", Labels: map[string]string{
 			"kubernetes.io/hostname": "worker",
-		}}},
+		}}, Spec: corev1.NodeSpec{PodCIDRs: []string{"192.0.2.0/26"}},
+			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: netnstest.ClientV4.String()}}}},
 	}
 	res := resolve.Resolve(resolve.Input{Policies: policies, Nodes: nodes})
-	for _, p := range res.Problems {
+	sets, peerProblems, err := policytest.AddressSetsFor(policies, nodes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range append(res.Problems, peerProblems...) {
 		t.Errorf("resolving the samples: %s: %s: %s", p.Policy, p.Reason, p.Message)
 	}
 	var st stats
@@ -81,7 +93,7 @@ func TestSamplePolicies(t *testing.T) {
 				n.Name, len(spec.Rules), spec.DefaultActions.Input)
 		}
 		t.Run(n.Name, func(t *testing.T) {
-			c := newRuleCase("sample policies on "+n.Name, spec)
+			c := newPeersRuleCase("sample policies on "+n.Name, spec, sets)
 			tp.check(t, c, matrix(pairs(true), seedTCPPorts, seedUDPPorts), &st)
 		})
 	}

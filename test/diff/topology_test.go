@@ -342,11 +342,14 @@ type ruleCase struct {
 	// hash set of their own, whatever the set's size (half of the rule
 	// sets with set lookups).
 	exactSets bool
+	// addressSets are the contents of the sets the rules' peers look up;
+	// the iptables rendering has them as literal addresses.
+	addressSets compile.AddressSets
 }
 
 // options are the compile options of the case.
 func (c *ruleCase) options() compile.Options {
-	o := compile.Options{SetLookups: c.setLookups}
+	o := compile.Options{SetLookups: c.setLookups, AddressSets: c.addressSets}
 	if c.exactSets {
 		o.ExactSetMin = 1
 	}
@@ -356,6 +359,12 @@ func (c *ruleCase) options() compile.Options {
 // newRuleCase renders a spec for iptables with the agent's options: no
 // failsafes.
 func newRuleCase(name string, spec v1alpha1.NodeFirewallSpec) *ruleCase {
-	v4, v6 := reference.IPTablesRestore(spec, compile.Options{})
-	return &ruleCase{name: name, spec: spec, v4: v4, v6: v6, derived: true}
+	return newPeersRuleCase(name, spec, nil)
+}
+
+// newPeersRuleCase is newRuleCase for rules whose peers look up sets of
+// the given contents.
+func newPeersRuleCase(name string, spec v1alpha1.NodeFirewallSpec, sets compile.AddressSets) *ruleCase {
+	v4, v6 := reference.IPTablesRestore(spec, compile.Options{AddressSets: sets})
+	return &ruleCase{name: name, spec: spec, v4: v4, v6: v6, derived: true, addressSets: sets}
 }

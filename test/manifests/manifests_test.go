@@ -19,6 +19,7 @@ func TestDefaultHasEveryObject(t *testing.T) {
 	want := []objKey{
 		{"Namespace", "", managerNamespace},
 		{"Namespace", "", agentNamespace},
+		{"CustomResourceDefinition", "", "nodefirewalladdresssets.firewall.nodefw.io"},
 		{"CustomResourceDefinition", "", "nodefirewallconfigs.firewall.nodefw.io"},
 		{"CustomResourceDefinition", "", "nodefirewallpolicies.firewall.nodefw.io"},
 		{"CustomResourceDefinition", "", "nodefirewalls.firewall.nodefw.io"},
@@ -244,6 +245,10 @@ func TestAgentRBAC(t *testing.T) {
 	// The cluster-wide settings, read only.
 	for _, v := range []string{"get", "list", "watch"} {
 		want[rule{fwGroup, "nodefirewallconfigs", v}] = true
+	}
+	// The address sets its rules' peers look up, read only.
+	for _, v := range []string{"get", "list", "watch"} {
+		want[rule{fwGroup, "nodefirewalladdresssets", v}] = true
 	}
 	// The metrics endpoint checks its callers through the API server.
 	want[rule{"authentication.k8s.io", "tokenreviews", "create"}] = true

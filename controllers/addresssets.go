@@ -1,0 +1,76 @@
+package controllers
+
+import (
+	"context"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/resolve"
+	"github.com/nodefw/nodefw/internal/status"
+)
+
+// +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewalladdresssets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewalladdresssets/status,verbs=get;update;patch
+
+// writeAddressSets creates and updates the managed sets node peers need.
+// It runs before NodeFirewalls are written, so that an agent finds a
+// rule's set with its addresses already there.
+func (r *NodeFirewallPolicyReconciler) writeAddressSets(ctx context.Context, w resolve.SetWrites) error {
+	var writes []func(context.Context) error
+	for _, s := range w.Create {
+		writes = append(writes, func(ctx context.Context) error {
+			if err := r.Create(ctx, s, client.FieldOwner(FieldManager)); err != nil && !apierrors.IsAlreadyExists(err) {
+				return err
+			}
+			return nil
+		})
+	}
+	for _, s := range w.Update {
+		writes = append(writes, func(ctx context.Context) error {
+			return client.IgnoreNotFound(r.Update(ctx, s, client.FieldOwner(FieldManager)))
+		})
+	}
+	return r.parallel(ctx, writes)
+}
+
+// deleteAddressSets deletes the managed sets no policy references any
+// more, after the NodeFirewalls that named them are written.
+func (r *NodeFirewallPolicyReconciler) deleteAddressSets(ctx context.Context, w resolve.SetWrites) error {
+	var writes []func(context.Context) error
+	for _, s := range w.Delete {
+		writes = append(writes, func(ctx context.Context) error {
+			return client.IgnoreNotFound(r.Delete(ctx, s, client.Preconditions{UID: &s.UID, ResourceVersion: &s.ResourceVersion}))
+		})
+	}
+	return r.parallel(ctx, writes)
+}
+
+// writeAddressSetStatuses writes the count and Ready of every set, the
+// user's and the managed ones, where they changed. Sets just written are
+// left to the resolve their watch event brings.
+func (r *NodeFirewallPolicyReconciler) writeAddressSetStatuses(ctx context.Context, sets []fwv1.NodeFirewallAddressSet, written resolve.SetWrites) error {
+	skip := map[string]bool{}
+	for _, s := range append(written.Update, written.Delete...) {
+		skip[s.Name] = true
+	}
+	var writes []func(context.Context) error
+	for i := range sets {
+		s := &sets[i]
+		if skip[s.Name] || s.DeletionTimestamp != nil {
+			continue
+		}
+		st := status.AddressSet(s)
+		if equality.Semantic.DeepEqual(s.Status, st) {
+			continue
+		}
+		writes = append(writes, func(ctx context.Context) error {
+			updated := s.DeepCopy()
+			updated.Status = st
+			return client.IgnoreNotFound(r.Status().Update(ctx, updated, client.FieldOwner(FieldManager)))
+		})
+	}
+	return r.parallel(ctx, writes)
+}
