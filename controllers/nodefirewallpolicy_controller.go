@@ -39,7 +39,7 @@ const (
 	// FieldManager is the controller's server-side field manager name.
 	FieldManager = "nodefw-controller"
 
-	// periodicResolve is the longest time between two resolves.
+	// periodicResolve is the default longest time between two resolves.
 	periodicResolve = time.Minute
 )
 
@@ -64,6 +64,9 @@ type NodeFirewallPolicyReconciler struct {
 	// named default, or the manager's flags without it: the agents'
 	// failsafe ports, whose shadows policies report.
 	Config *clusterconfig.Tracker
+	// PeriodicResolve is the longest time between two resolves, a safety
+	// net under the watches; 0 means one minute.
+	PeriodicResolve time.Duration
 }
 
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallpolicies,verbs=get;list;watch
@@ -123,7 +126,11 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 
 	// Resolve again now and then even without events, so that a missed
 	// watch event cannot leave a node or a status behind for long.
-	for _, d := range []time.Duration{plan.Requeue, periodicResolve} {
+	periodic := r.PeriodicResolve
+	if periodic <= 0 {
+		periodic = periodicResolve
+	}
+	for _, d := range []time.Duration{plan.Requeue, periodic} {
 		if d > 0 && (requeue == 0 || d < requeue) {
 			requeue = d
 		}
@@ -342,10 +349,13 @@ func (r *NodeFirewallPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error 
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("nodefirewallpolicy").
-		Watches(&fwv1.NodeFirewallPolicy{}, toCluster, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Status changes too: the status written is decided against the
+		// cached one, so the cache catching up must resolve again (see
+		// specOrStatusChanged).
+		Watches(&fwv1.NodeFirewallPolicy{}, toCluster, builder.WithPredicates(specOrStatusChanged{})).
 		Watches(&corev1.Node{}, toCluster, builder.WithPredicates(nodeChanged{})).
 		Watches(&fwv1.NodeFirewall{}, toCluster).
-		Watches(&fwv1.NodeFirewallConfig{}, toCluster, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&fwv1.NodeFirewallConfig{}, toCluster, builder.WithPredicates(specOrStatusChanged{})).
 		// One work item: concurrency lives in the bounded parallel writes.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Complete(r)
