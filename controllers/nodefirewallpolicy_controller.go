@@ -67,6 +67,10 @@ type NodeFirewallPolicyReconciler struct {
 	// PeriodicResolve is the longest time between two resolves, a safety
 	// net under the watches; 0 means one minute.
 	PeriodicResolve time.Duration
+
+	// computed are the policy statuses of the last resolve, for the
+	// policy watch's predicate.
+	computed computedStatuses
 }
 
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallpolicies,verbs=get;list;watch
@@ -216,12 +220,14 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 	}
 	var requeue time.Duration
 	var writes []func(context.Context) error
+	computed := make(map[string]fwv1.NodeFirewallPolicyStatus, len(policies))
 	for i := range policies {
 		p := &policies[i]
 		st := status.Policy(p, desired.Matches[p.Name], current, problems[p.Name])
 		if left := status.ProgressDeadline(&st, time.Now(), r.ProgressDeadline); left > 0 && (requeue == 0 || left < requeue) {
 			requeue = left
 		}
+		computed[p.Name] = st
 		if equality.Semantic.DeepEqual(p.Status, st) {
 			continue
 		}
@@ -237,6 +243,8 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 			return client.IgnoreNotFound(r.Status().Update(ctx, updated, client.FieldOwner(FieldManager)))
 		})
 	}
+	// Before the writes, whose events then find their status computed.
+	r.computed.set(computed)
 	return requeue, r.parallel(ctx, writes)
 }
 
@@ -351,8 +359,8 @@ func (r *NodeFirewallPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error 
 		Named("nodefirewallpolicy").
 		// Status changes too: the status written is decided against the
 		// cached one, so the cache catching up must resolve again (see
-		// specOrStatusChanged).
-		Watches(&fwv1.NodeFirewallPolicy{}, toCluster, builder.WithPredicates(specOrStatusChanged{})).
+		// specOrStatusChanged and policyChanged).
+		Watches(&fwv1.NodeFirewallPolicy{}, toCluster, builder.WithPredicates(policyChanged{computed: &r.computed})).
 		Watches(&corev1.Node{}, toCluster, builder.WithPredicates(nodeChanged{})).
 		Watches(&fwv1.NodeFirewall{}, toCluster).
 		Watches(&fwv1.NodeFirewallConfig{}, toCluster, builder.WithPredicates(specOrStatusChanged{})).
