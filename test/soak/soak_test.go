@@ -72,6 +72,9 @@ type stats struct {
 	ops         map[string]int
 	faults      map[string]int
 	converge    []time.Duration
+	// slowest is the longest convergence after each kind of round: its
+	// fault, or "changes only".
+	slowest map[string]time.Duration
 	probes      int
 	violations  []string
 	rssStart    map[string]int64
@@ -123,7 +126,7 @@ func TestSoak(t *testing.T) {
 	r := rand.New(rand.NewSource(seed))
 	t.Logf("soak for %s, seed %d (%s=%d replays it)", duration, seed, seedEnv, seed)
 
-	st := &stats{ops: map[string]int{}, faults: map[string]int{}, rssStart: map[string]int64{}, rssEnd: map[string]int64{}, restarted: map[string]bool{}}
+	st := &stats{ops: map[string]int{}, faults: map[string]int{}, rssStart: map[string]int64{}, rssEnd: map[string]int64{}, restarted: map[string]bool{}, slowest: map[string]time.Duration{}}
 	t.Cleanup(func() {
 		for i := range policies {
 			_ = c.Client.Delete(ctx, &fwv1.NodeFirewallPolicy{ObjectMeta: metav1.ObjectMeta{Name: policyName(i)}})
@@ -161,8 +164,10 @@ func TestSoak(t *testing.T) {
 				t.Logf("round %d: %v", st.rounds, err)
 			}
 		}
+		kind := "changes only"
 		if r.Intn(2) == 0 {
-			if err := randomFault(ctx, c, r, st, time.Now().Before(restartsUntil)); err != nil {
+			var err error
+			if kind, err = randomFault(ctx, c, r, st, time.Now().Before(restartsUntil)); err != nil {
 				t.Fatalf("round %d: %v", st.rounds, err)
 			}
 		}
@@ -178,6 +183,7 @@ func TestSoak(t *testing.T) {
 		}
 		st.mu.Lock()
 		st.converge = append(st.converge, took)
+		st.slowest[kind] = max(st.slowest[kind], took)
 		st.mu.Unlock()
 		// A short quiet time, so that the prober also sees settled nodes.
 		time.Sleep(time.Duration(500+r.Intn(1500)) * time.Millisecond)
@@ -261,7 +267,7 @@ func randomOp(ctx context.Context, c *suite.Cluster, r *rand.Rand, st *stats) er
 // randomFault injects one fault and, where the fault stops a process,
 // starts it again; without restarts, only API server restarts and
 // flushed rulesets.
-func randomFault(ctx context.Context, c *suite.Cluster, r *rand.Rand, st *stats, restarts bool) error {
+func randomFault(ctx context.Context, c *suite.Cluster, r *rand.Rand, st *stats, restarts bool) (string, error) {
 	kind := r.Intn(4)
 	if !restarts {
 		kind = 2 + r.Intn(2)
@@ -269,29 +275,33 @@ func randomFault(ctx context.Context, c *suite.Cluster, r *rand.Rand, st *stats,
 	switch kind {
 	case 0:
 		n := c.Nodes[r.Intn(len(c.Nodes))]
-		st.fault("agent kill -9")
+		const kind = "agent kill -9"
+		st.fault(kind)
 		n.Agent.Kill()
 		time.Sleep(time.Duration(r.Intn(3000)) * time.Millisecond)
-		return n.Agent.Start()
+		return kind, n.Agent.Start()
 	case 1:
-		st.fault("manager restart")
+		const kind = "manager restart"
+		st.fault(kind)
 		c.Manager.Kill()
 		time.Sleep(time.Duration(r.Intn(3000)) * time.Millisecond)
-		return c.Manager.Start()
+		return kind, c.Manager.Start()
 	case 2:
-		st.fault("API server restart")
+		const kind = "API server restart"
+		st.fault(kind)
 		if err := c.ControlPlane.StopAPIServer(); err != nil {
-			return err
+			return kind, err
 		}
 		time.Sleep(time.Duration(1000+r.Intn(9000)) * time.Millisecond)
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
-		return c.ControlPlane.StartAPIServer(sctx)
+		return kind, c.ControlPlane.StartAPIServer(sctx)
 	default:
 		n := c.Nodes[r.Intn(len(c.Nodes))]
-		st.fault("nft flush ruleset")
+		const kind = "nft flush ruleset"
+		st.fault(kind)
 		_, err := n.NS.Exec("nft", "flush", "ruleset")
-		return err
+		return kind, err
 	}
 }
 
@@ -447,6 +457,16 @@ func report(t *testing.T, st *stats, duration time.Duration) {
 	fmt.Fprintf(&b, "convergence after each round: p50 %s, p99 %s, max %s (%d quiet periods)\n",
 		percentile(sorted, 50).Round(time.Millisecond), percentile(sorted, 99).Round(time.Millisecond),
 		percentile(sorted, 100).Round(time.Millisecond), len(sorted))
+	kinds := make([]string, 0, len(st.slowest))
+	for k := range st.slowest {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	var slow []string
+	for _, k := range kinds {
+		slow = append(slow, fmt.Sprintf("%s %s", k, st.slowest[k].Round(time.Millisecond)))
+	}
+	fmt.Fprintf(&b, "slowest convergence by round: %s\n", strings.Join(slow, ", "))
 	fmt.Fprintf(&b, "failsafe probes: %d\n", st.probes)
 	fmt.Fprintf(&b, "invariant violations: %d\n", len(st.violations))
 	for _, v := range st.violations {
