@@ -68,13 +68,13 @@ func TestMain(m *testing.M) { os.Exit(bed.Main(m)) }
 
 // stats are the soak's counts.
 type stats struct {
-	mu          sync.Mutex
-	ops         map[string]int
-	faults      map[string]int
-	converge    []time.Duration
+	mu       sync.Mutex
+	ops      map[string]int
+	faults   map[string]int
+	converge []time.Duration
 	// slowest is the longest convergence after each kind of round: its
 	// fault, or "changes only".
-	slowest map[string]time.Duration
+	slowest     map[string]time.Duration
 	probes      int
 	violations  []string
 	rssStart    map[string]int64
