@@ -66,6 +66,20 @@ test: deps manifests generate vet envtest ## Run unit, envtest, privileged and e
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /test/ -e /internal/nft -e /internal/netnstest)
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) -p 1 $(NETWORK_PKGS)
 
+# The soak: random changes and faults for SOAK_DURATION, invariants
+# checked throughout (`make test` runs it for three minutes).
+SOAK_DURATION ?= 30m
+
+.PHONY: soak
+soak: deps envtest ## Soak nodefw under random changes and faults for SOAK_DURATION (default 30m), checking invariants (root).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" NODEFW_SOAK_DURATION=$(SOAK_DURATION) go test -count=1 -v -timeout 0 -run '^TestSoak$$' ./test/soak/
+
+# The API server outage fault test at five minutes; the fault suite in
+# `make test` runs it at one.
+.PHONY: faults-long-outage
+faults-long-outage: deps envtest ## Run the API server outage fault test with a five-minute outage (root).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" NODEFW_FAULTS_OUTAGE=5m go test -count=1 -v -timeout 30m -run '^TestAPIServerOutage$$' ./test/faults/
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME executions (default 20000x; a duration such as 30s also works).
 	@hack/fuzz.sh $${FUZZTIME:-20000x}

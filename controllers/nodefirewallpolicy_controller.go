@@ -39,7 +39,7 @@ const (
 	// FieldManager is the controller's server-side field manager name.
 	FieldManager = "nodefw-controller"
 
-	// periodicResolve is the longest time between two resolves.
+	// periodicResolve is the default longest time between two resolves.
 	periodicResolve = time.Minute
 )
 
@@ -64,6 +64,13 @@ type NodeFirewallPolicyReconciler struct {
 	// named default, or the manager's flags without it: the agents'
 	// failsafe ports, whose shadows policies report.
 	Config *clusterconfig.Tracker
+	// PeriodicResolve is the longest time between two resolves, a safety
+	// net under the watches; 0 means one minute.
+	PeriodicResolve time.Duration
+
+	// computed are the policy statuses of the last resolve, for the
+	// policy watch's predicate.
+	computed computedStatuses
 }
 
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallpolicies,verbs=get;list;watch
@@ -141,7 +148,11 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 
 	// Resolve again now and then even without events, so that a missed
 	// watch event cannot leave a node or a status behind for long.
-	for _, d := range []time.Duration{plan.Requeue, periodicResolve} {
+	periodic := r.PeriodicResolve
+	if periodic <= 0 {
+		periodic = periodicResolve
+	}
+	for _, d := range []time.Duration{plan.Requeue, periodic} {
 		if d > 0 && (requeue == 0 || d < requeue) {
 			requeue = d
 		}
@@ -227,12 +238,14 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 	}
 	var requeue time.Duration
 	var writes []func(context.Context) error
+	computed := make(map[string]fwv1.NodeFirewallPolicyStatus, len(policies))
 	for i := range policies {
 		p := &policies[i]
 		st := status.Policy(p, desired.Matches[p.Name], current, problems[p.Name])
 		if left := status.ProgressDeadline(&st, time.Now(), r.ProgressDeadline); left > 0 && (requeue == 0 || left < requeue) {
 			requeue = left
 		}
+		computed[p.Name] = st
 		if equality.Semantic.DeepEqual(p.Status, st) {
 			continue
 		}
@@ -248,6 +261,8 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 			return client.IgnoreNotFound(r.Status().Update(ctx, updated, client.FieldOwner(FieldManager)))
 		})
 	}
+	// Before the writes, whose events then find their status computed.
+	r.computed.set(computed)
 	return requeue, r.parallel(ctx, writes)
 }
 
@@ -360,12 +375,16 @@ func (r *NodeFirewallPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error 
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("nodefirewallpolicy").
-		Watches(&fwv1.NodeFirewallPolicy{}, toCluster, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Status changes too: the status written is decided against the
+		// cached one, so the cache catching up must resolve again (see
+		// specOrStatusChanged and policyChanged).
+		Watches(&fwv1.NodeFirewallPolicy{}, toCluster, builder.WithPredicates(policyChanged{computed: &r.computed})).
 		Watches(&corev1.Node{}, toCluster, builder.WithPredicates(nodeChanged{})).
 		Watches(&fwv1.NodeFirewall{}, toCluster).
-		Watches(&fwv1.NodeFirewallConfig{}, toCluster, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		// Address sets: user sets resolve peers, managed ones are restored.
-		Watches(&fwv1.NodeFirewallAddressSet{}, toCluster, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		Watches(&fwv1.NodeFirewallConfig{}, toCluster, builder.WithPredicates(specOrStatusChanged{})).
+		// Address sets: user sets resolve peers, managed ones are restored;
+		// their status is the controller's, so it passes like the others.
+		Watches(&fwv1.NodeFirewallAddressSet{}, toCluster, builder.WithPredicates(predicate.Or[client.Object](specOrStatusChanged{}, predicate.LabelChangedPredicate{}))).
 		// One work item: concurrency lives in the bounded parallel writes.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Complete(r)

@@ -7,12 +7,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -56,6 +58,8 @@ func runSuite(m *testing.M) int {
 		Scheme:                 envtesting.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
+		// Watch events can be held back, to reproduce a lagging cache.
+		Cache: cache.Options{NewInformer: heldEvents.newInformer},
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "creating manager: %v\n", err)
@@ -66,6 +70,9 @@ func runSuite(m *testing.M) int {
 		Recorder:         mgr.GetEventRecorder("nodefw-controller"),
 		WriteConcurrency: 8,
 		Config:           clusterconfig.NewTracker(clusterconfig.Defaults()),
+		// Long, so that a missed event shows as a test failure rather than
+		// being repaired by the safety net.
+		PeriodicResolve: 10 * time.Minute,
 	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
 		fmt.Fprintf(os.Stderr, "setting up controller: %v\n", err)

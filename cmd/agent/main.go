@@ -34,6 +34,7 @@ import (
 	"github.com/nodefw/nodefw/internal/compile"
 	"github.com/nodefw/nodefw/internal/nflog"
 	"github.com/nodefw/nodefw/internal/nft"
+	"github.com/nodefw/nodefw/internal/reconnect"
 )
 
 func main() {
@@ -90,6 +91,8 @@ func run() error {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
 	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
+	// Watches come back within a second of the API server's return.
+	reconnect.Wrap(cfg)
 	mgr, err := newManager(cfg, o)
 	if err != nil {
 		return err

@@ -22,6 +22,7 @@ import (
 	"github.com/nodefw/nodefw/controllers"
 	"github.com/nodefw/nodefw/internal/clusterconfig"
 	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/reconnect"
 )
 
 func main() {
@@ -84,6 +85,8 @@ func main() {
 		os.Exit(1)
 	}
 	cfg.QPS, cfg.Burst = float32(qps), burst
+	// Watches come back within a second of the API server's return.
+	reconnect.Wrap(cfg)
 
 	var tlsOpts []func(*tls.Config)
 	if !enableHTTP2 {

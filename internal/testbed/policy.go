@@ -241,3 +241,7 @@ func describeNodeFirewall(nfw *fwv1.NodeFirewall) string {
 	}
 	return s
 }
+
+// NotReady lists what WaitReady waits for now: policies and NodeFirewalls
+// not Ready, each with its status; none when everything is.
+func (c *Cluster) NotReady(ctx context.Context) ([]string, error) { return c.notReady(ctx) }

@@ -88,3 +88,11 @@ func (p *Process) signal(sig syscall.Signal, grace time.Duration) {
 	}
 	<-p.done
 }
+
+// PID is the process's id while it runs, 0 otherwise.
+func (p *Process) PID() int {
+	if !p.Running() {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}

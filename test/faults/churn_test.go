@@ -8,17 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
-	"github.com/nodefw/nodefw/internal/compile"
-	"github.com/nodefw/nodefw/internal/nft"
-	"github.com/nodefw/nodefw/internal/resolve"
 )
 
 // TestPolicyChurnReachesTheKernel churns policies concurrently — 1,000
@@ -87,48 +82,10 @@ func TestPolicyChurnReachesTheKernel(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d operations in %v", ops, time.Since(start).Round(time.Millisecond))
 
-	// The agents' compile options, as the testbed starts them: set
-	// lookups are on by default, and runs of eight rules with the same
-	// action become sets.
-	inbound, err := compile.ParseFailsafes("tcp:22")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := compile.Options{FailsafeInbound: inbound, FailsafeOutbound: compile.DefaultFailsafeOutbound(), SetLookups: true}
 	settled := time.Now()
 	c.WaitFor(t, "every kernel holding the resolver's output for the final policies", 90*time.Second, func(ctx context.Context) (bool, error) {
-		var ps fwv1.NodeFirewallPolicyList
-		var ns corev1.NodeList
-		if err := c.Client.List(ctx, &ps); err != nil {
-			return false, err
-		}
-		if err := c.Client.List(ctx, &ns); err != nil {
-			return false, err
-		}
-		want := resolve.Resolve(resolve.Input{Policies: ps.Items, Nodes: ns.Items})
-		for _, n := range c.Nodes {
-			nfw := &fwv1.NodeFirewall{}
-			if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, nfw); err != nil {
-				return false, err
-			}
-			if !cmp.Equal(want.Nodes[n.Name], nfw.Spec) {
-				return false, nil
-			}
-			rs, err := compile.Compile(want.Nodes[n.Name], opts)
-			if err != nil {
-				return false, err
-			}
-			p, err := nft.New(n.NS.Path(), compile.DefaultTable)
-			if err != nil {
-				return false, err
-			}
-			drift, err := p.Drift(rs)
-			p.Close()
-			if err != nil || drift != "" {
-				return false, err
-			}
-		}
-		return true, nil
+		mismatches, err := c.KernelMismatches(ctx)
+		return len(mismatches) == 0, err
 	})
 	t.Logf("kernels matched the resolver %v after the last operation", time.Since(settled).Round(time.Millisecond))
 }
