@@ -64,6 +64,16 @@ type NodeFirewallPolicyReconciler struct {
 	// named default, or the manager's flags without it: the agents'
 	// failsafe ports, whose shadows policies report.
 	Config *clusterconfig.Tracker
+
+	// RevisionNamespace, when set, is the namespace of the
+	// ControllerRevisions that hold each policy's rules once: NodeFirewalls
+	// name them instead of copying the rules. Empty copies the rules into
+	// every NodeFirewall.
+	RevisionNamespace string
+	// APIReader reads from the API server without a cache: the revisions'
+	// names, and the NodeFirewalls before revisions are deleted. Required
+	// with RevisionNamespace.
+	APIReader client.Reader
 }
 
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallpolicies,verbs=get;list;watch
@@ -103,7 +113,15 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		return retryOnConflict(err)
 	}
 	failsafes := resolve.Failsafes{Inbound: settings.FailsafeInbound, Outbound: settings.FailsafeOutbound}
-	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: failsafes})
+	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: failsafes,
+		RevisionNamespace: r.RevisionNamespace})
+	// Revisions first, so that no NodeFirewall names one that is not there.
+	var revisions map[string]bool
+	if r.RevisionNamespace != "" {
+		if revisions, err = r.ensureRevisions(ctx, desired.Revisions); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
 	plan := resolve.Plan(desired.Nodes, nfws.Items, nodes.Items, time.Now())
 	// A NodeFirewall too large for the API server is not written, and says
 	// so on its policies; the other nodes' writes go ahead.
@@ -111,6 +129,11 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	current, rejected, err := r.writeNodeFirewalls(ctx, plan)
 	if err != nil {
 		return retryOnConflict(err)
+	}
+	if r.RevisionNamespace != "" {
+		if err := r.collectRevisions(ctx, revisions, desired.Revisions); err != nil {
+			return reconcile.Result{}, err
+		}
 	}
 	for _, t := range append(held, rejected...) {
 		desired.Problems = append(desired.Problems, t.Problems()...)
