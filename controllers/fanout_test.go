@@ -44,7 +44,11 @@ func simulateAgents(ctx context.Context, t *testing.T, prefix string) {
 			sem <- struct{}{}
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				nfw.Status = status.NodeApplied(nfw, len(nfw.Spec.Rules), metav1.Now())
+				spec, err := expandedSpec(nfw)
+				if err != nil {
+					return
+				}
+				nfw.Status = status.NodeApplied(nfw, len(spec.Rules), metav1.Now())
 				_ = k8sClient.Status().Update(ctx, nfw)
 			}()
 		}
