@@ -195,6 +195,10 @@ func (r *NodeFirewallPolicyReconciler) writeNodeFirewalls(ctx context.Context, w
 	}
 	for _, nfw := range w.Update {
 		writes = append(writes, func(ctx context.Context) error {
+			// Only the spec and metadata are written: the API server keeps
+			// managed fields that are left out and ignores the status, so
+			// the request stays small; the response fills both in again.
+			nfw.ManagedFields, nfw.Status = nil, fwv1.NodeFirewallStatus{}
 			return done(nfw, r.Update(ctx, nfw, client.FieldOwner(FieldManager)))
 		})
 	}
