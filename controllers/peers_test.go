@@ -152,8 +152,16 @@ func TestNodePeersFollowNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if names, _ := nfw.Spec.Rules[0].From[0].SetName(); names != cpSet || strings.Contains(fmt.Sprint(nfw.Spec), "10.14.0.1") {
-		t.Errorf("NodeFirewall rule %+v: want a reference to %s and no address", nfw.Spec.Rules[0], cpSet)
+	// Nor does the revision that holds the rules.
+	spec, err := expandedSpec(nfw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(fmt.Sprint(nfw.Spec), "10.14.0.1") || len(spec.Rules) == 0 {
+		t.Fatalf("NodeFirewall %+v (rules %+v): want a reference to %s and no address", nfw.Spec, spec.Rules, cpSet)
+	}
+	if names, _ := spec.Rules[0].From[0].SetName(); names != cpSet || strings.Contains(fmt.Sprint(spec), "10.14.0.1") {
+		t.Errorf("NodeFirewall rule %+v: want a reference to %s and no address", spec.Rules[0], cpSet)
 	}
 
 	// A second control-plane node joins.
