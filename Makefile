@@ -88,9 +88,9 @@ run: manifests generate ## Run the controller against the cluster in ~/.kube/con
 	go run ./cmd/manager --health-probe-bind-address=0
 
 .PHONY: demo
-demo: deps build envtest ## Run the whole job locally: control plane, three namespace nodes, agents, probes (root).
+demo: deps build envtest cluster-tools ## Run the whole job locally: control plane, three namespace nodes with agents, kube-proxy and flannel, probes (root).
 	go build -o $(LOCALBIN)/demo ./cmd/demo
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec $(LOCALBIN)/demo --bin-dir $(LOCALBIN) $(DEMO_FLAGS)
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec $(LOCALBIN)/demo --bin-dir $(LOCALBIN) --cluster-bin-dir $(LOCALBIN)/cluster/bin $(DEMO_FLAGS)
 
 .PHONY: e2e
 e2e: deps envtest ## Run the end-to-end suite: real packets through the sample policies (root).
@@ -141,7 +141,10 @@ undeploy: ## Remove nodefw from the current cluster: policies first, so each age
 	-$(KUBECTL) -n nodefw-system scale deployment nodefw-controller-manager --replicas=0
 	-$(KUBECTL) -n nodefw-system wait --for=delete pod -l app.kubernetes.io/component=controller-manager --timeout=60s
 	-$(KUBECTL) delete nodefirewalls --all --wait=true --timeout=120s
-	$(KUBECTL) delete --ignore-not-found -k config/default
+	@# The NodeFirewallConfig before the CRDs: in one `delete -k config/default`
+	@# kubectl may look its kind up only after deleting the CRDs, and fail.
+	-$(KUBECTL) delete --ignore-not-found -k config/nodefirewallconfig
+	$(KUBECTL) delete --ignore-not-found -k config/default/prefixed
 
 ##@ Tools
 

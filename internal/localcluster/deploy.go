@@ -174,10 +174,37 @@ func (c *Cluster) Apply(ctx context.Context, objs []*unstructured.Unstructured) 
 				return err
 			}
 		}
+		if o.GetKind() == "CustomResourceDefinition" {
+			if err := c.waitCRDNotTerminating(ctx, o.GetName()); err != nil {
+				return err
+			}
+		}
 		if err := c.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(o.DeepCopy()),
 			client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
 			return fmt.Errorf("applying %s %s: %w", o.GetKind(), o.GetName(), err)
 		}
+	}
+	return nil
+}
+
+// waitCRDNotTerminating waits until a CRD that an earlier removal deleted
+// is gone. Applied while it terminates, it would still be Established
+// and then vanish with its custom resources, and the objects applied
+// after it would fail with "the server could not find the requested
+// resource".
+func (c *Cluster) waitCRDNotTerminating(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+		var crd apiextensionsv1.CustomResourceDefinition
+		err := c.Client.Get(ctx, client.ObjectKey{Name: name}, &crd)
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return err == nil && crd.DeletionTimestamp == nil, err
+	})
+	if err != nil {
+		return fmt.Errorf("CRD %s still being deleted: %w", name, err)
 	}
 	return nil
 }
@@ -193,6 +220,9 @@ func (c *Cluster) waitCRDs(ctx context.Context, objs []*unstructured.Unstructure
 			var crd apiextensionsv1.CustomResourceDefinition
 			if err := c.Client.Get(ctx, client.ObjectKey{Name: o.GetName()}, &crd); err != nil {
 				return false, err
+			}
+			if crd.DeletionTimestamp != nil {
+				return false, nil
 			}
 			for _, cond := range crd.Status.Conditions {
 				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
