@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -226,7 +227,7 @@ func (c *Cluster) waitCRDs(ctx context.Context, objs []*unstructured.Unstructure
 			}
 			for _, cond := range crd.Status.Conditions {
 				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-					return true, nil
+					return served(ctx, c.Client, &crd)
 				}
 			}
 			return false, nil
@@ -236,6 +237,28 @@ func (c *Cluster) waitCRDs(ctx context.Context, objs []*unstructured.Unstructure
 		}
 	}
 	return nil
+}
+
+// served reports whether the API server serves the CRD's resources: a CRD
+// created again right after it was deleted is Established before the
+// server has dropped the old one's handler, which answers 404 for a
+// moment.
+func served(ctx context.Context, c client.Client, crd *apiextensionsv1.CustomResourceDefinition) (bool, error) {
+	version := ""
+	for _, v := range crd.Spec.Versions {
+		if v.Served {
+			version = v.Name
+			break
+		}
+	}
+	list := &unstructured.UnstructuredList{}
+	list.SetAPIVersion(crd.Spec.Group + "/" + version)
+	list.SetKind(crd.Spec.Names.ListKind)
+	err := c.List(ctx, list, client.Limit(1))
+	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // Deploy installs nodefw from config/default with the local images and
