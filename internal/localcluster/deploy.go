@@ -124,7 +124,15 @@ func HelmObjects(repoRoot string) ([]*unstructured.Unstructured, error) {
 		}
 	}
 	sort.Strings(names)
+	// helm install creates the chart's crds/ first; they are not templates.
 	var objs []*unstructured.Unstructured
+	for _, crd := range ch.CRDObjects() {
+		list, err := parseObjects(crd.File.Data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", crd.Filename, err)
+		}
+		objs = append(objs, list...)
+	}
 	for _, name := range names {
 		list, err := parseObjects([]byte(files[name]))
 		if err != nil {
@@ -348,7 +356,9 @@ func (c *Cluster) Uninstall(ctx context.Context, objs []*unstructured.Unstructur
 	}
 	for i := len(objs) - 1; i >= 0; i-- {
 		o := objs[i]
-		if keepAnnotated && o.GetAnnotations()[keepAnnotation] == "keep" {
+		// helm uninstall keeps what is annotated so, and the CRDs of the
+		// chart's crds/, which Helm never deletes.
+		if keepAnnotated && (o.GetAnnotations()[keepAnnotation] == "keep" || o.GetKind() == "CustomResourceDefinition") {
 			continue
 		}
 		if err := c.Client.Delete(ctx, o.DeepCopy()); err != nil && !apierrors.IsNotFound(err) {
