@@ -185,6 +185,10 @@ func TestImportStrict(t *testing.T) {
 		{"skipped", "-A INPUT -m recent --set -j ACCEPT\n", false},
 		{"changed", "-A INPUT -p tcp -j REJECT --reject-with icmp-host-prohibited\n-A INPUT -j ACCEPT\n", false},
 		{"another difference", "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n", false},
+		// The not-local accept is nodefw's own: the DROP after it sees only
+		// packets addressed to the node, as PreRouting does.
+		{"exact PREROUTING", "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m addrtype ! --dst-type LOCAL -j ACCEPT\n-A PREROUTING -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A PREROUTING -p tcp --dport 30080 -j DROP\nCOMMIT\n", true},
+		{"PREROUTING drop of forwarded packets", "-t mangle -A PREROUTING -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-t mangle -A PREROUTING -p tcp --dport 30080 -j DROP\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, stderr := runCLI(t, tc.input, "import", "--strict")

@@ -50,7 +50,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // ruleCounters exports the kernel's per-rule counters at scrape time: how
 // many packets each counted rule matched, audit-mode rules (the packets they
 // would have dropped) and logged rules included. Rules are named by their
-// comment, "<policy>/<rule>" for policy rules.
+// comment, "<policy>/<rule>" for policy rules; a rule inside a set run is
+// the sum of the counters of the set elements it owns.
 type ruleCounters struct {
 	read    func() ([]nft.RuleCounter, error)
 	packets *prometheus.Desc

@@ -15,17 +15,35 @@ import (
 // scratch's boxes and addrs.
 func (sc *runScratch) makeBoxes(rules []parsedRule, chain string) {
 	sc.reserveBoxes(rules)
-	bm := boxMaker{boxes: sc.boxes, addrs: sc.addrs}
+	bm := boxMaker{boxes: sc.boxes, owners: sc.owners, addrs: sc.addrs}
+	withPorts := slices.ContainsFunc(rules, func(r parsedRule) bool { return len(r.Ports) > 0 })
 	at := boxLayouts[layoutIndex(chain, true)]
 	atNoPorts := boxLayouts[layoutIndex(chain, false)]
 	for i := range rules {
+		// A box is owned by its rule, the first of the run to match its
+		// packets when it overlaps a later rule's; with merged counters
+		// all boxes have one owner, and the rewrite is the union's.
+		if !sc.merged {
+			bm.owner = int32(i)
+		}
 		if len(rules[i].Ports) > 0 {
-			bm.add(&rules[i], at)
-		} else {
-			bm.add(&rules[i], atNoPorts)
+			bm.add(&rules[i], at, false)
+			continue
+		}
+		bm.add(&rules[i], atNoPorts, false)
+		if withPorts && !sc.merged {
+			// A rule without ports also matches every packet whose port
+			// the set with ports reads, and that set is looked up first:
+			// where such a rule comes before a rule with ports, the set
+			// with ports must not count the packet for the later rule.
+			// Its boxes there, of any port, take that place; the
+			// elements it owns are then left out (see elementWriter),
+			// so that the packet goes on to the set without ports and
+			// is counted there, for it.
+			bm.add(&rules[i], at, true)
 		}
 	}
-	sc.boxes, sc.addrs = bm.boxes, bm.addrs
+	sc.boxes, sc.owners, sc.addrs = bm.boxes, bm.owners, bm.addrs
 }
 
 // reserveBoxes empties the boxes and makes room for a run's.
@@ -35,6 +53,9 @@ func (sc *runScratch) reserveBoxes(rules []parsedRule) {
 		r := &rules[i]
 		for j, fam := range families {
 			count[setIndex(fam, len(r.Ports) > 0)] += int(r.boxes[j])
+			if len(r.Ports) == 0 && !sc.merged {
+				count[setIndex(fam, true)] += int(r.boxes[j])
+			}
 		}
 	}
 	for i, n := range count {
@@ -42,6 +63,10 @@ func (sc *runScratch) reserveBoxes(rules []parsedRule) {
 			sc.boxes[i] = make([]box32, 0, n)
 		}
 		sc.boxes[i] = sc.boxes[i][:0]
+		if cap(sc.owners[i]) < n {
+			sc.owners[i] = make([]int32, 0, n)
+		}
+		sc.owners[i] = sc.owners[i][:0]
 		// Mostly an address a box, and all addresses.
 		if setKeys[i].fam == FamilyIPv6 && n > 0 && cap(sc.addrs[i]) < n+1 {
 			sc.addrs[i] = make([]span, 0, n+1)
@@ -97,7 +122,11 @@ func layoutIndex(chain string, ports bool) int {
 
 // boxMaker turns a run's rules into the boxes of its sets.
 type boxMaker struct {
-	boxes      [len(setKeys)][]box32
+	boxes [len(setKeys)][]box32
+	// owners are, by set and parallel to boxes, the index in the run of
+	// the rule each box comes from.
+	owners     [len(setKeys)][]int32
+	owner      int32 // of the rule being added
 	addrs      [len(setKeys)][]span
 	whole      [len(setKeys)]uint32 // number of all addresses, plus one; 0: none yet
 	ports      []PortInterval
@@ -114,18 +143,23 @@ var familyAllSpans = [len(families)][]span{{familyAll(FamilyIPv4)}, {familyAll(F
 // add appends the boxes of one simple rule to the sets of its run, their
 // fields where at says: per family it matches in (see familyMatches), a
 // box per canonical port range, source and destination.
-func (bm *boxMaker) add(r *parsedRule, at boxLayout) {
+//
+// With anyPort, a rule without ports goes to the set with ports, a box of
+// every port per source and destination.
+func (bm *boxMaker) add(r *parsedRule, at boxLayout, anyPort bool) {
 	proto := span32{0, 255}
 	if r.proto != 0 {
 		proto = span32{uint32(r.proto), uint32(r.proto)}
 	}
-	ports := len(r.Ports) > 0
+	ports := len(r.Ports) > 0 || anyPort
 	bm.portSpans = bm.portSpans[:0]
-	switch len(r.Ports) {
-	case 0:
+	switch {
+	case anyPort:
+		bm.portSpans = append(bm.portSpans, span32{0, 65535})
+	case len(r.Ports) == 0:
 		// One box per address pair, its port field unused.
 		bm.portSpans = append(bm.portSpans, span32{})
-	case 1:
+	case len(r.Ports) == 1:
 		p := r.Ports[0]
 		bm.portSpans = append(bm.portSpans, span32{uint32(p.Port), uint32(p.Last())})
 	default:
@@ -188,6 +222,7 @@ func (bm *boxMaker) add(r *parsedRule, at boxLayout) {
 func (bm *boxMaker) emit(set int, at boxLayout, proto, src, dst span32) {
 	out := &bm.boxes[set]
 	for _, p := range bm.portSpans {
+		bm.owners[set] = append(bm.owners[set], bm.owner)
 		*out = append(*out, box32{})
 		b := &(*out)[len(*out)-1]
 		b[at.proto], b[at.src], b[at.dst] = proto, src, dst

@@ -50,7 +50,7 @@ func Compile(spec v1alpha1.NodeFirewallSpec, opts Options) (*Ruleset, error) {
 		return nil, err
 	}
 	rs := &Ruleset{Table: opts.table()}
-	scratch := &runScratch{}
+	scratch := &runScratch{merged: opts.MergedRunCounters}
 	logs := &logBook{group: opts.logGroup()}
 	for ci, c := range v1alpha1.Chains {
 		if c == v1alpha1.ChainPreRouting && !usesPreRouting(spec, byChain[ci]) {

@@ -11,18 +11,32 @@ var errBudget = errors.New("disjoint rewrite over budget")
 
 // disjoint rewrites the boxes of a set, setKeys[set], their fields in
 // order, as disjoint set elements covering exactly their union, sorted by
-// key. It sets restricted[i] when some element does not have the whole of
-// field order[i].
-func (sc *runScratch) disjoint(set int, k setKey, order []SetField, restricted *[4]bool) ([]SetElement, error) {
+// key. Every element lies where one owner comes first, the least of the
+// boxes over it, and names that owner's rule, from names. It sets
+// restricted[i] when some element does not have the whole of field
+// order[i]. It leaves out the elements of the owners that skip says.
+func (sc *runScratch) disjoint(set int, k setKey, order []SetField, names []string, skip []bool, restricted *[4]bool) ([]SetElement, error) {
 	boxes := sc.boxes[set]
 	at := layoutOf(order)
 	d := &sc.d
 	d.reset(boxes, order)
-	w := elementWriter{at: at, fam: k.fam}
+	d.owners, d.skip = sc.owners[set], skip
+	w := elementWriter{at: at, fam: k.fam, names: names, skip: skip}
 	if k.fam == FamilyIPv6 {
 		w.points = sc.rankAddrs(boxes, sc.addrs[set], at)
 		d.max[at.src] = uint32(len(w.points) - 1)
 		d.max[at.dst] = d.max[at.src]
+	}
+	// The boxes that only take their place restrict the key as if they
+	// were elements: whether they own a region depends on the other
+	// rules, and a key that changed with it would turn a change of
+	// elements into a new set.
+	for i := range boxes {
+		if skip != nil && skip[d.owners[i]] {
+			b := &boxes[i]
+			w.restricted[at.src] = w.restricted[at.src] || b[at.src] != (span32{0, d.max[at.src]})
+			w.restricted[at.dst] = w.restricted[at.dst] || b[at.dst] != (span32{0, d.max[at.dst]})
+		}
 	}
 	root, err := sc.cutAll()
 	if err != nil {
@@ -88,7 +102,7 @@ func (d *decomposer) write(root []piece, w *elementWriter) {
 		for i, p := range ps {
 			if p.sub.n < 0 {
 				batch[i][0] = p.s
-				w.leaf(&batch[i])
+				w.leaf(&batch[i], d.owners[p.sub.start])
 				continue
 			}
 			w.path[0] = p.s
@@ -103,6 +117,13 @@ func (d *decomposer) write(root []piece, w *elementWriter) {
 // The result is the union's canonical partition: maximal spans of field k
 // over which the rest is the same.
 //
+// Every box has an owner, and where boxes overlap the least owner's wins:
+// the union is of owned regions, the last field's pieces each have one
+// owner, and neighbours join only when their owners are the same too. A
+// run's owners are its rules, in order, so each element of the rewrite
+// stands for exactly the rule that a packet inside it meets first. When
+// all boxes have one owner, this is the plain union.
+//
 // Boxes are numbered, and trees live in one slice, pieces, so that neither
 // costs an allocation apiece nor holds pointers for the collector to
 // chase; each field's calls have working memory of their own, reused from
@@ -113,6 +134,10 @@ type decomposer struct {
 	work   int
 	budget int
 	boxes  []box32
+	owners []int32 // by box
+	// skip says, by owner, which owners' regions are left out: they
+	// take their place, and the last field's pieces leave a hole there.
+	skip   []bool
 	pieces []piece
 	levels [4]level
 }
@@ -124,7 +149,14 @@ type level struct {
 	active   []int32
 	activeHi []uint32 // where each active box ends
 	out      []piece
-	spans    []span32
+	spans    []ownedSpan
+	painting []ownedSpan // the spans over the stretch being painted
+}
+
+// ownedSpan is a span of the last field and the owner of its box.
+type ownedSpan struct {
+	span32
+	owner int32
 }
 
 // boxStart is a box and its span in the field being cut, kept with it so
@@ -135,7 +167,8 @@ type boxStart struct {
 }
 
 // piece is a span of one field and, below the last field, the union of
-// the boxes' remaining fields over it.
+// the boxes' remaining fields over it; in the last field, sub.start is
+// the span's owner.
 type piece struct {
 	s   span32
 	sub pieces
@@ -226,13 +259,24 @@ func (d *decomposer) union(boxes []int32, k int) (pieces, error) {
 		return pieces{boxes[0], -1}, nil
 	}
 	if k == d.dims-1 {
-		spans := append(d.levels[k].spans[:0], make([]span32, len(boxes))...)
+		spans := append(d.levels[k].spans[:0], make([]ownedSpan, len(boxes))...)
 		d.levels[k].spans = spans
+		one := true
 		for i, b := range boxes {
-			spans[i] = d.boxes[b][k]
+			spans[i] = ownedSpan{d.boxes[b][k], d.owners[b]}
+			one = one && spans[i].owner == spans[0].owner
 		}
-		slices.SortFunc(spans, span32.cmp)
+		slices.SortFunc(spans, func(a, b ownedSpan) int { return a.span32.cmp(b.span32) })
 		start := len(d.pieces)
+		if one && d.skip != nil && d.skip[spans[0].owner] {
+			return pieces{int32(start), 0}, nil
+		}
+		if !one {
+			if err := d.paint(spans, k); err != nil {
+				return pieces{}, err
+			}
+			return pieces{int32(start), int32(len(d.pieces) - start)}, nil
+		}
 		for _, s := range spans {
 			if n := len(d.pieces); n > start {
 				last := &d.pieces[n-1].s
@@ -241,7 +285,7 @@ func (d *decomposer) union(boxes []int32, k int) (pieces, error) {
 					continue
 				}
 			}
-			d.pieces = append(d.pieces, piece{s: s})
+			d.pieces = append(d.pieces, piece{s: s.span32, sub: pieces{start: s.owner}})
 		}
 		return pieces{int32(start), int32(len(d.pieces) - start)}, nil
 	}
@@ -256,12 +300,67 @@ func (d *decomposer) union(boxes []int32, k int) (pieces, error) {
 	return pieces{int32(start), int32(len(out))}, nil
 }
 
+// paint appends the pieces of the last field, k, of spans sorted by
+// where they start: over each stretch, the least owner of the spans over
+// it, neighbours of one owner joined.
+func (d *decomposer) paint(spans []ownedSpan, k int) error {
+	start := len(d.pieces)
+	active := d.levels[k].painting[:0]
+	defer func() { d.levels[k].painting = active }()
+	next := 0
+	c := spans[0].lo
+	for {
+		for next < len(spans) && spans[next].lo <= c {
+			active = append(active, spans[next])
+			next++
+		}
+		hi, owner, kept := d.max[k], int32(-1), 0
+		for _, s := range active {
+			if s.hi >= c {
+				active[kept] = s
+				kept++
+				hi = min(hi, s.hi)
+				if owner < 0 || s.owner < owner {
+					owner = s.owner
+				}
+			}
+		}
+		active = active[:kept]
+		if len(active) == 0 {
+			if next == len(spans) {
+				return nil
+			}
+			c = spans[next].lo
+			continue
+		}
+		if next < len(spans) {
+			hi = min(hi, spans[next].lo-1)
+		}
+		d.work += len(active)
+		if d.work > d.budget {
+			return errBudget
+		}
+		switch n := len(d.pieces); {
+		case d.skip != nil && d.skip[owner]:
+			// A hole.
+		case n > start && d.pieces[n-1].s.hi+1 == c && d.pieces[n-1].sub.start == owner:
+			d.pieces[n-1].s.hi = hi
+		default:
+			d.pieces = append(d.pieces, piece{s: span32{c, hi}, sub: pieces{start: owner}})
+		}
+		if hi == d.max[k] {
+			return nil
+		}
+		c = hi + 1
+	}
+}
+
 // equalPieces reports whether two unions over the fields from depth on are
-// the same.
+// the same, owners included.
 func (d *decomposer) equalPieces(a, b pieces, depth int) bool {
 	switch {
 	case a.n < 0 && b.n < 0:
-		return slices.Equal(d.boxes[a.start][depth:d.dims], d.boxes[b.start][depth:d.dims])
+		return d.owners[a.start] == d.owners[b.start] && slices.Equal(d.boxes[a.start][depth:d.dims], d.boxes[b.start][depth:d.dims])
 	case a.n < 0:
 		a, b = b, a
 		fallthrough
@@ -270,14 +369,24 @@ func (d *decomposer) equalPieces(a, b pieces, depth int) bool {
 		if a.n != 1 || d.pieces[a.start].s != d.boxes[b.start][depth] {
 			return false
 		}
-		return depth == d.dims-1 || d.equalPieces(d.pieces[a.start].sub, b, depth+1)
+		if depth == d.dims-1 {
+			return d.pieces[a.start].sub.start == d.owners[b.start]
+		}
+		return d.equalPieces(d.pieces[a.start].sub, b, depth+1)
 	}
 	if a.n != b.n {
 		return false
 	}
 	for i := range a.n {
 		x, y := &d.pieces[a.start+i], &d.pieces[b.start+i]
-		if x.s != y.s || depth < d.dims-1 && !d.equalPieces(x.sub, y.sub, depth+1) {
+		if x.s != y.s {
+			return false
+		}
+		if depth == d.dims-1 {
+			if x.sub.start != y.sub.start {
+				return false
+			}
+		} else if !d.equalPieces(x.sub, y.sub, depth+1) {
 			return false
 		}
 	}
@@ -340,13 +449,13 @@ func (d *decomposer) leaves(ps pieces, depth int) int {
 func (d *decomposer) walk(ps pieces, depth int, w *elementWriter) {
 	if ps.n < 0 {
 		copy(w.path[depth:d.dims], d.boxes[ps.start][depth:d.dims])
-		w.leaf(&w.path)
+		w.leaf(&w.path, d.owners[ps.start])
 		return
 	}
 	for _, p := range d.pieces[ps.start : ps.start+ps.n] {
 		w.path[depth] = p.s
 		if depth == d.dims-1 {
-			w.leaf(&w.path)
+			w.leaf(&w.path, p.sub.start)
 			continue
 		}
 		d.walk(p.sub, depth+1, w)
@@ -357,15 +466,21 @@ func (d *decomposer) walk(ps pieces, depth int, w *elementWriter) {
 type elementWriter struct {
 	at         boxLayout
 	fam        Family
-	points     []u128  // of an IPv6 set, see rankAddrs
-	restricted [4]bool // by field, whether some element does not have it whole
+	points     []u128   // of an IPv6 set, see rankAddrs
+	restricted [4]bool  // by field, whether some element does not have it whole
+	names      []string // the rule of each owner; nil with merged counters
+	skip       []bool   // by owner, whether to leave its elements out
 	path       box32
 	out        []SetElement
 }
 
-// leaf appends the element of a path. It sets the element's fields one
-// by one, in place: building it aside and copying it costs more.
-func (w *elementWriter) leaf(b *box32) {
+// leaf appends the element of a path, and of its owner. It sets the
+// element's fields one by one, in place: building it aside and copying it
+// costs more.
+func (w *elementWriter) leaf(b *box32, owner int32) {
+	if w.skip != nil && w.skip[owner] {
+		return
+	}
 	at := &w.at
 	// out has room for every leaf.
 	w.out = w.out[:len(w.out)+1]
@@ -376,6 +491,9 @@ func (w *elementWriter) leaf(b *box32) {
 	} else {
 		// A set without the port field matches any.
 		e.DPort.Last = 65535
+	}
+	if w.names != nil {
+		e.Rule = w.names[owner]
 	}
 	if !w.setAddrRange(&e.SAddr, b[at.src]) {
 		w.restricted[at.src] = true

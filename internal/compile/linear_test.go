@@ -397,11 +397,20 @@ func variants(t testing.TB, spec v1alpha1.NodeFirewallSpec, opts compile.Options
 // agree checks every compiled form against the reference on one packet.
 func agree(t testing.TB, spec v1alpha1.NodeFirewallSpec, opts compile.Options, forms map[string]*compile.Ruleset, chain v1alpha1.Chain, p reference.Packet) {
 	t.Helper()
-	want := reference.EvalSpec(spec, opts, chain, p)
+	trace := reference.TraceSpec(spec, opts, chain, p)
+	want := trace.Verdict
 	for name, rs := range forms {
 		if got := reference.EvalRuleset(rs, nftChain(chain), p); got != want {
 			t.Fatalf("%s form, chain %s, packet %+v: compiled says %q, the rules say %q\nspec: %+v\nruleset:\n%s",
 				name, chain, p, got, want, spec, compile.Render(rs))
+		}
+		// The rule that decides is the rule whose counter counts the
+		// packet, inside runs too.
+		if d := trace.Decider(); d.Kind == reference.StepRule {
+			if got, want := reference.CountingRule(rs, nftChain(chain), p), d.Policy+"/"+d.Rule; got != want {
+				t.Fatalf("%s form, chain %s, packet %+v: counted by %q, decided by %q\nspec: %+v\nruleset:\n%s",
+					name, chain, p, got, want, spec, compile.Render(rs))
+			}
 		}
 	}
 }

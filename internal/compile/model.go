@@ -237,6 +237,11 @@ type SetElement struct {
 	DPort   PortInterval
 	SAddr   AddrRange
 	DAddr   AddrRange
+	// Rule names the rule whose packets the element counts, in a set with
+	// Counter: the comment ("<policy>/<rule>") of the first rule of the
+	// run to match every key of the element. The kernel holds it as the
+	// element's comment.
+	Rule string
 }
 
 // Set is a named set whose key concatenates Fields (at least two). An
@@ -260,6 +265,10 @@ type Set struct {
 	// lookup, and every element's address is a prefix of that length; 0
 	// leaves the address whole, and the elements' addresses are single.
 	SAddrBits, DAddrBits int
+	// Counter gives every element a packet and byte counter of its own,
+	// so that each rule of a run is counted apart (see SetElement.Rule);
+	// the rule that looks the set up then has none.
+	Counter bool
 }
 
 // AddrBits is the prefix length an exact set masks an address field to;
@@ -353,7 +362,7 @@ func (r *Ruleset) Equal(o *Ruleset) bool {
 	}
 	for i := range r.Sets {
 		a, b := &r.Sets[i], &o.Sets[i]
-		if a.Name != b.Name || a.Family != b.Family || a.Exact != b.Exact || a.SAddrBits != b.SAddrBits ||
+		if a.Name != b.Name || a.Family != b.Family || a.Exact != b.Exact || a.Counter != b.Counter || a.SAddrBits != b.SAddrBits ||
 			a.DAddrBits != b.DAddrBits || !slices.Equal(a.Fields, b.Fields) || !slices.Equal(a.Elements, b.Elements) {
 			return false
 		}

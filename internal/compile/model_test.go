@@ -12,7 +12,7 @@ import (
 func TestRulesetEqual(t *testing.T) {
 	for typ, fields := range map[reflect.Type]int{
 		reflect.TypeFor[Ruleset](): 5, reflect.TypeFor[Chain](): 5, reflect.TypeFor[Rule](): 19,
-		reflect.TypeFor[Set](): 7, reflect.TypeFor[SetElement](): 4, reflect.TypeFor[Log](): 4,
+		reflect.TypeFor[Set](): 8, reflect.TypeFor[SetElement](): 5, reflect.TypeFor[Log](): 4,
 		// Compared with ==.
 		reflect.TypeFor[Meter](): 3, reflect.TypeFor[RateLimit](): 4, reflect.TypeFor[ConnLimit](): 2,
 		reflect.TypeFor[ICMPTypeCode](): 3,

@@ -32,6 +32,12 @@ type Options struct {
 	// splits.
 	ExactSetMin int
 
+	// MergedRunCounters counts each run of rules in sets as a whole, with
+	// one counter on each lookup, instead of every rule on its own with a
+	// counter per set element. It exists to measure what per-rule
+	// counters cost (make bench); agents leave it off.
+	MergedRunCounters bool
+
 	// LogGroup is the NFLOG group that logged and audited rules send
 	// packets to, for the agent to read; 0 means DefaultLogGroup.
 	LogGroup uint16

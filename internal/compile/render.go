@@ -64,6 +64,9 @@ func renderSet(b *strings.Builder, s *Set) {
 	if !s.Exact {
 		b.WriteString("\t\tflags interval\n")
 	}
+	if s.Counter {
+		b.WriteString("\t\tcounter\n")
+	}
 	if len(s.Elements) > 0 {
 		b.WriteString("\t\telements = {\n")
 		for i, e := range s.Elements {
@@ -73,6 +76,9 @@ func renderSet(b *strings.Builder, s *Set) {
 				e.SAddr.Last, e.DAddr.Last = e.SAddr.First, e.DAddr.First
 			}
 			b.WriteString(formatElement(e, s.Fields))
+			if e.Rule != "" {
+				b.WriteString(" comment " + text.Quote(e.Rule))
+			}
 			if i < len(s.Elements)-1 {
 				b.WriteString(",")
 			}

@@ -128,7 +128,10 @@ func setIndex(fam Family, ports bool) int {
 // run: the boxes of a run's sets, the addresses of its IPv6 sets, and the
 // decomposer's. Only the elements are kept.
 type runScratch struct {
-	boxes [len(setKeys)][]box32
+	boxes  [len(setKeys)][]box32
+	owners [len(setKeys)][]int32
+	// merged gives all of a run's boxes one owner: Options.MergedRunCounters.
+	merged bool
 	// addrs are the address spans of the IPv6 sets, which their boxes
 	// number until rankAddrs ranks them.
 	addrs  [len(setKeys)][]span
@@ -169,11 +172,25 @@ type runSets struct {
 func (sc *runScratch) runSets(rules []parsedRule, chain string) (runSets, error) {
 	var sets runSets
 	sc.makeBoxes(rules, chain)
+	var names []string
+	var portless []bool
+	if !sc.merged {
+		names, portless = make([]string, len(rules)), make([]bool, len(rules))
+		for i := range rules {
+			names[i], portless[i] = ruleName(&rules[i]), len(rules[i].Ports) == 0
+		}
+	}
 	for i, k := range setKeys {
 		if len(sc.boxes[i]) == 0 {
 			continue
 		}
-		e, err := sc.disjoint(i, k, keyOrder(chain, k.ports), &sets.restricted[i])
+		var skip []bool
+		if k.ports {
+			// The boxes of rules without ports, there only to take their
+			// place (see makeBoxes).
+			skip = portless
+		}
+		e, err := sc.disjoint(i, k, keyOrder(chain, k.ports), names, skip, &sets.restricted[i])
 		if err != nil {
 			return sets, err
 		}
@@ -203,23 +220,25 @@ func (b *chainBuilder) addLookups(rules []parsedRule, sets *runSets) {
 			classes, ranged = splitExact(ranged, fields, k.fam, max(1, b.exactMin/8))
 			for _, c := range classes {
 				b.addLookup(Set{Name: name + c.suffix(), Family: k.fam, Fields: fields, Elements: c.elems, Exact: true,
-					SAddrBits: c.sbits, DAddrBits: c.dbits}, nil, verdict, comment)
+					SAddrBits: c.sbits, DAddrBits: c.dbits, Counter: !b.scratch.merged}, nil, verdict, comment)
 			}
 		}
 		for _, blk := range portBlocks(ranged, k.ports, fields) {
-			b.addLookup(Set{Name: name + blk.suffix, Family: k.fam, Fields: fields, Elements: blk.elems}, blk.ports, verdict, comment)
+			b.addLookup(Set{Name: name + blk.suffix, Family: k.fam, Fields: fields, Elements: blk.elems, Counter: !b.scratch.merged},
+				blk.ports, verdict, comment)
 		}
 	}
 }
 
 // addLookup appends a set and the rule that looks it up, which first
-// checks the destination port is in ports, if not nil.
+// checks the destination port is in ports, if not nil. The rule counts
+// only when its set's elements do not: their counters add up to its.
 func (b *chainBuilder) addLookup(s Set, ports *PortInterval, verdict Verdict, comment string) {
 	b.rs.Sets = append(b.rs.Sets, s)
 	r := Rule{
 		Family:  s.Family,
 		Lookup:  s.Name,
-		Counter: true,
+		Counter: !s.Counter,
 		Verdict: verdict,
 		Comment: comment,
 	}
@@ -296,6 +315,12 @@ func setName(chain string, run int, fam Family, ports bool) string {
 		name += "-noports"
 	}
 	return name
+}
+
+// ruleName is what names a rule's counters: its nftables rules' comment
+// when linear, its set elements' inside a run.
+func ruleName(r *parsedRule) string {
+	return text.Truncate(r.Policy+"/"+r.Name, maxComment)
 }
 
 // runComment names a run by its first rule. It leaves out what adding or

@@ -6,7 +6,10 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/text"
 )
 
 // bigSpec is n Input rules like a large allowlist: TCP or UDP ports from
@@ -91,8 +94,9 @@ func TestLookupsFollowVerdictChanges(t *testing.T) {
 	}
 }
 
-// TestSetsAreCanonical checks that the elements depend only on what the
-// rules match together, not on how the rules split it.
+// TestSetsAreCanonical checks that, with merged counters, the elements
+// depend only on what the rules match together, not on how the rules
+// split it.
 func TestSetsAreCanonical(t *testing.T) {
 	mk := func(ports ...v1alpha1.PortRange) v1alpha1.NodeFirewallSpec {
 		var spec v1alpha1.NodeFirewallSpec
@@ -105,12 +109,12 @@ func TestSetsAreCanonical(t *testing.T) {
 		return spec
 	}
 	a, err := Compile(mk(v1alpha1.PortRange{Port: 10, EndPort: 20}, v1alpha1.PortRange{Port: 15, EndPort: 30},
-		v1alpha1.PortRange{Port: 31}, v1alpha1.PortRange{Port: 40}), Options{minRunLen: 1})
+		v1alpha1.PortRange{Port: 31}, v1alpha1.PortRange{Port: 40}), Options{minRunLen: 1, MergedRunCounters: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, err := Compile(mk(v1alpha1.PortRange{Port: 40}, v1alpha1.PortRange{Port: 10, EndPort: 12},
-		v1alpha1.PortRange{Port: 13, EndPort: 31}, v1alpha1.PortRange{Port: 20}), Options{minRunLen: 1})
+		v1alpha1.PortRange{Port: 13, EndPort: 31}, v1alpha1.PortRange{Port: 20}), Options{minRunLen: 1, MergedRunCounters: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +133,62 @@ func TestSetsAreCanonical(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want) || len(got) != 2 {
 			t.Errorf("set %s: %v and %v", a.Sets[i].Name, got, want)
 		}
+	}
+}
+
+// TestSetElementsCountFirstRule checks that every element of a run's sets
+// counts for the rule a packet inside it meets first, and that elements
+// of one rule that touch are one.
+func TestSetElementsCountFirstRule(t *testing.T) {
+	mk := func(ports ...[]v1alpha1.PortRange) v1alpha1.NodeFirewallSpec {
+		var spec v1alpha1.NodeFirewallSpec
+		for i, p := range ports {
+			spec.Rules = append(spec.Rules, v1alpha1.NodeFirewallRule{
+				Policy: "p", Name: fmt.Sprintf("r%d", i), Chain: v1alpha1.ChainInput, Action: v1alpha1.ActionAccept,
+				Protocol: v1alpha1.ProtocolTCP, Ports: p, Sources: []string{"192.0.2.0/24"},
+			})
+		}
+		return spec
+	}
+	pr := func(first, last int32) v1alpha1.PortRange { return v1alpha1.PortRange{Port: first, EndPort: last} }
+	for _, tt := range []struct {
+		name  string
+		ports [][]v1alpha1.PortRange
+		want  []string
+	}{{
+		name:  "overlapping ranges",
+		ports: [][]v1alpha1.PortRange{{pr(10, 20)}, {pr(15, 30)}, {{Port: 31}}, {{Port: 40}}},
+		want: []string{`10-20 . 192.0.2.0/24 . tcp comment "p/r0"`, `21-30 . 192.0.2.0/24 . tcp comment "p/r1"`,
+			`31 . 192.0.2.0/24 . tcp comment "p/r2"`, `40 . 192.0.2.0/24 . tcp comment "p/r3"`},
+	}, {
+		name:  "a later rule around an earlier one",
+		ports: [][]v1alpha1.PortRange{{pr(15, 20)}, {pr(10, 30)}},
+		want: []string{`10-14 . 192.0.2.0/24 . tcp comment "p/r1"`, `15-20 . 192.0.2.0/24 . tcp comment "p/r0"`,
+			`21-30 . 192.0.2.0/24 . tcp comment "p/r1"`},
+	}, {
+		name:  "a shadowed rule counts nothing",
+		ports: [][]v1alpha1.PortRange{{pr(10, 30)}, {pr(15, 20)}, {{Port: 31}, {Port: 32}}},
+		want:  []string{`10-30 . 192.0.2.0/24 . tcp comment "p/r0"`, `31-32 . 192.0.2.0/24 . tcp comment "p/r2"`},
+	}} {
+		t.Run(tt.name, func(t *testing.T) {
+			rs, err := Compile(mk(tt.ports...), Options{minRunLen: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rs.Sets) != 1 || !rs.Sets[0].Counter {
+				t.Fatalf("want one counting set, got %+v", rs.Sets)
+			}
+			var got []string
+			for _, e := range rs.Sets[0].Elements {
+				got = append(got, formatElement(e, rs.Sets[0].Fields)+" comment "+text.Quote(e.Rule))
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("elements (-want +got):\n%s", diff)
+			}
+			if r := rs.Chains[0].Rules[len(rs.Chains[0].Rules)-1]; r.Lookup == "" || r.Counter {
+				t.Errorf("last input rule %+v: want the lookup, without a counter of its own", r)
+			}
+		})
 	}
 }
 

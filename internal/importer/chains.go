@@ -66,7 +66,11 @@ func (im *importer) build() map[v1alpha1.Chain][]emittedRule {
 			}
 			return []emittedRule{{rule: r, line: origin.line, text: origin.text}}
 		}
-		out[c] = im.inline(name, 0, v1alpha1.Rule{Chain: c}, []string{name}, atEnd, &budget{})
+		if c == v1alpha1.ChainPreRouting {
+			out[c] = im.buildPreRouting(atEnd)
+			continue
+		}
+		out[c] = im.inline(filterChain(name), 0, v1alpha1.Rule{Chain: c}, []string{name}, atEnd, &budget{})
 	}
 	im.reportOwnedLines()
 	im.reportUnreached()
@@ -76,30 +80,43 @@ func (im *importer) build() map[v1alpha1.Chain][]emittedRule {
 // reportUnreached reports, once each, the user-defined chains nothing
 // jumps to: their rules have no effect.
 func (im *importer) reportUnreached() {
-	names := make([]string, 0, len(im.chains))
-	for name := range im.chains {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		if builtinChains[name] != "" || chainOwner(name) != "" || im.reached[name] || len(im.chains[name]) == 0 {
+	for _, name := range im.filterChainNames() {
+		list := im.chains[filterChain(name)]
+		if builtinChains[name] != "" || chainOwner(name) != "" || im.reached[name] || len(list) == 0 {
 			continue
 		}
-		first := im.chains[name][0]
-		im.warn(first.line, first.text, "chain %s is not reached from INPUT, FORWARD or OUTPUT by any jump imported: its %d rules are not imported", name, len(im.chains[name]))
+		first := list[0]
+		im.warn(first.line, first.text, "chain %s is not reached from INPUT, FORWARD or OUTPUT by any jump imported: its %d rules are not imported", name, len(list))
 	}
+}
+
+// filterChainNames are the names of the filter table's chains with rules,
+// sorted.
+func (im *importer) filterChainNames() []string {
+	var names []string
+	for ref := range im.chains {
+		if ref.table == "filter" {
+			names = append(names, ref.name)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // budget counts the rules a built-in chain has written.
 type budget struct{ spent int }
 
-// inline writes the rules of chain name from entry from on, for the
-// packets that match cond; stack are the chains being taken in; cont
-// writes the rules of packets that a RETURN of this chain returns.
-func (im *importer) inline(name string, from int, cond v1alpha1.Rule, stack []string, cont continuation, b *budget) []emittedRule {
+// inline writes the rules of chain ref from entry from on, for the
+// packets that match cond; stack are the names of the chains being taken
+// in; cont writes the rules of packets that a RETURN of this chain
+// returns.
+func (im *importer) inline(ref chainRef, from int, cond v1alpha1.Rule, stack []string, cont continuation, b *budget) []emittedRule {
 	var out []emittedRule
-	im.reached[name] = true
-	entries := im.parsedChain(name)
+	name := ref.name
+	if ref.table == "filter" {
+		im.reached[name] = true
+	}
+	entries := im.parsedChain(ref)
 	for i := from; i < len(entries); i++ {
 		e := &entries[i]
 		if b.spent > maxEmitted {
@@ -116,9 +133,27 @@ func (im *importer) inline(name string, from int, cond v1alpha1.Rule, stack []st
 		}
 		// iptables refuses these in the built-in chains; in a user-defined
 		// chain they match no packet of these chains.
-		if c := builtinChains[name]; (c == v1alpha1.ChainOutput && e.match.InInterface != "") || (c == v1alpha1.ChainInput && e.match.OutInterface != "") {
-			opt := map[v1alpha1.Chain]string{v1alpha1.ChainOutput: "-i", v1alpha1.ChainInput: "-o"}[c]
+		if c := apiChain(ref); (c == v1alpha1.ChainOutput && e.match.InInterface != "") || (c == v1alpha1.ChainInput && e.match.OutInterface != "") || (c == v1alpha1.ChainPreRouting && e.match.OutInterface != "") {
+			opt := map[v1alpha1.Chain]string{v1alpha1.ChainOutput: "-i", v1alpha1.ChainInput: "-o", v1alpha1.ChainPreRouting: "-o"}[c]
 			im.skip(e.entry, "%s is not allowed on %s (iptables refuses it)", opt, name)
+			continue
+		}
+		// What PREROUTING's rules say that nodefw's PreRouting chain says
+		// otherwise; -m addrtype anywhere else.
+		preNote := ""
+		if isPreRouting(ref) {
+			check := im.checkPreRouting(ref.table, e)
+			switch {
+			case check.notLocalAccept:
+				im.acceptNotLocal(ref.table, e.entry, cond)
+				continue
+			case check.reason != "":
+				im.skip(e.entry, "%s", check.reason)
+				continue
+			}
+			preNote = check.note
+		} else if e.addrtype {
+			im.skip(e.entry, "match -m addrtype is not supported: only as --dst-type LOCAL, in PREROUTING")
 			continue
 		}
 		if e.target == "LOG" {
@@ -126,7 +161,7 @@ func (im *importer) inline(name string, from int, cond v1alpha1.Rule, stack []st
 				im.note(e.entry, fmt.Sprintf("LOG imported as log: true on the rule of line %d: the agent writes a JSON line per packet, with the prefix as logLabel%s", e.logOf.line, e.logNote))
 				continue
 			}
-			if len(stack) == 1 && i == len(entries)-1 && im.defaults.For(builtinChains[name]) == v1alpha1.ChainPolicyDrop && isEmptyMatch(withoutLimit(e.match)) {
+			if len(stack) == 1 && im.endsBuiltin(ref, i) && im.defaults.For(apiChain(ref)) == v1alpha1.ChainPolicyDrop && isEmptyMatch(withoutLimit(e.match)) {
 				// Last in a built-in chain that drops: it logs the drops.
 				im.logDrops = true
 				im.note(e.entry, "LOG at the end of a chain whose default is DROP imported as defaultActions.logDrops: the agent logs what the policy's Drop defaults drop, on every chain, 10 a minute")
@@ -172,6 +207,9 @@ func (im *importer) inline(name string, from int, cond v1alpha1.Rule, stack []st
 			out = append(out, emittedRule{rule: r, comment: e.comment, line: e.line, text: e.text})
 			b.spent++
 			im.marked(e)
+			if preNote != "" {
+				im.note(e.entry, preNote)
+			}
 		case t == "RETURN":
 			im.mark(e.line, statusImported)
 			if isEmptyMatch(e.match) {
@@ -186,10 +224,16 @@ func (im *importer) inline(name string, from int, cond v1alpha1.Rule, stack []st
 		case chainOwner(t) != "":
 			im.reportedChains[t] = true
 			im.skip(e.entry, "jump to chain %s skipped: it belongs to %s", t, chainOwner(t))
-			im.warnOwnedAccepts(e.entry, stack[0], t)
+			if ref.table == "filter" {
+				im.warnOwnedAccepts(e.entry, stack[0], t)
+			}
+		case ref.table != "filter" && isBuiltin(ref.table, t):
+			im.skip(e.entry, "jump to built-in chain %s: iptables refuses it", t)
+		case ref.table != "filter":
+			im.skip(e.entry, "jump to user-defined chain %s of table %s is not imported: %s", t, ref.table, importedChains)
 		case builtinChains[t] != "":
 			im.skip(e.entry, "jump to built-in chain %s: iptables refuses it", t)
-		case im.chains[t] == nil && !im.isDeclared(t):
+		case im.chains[filterChain(t)] == nil && !im.isDeclared(t):
 			im.skip(e.entry, "jump to chain %s, which is not defined", t)
 		case slices.Contains(stack, t):
 			im.skip(e.entry, "jump to chain %s loops back into it (%s): refused, as iptables refuses it", t, strings.Join(append(stack, t), " -> "))
@@ -197,7 +241,7 @@ func (im *importer) inline(name string, from int, cond v1alpha1.Rule, stack []st
 			im.mark(e.line, statusImported)
 			sub := append(slices.Clone(stack), t)
 			if e.gotoChain {
-				out = append(out, im.inline(t, 0, m, sub, cont, b)...)
+				out = append(out, im.inline(filterChain(t), 0, m, sub, cont, b)...)
 				// What reaches the chain's end returns where this chain
 				// would return it.
 				rs := cont(m, e.entry)
@@ -206,10 +250,10 @@ func (im *importer) inline(name string, from int, cond v1alpha1.Rule, stack []st
 				continue
 			}
 			rest := func(c v1alpha1.Rule, origin entry) []emittedRule {
-				rs := im.inline(name, i+1, c, stack, cont, b)
+				rs := im.inline(ref, i+1, c, stack, cont, b)
 				return append(rs, cont(c, origin)...)
 			}
-			out = append(out, im.inline(t, 0, m, sub, rest, b)...)
+			out = append(out, im.inline(filterChain(t), 0, m, sub, rest, b)...)
 		}
 	}
 	return out
@@ -248,11 +292,11 @@ func (im *importer) isDeclared(chain string) bool {
 // parsedChain reads the rules of a chain, once, and gives each LOG rule to
 // the rule after it when that rule matches the same packets (the LOG's
 // own rate limit aside) and decides them.
-func (im *importer) parsedChain(name string) []parsedEntry {
-	if pe, ok := im.parsedChains[name]; ok {
+func (im *importer) parsedChain(ref chainRef) []parsedEntry {
+	if pe, ok := im.parsedChains[ref]; ok {
 		return pe
 	}
-	entries := im.chains[name]
+	entries := im.chains[ref]
 	pe := make([]parsedEntry, len(entries))
 	for i, e := range entries {
 		pe[i] = parsedEntry{entry: e, parsed: parseRule(e.args)}
@@ -267,13 +311,19 @@ func (im *importer) parsedChain(name string) []parsedEntry {
 		default:
 			continue
 		}
-		if sameMatch(withoutLimit(lg.match), next.match) {
+		// A LOG whose -m addrtype differs logs other packets; the
+		// not-local accept is nodefw's own, with no log; a rule
+		// PREROUTING cannot take leaves its LOG alone.
+		if isPreRouting(ref) && im.checkPreRouting(ref.table, next).reason != "" {
+			continue
+		}
+		if sameMatch(withoutLimit(lg.match), next.match) && lg.dstType == next.dstType && !strings.HasPrefix(next.dstType, "!") {
 			next.log, lg.logOf = true, &next.entry
 			next.logSettings = logSettingsOf(lg.parsed)
 			lg.logNote = next.logNote
 		}
 	}
-	im.parsedChains[name] = pe
+	im.parsedChains[ref] = pe
 	return pe
 }
 
@@ -314,11 +364,11 @@ func (im *importer) ownedAccepts(chain string, seen map[string]bool) []entry {
 	}
 	seen[chain] = true
 	var out []entry
-	for _, e := range im.parsedChain(chain) {
+	for _, e := range im.parsedChain(filterChain(chain)) {
 		switch t := e.target; {
 		case t == "ACCEPT":
 			out = append(out, e.entry)
-		case im.chains[t] != nil:
+		case im.chains[filterChain(t)] != nil:
 			out = append(out, im.ownedAccepts(t, seen)...)
 		}
 	}
@@ -328,16 +378,11 @@ func (im *importer) ownedAccepts(chain string, seen map[string]bool) []entry {
 // reportOwnedLines reports each chain left to another component once, at
 // its first line, and counts its rule lines as skipped.
 func (im *importer) reportOwnedLines() {
-	names := make([]string, 0, len(im.chains))
-	for name := range im.chains {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range im.filterChainNames() {
 		if chainOwner(name) == "" {
 			continue
 		}
-		for _, e := range im.chains[name] {
+		for _, e := range im.chains[filterChain(name)] {
 			im.reportOwned(e.line, e.text, name)
 			im.mark(e.line, statusOwned)
 		}

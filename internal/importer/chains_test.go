@@ -270,6 +270,7 @@ func TestSummaryString(t *testing.T) {
 		{Summary{Rules: 40, Imported: 12, Skipped: 28, Owned: 25, Changed: 1, Unused: 0, Differences: 2},
 			"12 of 40 filter rules imported, 28 skipped (25 in chains left to other components); 1 imported with a change, 2 other differences"},
 		{Summary{Rules: 3, Imported: 1, Changed: 1, Skipped: 1, Unused: 1}, "1 of 3 filter rules imported, 1 skipped; 1 imported with a change, 1 never reached"},
+		{Summary{Rules: 7, PreRouting: 3, Imported: 6, Skipped: 1}, "6 of 7 filter and PREROUTING rules imported, 1 skipped"},
 	} {
 		if got := tt.s.String(); got != tt.want {
 			t.Errorf("%+v: %q, want %q", tt.s, got, tt.want)

@@ -21,6 +21,8 @@ func FuzzImport(f *testing.F) {
 		seedRules,
 		seedNAT,
 		saveFile,
+		savedPreRouting,
+		"-t raw -P PREROUTING DROP\n-t mangle -A PREROUTING -m addrtype ! --dst-type LOCAL -j ACCEPT\n-t mangle -F PREROUTING\n",
 		"",
 		"*filter\n:INPUT DROP [0:0]\nCOMMIT\n",
 		"-I INPUT 1 -p tcp --dport 1 -j ACCEPT\n-I INPUT 3 -j DROP\n",

@@ -3,7 +3,9 @@
 // into a NodeFirewallPolicy.
 //
 // The filter table's INPUT, FORWARD and OUTPUT chains become rules, and
-// the user-defined chains they jump to are taken in at their jumps: each
+// the PREROUTING chains of the raw and mangle tables rules of the
+// PreRouting chain (see prerouting.go). The user-defined chains of the
+// filter table are taken in at their jumps: each
 // rule of a chain becomes a rule that also matches what the jump matched,
 // a RETURN hands the packets it matches back to the rest of the calling
 // chain, and loops are refused. Chains that belong to Kubernetes (KUBE-*),
@@ -70,11 +72,12 @@ func (w Warning) String() string {
 type Result struct {
 	Policy   *v1alpha1.NodeFirewallPolicy
 	Warnings []Warning
-	// Summary counts the filter table's rule lines by what became of them.
+	// Summary counts the rule lines of the filter table and of the raw and
+	// mangle PREROUTING chains by what became of them.
 	Summary Summary
-	// SkippedLines are the numbers of the filter table's rule lines not
-	// translated, in order: each has a warning, but for the rules of
-	// chains left to other components, reported once per chain.
+	// SkippedLines are the numbers of those rule lines not translated, in
+	// order: each has a warning, but for the rules of chains left to other
+	// components, reported once per chain.
 	SkippedLines []int
 }
 
@@ -153,6 +156,7 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 		policy.Spec.DefaultActions = &d
 	}
 	im.warnImplicitAccepts(emitted)
+	im.warnPreRoutingScope(emitted)
 	sort.SliceStable(im.warnings, func(i, j int) bool { return im.warnings[i].Line < im.warnings[j].Line })
 	return &Result{Policy: policy, Warnings: im.warnings, Summary: im.summary(), SkippedLines: im.skippedLines()}, nil
 }
@@ -201,7 +205,7 @@ func acceptsEstablished(r *v1alpha1.Rule) bool {
 	return est && rel
 }
 
-// entry is one rule line of a filter chain, in chain order (-I positions
+// entry is one rule line of a chain imported, in chain order (-I positions
 // applied), whatever the chain and whether or not it translates.
 type entry struct {
 	line int
@@ -214,10 +218,11 @@ type importer struct {
 	// warned are the warnings given, so that a line of a chain taken in
 	// at several jumps is reported once.
 	warned map[Warning]bool
-	// chains are the filter table's chains, built-in and user-defined, by
-	// name; parsedChains their rules read, on first use.
-	chains       map[string][]entry
-	parsedChains map[string][]parsedEntry
+	// chains are the filter table's chains, built-in and user-defined,
+	// and the PREROUTING chains of raw and mangle; parsedChains their
+	// rules read, on first use.
+	chains       map[chainRef][]entry
+	parsedChains map[chainRef][]parsedEntry
 	// declared are the user-defined chains declared (`:NAME`, -N), with
 	// where.
 	declared map[string]Warning
@@ -228,11 +233,11 @@ type importer struct {
 	// table is the table of the current iptables-save section, "" outside
 	// one (plain `iptables -S` output and commands are the filter table).
 	table string
-	// skippedTables are the non-filter tables already reported.
+	// skippedTables are the tables already reported as not imported.
 	skippedTables map[string]bool
 	// reportedChains are the chains already reported as skipped.
 	reportedChains map[string]bool
-	// status is what became of each rule line of the filter table.
+	// status is what became of each rule line of the chains imported.
 	status map[int]lineStatus
 	// budgetSpent says the rules taken in from user chains outgrew what a
 	// policy holds, which has been reported.
@@ -244,19 +249,30 @@ type importer struct {
 	reached map[string]bool
 	// logDrops says a LOG ends a built-in chain whose default is DROP.
 	logDrops bool
+
+	// preRoutingPolicies are the policies of raw's and mangle's
+	// PREROUTING, by table, with where they were set.
+	preRoutingPolicies map[string]tablePolicy
+	// preRoutingLocal says, by table, that PREROUTING's `-m addrtype !
+	// --dst-type LOCAL -j ACCEPT` has been met, for every packet, by the
+	// rules being written: the rules after it in that table see only
+	// packets addressed to the node, as nodefw's PreRouting does.
+	preRoutingLocal map[string]bool
 }
 
 func newImporter() *importer {
 	return &importer{
 		warned:         map[Warning]bool{},
-		chains:         map[string][]entry{},
-		parsedChains:   map[string][]parsedEntry{},
+		chains:         map[chainRef][]entry{},
+		parsedChains:   map[chainRef][]parsedEntry{},
 		declared:       map[string]Warning{},
 		defaultLines:   map[v1alpha1.Chain]Warning{},
 		skippedTables:  map[string]bool{},
 		reportedChains: map[string]bool{},
 		status:         map[int]lineStatus{},
 		reached:        map[string]bool{},
+
+		preRoutingPolicies: map[string]tablePolicy{},
 	}
 }
 
@@ -303,6 +319,31 @@ var builtinChains = map[string]v1alpha1.Chain{
 // otherTableChains are built-in chains of the nat, mangle and raw tables.
 var otherTableChains = map[string]bool{"PREROUTING": true, "POSTROUTING": true}
 
+// chainRef is a chain of a table.
+type chainRef struct{ table, name string }
+
+// filterChain is a chain of the filter table.
+func filterChain(name string) chainRef { return chainRef{"filter", name} }
+
+// apiChain is the API chain of a built-in chain imported, "" for any other.
+func apiChain(ref chainRef) v1alpha1.Chain {
+	if ref.table == "filter" {
+		return builtinChains[ref.name]
+	}
+	if isPreRouting(ref) {
+		return v1alpha1.ChainPreRouting
+	}
+	return ""
+}
+
+// importedTable reports whether some chains of a table are imported.
+func importedTable(table string) bool {
+	return table == "filter" || preRoutingTables[table]
+}
+
+// importedChains says which chains are imported, for warnings.
+const importedChains = "only the filter table and the PREROUTING chains of raw and mangle are imported"
+
 // ownedChainPrefixes name the chains other components manage.
 var ownedChainPrefixes = []struct{ prefix, owner string }{
 	{"KUBE-", "Kubernetes (kube-proxy, kubelet)"},
@@ -341,16 +382,16 @@ func (im *importer) line(n int, raw string) {
 	switch {
 	case strings.HasPrefix(text, "*"):
 		im.table = strings.TrimSpace(text[1:])
-		if im.table != "filter" && !im.skippedTables[im.table] {
+		if !importedTable(im.table) && !im.skippedTables[im.table] {
 			im.skippedTables[im.table] = true
-			im.warn(n, text, "table %s skipped: only the filter table is imported", im.table)
+			im.warn(n, text, "table %s skipped: %s", im.table, importedChains)
 		}
 		return
 	case text == "COMMIT":
 		im.table = ""
 		return
 	}
-	if im.table != "" && im.table != "filter" {
+	if im.table != "" && !importedTable(im.table) {
 		// Covered by the table's warning.
 		return
 	}
@@ -418,12 +459,24 @@ func (im *importer) declaration(n int, text string, toks []string) {
 	if len(toks) > 1 {
 		policy = toks[1]
 	}
-	im.chainPolicy(n, text, chain, policy, true)
+	im.chainPolicy(n, text, im.sectionTable(), chain, policy, true)
+}
+
+// sectionTable is the table lines belong to unless they say otherwise.
+func (im *importer) sectionTable() string {
+	if im.table == "" {
+		return "filter"
+	}
+	return im.table
 }
 
 // chainPolicy handles `:CHAIN POLICY` and `-P CHAIN POLICY` (declare is
-// false for -P).
-func (im *importer) chainPolicy(n int, text, chain, policy string, declare bool) {
+// false for -P) of a chain of table.
+func (im *importer) chainPolicy(n int, text, table, chain, policy string, declare bool) {
+	if table != "filter" {
+		im.otherTablePolicy(n, text, table, chain, policy, declare)
+		return
+	}
 	if c, ok := builtinChains[chain]; ok {
 		switch policy {
 		case "ACCEPT":
@@ -444,7 +497,7 @@ func (im *importer) chainPolicy(n int, text, chain, policy string, declare bool)
 	case chainOwner(chain) != "":
 		im.reportOwned(n, text, chain)
 	case otherTableChains[chain]:
-		im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported", chain)
+		im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported from it (PREROUTING from raw and mangle)", chain)
 	case declare:
 		if _, ok := im.declared[chain]; !ok {
 			im.declared[chain] = Warning{Line: n, Text: text}
@@ -521,8 +574,11 @@ func (im *importer) command(n int, text string, toks []string) {
 		}
 		args = append(args, toks[j])
 	}
-	if table != "" && table != "filter" {
-		im.warn(n, text, "table %s skipped: only the filter table is imported", table)
+	if table == "" {
+		table = im.sectionTable()
+	}
+	if !importedTable(table) {
+		im.warn(n, text, "table %s skipped: %s", table, importedChains)
 		return
 	}
 	chain := ""
@@ -541,23 +597,23 @@ func (im *importer) command(n int, text string, toks []string) {
 			im.warn(n, text, "unexpected arguments after the policy")
 			return
 		}
-		im.chainPolicy(n, text, chain, args[0], false)
+		im.chainPolicy(n, text, table, chain, args[0], false)
 	case "-N":
 		if chain == "" {
 			im.warn(n, text, "-N needs a chain name")
 			return
 		}
-		im.chainPolicy(n, text, chain, "", true)
+		im.chainPolicy(n, text, table, chain, "", true)
 	case "-F":
 		if len(args) > 0 {
 			im.warn(n, text, "unexpected arguments after -F")
 			return
 		}
-		if chain == "" {
-			im.forget(func(string) bool { return true })
+		if table != "filter" && chain != "" && chain != "PREROUTING" {
+			im.warn(n, text, "flush of chain %s of table %s not imported: %s", chain, table, importedChains)
 			return
 		}
-		im.forget(func(c string) bool { return c == chain })
+		im.forget(func(c chainRef) bool { return c.table == table && (chain == "" || c.name == chain) })
 	case "-A", "-I":
 		if chain == "" {
 			im.warn(n, text, "%s needs a chain name", cmd)
@@ -576,7 +632,7 @@ func (im *importer) command(n int, text string, toks []string) {
 				args = args[1:]
 			}
 		}
-		im.rule(n, text, chain, pos, args)
+		im.rule(n, text, table, chain, pos, args)
 	default:
 		im.warn(n, text, "command %s is not imported: only -A, -I, -P, -N and -F are", cmd)
 	}
@@ -584,7 +640,7 @@ func (im *importer) command(n int, text string, toks []string) {
 
 // forget drops the rules of the chains flush selects, as -F does; their
 // lines no longer count.
-func (im *importer) forget(flush func(chain string) bool) {
+func (im *importer) forget(flush func(chainRef) bool) {
 	for c, list := range im.chains {
 		if !flush(c) {
 			continue
@@ -596,14 +652,19 @@ func (im *importer) forget(flush func(chain string) bool) {
 	}
 }
 
-// rule records one -A (pos 0) or -I (pos >= 1) line of chain; build
-// translates it.
-func (im *importer) rule(n int, text, chain string, pos int, args []string) {
-	if otherTableChains[chain] {
-		im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported", chain)
+// rule records one -A (pos 0) or -I (pos >= 1) line of chain of table;
+// build translates it.
+func (im *importer) rule(n int, text, table, chain string, pos int, args []string) {
+	ref := chainRef{table, chain}
+	switch {
+	case table != "filter" && !isPreRouting(ref):
+		im.otherTableRule(n, text, table, chain)
+		return
+	case table == "filter" && otherTableChains[chain]:
+		im.warn(n, text, "chain %s is not a filter table chain: only INPUT, FORWARD and OUTPUT are imported from it (PREROUTING from raw and mangle)", chain)
 		return
 	}
-	list := im.chains[chain]
+	list := im.chains[ref]
 	if pos > len(list)+1 {
 		im.warn(n, text, "rule number %d is past the end of chain %s (%d rules): iptables refuses it", pos, chain, len(list))
 		return
@@ -611,13 +672,13 @@ func (im *importer) rule(n int, text, chain string, pos int, args []string) {
 	e := entry{line: n, text: text, args: args}
 	im.status[n] = statusUnused
 	if pos == 0 {
-		im.chains[chain] = append(list, e)
+		im.chains[ref] = append(list, e)
 		return
 	}
 	list = append(list, entry{})
 	copy(list[pos:], list[pos-1:])
 	list[pos-1] = e
-	im.chains[chain] = list
+	im.chains[ref] = list
 }
 
 // rules names the translated rules and returns them chain by chain, in

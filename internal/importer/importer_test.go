@@ -203,7 +203,7 @@ func TestImport(t *testing.T) {
 					},
 				}),
 				Warnings: []Warning{
-					{Line: 2, Text: "*nat", Reason: "table nat skipped: only the filter table is imported"},
+					{Line: 2, Text: "*nat", Reason: "table nat skipped: " + importedChains},
 					{Line: 11, Text: ":KUBE-FIREWALL - [0:0]", Reason: "chain KUBE-FIREWALL belongs to " + kube + ": skipped"},
 					{Line: 12, Text: ":FLANNEL-FWD - [0:0]", Reason: "chain FLANNEL-FWD belongs to flannel: skipped"},
 					{Line: 13, Text: "-A INPUT -j KUBE-FIREWALL", Reason: "jump to chain KUBE-FIREWALL skipped: it belongs to " + kube},
@@ -685,7 +685,7 @@ spec:
 var (
 	namePattern      = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 	validPolicies    = map[v1alpha1.ChainPolicy]bool{"": true, v1alpha1.ChainPolicyAccept: true, v1alpha1.ChainPolicyDrop: true}
-	validChainsOrder = map[v1alpha1.Chain]int{v1alpha1.ChainInput: 0, v1alpha1.ChainForward: 1, v1alpha1.ChainOutput: 2}
+	validChainsOrder = map[v1alpha1.Chain]int{v1alpha1.ChainPreRouting: 0, v1alpha1.ChainInput: 1, v1alpha1.ChainForward: 2, v1alpha1.ChainOutput: 3}
 )
 
 // checkResult checks what the CRD's schema and CEL rules check, and that

@@ -6,7 +6,8 @@ import (
 	"strings"
 )
 
-// lineStatus is what became of a rule line of the filter table.
+// lineStatus is what became of a rule line of a chain imported: of the
+// filter table, or PREROUTING of raw or mangle.
 type lineStatus uint8
 
 // Statuses, from the least to the most telling: a line taken in at several
@@ -33,11 +34,17 @@ func (im *importer) mark(line int, s lineStatus) {
 	}
 }
 
-// Summary counts the filter table's rule lines (-A, -I) by what became of
-// them.
+// Summary counts the rule lines (-A, -I) of the chains imported by what
+// became of them: the lines of the filter table and of the PREROUTING
+// chains of raw and mangle. The rules of raw's and mangle's other chains
+// are reported each, and the nat table as a whole, but not counted, as
+// nothing of them is imported.
 type Summary struct {
 	// Rules counts the rule lines.
 	Rules int
+	// PreRouting counts, of Rules, those of the PREROUTING chains of raw
+	// and mangle.
+	PreRouting int
 	// Imported counts the lines translated into the policy; Changed those
 	// of them translated with a caveat.
 	Imported, Changed int
@@ -67,7 +74,11 @@ func (im *importer) skippedLines() []int {
 }
 
 func (im *importer) summary() Summary {
-	s := Summary{Rules: len(im.status), Differences: im.differences}
+	s := Summary{
+		Rules:       len(im.status),
+		PreRouting:  len(im.chains[rawPreRouting]) + len(im.chains[manglePreRouting]),
+		Differences: im.differences,
+	}
 	for _, st := range im.status {
 		switch st {
 		case statusUnused:
@@ -94,10 +105,15 @@ func (s Summary) Exact() bool {
 }
 
 // String says it in a line: "12 of 40 filter rules imported, 28 skipped
-// (25 in chains left to other components); 1 imported with a change".
+// (25 in chains left to other components); 1 imported with a change", or
+// "filter and PREROUTING rules" when raw or mangle had PREROUTING rules.
 func (s Summary) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d of %d filter rules imported, %d skipped", s.Imported, s.Rules, s.Skipped)
+	what := "filter"
+	if s.PreRouting > 0 {
+		what = "filter and PREROUTING"
+	}
+	fmt.Fprintf(&b, "%d of %d %s rules imported, %d skipped", s.Imported, s.Rules, what, s.Skipped)
 	if s.Owned > 0 {
 		fmt.Fprintf(&b, " (%d in chains left to other components)", s.Owned)
 	}

@@ -23,7 +23,12 @@ type parsed struct {
 	rejectWith v1alpha1.RejectWith
 	// logPrefix is the --log-prefix of a LOG.
 	logPrefix string
-	comment   string
+	// addrtype says the rule matched -m addrtype; dstType is its
+	// --dst-type, "!" prefixed when negated. Only PREROUTING takes them
+	// (see prerouting.go).
+	addrtype bool
+	dstType  string
+	comment  string
 	// notes are caveats of a translated rule.
 	notes []string
 	// err says why the rule cannot be translated.
@@ -46,6 +51,8 @@ var supportedMatches = map[string]bool{
 	"state": true, "conntrack": true, "comment": true,
 	"icmp": true, "icmp6": true, "icmpv6": true,
 	"limit": true, "hashlimit": true, "connlimit": true,
+	// Only in PREROUTING, and only as --dst-type LOCAL (see prerouting.go).
+	"addrtype": true,
 }
 
 // extensionTargets are the iptables targets other than ACCEPT, DROP,
@@ -80,6 +87,8 @@ func parseRule(args []string) parsed {
 		seen     = map[string]bool{}
 		stateOpt string
 		lim      limitOptions
+		// negated says a "!" came before --dst-type.
+		negated bool
 	)
 	fail := func(format string, a ...any) {
 		if firstErr == "" {
@@ -88,6 +97,11 @@ func parseRule(args []string) parsed {
 	}
 	for i := 0; i < len(args); i++ {
 		opt := args[i]
+		if opt == "!" && i+1 < len(args) && args[i+1] == "--dst-type" && matches["addrtype"] {
+			// The one negation that can translate: see --dst-type.
+			negated = true
+			continue
+		}
 		if opt == "!" {
 			fail("negation (!) is not supported")
 			continue
@@ -312,6 +326,21 @@ func parseRule(args []string) parsed {
 				continue
 			}
 			t.comment = v
+		case "--dst-type":
+			v, ok := value()
+			if !ok || !once("--dst-type") {
+				continue
+			}
+			if !matches["addrtype"] {
+				fail("--dst-type needs -m addrtype")
+				continue
+			}
+			if negated {
+				v = "!" + v
+			}
+			t.dstType = v
+		case "--src-type", "--limit-iface-in", "--limit-iface-out":
+			fail("addrtype %s is not supported: only --dst-type LOCAL, in PREROUTING", opt)
 		case "--reject-with":
 			v, ok := value()
 			if !ok || !once("--reject-with") {
@@ -337,6 +366,7 @@ func parseRule(args []string) parsed {
 	if firstErr == "" {
 		firstErr = lim.apply(r, matches, &t.notes)
 	}
+	t.addrtype = matches["addrtype"]
 	// The target decides first: a rule that does what nodefw does not is
 	// not translated, whatever it matches.
 	if extensionTargets[t.target] {

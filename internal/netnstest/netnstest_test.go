@@ -307,6 +307,11 @@ func TestServeUDPEchoOn(t *testing.T) {
 	if _, err := p.Host.ServeUDPEchoOn([]netip.Addr{HostV4, netip.MustParseAddr("2001:db8:1::3")}, 5353); err != nil {
 		t.Fatal(err)
 	}
+	for _, a := range []string{"192.0.2.3", "2001:db8:1::3"} {
+		if err := WaitReachable(p.Client, netip.MustParseAddr(a), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ExpectUDP(t, p.Client, HostV4, 5353, Accepted)
 	ExpectUDP(t, p.Client, netip.MustParseAddr("2001:db8:1::3"), 5353, Accepted)
 	// Nothing listens on the other addresses.

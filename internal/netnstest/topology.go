@@ -124,26 +124,34 @@ func NewTestPair(tb testing.TB) *Pair {
 	return p
 }
 
-// waitLinked waits until the client reaches the host over both families: a
-// TCP connection to a closed port is refused. On a loaded machine the first
-// IPv6 neighbour resolution can outlast a probe's timeout, which would read
-// as a drop.
+// waitLinked waits until the client reaches the host over both families.
 func (p *Pair) waitLinked() error {
-	const closedPort = 9
-	deadline := time.Now().Add(10 * time.Second)
 	for _, dst := range []netip.Addr{HostV4, HostV6} {
-		for {
-			v, err := ProbeTCP(p.Client, dst, closedPort)
-			if err == nil && v == Rejected {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("netnstest: client cannot reach %s: %v %v", dst, v, err)
-			}
-			time.Sleep(50 * time.Millisecond)
+		if err := WaitReachable(p.Client, dst, 10*time.Second); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// WaitReachable waits until from reaches dst: a TCP connection to a closed
+// port of dst is refused. On a loaded machine the first neighbour
+// resolution of an address (IPv6's above all) can outlast a probe's
+// timeout, which would read as a drop; a test that adds an address waits
+// for it before probing it.
+func WaitReachable(from *NS, dst netip.Addr, within time.Duration) error {
+	const closedPort = 9
+	deadline := time.Now().Add(within)
+	for {
+		v, err := ProbeTCP(from, dst, closedPort)
+		if err == nil && v == Rejected {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("netnstest: %s cannot reach %s: %v %v", from.Name(), dst, v, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (p *Pair) wire() error {

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"bytes"
+	"strings"
 
 	"github.com/google/nftables"
 )
@@ -48,7 +49,7 @@ func sameShape(a, b *plan) bool {
 	for i := range a.named {
 		x, y := a.named[i].set, b.named[i].set
 		if x.Name != y.Name || x.Interval != y.Interval || x.KeyType.Name != y.KeyType.Name || a.named[i].family != b.named[i].family ||
-			x.Dynamic != y.Dynamic || x.Timeout != y.Timeout {
+			x.Dynamic != y.Dynamic || x.Timeout != y.Timeout || x.Counter != y.Counter {
 			return false
 		}
 	}
@@ -183,8 +184,11 @@ func diffElements(have, want []nftables.SetElement) (add, del []nftables.SetElem
 	return add, del
 }
 
-// elemKey identifies an element by its first and last key.
-func elemKey(e nftables.SetElement) string { return string(e.Key) + "\x00" + string(e.KeyEnd) }
+// elemKey identifies an element by its first and last key and its
+// comment (the rule it counts for); its counter is not part of it.
+func elemKey(e nftables.SetElement) string {
+	return string(e.Key) + "\x00" + string(e.KeyEnd) + "\x00" + e.Comment
+}
 
 func sortedElems(es []nftables.SetElement) bool {
 	for i := 1; i < len(es); i++ {
@@ -199,5 +203,8 @@ func compareElems(a, b nftables.SetElement) int {
 	if c := bytes.Compare(a.Key, b.Key); c != 0 {
 		return c
 	}
-	return bytes.Compare(a.KeyEnd, b.KeyEnd)
+	if c := bytes.Compare(a.KeyEnd, b.KeyEnd); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Comment, b.Comment)
 }

@@ -45,6 +45,9 @@ func (p *plan) encodeNamedSet(s *compile.Set) error {
 			Interval:      !s.Exact,
 			Concatenation: true,
 			KeyType:       keyType,
+			// Every element gets a counter of its own: the kernel gives
+			// each added element a copy of the set's counter expression.
+			Counter: s.Counter,
 		},
 		elems:  elems,
 		size:   size,
@@ -138,7 +141,10 @@ func encodeElements(s *compile.Set, keyType nftables.SetDatatype) ([]nftables.Se
 			}
 			end = nil
 		}
-		elems[i] = nftables.SetElement{Key: key, KeyEnd: end}
+		// The rule an element counts for is its comment: the counters
+		// read back name their rule without the plan, and an element
+		// that changes rule is replaced, its count starting over.
+		elems[i] = nftables.SetElement{Key: key, KeyEnd: end, Comment: s.Elements[i].Rule}
 		size += elemSize(elems[i])
 	}
 	return elems, size, nil
@@ -226,6 +232,9 @@ func elemSize(e nftables.SetElement) int {
 	}
 	if len(e.KeyEnd) > 0 {
 		n += 8 + align4(len(e.KeyEnd))
+	}
+	if e.Comment != "" {
+		n += 4 + align4(2+len(e.Comment)+1) // userdata: type, length, text, NUL
 	}
 	return n
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
@@ -154,5 +155,61 @@ func TestFamilyOfSetsWithoutAddresses(t *testing.T) {
 	c, ok2 := exprs[1].(*expr.Cmp)
 	if !ok || !ok2 || m.Key != expr.MetaKeyNFPROTO || !bytes.Equal(c.Data, []byte{unix.NFPROTO_IPV6}) {
 		t.Errorf("no IPv6 check first: %v", exprs)
+	}
+}
+
+// TestCountingSetEncoding checks that a counting set asks the kernel for a
+// counter per element, that each element carries its rule as its comment,
+// and that an element which changes rule is replaced while its key stays.
+func TestCountingSetEncoding(t *testing.T) {
+	elem := compile.SetElement{
+		L4Proto: compile.ProtoRange{First: tcp, Last: tcp},
+		DPort:   compile.PortInterval{First: 80, Last: 80},
+		SAddr:   addrRange("10.0.0.0", "10.255.255.255"),
+		Rule:    "web/http",
+	}
+	s := compile.Set{
+		Name: "input-run-1-v4", Family: compile.FamilyIPv4, Counter: true,
+		Fields:   []compile.SetField{compile.FieldDPort, compile.FieldSAddr, compile.FieldL4Proto},
+		Elements: []compile.SetElement{elem},
+	}
+	rule := compile.Rule{Family: compile.FamilyIPv4, Lookup: s.Name, Verdict: compile.VerdictAccept}
+	pl, err := buildPlan(lookupRuleset(s, rule), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns := pl.named[0]; !ns.set.Counter || ns.elems[0].Comment != "web/http" {
+		t.Fatalf("set %+v, element %+v: want element counters and the rule as comment", ns.set, ns.elems[0])
+	}
+	for _, e := range pl.chains[0].rules[0].exprs {
+		if _, ok := e.(*expr.Counter); ok {
+			t.Error("the lookup of a counting set has a counter of its own")
+		}
+	}
+	s.Elements[0].Rule = "web/http-again"
+	moved, err := buildPlan(lookupRuleset(s, rule), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameShape(pl, moved) || samePlan(pl, moved) {
+		t.Fatal("an element that changes rule must be an element change")
+	}
+	ups := planSetUpdates(pl, moved, 0)
+	if len(ups) != 1 || len(ups[0].add) != 1 || len(ups[0].del) != 1 || ups[0].add[0].Comment != "web/http-again" {
+		t.Fatalf("updates: %+v", ups)
+	}
+	// Counted packets are no change.
+	counted := pl.named[0].elems[0]
+	counted.Counter = &expr.Counter{Packets: 5, Bytes: 300}
+	if add, del := diffElements([]nftables.SetElement{counted}, pl.named[0].elems); len(add)+len(del) != 0 {
+		t.Errorf("a counted element differs: add %v, del %v", add, del)
+	}
+	s.Counter = false
+	plain, err := buildPlan(lookupRuleset(s, rule), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sameShape(pl, plain) {
+		t.Error("a set that stops counting per element must be a new set")
 	}
 }

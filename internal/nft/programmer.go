@@ -319,8 +319,10 @@ type RuleCounter struct {
 }
 
 // Counters reads the counter of every rule in the table that has one, in
-// chain and rule order. Rules that share a comment (a log rule and its
-// verdict rule) are reported separately.
+// chain and rule order, and in place of a lookup in a run's counting set
+// the counters of the set's elements, each named by the rule it counts
+// for. Rules and elements that share a comment (a log rule and its
+// verdict rule, a rule's elements) are reported separately.
 func (p *Programmer) Counters() ([]RuleCounter, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -88,7 +88,9 @@ func (p *Programmer) readTable(c *nftables.Conn, kt *nftables.Table) (*tableStat
 }
 
 // readCounters reads the counter of every rule in the table that has one,
-// in chain and rule order, each rule named by its comment.
+// in chain and rule order, each rule named by its comment. A lookup in a
+// set whose elements count stands for the counters of its elements, each
+// named by the element's comment: the rule of the run it counts for.
 func (p *Programmer) readCounters(c *nftables.Conn) ([]RuleCounter, error) {
 	kt, err := p.findTable()
 	if err != nil || kt == nil {
@@ -109,12 +111,41 @@ func (p *Programmer) readCounters(c *nftables.Conn) ([]RuleCounter, error) {
 		}
 		for _, r := range rules {
 			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			var lookup string
+			counted := false
 			for _, e := range r.Exprs {
-				if ctr, ok := e.(*expr.Counter); ok {
-					out = append(out, RuleCounter{Chain: ch.Name, Comment: comment, Packets: ctr.Packets, Bytes: ctr.Bytes})
+				switch e := e.(type) {
+				case *expr.Counter:
+					out = append(out, RuleCounter{Chain: ch.Name, Comment: comment, Packets: e.Packets, Bytes: e.Bytes})
+					counted = true
+				case *expr.Lookup:
+					lookup = e.SetName
+				}
+				if counted {
 					break
 				}
 			}
+			if counted || lookup == "" {
+				continue
+			}
+			if out, err = appendElementCounters(c, out, kt, ch.Name, lookup); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// appendElementCounters appends the counters of a named set's elements
+// that have one, each named by the element's comment.
+func appendElementCounters(c *nftables.Conn, out []RuleCounter, kt *nftables.Table, chain, set string) ([]RuleCounter, error) {
+	elems, err := c.GetSetElements(&nftables.Set{Table: kt, Name: set})
+	if err != nil {
+		return nil, fmt.Errorf("nft: listing elements of set %s: %w", set, err)
+	}
+	for _, e := range elems {
+		if e.Counter != nil && !e.IntervalEnd {
+			out = append(out, RuleCounter{Chain: chain, Comment: e.Comment, Packets: e.Counter.Packets, Bytes: e.Counter.Bytes})
 		}
 	}
 	return out, nil

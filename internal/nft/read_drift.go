@@ -96,6 +96,14 @@ func (st *tableState) diffSets(pl *plan, slot int) string {
 			return fmt.Sprintf("set %s has the wrong type or flags", name)
 		}
 		add, del := diffElements(st.elems[name], want.elems)
+		// The kernel does not list a set's expressions: that the set
+		// counts shows in its elements' counters, whose values are no
+		// drift.
+		for _, e := range st.elems[name] {
+			if (e.Counter != nil) != want.set.Counter {
+				return fmt.Sprintf("set %s has the wrong element counters", name)
+			}
+		}
 		switch {
 		case len(add) > 0:
 			return fmt.Sprintf("set %s lacks %d elements", name, len(add))

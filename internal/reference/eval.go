@@ -158,15 +158,39 @@ func ruleMatches(rs *compile.Ruleset, rule *compile.Rule, p Packet) bool {
 	return true
 }
 
+// CountingRule names the counter that counts a packet which a rule of
+// the named chain decides, as the agent reports it: the deciding rule's
+// comment or, when that rule looks up a set whose elements count, the
+// Rule of the element the packet is in. It is "" when the chain's policy
+// decides.
+func CountingRule(rs *compile.Ruleset, chain string, p Packet) string {
+	r := DecidingRule(rs, chain, p)
+	if r == nil {
+		return ""
+	}
+	if s := rs.Set(r.Lookup); s != nil && s.Counter {
+		if i := setElement(s, p); i >= 0 {
+			return s.Elements[i].Rule
+		}
+	}
+	return r.Comment
+}
+
 // setContains reports whether the packet's key is inside one of the set's
 // elements. The elements of a hash set are prefixes of the lengths it
 // masks addresses to, so this is also whether the packet's masked key is
 // one of them.
 func setContains(s *compile.Set, p Packet) bool {
+	return setElement(s, p) >= 0
+}
+
+// setElement is the index of the set's element the packet's key is in,
+// or -1.
+func setElement(s *compile.Set, p Packet) int {
 	if p.Family != s.Family || (slices.Contains(s.Fields, compile.FieldDPort) && !p.Transport) {
-		return false
+		return -1
 	}
-	return slices.ContainsFunc(s.Elements, func(e compile.SetElement) bool {
+	return slices.IndexFunc(s.Elements, func(e compile.SetElement) bool {
 		for _, f := range s.Fields {
 			var in bool
 			switch f {

@@ -50,26 +50,32 @@ func mapCorpus(text string, mapping map[string]string) string {
 	return text
 }
 
-// filterOnly is the filter table of an iptables-save text with the rule
-// lines skipped commented out: what the import promises to reproduce.
-func filterOnly(text string, skipped []int) string {
+// importedOnly is what the import promises to reproduce of an
+// iptables-save text: its filter table, and the PREROUTING chains of its
+// raw and mangle tables, with the rule lines skipped commented out. The
+// other chains of raw and mangle, their policies and rules, are commented
+// out too, and the nat and other tables left out.
+func importedOnly(text string, skipped []int) string {
 	var b strings.Builder
-	in := false
+	table := ""
 	for i, line := range strings.Split(text, "\n") {
 		t := strings.TrimSpace(line)
 		switch {
 		case strings.HasPrefix(t, "*"):
-			in = t == "*filter"
-		case !in:
+			table = strings.TrimPrefix(t, "*")
+		case table != "filter" && table != "raw" && table != "mangle":
 			continue
 		case slices.Contains(skipped, i+1):
 			b.WriteString("# not imported: ")
+		case table != "filter" && (strings.HasPrefix(t, "-A ") || strings.HasPrefix(t, "-I ")) && !strings.HasPrefix(t[3:], "PREROUTING "),
+			table != "filter" && strings.HasPrefix(t, ":") && !strings.HasPrefix(t, ":PREROUTING "):
+			b.WriteString("# not imported: ")
 		}
-		if in {
+		if table == "filter" || table == "raw" || table == "mangle" {
 			b.WriteString(line + "\n")
 		}
 		if t == "COMMIT" {
-			in = false
+			table = ""
 		}
 	}
 	return b.String()
@@ -244,7 +250,7 @@ func TestImportedCorpus(t *testing.T) {
 				probes = append(probes, sourcePortMatrix(clientPairs, free, dports[:min(len(dports), 4)])...)
 			}
 			probes = append(probes, messageMatrix(ps, corpusMessages(text))...)
-			c := &ruleCase{name: "corpus " + name, spec: resolved.Nodes[node.Name], v4: filterOnly(text, res.SkippedLines), v6: acceptAll}
+			c := &ruleCase{name: "corpus " + name, spec: resolved.Nodes[node.Name], v4: importedOnly(text, res.SkippedLines), v6: acceptAll}
 			tp.check(t, c, probes, &st)
 		})
 	}

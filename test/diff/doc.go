@@ -21,7 +21,11 @@
 // (Output, dialled from inside the router): TCP connections and UDP
 // exchanges, from ephemeral or chosen source ports, and ICMP and ICMPv6
 // messages and packets of other IP protocols, which count as accepted
-// when a raw socket of the destination receives them.
+// when a raw socket of the destination receives them. Every probe's first
+// packet is new to conntrack: a packet of a protocol conntrack tracks by
+// addresses alone shares its entry with the probes of that protocol back
+// the other way, so those probes run in rounds that share no entry, with
+// conntrack flushed before each.
 //
 // Besides random rule sets and the sample policies, the importer's corpus
 // of iptables-save files is compared with its imports

@@ -81,6 +81,25 @@ COMMIT
 COMMIT
 `
 
+// notLocalRuleset lets mangle's PREROUTING pass what is not addressed to
+// the node first, as nodefw's PreRouting does, then returns one client
+// and drops ports without -m addrtype: the forwarded packets to those
+// ports pass on both sides.
+const notLocalRuleset = `*mangle
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -m addrtype ! --dst-type LOCAL -j ACCEPT
+-A PREROUTING -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A PREROUTING -s 10.77.1.10/32 -j RETURN
+-A PREROUTING -p tcp -m multiport --dports 4010,4011 -j DROP
+-A PREROUTING -s 10.77.1.12/31 -p udp -j DROP
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+COMMIT
+`
+
 // acceptAll is an ip6tables-restore input that leaves IPv6 alone.
 const acceptAll = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
 
@@ -101,6 +120,8 @@ func TestImportedRuleset(t *testing.T) {
 	}{
 		{"typical", savedRuleset, []uint16{4009, 4010, 4011, 4012, 4013, 4019, 4020, 4021, 4022, 4025, 4026, 4030, 4031, 4033, 4034, 4035, 4040, 4045, 4046}},
 		{"shadowed by implicit accepts", shadowedRuleset, []uint16{4010, 4011}},
+		{"mangle PREROUTING", preRoutingRuleset, []uint16{4009, 4010, 4011, 4012, 4013, 4014, 4020}},
+		{"mangle PREROUTING after the not-local accept", notLocalRuleset, []uint16{4009, 4010, 4011, 4012}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,7 +139,7 @@ func TestImportedRuleset(t *testing.T) {
 			}
 			spec := resolved.Nodes[node.Name]
 			// The lines not imported are left out of the iptables side too.
-			c := &ruleCase{name: "imported " + tt.name, spec: spec, v4: filterOnly(tt.text, res.SkippedLines), v6: acceptAll}
+			c := &ruleCase{name: "imported " + tt.name, spec: spec, v4: importedOnly(tt.text, res.SkippedLines), v6: acceptAll}
 			switch {
 			case res.Summary.Differences > 0:
 				c.excused = fmt.Sprintf("the importer reported %d differences besides its lines", res.Summary.Differences)

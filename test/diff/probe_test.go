@@ -160,8 +160,36 @@ func (r result) String() string {
 	return fmt.Sprintf("%v: iptables %v, nodefw %v, trace %v", r.probe, r.ipt, r.nfw, r.trace)
 }
 
-// runAll sends every probe on both sides, in parallel.
+// runAll sends every probe on both sides, in parallel, in rounds whose
+// probes share no conntrack entry, each round after a conntrack flush.
 func (t *topology) runAll(probes []probe, timeout time.Duration) ([]result, error) {
+	results := make([]result, len(probes))
+	for i, p := range probes {
+		results[i].probe = p
+	}
+	var ran []result
+	for _, round := range rounds(probes) {
+		next := make([]probe, len(round))
+		for i, j := range round {
+			next[i] = probes[j]
+		}
+		if err := t.forget(ran, next); err != nil {
+			return nil, err
+		}
+		rs, err := t.runRound(next, timeout)
+		if err != nil {
+			return nil, err
+		}
+		for i, j := range round {
+			results[j] = rs[i]
+		}
+		ran = append(ran, rs...)
+	}
+	return results, nil
+}
+
+// runRound sends every probe on both sides, in parallel.
+func (t *topology) runRound(probes []probe, timeout time.Duration) ([]result, error) {
 	results := make([]result, len(probes))
 	var (
 		wg   sync.WaitGroup
@@ -244,9 +272,37 @@ func (t *topology) confirm(p probe) (result, bool, error) {
 	return r, r.ipt != r.nfw, nil
 }
 
-// confirmAll confirms suspects in parallel and returns their settled
+// confirmAll confirms suspects and returns their settled verdicts, in the
+// suspects' order. The suspects run in parallel, in rounds whose probes
+// share no conntrack entry, each round after a conntrack flush that
+// forgets what the probes before, those of the first run (before)
+// included, left.
+func (t *topology) confirmAll(suspects []probe, before []result) ([]result, error) {
+	settled := make([]result, len(suspects))
+	ran := before
+	for _, round := range rounds(suspects) {
+		next := make([]probe, len(round))
+		for i, j := range round {
+			next[i] = suspects[j]
+		}
+		if err := t.forget(ran, next); err != nil {
+			return nil, err
+		}
+		rs, err := t.confirmRound(next)
+		if err != nil {
+			return nil, err
+		}
+		for i, j := range round {
+			settled[j] = rs[i]
+		}
+		ran = slices.Concat(ran, rs)
+	}
+	return settled, nil
+}
+
+// confirmRound confirms suspects in parallel and returns their settled
 // verdicts, in the suspects' order.
-func (t *topology) confirmAll(suspects []probe) ([]result, error) {
+func (t *topology) confirmRound(suspects []probe) ([]result, error) {
 	type outcome struct {
 		r   result
 		err error
@@ -332,10 +388,7 @@ func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) 
 	}
 	var confirmed, disagreements []result
 	if len(suspects) > 0 {
-		if err := t.flushConntrack(); err != nil {
-			tb.Fatal(err)
-		}
-		settled, err := t.confirmAll(suspects)
+		settled, err := t.confirmAll(suspects, results)
 		if err != nil {
 			tb.Fatalf("%s: %v", c.name, err)
 		}
