@@ -12,7 +12,8 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 GO_TEST_FLAGS ?= -count=1 -timeout 40m
 # Packages that send real packets through network namespaces run one at a
 # time, so that timing-sensitive probes never compete with each other. The
-# real-cluster suite (test/cluster) runs with `make e2e-cluster`.
+# real-cluster suite (test/cluster) runs last, on its own: `make
+# e2e-cluster` runs only it.
 NETWORK_PKGS = ./internal/nft/... ./internal/netnstest/... $$(go list ./test/... | grep -v /test/cluster)
 
 SHELL := /usr/bin/env bash -o pipefail
@@ -62,7 +63,7 @@ envtest: ## Build kube-apiserver and etcd for envtest (cached under bin/k8s).
 	@hack/envtest-assets.sh >/dev/null
 
 .PHONY: test
-test: deps manifests generate vet envtest ## Run unit, envtest, privileged and e2e tests (root).
+test: deps manifests generate vet envtest ## Run unit, envtest, privileged and e2e tests (root); the real-cluster suite is make e2e-cluster.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /test/ -e /internal/nft -e /internal/netnstest)
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) -p 1 $(NETWORK_PKGS)
 
@@ -105,9 +106,9 @@ run: manifests generate ## Run the controller against the cluster in ~/.kube/con
 	go run ./cmd/manager --health-probe-bind-address=0
 
 .PHONY: demo
-demo: deps build envtest ## Run the whole job locally: control plane, three namespace nodes, agents, probes (root).
+demo: deps build envtest cluster-tools ## Run the whole job locally: control plane, three namespace nodes with agents, kube-proxy and flannel, probes (root).
 	go build -o $(LOCALBIN)/demo ./cmd/demo
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec $(LOCALBIN)/demo --bin-dir $(LOCALBIN) $(DEMO_FLAGS)
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec $(LOCALBIN)/demo --bin-dir $(LOCALBIN) --cluster-bin-dir $(LOCALBIN)/cluster/bin $(DEMO_FLAGS)
 
 .PHONY: e2e
 e2e: deps envtest ## Run the end-to-end suite: real packets through the sample policies (root).
@@ -158,7 +159,10 @@ undeploy: ## Remove nodefw from the current cluster: policies first, so each age
 	-$(KUBECTL) -n nodefw-system scale deployment nodefw-controller-manager --replicas=0
 	-$(KUBECTL) -n nodefw-system wait --for=delete pod -l app.kubernetes.io/component=controller-manager --timeout=60s
 	-$(KUBECTL) delete nodefirewalls --all --wait=true --timeout=120s
-	$(KUBECTL) delete --ignore-not-found -k config/default
+	@# The NodeFirewallConfig before the CRDs: in one `delete -k config/default`
+	@# kubectl may look its kind up only after deleting the CRDs, and fail.
+	-$(KUBECTL) delete --ignore-not-found -k config/nodefirewallconfig
+	$(KUBECTL) delete --ignore-not-found -k config/default/prefixed
 
 ##@ Tools
 

@@ -87,6 +87,7 @@ type NodeFirewallPolicyReconciler struct {
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallpolicies/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewalls,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewalls/finalizers,verbs=update
+// +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewalls/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallconfigs,verbs=get;list;watch
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallconfigs/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch

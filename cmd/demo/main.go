@@ -1,9 +1,11 @@
 // Command demo runs the whole of nodefw on one machine and shows what it
 // does with real packets: a control plane (etcd and kube-apiserver), the
 // manager, and three nodes — network namespaces on one LAN, each with its
-// own agent and a pod behind it. It applies config/samples, probes the
-// hardening table from node to node, changes a policy live, and cleans up
-// on exit or Ctrl-C. It needs root; `make demo` builds what it needs.
+// own agent, kube-proxy and flanneld (VXLAN) and a pod behind it. It
+// applies config/samples, probes the hardening table from node to node, a
+// NodePort through kube-proxy's DNAT and pods over VXLAN, changes a policy
+// live, restricts NodePorts live in PreRouting, and cleans up on exit or
+// Ctrl-C. It needs root; `make demo` builds what it needs.
 package main
 
 import (
@@ -28,6 +30,17 @@ import (
 // Prefix starts the name of every namespace the demo creates.
 const Prefix = "nfwd-"
 
+// The demo's NodePort Service: its one backend is worker-2's pod, so
+// through cp-1 and worker-1 a NodePort connection is DNATed by their
+// kube-proxy and crosses flannel's VXLAN to worker-2.
+const (
+	nodePortService = "demo"
+	nodePort        = 31080
+	nodePortBackend = "worker-2"
+	// nodePortsSample is applied live, after the others.
+	nodePortsSample = "nodeports-from-cidr"
+)
+
 func main() {
 	os.Exit(run())
 }
@@ -44,11 +57,13 @@ func run() int {
 		binDir   string
 		repoRoot string
 		resync   time.Duration
+		netDir   string
 	)
 	flag.BoolVar(&keep, "keep", false, "Leave everything running at the end and wait for Ctrl-C.")
 	flag.StringVar(&binDir, "bin-dir", "bin", "Directory holding the manager and agent binaries; empty builds them.")
 	flag.StringVar(&repoRoot, "repo-root", ".", "The repository's root: CRDs and samples are read from there.")
 	flag.DurationVar(&resync, "resync-period", 2*time.Second, "The agents' drift-repair period.")
+	flag.StringVar(&netDir, "cluster-bin-dir", "bin/cluster/bin", "Directory holding kube-proxy and flanneld (`make cluster-tools`).")
 	flag.Parse()
 
 	if os.Geteuid() != 0 {
@@ -74,10 +89,12 @@ func run() int {
 		RepoRoot:     repoRoot,
 		BinDir:       binDir,
 		ResyncPeriod: resync,
-		Logf:         func(format string, args ...any) { fmt.Printf("    "+format+"\n", args...) },
+		// kube-proxy and flanneld on every node.
+		KubeNetworkBinDir: netDir,
+		Logf:              func(format string, args ...any) { fmt.Printf("    "+format+"\n", args...) },
 	}, keep)
 	if d.c != nil {
-		fmt.Printf("\n==> Cleaning up: agents, manager, control plane, namespaces %s*, files\n", Prefix)
+		fmt.Printf("\n==> Cleaning up: agents, kube-proxy, flanneld, manager, control plane, namespaces %s*, files\n", Prefix)
 		if cerr := d.c.Close(); cerr != nil {
 			fmt.Fprintf(os.Stderr, "demo: cleaning up: %v\n", cerr)
 		}
@@ -103,7 +120,7 @@ func (d *demo) header(format string, args ...any) {
 }
 
 func (d *demo) run(ctx context.Context, opts testbed.Options, keep bool) error {
-	d.header("Starting nodefw: control plane, manager, three nodes with their agents")
+	d.header("Starting nodefw: control plane, manager, three nodes with their agents, kube-proxy and flanneld")
 	var err error
 	d.c, err = testbed.StartCluster(ctx, opts)
 	if err != nil {
@@ -115,16 +132,24 @@ func (d *demo) run(ctx context.Context, opts testbed.Options, keep bool) error {
 		if n.ControlPlane {
 			role = "control plane"
 		}
-		fmt.Printf("    node %-9s %-13s namespace %-15s address %-12s pods %s (pod %s)\n",
-			n.Name, role, n.NS.Name, n.Addr, n.PodCIDR, n.Pod.Addr)
+		fmt.Printf("    node %-9s %-13s namespace %-15s address %-12s pods %s (pod %s), kube-proxy %s\n",
+			n.Name, role, n.NS.Name, n.Addr, n.PodCIDR, n.Pod.Addr, n.ProxyMode)
+	}
+	if err := d.startNodePort(ctx); err != nil {
+		return err
 	}
 
-	d.header("Applying every policy in config/samples")
+	d.header("Applying the policies in config/samples (%s comes live, later)", nodePortsSample)
 	policies, err := c.SamplePolicies()
 	if err != nil {
 		return err
 	}
+	var nodePorts *fwv1.NodeFirewallPolicy
 	for _, p := range policies {
+		if p.Name == nodePortsSample {
+			nodePorts = p
+			continue
+		}
 		if err := c.ApplyPolicy(ctx, p); err != nil {
 			return fmt.Errorf("applying %s: %w", p.Name, err)
 		}
@@ -132,6 +157,9 @@ func (d *demo) run(ctx context.Context, opts testbed.Options, keep bool) error {
 	}
 	fmt.Printf("    (the samples' control-plane and pod CIDR peers resolve from the Nodes, cp-1 at %s;\n", c.Node("cp-1").Addr)
 	fmt.Printf("    nodeports-from-cidr's placeholder %s is replaced by the nodes' LAN %s)\n", testbed.SampleNodePortClients, testbed.LANPrefix)
+	if nodePorts == nil {
+		return fmt.Errorf("config/samples has no %s policy", nodePortsSample)
+	}
 	applied := time.Now()
 	if err := d.waitReady(ctx); err != nil {
 		return err
@@ -144,13 +172,17 @@ func (d *demo) run(ctx context.Context, opts testbed.Options, keep bool) error {
 	}
 
 	d.header("Probing the hardening table with real connections between the nodes")
-	fmt.Println("    Every port probed is a socket on the node itself. No kube-proxy runs here, so a port in the")
-	fmt.Println("    NodePort range is no NodePort: the workers accept it on Input, a rule only kube-proxy's IPVS")
-	fmt.Println("    mode needs. NodePorts are governed in PreRouting, before kube-proxy's DNAT.")
-	rs := testbed.VerifyChecks(c.SeedChecks())
+	fmt.Println("    Most ports probed are sockets on the node itself: a port in the NodePort range without a")
+	fmt.Printf("    Service is no NodePort (the workers accept it on Input, a rule only kube-proxy's IPVS mode\n")
+	fmt.Printf("    needs). NodePort %d is one: kube-proxy DNATs it to %s's pod, across VXLAN. Pods on other\n", nodePort, nodePortBackend)
+	fmt.Println("    nodes are reached over flannel's VXLAN, which the receiving node sees as udp/8472.")
+	rs := testbed.VerifyChecks(append(c.SeedChecks(), d.nodePortChecks(testbed.Accepted, testbed.Accepted)...))
 	d.printResults(rs)
 
 	if err := d.liveChange(ctx); err != nil {
+		return err
+	}
+	if err := d.restrictNodePorts(ctx, nodePorts); err != nil {
 		return err
 	}
 

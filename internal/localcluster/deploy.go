@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -123,7 +124,15 @@ func HelmObjects(repoRoot string) ([]*unstructured.Unstructured, error) {
 		}
 	}
 	sort.Strings(names)
+	// helm install creates the chart's crds/ first; they are not templates.
 	var objs []*unstructured.Unstructured
+	for _, crd := range ch.CRDObjects() {
+		list, err := parseObjects(crd.File.Data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", crd.Filename, err)
+		}
+		objs = append(objs, list...)
+	}
 	for _, name := range names {
 		list, err := parseObjects([]byte(files[name]))
 		if err != nil {
@@ -174,10 +183,37 @@ func (c *Cluster) Apply(ctx context.Context, objs []*unstructured.Unstructured) 
 				return err
 			}
 		}
+		if o.GetKind() == "CustomResourceDefinition" {
+			if err := c.waitCRDNotTerminating(ctx, o.GetName()); err != nil {
+				return err
+			}
+		}
 		if err := c.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(o.DeepCopy()),
 			client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
 			return fmt.Errorf("applying %s %s: %w", o.GetKind(), o.GetName(), err)
 		}
+	}
+	return nil
+}
+
+// waitCRDNotTerminating waits until a CRD that an earlier removal deleted
+// is gone. Applied while it terminates, it would still be Established
+// and then vanish with its custom resources, and the objects applied
+// after it would fail with "the server could not find the requested
+// resource".
+func (c *Cluster) waitCRDNotTerminating(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+		var crd apiextensionsv1.CustomResourceDefinition
+		err := c.Client.Get(ctx, client.ObjectKey{Name: name}, &crd)
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return err == nil && crd.DeletionTimestamp == nil, err
+	})
+	if err != nil {
+		return fmt.Errorf("CRD %s still being deleted: %w", name, err)
 	}
 	return nil
 }
@@ -194,9 +230,12 @@ func (c *Cluster) waitCRDs(ctx context.Context, objs []*unstructured.Unstructure
 			if err := c.Client.Get(ctx, client.ObjectKey{Name: o.GetName()}, &crd); err != nil {
 				return false, err
 			}
+			if crd.DeletionTimestamp != nil {
+				return false, nil
+			}
 			for _, cond := range crd.Status.Conditions {
 				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-					return true, nil
+					return served(ctx, c.Client, &crd)
 				}
 			}
 			return false, nil
@@ -206,6 +245,28 @@ func (c *Cluster) waitCRDs(ctx context.Context, objs []*unstructured.Unstructure
 		}
 	}
 	return nil
+}
+
+// served reports whether the API server serves the CRD's resources: a CRD
+// created again right after it was deleted is Established before the
+// server has dropped the old one's handler, which answers 404 for a
+// moment.
+func served(ctx context.Context, c client.Client, crd *apiextensionsv1.CustomResourceDefinition) (bool, error) {
+	version := ""
+	for _, v := range crd.Spec.Versions {
+		if v.Served {
+			version = v.Name
+			break
+		}
+	}
+	list := &unstructured.UnstructuredList{}
+	list.SetAPIVersion(crd.Spec.Group + "/" + version)
+	list.SetKind(crd.Spec.Names.ListKind)
+	err := c.List(ctx, list, client.Limit(1))
+	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // Deploy installs nodefw from config/default with the local images and
@@ -295,7 +356,9 @@ func (c *Cluster) Uninstall(ctx context.Context, objs []*unstructured.Unstructur
 	}
 	for i := len(objs) - 1; i >= 0; i-- {
 		o := objs[i]
-		if keepAnnotated && o.GetAnnotations()[keepAnnotation] == "keep" {
+		// helm uninstall keeps what is annotated so, and the CRDs of the
+		// chart's crds/, which Helm never deletes.
+		if keepAnnotated && (o.GetAnnotations()[keepAnnotation] == "keep" || o.GetKind() == "CustomResourceDefinition") {
 			continue
 		}
 		if err := c.Client.Delete(ctx, o.DeepCopy()); err != nil && !apierrors.IsNotFound(err) {

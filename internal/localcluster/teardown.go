@@ -102,10 +102,15 @@ func teardown(logf func(string, ...any)) error {
 		logf("deleted the network namespaces %s", strings.Join(deleted, ", "))
 	}
 	// The machine's LAN port goes with the LAN namespace; this is for a run
-	// killed between creating the two.
-	if _, err := os.Stat(filepath.Join("/sys/class/net", HostInterface)); err == nil {
+	// killed between creating the two. The kernel removes a deleted
+	// namespace's devices in the background, so the port may vanish
+	// between the check and the delete: gone is fine.
+	hostPort := filepath.Join("/sys/class/net", HostInterface)
+	if _, err := os.Stat(hostPort); err == nil {
 		if err := run("ip", "link", "delete", HostInterface); err != nil {
-			errs = append(errs, err)
+			if _, serr := os.Stat(hostPort); serr == nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if err := removeCgroups(); err != nil {

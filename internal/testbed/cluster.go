@@ -61,13 +61,16 @@ type NodeSpec struct {
 	// Index numbers the node: its LAN address is .10+Index and its pod
 	// range 10.244.Index.0/24.
 	Index int
+	// ProxyMode is the mode of the node's kube-proxy, "nftables" or
+	// "iptables", when Options.KubeNetworkBinDir is set.
+	ProxyMode string
 }
 
 // DefaultNodes are the three nodes: one control plane and two workers.
 var DefaultNodes = []NodeSpec{
-	{Name: "cp-1", ControlPlane: true, Index: 1},
-	{Name: "worker-1", Index: 2},
-	{Name: "worker-2", Index: 3},
+	{Name: "cp-1", ControlPlane: true, Index: 1, ProxyMode: "nftables"},
+	{Name: "worker-1", Index: 2, ProxyMode: "iptables"},
+	{Name: "worker-2", Index: 3, ProxyMode: "nftables"},
 }
 
 // Node is a "node": a network namespace on the LAN with a pod behind it
@@ -80,6 +83,10 @@ type Node struct {
 	Gateway netip.Addr
 	Pod     *Host
 	Agent   *Process
+	// ProxyMode, KubeProxy and Flanneld are set when the node runs
+	// kube-proxy and flanneld (Options.KubeNetworkBinDir).
+	ProxyMode           string
+	KubeProxy, Flanneld *Process
 }
 
 // Options configure a Cluster.
@@ -101,6 +108,12 @@ type Options struct {
 	FailsafeInbound string
 	// Nodes default to DefaultNodes.
 	Nodes []NodeSpec
+	// KubeNetworkBinDir, when set, holds kube-proxy and flanneld
+	// (hack/cluster/build.sh): every node then runs both, kube-proxy in
+	// its NodeSpec's mode, and the pods' veths hang off a bridge, cni0;
+	// the pod CIDRs are routed by flannel's VXLAN instead of static routes
+	// on the LAN, and UDP 8472 is flannel's VXLAN socket, not an echo.
+	KubeNetworkBinDir string
 	// Logf reports progress; nil is silent.
 	Logf func(format string, args ...any)
 }
@@ -220,11 +233,24 @@ func (c *Cluster) start(ctx context.Context) error {
 		return err
 	}
 
-	c.logf("starting listeners: TCP %s and UDP echo %s in every node, TCP %d in every pod; "+
+	udp := "UDP echo " + portList(NodeUDPPorts)
+	if c.kubeNetworking() {
+		udp = "no UDP (8472 is VXLAN's)"
+	}
+	c.logf("starting listeners: TCP %s and %s in every node, TCP %d in every pod; "+
 		"tcp/6443 of the control plane leads to the API server",
-		portList(NodeTCPPorts), portList(NodeUDPPorts), PodTCPPort)
+		portList(NodeTCPPorts), udp, PodTCPPort)
 	if err := c.startListeners(); err != nil {
 		return err
+	}
+
+	if c.kubeNetworking() {
+		c.logf("starting flanneld (vxlan) and kube-proxy in every node: %s", c.proxyModes())
+		start := time.Now()
+		if err := c.startKubeNetworking(ctx); err != nil {
+			return err
+		}
+		c.logf("flannel routes every pod CIDR over VXLAN after %s", since(start))
 	}
 
 	// Agents confirm every new ruleset by reaching the API server from
@@ -310,9 +336,27 @@ func (c *Cluster) Agents() []*Process {
 	return out
 }
 
-// Processes are the manager and the agents.
+// Processes are the manager, the agents and the nodes' kube-proxy and
+// flanneld.
 func (c *Cluster) Processes() []*Process {
-	return append([]*Process{c.Manager}, c.Agents()...)
+	out := append([]*Process{c.Manager}, c.Agents()...)
+	for _, n := range c.Nodes {
+		for _, p := range []*Process{n.KubeProxy, n.Flanneld} {
+			if p != nil {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// proxyModes lists the nodes' kube-proxy modes, for messages.
+func (c *Cluster) proxyModes() string {
+	var s []string
+	for _, n := range c.Nodes {
+		s = append(s, n.Name+" "+n.ProxyMode)
+	}
+	return strings.Join(s, ", ")
 }
 
 // ControlPlaneAddrs are the LAN addresses of the control-plane nodes.
@@ -365,6 +409,9 @@ func (c *Cluster) buildNetwork() error {
 			Gateway:      nthAddr(podCIDR, 1),
 			Pod:          &Host{Name: spec.Name + "/pod", Addr: nthAddr(podCIDR, 2)},
 		}
+		if c.kubeNetworking() {
+			n.ProxyMode = spec.ProxyMode
+		}
 		if n.NS, err = c.newNS(spec.Name); err != nil {
 			return err
 		}
@@ -376,7 +423,7 @@ func (c *Cluster) buildNetwork() error {
 			func() error { return lan.IP("link", "set", spec.Name, "master", "br0") },
 			func() error { return n.NS.AddAddr("eth0", prefixString(addr, LANPrefix.Bits())) },
 			func() error { return n.NS.EnableForwarding() },
-			func() error { return netnstest.Veth(n.NS.NS, "cni0", n.Pod.NS.NS, "eth0") },
+			func() error { return c.podLink(n) },
 			func() error { return n.NS.AddAddr("cni0", prefixString(n.Gateway, 24)) },
 			func() error { return n.Pod.NS.AddAddr("eth0", prefixString(n.Pod.Addr, 24)) },
 			func() error { return n.Pod.NS.AddRoute("default", n.Gateway.String()) },
@@ -388,6 +435,9 @@ func (c *Cluster) buildNetwork() error {
 		}
 		c.Nodes = append(c.Nodes, n)
 	}
+	if c.kubeNetworking() {
+		return nil // flannel routes the pod CIDRs
+	}
 	for _, n := range c.Nodes {
 		for _, other := range c.Nodes {
 			if other == n {
@@ -396,6 +446,27 @@ func (c *Cluster) buildNetwork() error {
 			if err := n.NS.AddRoute(other.PodCIDR.String(), other.Addr.String()); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// podLink connects the node's pod: a veth whose node end is cni0, or, with
+// real node networking, a veth on the bridge cni0 as the CNI bridge plugin
+// makes it.
+func (c *Cluster) podLink(n *Node) error {
+	if !c.kubeNetworking() {
+		return netnstest.Veth(n.NS.NS, "cni0", n.Pod.NS.NS, "eth0")
+	}
+	steps := []func() error{
+		func() error { return n.NS.IP("link", "add", "cni0", "type", "bridge") },
+		func() error { return n.NS.LinkUp("cni0") },
+		func() error { return netnstest.Veth(n.NS.NS, "veth-pod", n.Pod.NS.NS, "eth0") },
+		func() error { return n.NS.IP("link", "set", "veth-pod", "master", "cni0") },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -423,6 +494,11 @@ func (c *Cluster) createNodes(ctx context.Context) error {
 		}
 		if n.ControlPlane {
 			node.Labels[LabelControlPlane] = ""
+		}
+		if c.kubeNetworking() {
+			// flanneld writes its lease into the node's annotations and
+			// fails on a node without any; a kubelet always writes this one.
+			node.Annotations = map[string]string{"volumes.kubernetes.io/controller-managed-attach-detach": "true"}
 		}
 		if err := c.Client.Create(ctx, node); err != nil {
 			return fmt.Errorf("creating node %s: %w", n.Name, err)
@@ -464,8 +540,11 @@ func (c *Cluster) startListeners() error {
 		if err := n.NS.ServeTCP(ports...); err != nil {
 			return err
 		}
-		if err := n.NS.ServeUDPEcho([]netip.Addr{n.Addr, n.Gateway}, NodeUDPPorts...); err != nil {
-			return err
+		// With flannel, UDP 8472 is the kernel's VXLAN socket.
+		if !c.kubeNetworking() {
+			if err := n.NS.ServeUDPEcho([]netip.Addr{n.Addr, n.Gateway}, NodeUDPPorts...); err != nil {
+				return err
+			}
 		}
 		if err := n.Pod.NS.ServeTCP(PodTCPPort); err != nil {
 			return err
@@ -503,6 +582,14 @@ func (c *Cluster) Close() error {
 		if n.Agent != nil {
 			wg.Add(1)
 			go func() { defer wg.Done(); n.Agent.Stop() }()
+		}
+	}
+	for _, n := range c.Nodes {
+		for _, p := range []*Process{n.KubeProxy, n.Flanneld} {
+			if p != nil {
+				wg.Add(1)
+				go func() { defer wg.Done(); p.Stop() }()
+			}
 		}
 	}
 	wg.Wait()

@@ -88,12 +88,12 @@ func (c *Cluster) Ruleset(node string) (string, error) {
 }
 
 // ProcessLogTails returns the last lines of the manager's and every
-// agent's log.
+// agent's log, and kube-proxy's and flanneld's where they run.
 func (c *Cluster) ProcessLogTails(lines int) string {
 	var b strings.Builder
 	procs := []*Process{c.Manager}
 	for _, n := range c.Nodes {
-		procs = append(procs, n.Agent)
+		procs = append(procs, n.Agent, n.KubeProxy, n.Flanneld)
 	}
 	for _, p := range procs {
 		if p != nil {

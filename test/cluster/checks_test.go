@@ -304,33 +304,39 @@ func waitPoliciesReady(t *testing.T, ctx context.Context, c *localcluster.Cluste
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	var pending []string
+	// The last round's findings, for the message: a round cut short by
+	// the deadline finds nothing.
+	var last []string
 	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(context.Context) (bool, error) {
-		pending = nil
+		var pending []string
 		var policies fwv1.NodeFirewallPolicyList
+		var nfws fwv1.NodeFirewallList
 		if err := c.Client.List(ctx, &policies); err != nil {
-			return false, err
+			return false, nil
+		}
+		if err := c.Client.List(ctx, &nfws); err != nil {
+			return false, nil
 		}
 		for _, p := range policies.Items {
 			ready := meta.FindStatusCondition(p.Status.Conditions, fwv1.ConditionReady)
 			if ready == nil || ready.Status != metav1.ConditionTrue || ready.ObservedGeneration != p.Generation ||
 				p.Status.ObservedGeneration != p.Generation || p.Status.AppliedNodes != p.Status.MatchedNodes || p.Status.FailedNodes != 0 {
-				pending = append(pending, "policy "+p.Name)
+				pending = append(pending, fmt.Sprintf("policy %s (generation %d, observed %d, %d/%d applied, %d failed, Ready %s)",
+					p.Name, p.Generation, p.Status.ObservedGeneration, p.Status.AppliedNodes, p.Status.MatchedNodes, p.Status.FailedNodes, conditionText(ready)))
 			}
-		}
-		var nfws fwv1.NodeFirewallList
-		if err := c.Client.List(ctx, &nfws); err != nil {
-			return false, err
 		}
 		for _, nfw := range nfws.Items {
 			if !nodeFirewallReady(&nfw) {
-				pending = append(pending, "NodeFirewall "+nfw.Name)
+				pending = append(pending, fmt.Sprintf("NodeFirewall %s (generation %d, observed %d, Ready %s, last error %q)",
+					nfw.Name, nfw.Generation, nfw.Status.ObservedGeneration,
+					conditionText(meta.FindStatusCondition(nfw.Status.Conditions, fwv1.ConditionReady)), nfw.Status.LastError))
 			}
 		}
+		last = pending
 		return len(pending) == 0, nil
 	})
 	if err != nil {
-		t.Fatalf("not ready: %s: %v", strings.Join(pending, ", "), err)
+		t.Fatalf("not ready: %s: %v\n%s", strings.Join(last, "; "), err, agentLogTails(c, 20))
 	}
 }
 
@@ -446,4 +452,29 @@ func waitNamespacesGone(t *testing.T, ctx context.Context, c *localcluster.Clust
 			t.Fatalf("namespace %s not deleted: %v", name, err)
 		}
 	}
+}
+
+func conditionText(c *metav1.Condition) string {
+	if c == nil {
+		return "missing"
+	}
+	return fmt.Sprintf("%s at generation %d: %s: %s", c.Status, c.ObservedGeneration, c.Reason, c.Message)
+}
+
+// agentLogTails are the ends of the manager's and the agents' container
+// logs, as the kubelets wrote them.
+func agentLogTails(c *localcluster.Cluster, lines int) string {
+	var b strings.Builder
+	for _, pattern := range []string{"nodefw-system_*/manager/*.log", "nodefw-agent_*/agent/*.log"} {
+		logs, _ := filepath.Glob(filepath.Join(localcluster.StateDir, "*", "pod-logs", pattern))
+		for _, f := range logs {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			all := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
+			b.WriteString("--- " + f + "\n" + strings.Join(all[max(0, len(all)-lines):], "\n") + "\n")
+		}
+	}
+	return b.String()
 }
