@@ -299,7 +299,7 @@ func (im *importer) parsedChain(ref chainRef) []parsedEntry {
 	entries := im.chains[ref]
 	pe := make([]parsedEntry, len(entries))
 	for i, e := range entries {
-		pe[i] = parsedEntry{entry: e, parsed: parseRule(e.args)}
+		pe[i] = parsedEntry{entry: e, parsed: im.resolveSets(parseRule(e.args))}
 	}
 	for i := 0; i+1 < len(pe); i++ {
 		lg, next := &pe[i], &pe[i+1]
