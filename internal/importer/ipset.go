@@ -103,15 +103,17 @@ func (f *ipsetFile) line(n int, text string) {
 		f.warn(n, text, "%v", err)
 		return
 	}
-	if len(toks) < 3 {
-		f.warn(n, text, "not an ipset save line: create NAME TYPE or add NAME ENTRY")
-		return
-	}
 	switch toks[0] {
-	case "create", "-N":
-		f.create(n, text, toks[1], toks[2], toks[3:])
-	case "add", "-A":
-		f.add(n, text, toks[1], toks[2], toks[3:])
+	case "create", "-N", "add", "-A":
+		if len(toks) < 3 {
+			f.warn(n, text, "not an ipset save line: create NAME TYPE or add NAME ENTRY")
+			return
+		}
+		if toks[0] == "create" || toks[0] == "-N" {
+			f.create(n, text, toks[1], toks[2], toks[3:])
+		} else {
+			f.add(n, text, toks[1], toks[2], toks[3:])
+		}
 	default:
 		f.warn(n, text, "ipset command %s is not supported: only create and add, as ipset save prints them", toks[0])
 	}
