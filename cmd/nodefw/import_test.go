@@ -230,3 +230,59 @@ func TestImportThenRender(t *testing.T) {
 	}
 	nftCheck(t, ruleset)
 }
+
+// TestImportIPSet: --ipset writes the sets the rules name as
+// NodeFirewallAddressSets after the policy, reports the file's lines it
+// cannot take, and --strict fails on them.
+func TestImportIPSet(t *testing.T) {
+	const rules = "*filter\n:INPUT DROP [0:0]\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A INPUT -m set --match-set office src -p tcp --dport 22 -j ACCEPT\n-A INPUT -m set --match-set v6 src -j ACCEPT\nCOMMIT\n"
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	exact := write("exact", "create office hash:net family inet hashsize 1024 maxelem 65536\nadd office 192.0.2.0/24\ncreate v6 hash:ip family inet6\nadd v6 2001:db8::1\n")
+	code, out, stderr := runCLI(t, rules, "import", "--ipset", exact, "--strict")
+	if code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, stderr)
+	}
+	if want := "nodefw import: 3 of 3 filter rules imported, 0 skipped\nnodefw import: 2 address sets, 0 ipset warnings\n"; stderr != want {
+		t.Errorf("stderr %q, want %q", stderr, want)
+	}
+	docs := strings.Split(out, "---\n")
+	if len(docs) != 3 {
+		t.Fatalf("%d YAML documents, want the policy and 2 sets:\n%s", len(docs), out)
+	}
+	var p fwv1.NodeFirewallPolicy
+	if err := yaml.UnmarshalStrict([]byte(docs[0]), &p); err != nil {
+		t.Fatalf("first document is not a NodeFirewallPolicy: %v\n%s", err, docs[0])
+	}
+	if got := p.Spec.Rules[1].From; len(got) != 1 || got[0].AddressSet != "office" {
+		t.Errorf("rule %+v: want from office", p.Spec.Rules[1])
+	}
+	for i, want := range []struct{ name, addr string }{{"office", "192.0.2.0/24"}, {"v6", "2001:db8::1"}} {
+		var s fwv1.NodeFirewallAddressSet
+		if err := yaml.UnmarshalStrict([]byte(docs[i+1]), &s); err != nil {
+			t.Fatalf("document %d is not a NodeFirewallAddressSet: %v\n%s", i+2, err, docs[i+1])
+		}
+		if s.Kind != "NodeFirewallAddressSet" || s.Name != want.name || len(s.Spec.Addresses) != 1 || string(s.Spec.Addresses[0]) != want.addr {
+			t.Errorf("set %+v, want %s with %s", s, want.name, want.addr)
+		}
+	}
+
+	lossy := write("lossy", "create office hash:net family inet\nadd office 192.0.2.0/24\nadd office 192.0.2.128/25 nomatch\ncreate v6 hash:ip family inet6\n")
+	code, out, stderr = runCLI(t, rules, "import", "--ipset", lossy, "--strict")
+	if code == 0 {
+		t.Errorf("--strict passed a nomatch entry skipped")
+	}
+	if !strings.Contains(stderr, "ipset line 3: entry skipped: nomatch") || !strings.Contains(out, "kind: NodeFirewallAddressSet") {
+		t.Errorf("want the nomatch line reported and the sets written\nstderr:\n%s\nout:\n%s", stderr, out)
+	}
+
+	if code, _, stderr := runCLI(t, rules, "import", "--ipset", filepath.Join(dir, "missing")); code == 0 || !strings.Contains(stderr, "--ipset") {
+		t.Errorf("a missing --ipset file: exit code %d, stderr %q", code, stderr)
+	}
+}

@@ -211,7 +211,7 @@ func (im *importer) inline(ref chainRef, from int, cond v1alpha1.Rule, stack []s
 				im.note(e.entry, preNote)
 			}
 		case t == "RETURN":
-			im.mark(e.line, statusImported)
+			im.marked(e)
 			if isEmptyMatch(e.match) {
 				// Nothing after it in the chain is reached from here.
 				return out
@@ -238,7 +238,7 @@ func (im *importer) inline(ref chainRef, from int, cond v1alpha1.Rule, stack []s
 		case slices.Contains(stack, t):
 			im.skip(e.entry, "jump to chain %s loops back into it (%s): refused, as iptables refuses it", t, strings.Join(append(stack, t), " -> "))
 		default:
-			im.mark(e.line, statusImported)
+			im.marked(e)
 			sub := append(slices.Clone(stack), t)
 			if e.gotoChain {
 				out = append(out, im.inline(filterChain(t), 0, m, sub, cont, b)...)
@@ -299,7 +299,7 @@ func (im *importer) parsedChain(ref chainRef) []parsedEntry {
 	entries := im.chains[ref]
 	pe := make([]parsedEntry, len(entries))
 	for i, e := range entries {
-		pe[i] = parsedEntry{entry: e, parsed: parseRule(e.args)}
+		pe[i] = parsedEntry{entry: e, parsed: im.resolveSets(parseRule(e.args))}
 	}
 	for i := 0; i+1 < len(pe); i++ {
 		lg, next := &pe[i], &pe[i+1]

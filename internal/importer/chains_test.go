@@ -120,7 +120,7 @@ COMMIT
 -A INPUT -j A
 -A A -p tcp --dport 1 -j ACCEPT
 -A A -j B
--A A -m set --match-set x src -j DROP
+-A A -m mac --mac-source 00:11:22:33:44:55 -j DROP
 -A A -p tcp --dport 2 -j ACCEPT
 -A B -p tcp --dport 3 -j ACCEPT
 -A B -j A

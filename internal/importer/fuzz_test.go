@@ -32,6 +32,9 @@ func FuzzImport(f *testing.F) {
 		"-A FORWARD -i + -o cali+ -d ::1,fe80::/10 -p ipv6-icmp -j ACCEPT\n",
 		"[1:2] -A OUTPUT -p sctp --dport :9 -j DROP\n-F\n-P OUTPUT DROP\n",
 		"-A INPUT -m comment --comment '\\\"' -j ACCEPT \"\n",
+		"-A INPUT -m set --match-set Office src -p tcp --dport 22 -j ACCEPT\n-A OUTPUT -m set --match-set office dst -j DROP\n",
+		"-N X\n-A INPUT -m set --match-set a src -j X\n-A X -m set ! --match-set b dst -j DROP\n-A X -m set --match-set c src,dst -j DROP\n",
+		"-A FORWARD -s 10.0.0.0/8 -m set --match-set a src -j DROP\n-A FORWARD -m set --match-set a_b dst --return-nomatch -j DROP\n",
 	} {
 		f.Add(s)
 	}

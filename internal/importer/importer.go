@@ -50,11 +50,18 @@ type Options struct {
 	// default (Enforce). Audit is the careful first step for an imported
 	// ruleset with a Drop default.
 	Mode v1alpha1.PolicyMode
+	// IPSet is `ipset save` output: its sets of addresses become
+	// Result.AddressSets, and rules naming a set not in it are reported.
+	// Nil when there is none: rules naming sets are then reported as
+	// needing them in the cluster.
+	IPSet io.Reader
 }
 
 // Warning reports one input line that was not translated, or was translated
 // with a caveat.
 type Warning struct {
+	// Source is "" for the ruleset and SourceIPSet for Options.IPSet.
+	Source string
 	// Line is the 1-based line number in the input (the first line of a
 	// line continued with a trailing backslash).
 	Line int
@@ -65,6 +72,9 @@ type Warning struct {
 }
 
 func (w Warning) String() string {
+	if w.Source != "" {
+		return fmt.Sprintf("%s line %d: %s (%s)", w.Source, w.Line, w.Reason, w.Text)
+	}
 	return fmt.Sprintf("line %d: %s (%s)", w.Line, w.Reason, w.Text)
 }
 
@@ -79,6 +89,10 @@ type Result struct {
 	// order: each has a warning, but for the rules of chains left to other
 	// components, reported once per chain.
 	SkippedLines []int
+	// AddressSets are the sets of Options.IPSet imported, in its order;
+	// the warnings about that file have Source SourceIPSet and follow the
+	// ruleset's.
+	AddressSets []*v1alpha1.NodeFirewallAddressSet
 }
 
 // Import reads an iptables ruleset and translates it into a
@@ -102,6 +116,13 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 	}
 
 	im := newImporter()
+	if opts.IPSet != nil {
+		f, err := parseIPSet(opts.IPSet)
+		if err != nil {
+			return nil, err
+		}
+		im.ipsets = f
+	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), maxLineBytes)
 	lineNo := 0
@@ -136,6 +157,7 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 		im.line(pendingLine, strings.Join(pending, " "))
 	}
 
+	im.collectSetNames()
 	emitted := im.build()
 	policy := &v1alpha1.NodeFirewallPolicy{
 		TypeMeta: metav1.TypeMeta{
@@ -158,7 +180,12 @@ func Import(r io.Reader, opts Options) (*Result, error) {
 	im.warnImplicitAccepts(emitted)
 	im.warnPreRoutingScope(emitted)
 	sort.SliceStable(im.warnings, func(i, j int) bool { return im.warnings[i].Line < im.warnings[j].Line })
-	return &Result{Policy: policy, Warnings: im.warnings, Summary: im.summary(), SkippedLines: im.skippedLines()}, nil
+	res := &Result{Policy: policy, Warnings: im.warnings, Summary: im.summary(), SkippedLines: im.skippedLines()}
+	if im.ipsets != nil {
+		res.AddressSets = im.ipsets.addressSets(im.setNames)
+		res.Warnings = append(res.Warnings, im.ipsets.warnings...)
+	}
+	return res, nil
 }
 
 // warnImplicitAccepts reports chains whose drops nodefw does not reproduce
@@ -258,6 +285,12 @@ type importer struct {
 	// rules being written: the rules after it in that table see only
 	// packets addressed to the node, as nodefw's PreRouting does.
 	preRoutingLocal map[string]bool
+
+	// ipsets is the ipset file, nil without one.
+	ipsets *ipsetFile
+	// setNames are the names of the sets of the ruleset's --match-set
+	// options and of the ipset file, as given.
+	setNames map[string]bool
 }
 
 func newImporter() *importer {

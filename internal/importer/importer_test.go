@@ -242,7 +242,7 @@ sudo /usr/sbin/iptables -w -t filter --insert FORWARD 1 --protocol tcp --destina
 			// The untranslated rule at position 1 still counts: -I INPUT 2
 			// goes after it, as in the kernel.
 			name: "insert positions count untranslated rules",
-			input: `-A INPUT -m set --match-set allow src -j ACCEPT
+			input: `-A INPUT -m mac --mac-source 00:11:22:33:44:55 -j ACCEPT
 -A INPUT -p tcp --dport 1 -j ACCEPT
 -I INPUT 2 -p tcp --dport 2 -j ACCEPT
 `,
@@ -252,7 +252,7 @@ sudo /usr/sbin/iptables -w -t filter --insert FORWARD 1 --protocol tcp --destina
 					{Name: "input-tcp-1", Chain: in, Action: accept, Protocol: tcp, Ports: ports(1, 0)},
 				}}),
 				Warnings: []Warning{
-					{Line: 1, Text: "-A INPUT -m set --match-set allow src -j ACCEPT", Reason: "match -m set is not supported"},
+					{Line: 1, Text: "-A INPUT -m mac --mac-source 00:11:22:33:44:55 -j ACCEPT", Reason: "match -m mac is not supported"},
 				},
 				Summary: Summary{Rules: 3, Imported: 2, Skipped: 1},
 			},
@@ -396,7 +396,7 @@ func TestUnsupported(t *testing.T) {
 		{text: "-A INPUT -p tcp -m connlimit --connlimit-upto 3 -j ACCEPT", reason: "--connlimit-upto is not supported"},
 		{text: "-A INPUT -p tcp -m connlimit --connlimit-above 3 --connlimit-mask 24 -j DROP", reason: "--connlimit-mask 24 is not supported"},
 		{text: "-A INPUT -p tcp -m connlimit --connlimit-above 3 --connlimit-daddr -j DROP", reason: "--connlimit-daddr is not supported"},
-		{text: "-A INPUT -m set --match-set allow src -j ACCEPT", reason: "match -m set is not supported"},
+		{text: "-A INPUT -m mac --mac-source 00:11:22:33:44:55 -j ACCEPT", reason: "match -m mac is not supported"},
 		{text: `-A INPUT -j LOG --log-prefix "dropped: "`, reason: "LOG is imported only right before a rule that matches the same packets"},
 		{text: "-A INPUT -j MARK --set-mark 1", reason: "target MARK is not supported"},
 		{text: "-A INPUT -j NOWHERE", reason: "jump to chain NOWHERE, which is not defined"},

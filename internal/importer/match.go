@@ -19,6 +19,7 @@ func matchOf(r v1alpha1.Rule) v1alpha1.Rule {
 		Protocol: r.Protocol, Ports: r.Ports, Sources: r.Sources, Destinations: r.Destinations,
 		InInterface: r.InInterface, OutInterface: r.OutInterface, States: r.States,
 		SourcePorts: r.SourcePorts, ICMPTypes: r.ICMPTypes, Limit: r.Limit, ConnLimit: r.ConnLimit,
+		From: r.From, To: r.To,
 	}
 }
 
@@ -86,6 +87,16 @@ func intersect(a, b v1alpha1.Rule) (r v1alpha1.Rule, none bool, err string) {
 	if r.ICMPTypes, ok = intersectICMPTypes(r.Protocol, a.ICMPTypes, b.ICMPTypes); !ok {
 		return r, true, ""
 	}
+	// A packet in two sets is in no one peer: the sets' intersection has
+	// no name.
+	switch {
+	case len(a.From) > 0 && len(b.From) > 0, len(a.To) > 0 && len(b.To) > 0:
+		return r, false, "the jump and the rule both match an address set on the same side: a rule has one"
+	case len(a.From)+len(b.From) > 0 && len(r.Sources) > 0, len(a.To)+len(b.To) > 0 && len(r.Destinations) > 0:
+		return r, false, "the jump and the rule match addresses and an address set on the same side: a rule takes one or the other"
+	}
+	r.From = slices.Concat(a.From, b.From)
+	r.To = slices.Concat(a.To, b.To)
 	switch {
 	case a.Limit != nil && b.Limit != nil:
 		return r, false, "the jump and the rule both have a rate limit: a rule has one"

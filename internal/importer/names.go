@@ -40,6 +40,12 @@ func baseName(r *v1alpha1.Rule, comment string) string {
 	if len(r.Destinations) > 0 {
 		parts = append(parts, "to-"+r.Destinations[0])
 	}
+	if len(r.From) > 0 {
+		parts = append(parts, "from-"+r.From[0].AddressSet)
+	}
+	if len(r.To) > 0 {
+		parts = append(parts, "to-"+r.To[0].AddressSet)
+	}
 	for _, s := range r.States {
 		parts = append(parts, string(s))
 	}

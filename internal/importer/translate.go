@@ -49,7 +49,7 @@ var connStates = map[string]v1alpha1.ConnState{
 var supportedMatches = map[string]bool{
 	"tcp": true, "udp": true, "sctp": true, "multiport": true,
 	"state": true, "conntrack": true, "comment": true,
-	"icmp": true, "icmp6": true, "icmpv6": true,
+	"icmp": true, "icmp6": true, "icmpv6": true, "set": true,
 	"limit": true, "hashlimit": true, "connlimit": true,
 	// Only in PREROUTING, and only as --dst-type LOCAL (see prerouting.go).
 	"addrtype": true,
@@ -100,6 +100,10 @@ func parseRule(args []string) parsed {
 		if opt == "!" && i+1 < len(args) && args[i+1] == "--dst-type" && matches["addrtype"] {
 			// The one negation that can translate: see --dst-type.
 			negated = true
+			continue
+		}
+		if opt == "!" && i+1 < len(args) && args[i+1] == "--match-set" {
+			fail("! --match-set is not supported: a peer cannot match addresses outside an address set")
 			continue
 		}
 		if opt == "!" {
@@ -326,6 +330,35 @@ func parseRule(args []string) parsed {
 				continue
 			}
 			t.comment = v
+		case "--match-set":
+			name, ok := value()
+			if !ok {
+				continue
+			}
+			flags, ok := value()
+			if !ok {
+				continue
+			}
+			if !matches["set"] {
+				fail("--match-set needs -m set")
+				continue
+			}
+			peers := []v1alpha1.Peer{{AddressSet: name}}
+			switch flags {
+			case "src":
+				if !once("--match-set src") {
+					continue
+				}
+				r.From = peers
+			case "dst":
+				if !once("--match-set dst") {
+					continue
+				}
+				r.To = peers
+			default:
+				fail("--match-set %s %s is not supported: only sets of addresses matched by src or dst; a set of several dimensions (ports, interfaces) cannot be a peer", name, flags)
+				continue
+			}
 		case "--dst-type":
 			v, ok := value()
 			if !ok || !once("--dst-type") {
@@ -389,6 +422,10 @@ func checkParsed(t *parsed, proto string) string {
 		return "--reject-with needs -j REJECT"
 	case t.rejectWith == v1alpha1.RejectWithTCPReset && r.Protocol != v1alpha1.ProtocolTCP:
 		return "--reject-with tcp-reset needs -p tcp"
+	case len(r.Sources) > 0 && len(r.From) > 0:
+		return "-s with --match-set src is not supported: a rule takes addresses or an address set, not both"
+	case len(r.Destinations) > 0 && len(r.To) > 0:
+		return "-d with --match-set dst is not supported: a rule takes addresses or an address set, not both"
 	case len(r.Ports) > 0 && !r.Protocol.HasPorts():
 		return "destination ports need -p tcp, udp or sctp"
 	case len(r.SourcePorts) > 0 && !r.Protocol.HasPorts():

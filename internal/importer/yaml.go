@@ -44,3 +44,26 @@ func WriteYAML(w io.Writer, p *v1alpha1.NodeFirewallPolicy) error {
 	_, err = w.Write(out)
 	return err
 }
+
+// WriteAddressSetYAML writes an address set as a YAML document that
+// follows another: a `---` line, then apiVersion, kind, metadata and spec.
+func WriteAddressSetYAML(w io.Writer, s *v1alpha1.NodeFirewallAddressSet) error {
+	manifest := struct {
+		metav1.TypeMeta
+		Metadata metav1.ObjectMeta                   `json:"metadata"`
+		Spec     v1alpha1.NodeFirewallAddressSetSpec `json:"spec"`
+	}{
+		TypeMeta: metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "NodeFirewallAddressSet"},
+		Metadata: metav1.ObjectMeta{Name: s.Name},
+		Spec:     s.Spec,
+	}
+	out, err := yaml.Marshal(manifest)
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, "---\n"); err != nil {
+		return err
+	}
+	_, err = w.Write(out)
+	return err
+}
