@@ -102,7 +102,12 @@ func TestEverySpecFieldIsDescribed(t *testing.T) {
 					t.Errorf("%s (%s): no description", path, version)
 				}
 			})
-			if n < 5 {
+			// An address set's spec is its one list; the other kinds have many fields.
+			least := 5
+			if kind == "NodeFirewallAddressSet" {
+				least = 1
+			}
+			if n < least {
 				t.Errorf("%s %s: only %d fields under spec: is the schema complete?", kind, version, n)
 			}
 		}
