@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -10,6 +11,8 @@ import (
 	"github.com/nodefw/nodefw/internal/compile"
 	"github.com/nodefw/nodefw/internal/netnstest"
 	"github.com/nodefw/nodefw/internal/nft"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // blocklistNames are the NodeFirewallAddressSets the blocklist rule names:
@@ -89,7 +92,7 @@ func benchBlocklist(t *testing.T, r *report) {
 	}
 	extra := netip.MustParsePrefix("203.0.113.7/32")
 	with := append(entries[:len(entries):len(entries)], extra)
-	var applyTimes, totals []time.Duration
+	var applyTimes, totals, flushTimes []time.Duration
 	var oneStats nft.ApplyStats
 	for i := range 2 * r.cfg.reps {
 		set := with
@@ -111,6 +114,7 @@ func benchBlocklist(t *testing.T, r *report) {
 			t.Errorf("change %d was a full apply: %+v", i, st)
 		}
 		applyTimes, totals = append(applyTimes, done.Sub(compiled)), append(totals, done.Sub(start))
+		flushTimes = append(flushTimes, st.Flush)
 		if i == 0 {
 			oneStats = st
 		}
@@ -169,6 +173,10 @@ func benchBlocklist(t *testing.T, r *report) {
 	t.Logf("blocklist rates: %v", rate)
 
 	size := thousands(n)
+	obj, patch, err := addressSetBytes(entries[n/2:], extra)
+	if err != nil {
+		t.Fatal(err)
+	}
 	r.add(row{
 		figure: fmt.Sprintf("new TCP flows/s behind a Drop rule from a %s-entry blocklist in two sets (peer: no table)", size),
 		ours:   fmt.Sprintf("%.0f", rate["blocklist"]), peer: fmt.Sprintf("%.0f", rate["none"]),
@@ -190,6 +198,10 @@ func benchBlocklist(t *testing.T, r *report) {
 		ours:   ms(median(applyTimes)), peer: "—", ratio: "—", goal: "—", result: "—",
 	})
 	r.add(row{
+		figure: fmt.Sprintf("one entry added to or removed from the %s-entry blocklist: the kernel's transaction (within apply)", size),
+		ours:   ms(median(flushTimes)), peer: "—", ratio: "—", goal: "—", result: "—",
+	})
+	r.add(row{
 		figure: fmt.Sprintf("one entry added to or removed from the %s-entry blocklist: compile + apply", size),
 		ours:   ms(median(totals)), peer: "—", ratio: "—", goal: "—", result: "—",
 	})
@@ -199,6 +211,19 @@ func benchBlocklist(t *testing.T, r *report) {
 			oneStats.Messages, oneStats.Bytes, oneStats.ElementsAdded, oneStats.ElementsDeleted),
 		peer: "—", ratio: "—", goal: "—", result: "—",
 	})
+	r.add(row{
+		figure: fmt.Sprintf("one entry added to a %s-entry NodeFirewallAddressSet: bytes of the object (update body, "+
+			"stored object, each watch event) (peer: a JSON patch's body)", thousands(n-n/2)),
+		ours: fmt.Sprintf("%s bytes", thousands(obj)), peer: fmt.Sprintf("%s bytes", thousands(patch)),
+		ratio: "—", goal: "—", result: "—",
+	})
+	r.note("API bytes: computed in the benchmark by encoding, not measured at an API server: the JSON of the "+
+		"second set with one entry added, which an update sends and the API server stores whole (addresses "+
+		"is an atomic list, so a merge patch carries the whole list too); the peer is the body of a JSON "+
+		"patch that appends the entry, which still makes the API server store and send the whole object. "+
+		"Every agent watching NodeFirewallAddressSets receives the object in a watch event: at 1,000 nodes, "+
+		"about %s MB per one-entry change. The time from the edit to 1,000 agents' inputs and a node join in a "+
+		"1,000-node cluster are not measured here.", thousands(obj*1000/1_000_000))
 	r.note("Blocklist: a NodeFirewallAddressSet of %s entries, a quarter each of IPv4 /32s, IPv4 /24s, IPv6 /48s "+
 		"and IPv6 /64s, none inside or next to another (so the kernel merges none), split in two NodeFirewallAddressSets of %s (the API takes up to 60,000 entries in one), both named by one "+
 		"Drop rule (`from: [{addressSet: blocklist-a}, {addressSet: blocklist-b}]`) ahead of the rule that "+
@@ -207,7 +232,28 @@ func benchBlocklist(t *testing.T, r *report) {
 		"peer has no nodefw table at all; the three setups (no table, the probe's rule alone, the blocklist ahead "+
 		"of it) take turns in windows of %s, %d rounds, medians. Full apply: compile and apply into a namespace "+
 		"without the table. One entry: 203.0.113.7/32 added to the second set, then removed, in turn; each change is sent as set "+
-		"elements alone (an interval element is its start and its end); apply times Apply, compile + apply "+
+		"elements alone (an interval element is its start and its end); apply times Apply, which builds the plan of every element and diffs the sets' intervals in the process before it sends the change; the kernel's transaction is the batch's send and acknowledgement alone (ApplyStats.Flush); compile + apply "+
 		"adds compiling the spec with its %s entries, as the agent does on every change of the set.",
 		size, thousands(n/2), r.cfg.flowTime/4, rounds, size)
+}
+
+// addressSetBytes returns the JSON size of a NodeFirewallAddressSet holding
+// entries and extra, and that of a JSON patch appending extra to it.
+func addressSetBytes(entries []netip.Prefix, extra netip.Prefix) (int, int, error) {
+	set := v1alpha1.NodeFirewallAddressSet{
+		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "NodeFirewallAddressSet"},
+		ObjectMeta: metav1.ObjectMeta{Name: blocklistNames[1], ResourceVersion: "123456"},
+	}
+	for _, p := range append(entries[:len(entries):len(entries)], extra) {
+		set.Spec.Addresses = append(set.Spec.Addresses, v1alpha1.AddressSetEntry(p.String()))
+	}
+	obj, err := json.Marshal(set)
+	if err != nil {
+		return 0, 0, err
+	}
+	patch, err := json.Marshal([]map[string]string{{"op": "add", "path": "/spec/addresses/-", "value": extra.String()}})
+	if err != nil {
+		return 0, 0, err
+	}
+	return len(obj), len(patch), nil
 }
