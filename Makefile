@@ -87,7 +87,10 @@ fuzz: ## Run each fuzz target for FUZZTIME executions (default 20000x; a duratio
 .PHONY: bench
 bench: deps envtest ## Benchmark the packet path, programming, memory, the resolver and the fan-out (root); BENCH_OUT=file also writes the report.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" NODEFW_FANOUT_NODES=2000 go test -count=1 -timeout 30m -v -run '^TestFanOut$$' ./controllers/ | tee $(LOCALBIN)/fanout.log
-	go test -count=1 -timeout 90m -v -run '^TestBenchmarks$$' ./test/bench -args -full -fanout $(LOCALBIN)/fanout.log $(if $(BENCH_OUT),-out $(abspath $(BENCH_OUT)))
+	# Rules through the API server to one node's agent binary, at 10,000 and 50,000.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" NODEFW_SCALE_RULES=10000 go test -count=1 -timeout 30m -v -run '^TestRulesThroughTheAPI$$' ./test/agent/ | grep '^SCALE ' | tee $(LOCALBIN)/scale.log
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" NODEFW_SCALE_RULES=50000 go test -count=1 -timeout 30m -v -run '^TestRulesThroughTheAPI$$' ./test/agent/ | grep '^SCALE ' | tee -a $(LOCALBIN)/scale.log
+	go test -count=1 -timeout 90m -v -run '^TestBenchmarks$$' ./test/bench -args -full -fanout $(LOCALBIN)/fanout.log -scale $(LOCALBIN)/scale.log $(if $(BENCH_OUT),-out $(abspath $(BENCH_OUT)))
 
 ##@ Build
 

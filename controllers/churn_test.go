@@ -96,7 +96,7 @@ func TestConcurrentChurnConverges(t *testing.T) {
 		if err := k8sClient.List(ctx, &ns); err != nil {
 			return err
 		}
-		want := resolve.Resolve(resolve.Input{Policies: ps.Items, Nodes: ns.Items})
+		want := resolve.Resolve(resolve.Input{Policies: ps.Items, Nodes: ns.Items, RevisionNamespace: revisionNamespace})
 		for i := range nodes {
 			n := fmt.Sprintf("t9-node-%d", i)
 			nfw, err := envtesting.GetNodeFirewall(k8sClient, n)

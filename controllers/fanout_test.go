@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -44,7 +45,11 @@ func simulateAgents(ctx context.Context, t *testing.T, prefix string) {
 			sem <- struct{}{}
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				nfw.Status = status.NodeApplied(nfw, len(nfw.Spec.Rules), metav1.Now())
+				spec, err := expandedSpec(nfw)
+				if err != nil {
+					return
+				}
+				nfw.Status = status.NodeApplied(nfw, len(spec.Rules), metav1.Now())
 				_ = k8sClient.Status().Update(ctx, nfw)
 			}()
 		}
@@ -91,7 +96,7 @@ func TestFanOut(t *testing.T) {
 		Spec: fwv1.NodeFirewallPolicySpec{
 			NodeSelector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 				{Key: "t10-half", Operator: metav1.LabelSelectorOpIn, Values: []string{"odd"}}}},
-			Rules: []fwv1.Rule{tcpRule("v1", 1000)},
+			Rules: fanOutRules("v1", 1000),
 		},
 	})
 	ready := func(name string, timeout time.Duration) time.Duration {
@@ -121,20 +126,29 @@ func TestFanOut(t *testing.T) {
 		versions[nfw.Name] = nfw.ResourceVersion
 	}
 
-	before := writesSnapshot()
+	before, beforeBytes := writesSnapshot(), bytesSnapshot()
 	start := time.Now()
 	cur, _ := getPolicy(odd.Name)
-	cur.Spec.Rules = []fwv1.Rule{tcpRule("v2", 2000)}
+	cur.Spec.Rules = fanOutRules("v2", 20000)
+	policyBytes, err := json.Marshal(cur)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := k8sClient.Update(ctx, cur); err != nil {
 		t.Fatal(err)
 	}
 	ready(odd.Name, 120*time.Second)
 	elapsed := time.Since(start)
-	after := writesSnapshot()
-	writes := map[string]int64{}
+	after, afterBytes := writesSnapshot(), bytesSnapshot()
+	writes, written := map[string]int64{}, map[string]int64{}
 	for k, v := range after {
 		if d := v - before[k]; d > 0 {
 			writes[k] = d
+		}
+	}
+	for k, v := range afterBytes {
+		if d := v - beforeBytes[k]; d > 0 {
+			written[k] = d
 		}
 	}
 
@@ -161,6 +175,20 @@ func TestFanOut(t *testing.T) {
 		total += w
 	}
 	// `make bench` reads this line into its report.
-	fmt.Printf("FANOUT nodes=%d touched=%d ready_ms=%d nfw_updates=%d policy_status_updates=%d writes=%d\n", n, n/2,
-		elapsed.Milliseconds(), nfwUpdates, writes["*v1alpha1.NodeFirewallPolicy/status-update"], total)
+	t.Logf("fan-out: bytes sent by kind: %v; the policy is %d bytes", written, len(policyBytes))
+	fmt.Printf("FANOUT nodes=%d touched=%d ready_ms=%d nfw_updates=%d policy_status_updates=%d writes=%d policy_bytes=%d nfw_bytes=%d revision_bytes=%d policy_status_bytes=%d\n", n, n/2,
+		elapsed.Milliseconds(), nfwUpdates, writes["*v1alpha1.NodeFirewallPolicy/status-update"], total,
+		len(policyBytes), written["*v1alpha1.NodeFirewall/update"], written["*v1.ControllerRevision/create"], written["*v1alpha1.NodeFirewallPolicy/status-update"])
+}
+
+// fanOutRules are the 500 rules of the policy the fan-out test edits, one
+// TCP port from one /32 source each, ports from firstPort on.
+func fanOutRules(prefix string, firstPort int32) []fwv1.Rule {
+	rules := make([]fwv1.Rule, 500)
+	for i := range rules {
+		r := tcpRule(fmt.Sprintf("%s-%03d", prefix, i), firstPort+int32(i))
+		r.Sources = []string{fmt.Sprintf("192.0.2.%d/32", i%256)}
+		rules[i] = r
+	}
+	return rules
 }

@@ -71,6 +71,16 @@ type NodeFirewallPolicyReconciler struct {
 	// computed are the policy statuses of the last resolve, for the
 	// policy watch's predicate.
 	computed computedStatuses
+
+	// RevisionNamespace, when set, is the namespace of the
+	// ControllerRevisions that hold each policy's rules once: NodeFirewalls
+	// name them instead of copying the rules. Empty copies the rules into
+	// every NodeFirewall.
+	RevisionNamespace string
+	// APIReader reads from the API server without a cache: the revisions'
+	// names, and the NodeFirewalls before revisions are deleted. Required
+	// with RevisionNamespace.
+	APIReader client.Reader
 }
 
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallpolicies,verbs=get;list;watch
@@ -114,7 +124,15 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		return retryOnConflict(err)
 	}
 	failsafes := resolve.Failsafes{Inbound: settings.FailsafeInbound, Outbound: settings.FailsafeOutbound}
-	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: failsafes})
+	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: failsafes,
+		RevisionNamespace: r.RevisionNamespace})
+	// Revisions first, so that no NodeFirewall names one that is not there.
+	var revisions map[string]bool
+	if r.RevisionNamespace != "" {
+		if revisions, err = r.ensureRevisions(ctx, desired.Revisions); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
 	plan := resolve.Plan(desired.Nodes, nfws.Items, nodes.Items, time.Now())
 	// Node peers: their sets are written before the NodeFirewalls that name
 	// them, and deleted after those stop naming them.
@@ -130,6 +148,11 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	current, rejected, err := r.writeNodeFirewalls(ctx, plan)
 	if err != nil {
 		return retryOnConflict(err)
+	}
+	if r.RevisionNamespace != "" {
+		if err := r.collectRevisions(ctx, revisions, desired.Revisions); err != nil {
+			return reconcile.Result{}, err
+		}
 	}
 	for _, t := range append(held, rejected...) {
 		desired.Problems = append(desired.Problems, t.Problems()...)
@@ -201,6 +224,10 @@ func (r *NodeFirewallPolicyReconciler) writeNodeFirewalls(ctx context.Context, w
 	}
 	for _, nfw := range w.Update {
 		writes = append(writes, func(ctx context.Context) error {
+			// Only the spec and metadata are written: the API server keeps
+			// managed fields that are left out and ignores the status, so
+			// the request stays small; the response fills both in again.
+			nfw.ManagedFields, nfw.Status = nil, fwv1.NodeFirewallStatus{}
 			return done(nfw, r.Update(ctx, nfw, client.FieldOwner(FieldManager)))
 		})
 	}

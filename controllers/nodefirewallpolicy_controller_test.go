@@ -39,7 +39,11 @@ func ack(t *testing.T, node string, ok bool) {
 			return err
 		}
 		if ok {
-			nfw.Status = status.NodeApplied(nfw, len(nfw.Spec.Rules), metav1.Now())
+			spec, err := expandedSpec(nfw)
+			if err != nil {
+				return err
+			}
+			nfw.Status = status.NodeApplied(nfw, len(spec.Rules), metav1.Now())
 		} else {
 			nfw.Status = status.NodeFailed(nfw, fwv1.ReasonApplyFailed, fmt.Errorf("netlink: operation not permitted"))
 		}
@@ -62,7 +66,11 @@ func expectRules(t *testing.T, node string, want []string) {
 		if err != nil {
 			return err
 		}
-		if diff := cmp.Diff(want, ruleNames(nfw.Spec)); diff != "" {
+		spec, err := expandedSpec(nfw)
+		if err != nil {
+			return err
+		}
+		if diff := cmp.Diff(want, ruleNames(spec)); diff != "" {
 			return fmt.Errorf("rules of %s (-want +got):\n%s", node, diff)
 		}
 		return nil

@@ -13,20 +13,33 @@ import (
 	"github.com/nodefw/nodefw/internal/resolve"
 )
 
-// bigPolicy is a policy of MaxPolicyRules rules of 32 sources each, about
-// 0.45 MiB once resolved: four of them on one node go over the request limit.
-func bigPolicy(name string, selector metav1.LabelSelector) *fwv1.NodeFirewallPolicy {
-	rules := make([]fwv1.Rule, fwv1.MaxPolicyRules)
-	for i := range rules {
-		r := tcpRule(fmt.Sprintf("rule-%03d", i), int32(1000+i))
-		for j := range 32 {
-			r.Sources = append(r.Sources, fmt.Sprintf("fd00:%x:%x::%x/128", i/256, i%256, j))
-		}
-		rules[i] = r
-	}
+// longPolicy is a policy with a name of 240 characters: its reference on
+// a node, with the revision named after it, takes about 0.5 KiB, so a few
+// dozen take a NodeFirewall over the suite's request limit.
+func longPolicy(prefix string, i int, selector metav1.LabelSelector) *fwv1.NodeFirewallPolicy {
+	name := fmt.Sprintf("%s-%02d-", prefix, i)
+	name += strings.Repeat("x", 240-len(name))
 	return &fwv1.NodeFirewallPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: selector, Rules: rules},
+		Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: selector, Rules: []fwv1.Rule{tcpRule("ssh", 22)}},
+	}
+}
+
+// policyCount checks that node's NodeFirewall lists from least to most
+// policies, and is within the request limit.
+func policyCount(node string, least, most int) func() error {
+	return func() error {
+		nfw, err := envtesting.GetNodeFirewall(k8sClient, node)
+		if err != nil {
+			return err
+		}
+		if n := len(nfw.Spec.Policies); n < least || n > most {
+			return fmt.Errorf("%s lists %d policies, want %d to %d", node, n, least, most)
+		}
+		if n := resolve.SerializedSize(nfw); n > suiteRequestLimit {
+			return fmt.Errorf("the written NodeFirewall %s is %d bytes, over the limit", node, n)
+		}
+		return nil
 	}
 }
 
@@ -37,60 +50,41 @@ func TestOversizedNodeFirewallIsReported(t *testing.T) {
 	newNode(t, "size-big", map[string]string{"size-big": "", "size-all": ""})
 	newNode(t, "size-small", map[string]string{"size-all": ""})
 	big := metav1.LabelSelector{MatchLabels: map[string]string{"size-big": ""}}
-	for _, name := range []string{"size-a", "size-b", "size-c"} {
-		newPolicy(t, bigPolicy(name, big))
+	all := metav1.LabelSelector{MatchLabels: map[string]string{"size-all": ""}}
+	const n = 20
+	for i := range n {
+		newPolicy(t, longPolicy("size-a", i, big))
 	}
-	envtesting.Eventually(t, timeout, func() error {
-		nfw, err := envtesting.GetNodeFirewall(k8sClient, "size-big")
-		if err != nil {
-			return err
-		}
-		if n := len(nfw.Spec.Rules); n != 3*fwv1.MaxPolicyRules {
-			return fmt.Errorf("size-big has %d rules, want %d", n, 3*fwv1.MaxPolicyRules)
-		}
-		if n := resolve.SerializedSize(nfw); n > resolve.DefaultRequestLimit {
-			return fmt.Errorf("the written NodeFirewall is %d bytes, over the limit", n)
-		}
-		return nil
-	})
+	envtesting.Eventually(t, timeout, policyCount("size-big", n, n))
 
-	// A fourth policy, selecting both nodes, takes size-big over the limit.
-	newPolicy(t, bigPolicy("size-d", metav1.LabelSelector{MatchLabels: map[string]string{"size-all": ""}}))
-	for _, name := range []string{"size-a", "size-d"} {
+	// As many again, selecting both nodes, take size-big over the limit.
+	for i := range n {
+		newPolicy(t, longPolicy("size-d", i, all))
+	}
+	for _, p := range []*fwv1.NodeFirewallPolicy{longPolicy("size-a", 0, big), longPolicy("size-d", n-1, all)} {
 		envtesting.Eventually(t, timeout, func() error {
-			p, err := getPolicy(name)
+			p, err := getPolicy(p.Name)
 			if err != nil {
 				return err
 			}
 			c := condition(p, fwv1.ConditionStalled)
 			if c == nil || c.Reason != fwv1.ReasonNodeFirewallTooLarge {
-				return fmt.Errorf("%s: Stalled = %+v, want reason %s", name, c, fwv1.ReasonNodeFirewallTooLarge)
+				return fmt.Errorf("%s: Stalled = %+v, want reason %s", p.Name, c, fwv1.ReasonNodeFirewallTooLarge)
 			}
-			want := fmt.Sprintf("over the limit of %d bytes", resolve.DefaultRequestLimit)
+			want := fmt.Sprintf("over the limit of %d bytes", suiteRequestLimit)
 			if !strings.Contains(c.Message, "NodeFirewall size-big would be") || !strings.Contains(c.Message, want) {
-				return fmt.Errorf("%s: message %q lacks the node, the size or %q", name, c.Message, want)
+				return fmt.Errorf("%s: message %q lacks the node, the size or %q", p.Name, c.Message, want)
 			}
 			return nil
 		})
 	}
-	expectEvent(t, "size-d", corev1.EventTypeWarning, fwv1.ReasonNodeFirewallTooLarge)
+	expectEvent(t, longPolicy("size-d", 0, all).Name, corev1.EventTypeWarning, fwv1.ReasonNodeFirewallTooLarge)
 
-	// size-big keeps its last NodeFirewall; size-small gets its own.
-	nfw, err := envtesting.GetNodeFirewall(k8sClient, "size-big")
-	if err != nil {
-		t.Fatal(err)
+	// size-big keeps the last NodeFirewall that fitted (the first of the
+	// new policies may have been written before the rest were created);
+	// size-small gets all of its own.
+	if err := policyCount("size-big", n, 2*n-1)(); err != nil {
+		t.Errorf("after the oversized change: %v", err)
 	}
-	if n := len(nfw.Spec.Rules); n != 3*fwv1.MaxPolicyRules {
-		t.Errorf("size-big has %d rules after the oversized change, want the last written %d", n, 3*fwv1.MaxPolicyRules)
-	}
-	envtesting.Eventually(t, timeout, func() error {
-		nfw, err := envtesting.GetNodeFirewall(k8sClient, "size-small")
-		if err != nil {
-			return err
-		}
-		if n := len(nfw.Spec.Rules); n != fwv1.MaxPolicyRules {
-			return fmt.Errorf("size-small has %d rules, want %d", n, fwv1.MaxPolicyRules)
-		}
-		return nil
-	})
+	envtesting.Eventually(t, timeout, policyCount("size-small", n, n))
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"sync"
@@ -31,6 +32,17 @@ var (
 	reconciler *NodeFirewallPolicyReconciler
 	// restConfig reaches the suite's API server.
 	restConfig *rest.Config
+)
+
+const (
+	// revisionNamespace holds the policies' revisions, as the controller's
+	// namespace does in a cluster.
+	revisionNamespace = "nodefw-system"
+	// suiteRequestLimit is the largest NodeFirewall the suite's controller
+	// writes: low enough that a test reaches it with a few dozen policies
+	// now that a NodeFirewall names their revisions instead of copying
+	// their rules.
+	suiteRequestLimit = 16 * 1024
 )
 
 func TestMain(m *testing.M) {
@@ -65,11 +77,20 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "creating manager: %v\n", err)
 		return 1
 	}
+	ns := &corev1.Namespace{}
+	ns.Name = revisionNamespace
+	if err := k8sClient.Create(context.Background(), ns); err != nil {
+		fmt.Fprintf(os.Stderr, "creating namespace %s: %v\n", revisionNamespace, err)
+		return 1
+	}
 	reconciler = &NodeFirewallPolicyReconciler{
-		Client:           countWrites(mgr.GetClient()),
-		Recorder:         mgr.GetEventRecorder("nodefw-controller"),
-		WriteConcurrency: 8,
-		Config:           clusterconfig.NewTracker(clusterconfig.Defaults()),
+		Client:            countWrites(mgr.GetClient()),
+		Recorder:          mgr.GetEventRecorder("nodefw-controller"),
+		WriteConcurrency:  8,
+		Config:            clusterconfig.NewTracker(clusterconfig.Defaults()),
+		RequestLimit:      suiteRequestLimit,
+		RevisionNamespace: revisionNamespace,
+		APIReader:         mgr.GetAPIReader(),
 		// Long, so that a missed event shows as a test failure rather than
 		// being repaired by the safety net.
 		PeriodicResolve: 10 * time.Minute,
@@ -98,10 +119,30 @@ func zapLevel() zapcore.Level {
 // controllerWrites counts the controller's API writes by kind and verb.
 var controllerWrites sync.Map // "Kind/verb" -> *atomic.Int64
 
+// controllerBytes counts the bytes of the objects the controller sent, by
+// kind and verb, as JSON.
+var controllerBytes sync.Map // "Kind/verb" -> *atomic.Int64
+
 func countWrite(obj client.Object, verb string) {
 	kind := fmt.Sprintf("%T", obj)
 	v, _ := controllerWrites.LoadOrStore(kind+"/"+verb, new(atomic.Int64))
 	v.(*atomic.Int64).Add(1)
+	if verb == "delete" {
+		return
+	}
+	if b, err := json.Marshal(obj); err == nil {
+		v, _ := controllerBytes.LoadOrStore(kind+"/"+verb, new(atomic.Int64))
+		v.(*atomic.Int64).Add(int64(len(b)))
+	}
+}
+
+func bytesSnapshot() map[string]int64 {
+	out := map[string]int64{}
+	controllerBytes.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return out
 }
 
 func writesSnapshot() map[string]int64 {

@@ -193,12 +193,21 @@ type PolicyReference struct {
 	// that a staged rollout can keep a node on it.
 	// +optional
 	DefaultActions *DefaultActions `json:"defaultActions,omitempty"`
+
+	// revision names the ControllerRevision, in the controller's namespace,
+	// that holds the policy's rules at that generation: the agent reads
+	// them from there, in this reference's place in the evaluation order.
+	// Empty when the policy's rules are in spec.rules.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Revision string `json:"revision,omitempty"`
 }
 
 // NodeFirewallSpec is a node's resolved firewall: what its agent programs.
 type NodeFirewallSpec struct {
 	// rules are the node's rules in evaluation order: by policy priority,
-	// then policy name, then the order within the policy.
+	// then policy name, then the order within the policy. The controller
+	// leaves them out for every policy whose reference names a revision.
 	// +optional
 	// +listType=atomic
 	Rules []NodeFirewallRule `json:"rules,omitempty"`

@@ -63,6 +63,7 @@ type options struct {
 	setLookups    bool
 	logGroup      uint
 	logQueue      int
+	revisionNS    string
 	zap           zap.Options
 }
 
@@ -126,6 +127,9 @@ func run() error {
 		ConfirmTimeout: o.confirmWait,
 
 		Config: clusterconfig.NewTracker(bootstrap),
+		// Revisions are read by name, uncached by any informer: the agent
+		// may only get them, and keeps those its NodeFirewall names.
+		Revisions: &agent.Revisions{Reader: mgr.GetAPIReader(), Namespace: o.revisionNS},
 		ConfirmerFor: func(endpoint string) agent.Confirmer {
 			return &agent.TCPConfirmer{Endpoint: endpoint, NetnsPath: o.netnsPath}
 		},
@@ -182,6 +186,8 @@ func parseFlags() *options {
 	flag.BoolVar(&o.setLookups, "set-lookups", true,
 		"Compile runs of simple rules into concatenated-set lookups (per-packet cost independent of the rule count); "+
 			"false programs one nftables rule per rule, evaluated in order as iptables does"+whileNoConfig)
+	flag.StringVar(&o.revisionNS, "revision-namespace", "nodefw-system",
+		"Namespace of the ControllerRevisions holding the policies' rules that the NodeFirewall names: the controller's namespace.")
 	o.zap.BindFlags(flag.CommandLine)
 	flag.Parse()
 	return o

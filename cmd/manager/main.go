@@ -38,6 +38,7 @@ func main() {
 		progressDeadline time.Duration
 		inbound          string
 		outbound         string
+		revisionNS       string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address the metrics endpoint binds to, e.g. :8443 (HTTPS) or :8080 (HTTP). 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to. 0 disables them.")
@@ -53,6 +54,8 @@ func main() {
 		"The agents' outbound failsafe ports, to warn in status about rules they shadow, while there is no NodeFirewallConfig named default (which takes precedence).")
 	flag.DurationVar(&progressDeadline, "progress-deadline", 10*time.Minute,
 		"How long a policy may stay Reconciling before it is reported Stalled (ProgressDeadlineExceeded); 0 disables.")
+	flag.StringVar(&revisionNS, "revision-namespace", defaultRevisionNamespace(),
+		"Namespace of the ControllerRevisions that hold each policy's rules once, named by the NodeFirewalls; the agents read them there (default $POD_NAMESPACE, else nodefw-system).")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -109,11 +112,13 @@ func main() {
 		os.Exit(1)
 	}
 	if err := (&controllers.NodeFirewallPolicyReconciler{
-		Client:           mgr.GetClient(),
-		Recorder:         mgr.GetEventRecorder("nodefw-controller"),
-		WriteConcurrency: writeConcurrency,
-		ProgressDeadline: progressDeadline,
-		Config:           clusterconfig.NewTracker(bootstrap),
+		Client:            mgr.GetClient(),
+		Recorder:          mgr.GetEventRecorder("nodefw-controller"),
+		WriteConcurrency:  writeConcurrency,
+		ProgressDeadline:  progressDeadline,
+		Config:            clusterconfig.NewTracker(bootstrap),
+		RevisionNamespace: revisionNS,
+		APIReader:         mgr.GetAPIReader(),
 	}).SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "creating controller")
 		os.Exit(1)
@@ -131,4 +136,13 @@ func main() {
 		setupLog.Error(err, "running manager")
 		os.Exit(1)
 	}
+}
+
+// defaultRevisionNamespace is the manager's own namespace, from the
+// downward API, or nodefw-system.
+func defaultRevisionNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "nodefw-system"
 }

@@ -76,6 +76,11 @@ type Reconciler struct {
 	// stays.
 	ConfirmerFor func(endpoint string) Confirmer
 
+	// Revisions fetches the ControllerRevisions holding the policies'
+	// rules that the NodeFirewall names; without it such a NodeFirewall
+	// is not applied.
+	Revisions *Revisions
+
 	// LogSources, when set, is given the log prefixes of every ruleset
 	// committed, for the drop-log reader to name policies and rules.
 	LogSources func(map[string]compile.LogSource)
@@ -129,13 +134,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.ensureFinalizer(ctx, nfw); err != nil {
 		return reconcile.Result{}, err
 	}
+	spec, err := r.expand(ctx, nfw)
+	if err != nil {
+		return reconcile.Result{}, r.revisionUnavailable(ctx, nfw, err)
+	}
 	// Peers: the contents of the address sets the rules look up.
-	sets, setGens, err := r.addressSets(ctx, nfw.Spec)
+	sets, setGens, err := r.addressSets(ctx, spec)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
 	r.cur.compile.AddressSets, r.cur.addressSets = sets, setGens
-	rs, err := compile.Compile(nfw.Spec, r.cur.compile)
+	rs, err := compile.Compile(spec, r.cur.compile)
 	if err != nil {
 		return resync, r.refuse(ctx, nfw, err)
 	}
@@ -159,6 +168,32 @@ func (r *Reconciler) ensureFinalizer(ctx context.Context, nfw *fwv1.NodeFirewall
 	patch := client.MergeFrom(nfw.DeepCopy())
 	controllerutil.AddFinalizer(nfw, fwv1.AgentFinalizer)
 	return r.Client.Patch(ctx, nfw, patch, client.FieldOwner(fieldManager))
+}
+
+// expand is the NodeFirewall's spec with the rules of the revisions it
+// names in place: what the compiler takes.
+func (r *Reconciler) expand(ctx context.Context, nfw *fwv1.NodeFirewall) (fwv1.NodeFirewallSpec, error) {
+	v := r.Revisions
+	if v == nil {
+		v = &Revisions{}
+	}
+	return v.Expand(ctx, nfw.Spec)
+}
+
+// revisionUnavailable keeps the last good ruleset while a revision the
+// NodeFirewall names cannot be read (not yet visible, or no access), says
+// why, and returns err so that the read is retried with a backoff.
+func (r *Reconciler) revisionUnavailable(ctx context.Context, nfw *fwv1.NodeFirewall, err error) error {
+	logger := log.FromContext(ctx)
+	logger.Error(err, "reading the NodeFirewall's revisions; keeping the previous ruleset")
+	r.event(nfw, corev1.EventTypeWarning, ReasonRevisionUnavailable, "%v", err)
+	if derr := r.repairDrift(ctx, nfw); derr != nil {
+		logger.Error(derr, "repairing drift of the previous ruleset")
+	}
+	if serr := r.writeStatus(ctx, nfw, status.NodeFailed(nfw, ReasonRevisionUnavailable, err)); serr != nil {
+		logger.Error(serr, "writing status")
+	}
+	return err
 }
 
 // refuse keeps the last good ruleset for a NodeFirewall that fails the

@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"sort"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/revision"
 )
 
 // Input is everything the resolver reads.
@@ -30,6 +32,12 @@ type Input struct {
 	// Failsafes are the ports the agents accept before any rule; the Drop
 	// and Reject rules they shadow are reported.
 	Failsafes Failsafes
+	// RevisionNamespace, when set, stores each policy's rules once: every
+	// policy reference names the ControllerRevision in this namespace
+	// that holds them (Result.Revisions), and the node specs carry no
+	// rules of their own. Empty copies the rules into every node's spec,
+	// as `nodefw render` shows them.
+	RevisionNamespace string
 }
 
 // Failsafes are the agents' failsafe ports (their --failsafe-inbound and
@@ -49,6 +57,9 @@ type Result struct {
 	// Problems are sorted by policy, then reason; those of one policy and
 	// reason in rule order, or by message when they have no rule.
 	Problems []Problem
+	// Revisions are the latest revision of every policy, sorted by name,
+	// when Input.RevisionNamespace is set.
+	Revisions []*appsv1.ControllerRevision
 }
 
 // Problem is something a policy's status should report.
@@ -64,7 +75,7 @@ type Problem struct {
 
 // Resolve resolves every policy against every node.
 func Resolve(in Input) Result {
-	policies, problems := preparePolicies(in.Policies)
+	policies, problems := preparePolicies(in.Policies, in.RevisionNamespace)
 	matchedBy, matches := matchNodes(in.Nodes, in.Policies, policies)
 	current := byName(in.Current)
 	problems = append(problems, stageRollouts(policies, matches, current)...)
@@ -74,7 +85,7 @@ func Resolve(in Input) Result {
 		problems = append(problems, failsafeShadows(&in.Policies[i], in.Failsafes)...)
 	}
 	sortProblems(problems)
-	return Result{Nodes: nodes, Matches: matches, Problems: problems}
+	return Result{Nodes: nodes, Matches: matches, Problems: problems, Revisions: revisions(policies)}
 }
 
 // contribution is what one policy puts on one node.
@@ -88,16 +99,18 @@ type preparedPolicy struct {
 	policy   *fwv1.NodeFirewallPolicy
 	selector labels.Selector
 	latest   contribution
+	// revision holds the policy's rules when they are shared.
+	revision *appsv1.ControllerRevision
 	// heldBack are the nodes a staged rollout keeps on their current
 	// generation of this policy.
 	heldBack map[string]bool
 }
 
 // preparePolicies parses every policy's selector and converts its rules
-// once, and returns the policies in evaluation order: lowest priority
-// first, ties broken by name. A policy whose selector does not parse is
-// reported and left out.
-func preparePolicies(policies []fwv1.NodeFirewallPolicy) ([]preparedPolicy, []Problem) {
+// once (or into a revision in namespace, when it is set), and returns the
+// policies in evaluation order: lowest priority first, ties broken by
+// name. A policy whose selector does not parse is reported and left out.
+func preparePolicies(policies []fwv1.NodeFirewallPolicy, namespace string) ([]preparedPolicy, []Problem) {
 	var problems []Problem
 	prepared := make([]preparedPolicy, 0, len(policies))
 	for i := range policies {
@@ -111,11 +124,15 @@ func preparePolicies(policies []fwv1.NodeFirewallPolicy) ([]preparedPolicy, []Pr
 			})
 			continue
 		}
-		prepared = append(prepared, preparedPolicy{
-			policy:   p,
-			selector: sel,
-			latest:   contribution{ref: reference(p), rules: nodeRules(p)},
-		})
+		pp := preparedPolicy{policy: p, selector: sel, latest: contribution{ref: reference(p)}}
+		if namespace == "" {
+			pp.latest.rules = nodeRules(p)
+		} else {
+			cr := revision.For(p, namespace)
+			pp.revision = cr
+			pp.latest.ref.Revision = cr.Name
+		}
+		prepared = append(prepared, pp)
 	}
 	sort.Slice(prepared, func(i, j int) bool {
 		a, b := prepared[i].policy, prepared[j].policy
@@ -273,6 +290,18 @@ func nodeRules(p *fwv1.NodeFirewallPolicy) []fwv1.NodeFirewallRule {
 	for i, r := range p.Spec.Rules {
 		out[i] = r.NodeRule(p.Name, mode)
 	}
+	return out
+}
+
+// revisions are the prepared policies' revisions, sorted by name.
+func revisions(policies []preparedPolicy) []*appsv1.ControllerRevision {
+	var out []*appsv1.ControllerRevision
+	for i := range policies {
+		if cr := policies[i].revision; cr != nil {
+			out = append(out, cr)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 

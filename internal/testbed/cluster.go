@@ -209,7 +209,8 @@ func (c *Cluster) start(ctx context.Context) error {
 
 	c.logf("starting the manager")
 	c.Manager, err = StartProcess(c.Dir, "manager", filepath.Join(binDir, "manager"),
-		"--kubeconfig", c.Kubeconfig, "--health-probe-bind-address", "0", "--metrics-bind-address", "0")
+		"--kubeconfig", c.Kubeconfig, "--health-probe-bind-address", "0", "--metrics-bind-address", "0",
+		"--revision-namespace", ManagerNamespace)
 	if err != nil {
 		return err
 	}
@@ -240,6 +241,7 @@ func (c *Cluster) start(ctx context.Context) error {
 			"--kubeconfig", c.Kubeconfig,
 			"--node-name", n.Name,
 			"--netns", n.NS.Path(),
+			"--revision-namespace", ManagerNamespace,
 			"--metrics-bind-address", "0",
 			"--health-probe-bind-address", "0",
 			"--resync-period", c.opts.ResyncPeriod.String(),

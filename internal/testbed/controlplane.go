@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -39,6 +40,10 @@ type ControlPlane struct {
 	// than envtest's.
 	restarted bool
 }
+
+// ManagerNamespace is the controller's namespace, as in a cluster: the
+// ControllerRevisions holding the policies' rules live there.
+const ManagerNamespace = "nodefw-system"
 
 // StartControlPlane starts etcd and kube-apiserver from KUBEBUILDER_ASSETS,
 // installs the CRDs in crdDir and writes an admin kubeconfig into dir.
@@ -85,6 +90,12 @@ func StartControlPlane(crdDir, dir string) (*ControlPlane, error) {
 	cp.Client, err = envtesting.NewClient(cfg)
 	if err != nil {
 		return fail(err)
+	}
+	// The controller's namespace, which holds the policies' revisions.
+	ns := &corev1.Namespace{}
+	ns.Name = ManagerNamespace
+	if err := cp.Client.Create(context.Background(), ns); err != nil {
+		return fail(fmt.Errorf("creating namespace %s: %w", ManagerNamespace, err))
 	}
 	// Remember how the API server was started, so that it can be stopped
 	// and started again with the same certificates and port.

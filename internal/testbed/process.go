@@ -50,6 +50,14 @@ func (p *Process) Start() error {
 	return nil
 }
 
+// Pid is the process's id while it runs, 0 otherwise.
+func (p *Process) Pid() int {
+	if !p.Running() {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Running reports whether the process is still alive.
 func (p *Process) Running() bool {
 	if p.done == nil {

@@ -41,6 +41,8 @@ var (
 	// fanout is the output of the controllers package's TestFanOut, which
 	// `make bench` runs first (it needs envtest, not root).
 	fanout = flag.String("fanout", "", "add the fan-out figures from this TestFanOut output")
+	// scale is the output of test/agent's TestRulesThroughTheAPI runs.
+	scale = flag.String("scale", "", "add the end-to-end figures from this TestRulesThroughTheAPI output")
 )
 
 // config sizes one run.
@@ -201,6 +203,9 @@ func TestBenchmarks(t *testing.T) {
 	t.Run("resolver", func(t *testing.T) { benchResolver(t, r) })
 	if *fanout != "" {
 		t.Run("fanout", func(t *testing.T) { benchFanOut(t, r, *fanout) })
+	}
+	if *scale != "" {
+		t.Run("scale", func(t *testing.T) { benchScale(t, r, *scale) })
 	}
 	md := r.markdown()
 	fmt.Println(md)

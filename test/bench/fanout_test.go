@@ -15,6 +15,10 @@ import (
 type fanOut struct {
 	nodes, touched, nfwUpdates, policyStatusUpdates, writes int
 	ready                                                   time.Duration
+	// Bytes sent by the controller for the change, as JSON: NodeFirewall
+	// updates, revisions created and policy status updates, and the size
+	// of the edited policy itself.
+	policyBytes, nfwBytes, revisionBytes, policyStatusBytes int
 }
 
 // readFanOut finds the FANOUT line TestFanOut prints in its output.
@@ -32,8 +36,9 @@ func readFanOut(path string) (fanOut, error) {
 		}
 		var fo fanOut
 		var readyMs int64
-		if _, err := fmt.Sscanf(line, "FANOUT nodes=%d touched=%d ready_ms=%d nfw_updates=%d policy_status_updates=%d writes=%d",
-			&fo.nodes, &fo.touched, &readyMs, &fo.nfwUpdates, &fo.policyStatusUpdates, &fo.writes); err != nil {
+		if _, err := fmt.Sscanf(line, "FANOUT nodes=%d touched=%d ready_ms=%d nfw_updates=%d policy_status_updates=%d writes=%d policy_bytes=%d nfw_bytes=%d revision_bytes=%d policy_status_bytes=%d",
+			&fo.nodes, &fo.touched, &readyMs, &fo.nfwUpdates, &fo.policyStatusUpdates, &fo.writes,
+			&fo.policyBytes, &fo.nfwBytes, &fo.revisionBytes, &fo.policyStatusBytes); err != nil {
 			return fanOut{}, fmt.Errorf("%s: %q: %w", path, line, err)
 		}
 		fo.ready = time.Duration(readyMs) * time.Millisecond
@@ -64,6 +69,18 @@ func benchFanOut(t *testing.T, r *report, path string) {
 		peer: "—", ratio: "—", goal: "no write for a node whose rules did not change",
 		result: verdict(fo.nfwUpdates == fo.touched),
 	})
+	perNode := 0
+	if fo.touched > 0 {
+		perNode = fo.nfwBytes / fo.touched
+	}
+	r.add(row{
+		figure: fmt.Sprintf("fan-out: bytes sent for one edit of a 500-rule policy (%s bytes) selecting %s of %s nodes",
+			thousands(fo.policyBytes), thousands(fo.touched), thousands(fo.nodes)),
+		ours: fmt.Sprintf("revision %s B once; NodeFirewalls %s B (%d B a node); policy status %s B",
+			thousands(fo.revisionBytes), thousands(fo.nfwBytes), perNode, thousands(fo.policyStatusBytes)),
+		peer: "—", ratio: "—", goal: "the policy once plus ≤ 1 KiB per node",
+		result: verdict(fo.revisionBytes <= fo.policyBytes && perNode <= 1024),
+	})
 	r.note("Fan-out: `TestFanOut` of the controllers package in envtest (NODEFW_FANOUT_NODES=%d), run by "+
 		"`make bench` before this benchmark: simulated agents acknowledge every new NodeFirewall generation in its "+
 		"status; half of the nodes have a policy that then changes. The test itself fails if a NodeFirewall of "+
@@ -73,7 +90,7 @@ func benchFanOut(t *testing.T, r *report, path string) {
 
 func TestReadFanOut(t *testing.T) {
 	path := t.TempDir() + "/fanout.log"
-	log := "=== RUN   TestFanOut\nFANOUT nodes=2000 touched=1000 ready_ms=12345 nfw_updates=1000 policy_status_updates=30 writes=1030\n--- PASS\n"
+	log := "=== RUN   TestFanOut\nFANOUT nodes=2000 touched=1000 ready_ms=12345 nfw_updates=1000 policy_status_updates=30 writes=1030 policy_bytes=50000 nfw_bytes=600000 revision_bytes=45000 policy_status_bytes=150000\n--- PASS\n"
 	if err := os.WriteFile(path, []byte(log), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +98,8 @@ func TestReadFanOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := fanOut{nodes: 2000, touched: 1000, nfwUpdates: 1000, policyStatusUpdates: 30, writes: 1030, ready: 12345 * time.Millisecond}
+	want := fanOut{nodes: 2000, touched: 1000, nfwUpdates: 1000, policyStatusUpdates: 30, writes: 1030, ready: 12345 * time.Millisecond,
+		policyBytes: 50000, nfwBytes: 600000, revisionBytes: 45000, policyStatusBytes: 150000}
 	if got != want {
 		t.Errorf("readFanOut = %+v, want %+v", got, want)
 	}

@@ -219,10 +219,12 @@ func checkAdmission(t *testing.T, ctx context.Context, c *localcluster.Cluster) 
 		// Its own spec: refused.
 		own = getNodeFirewall(t, ctx, agent, n.Name)
 		patch := client.MergeFrom(own.DeepCopy())
-		own.Spec.Rules = nil
+		// (The controller names the policies' revisions and writes no
+		// rules of its own: the agent adds one.)
+		own.Spec.Rules = append(own.Spec.Rules, fwv1.NodeFirewallRule{Policy: "agent", Name: "open", Chain: fwv1.ChainInput, Action: fwv1.ActionAccept})
 		err = agent.Patch(ctx, own, patch, client.DryRunAll)
 		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "may not change a NodeFirewall's spec") {
-			t.Errorf("%s: the agent emptying its own NodeFirewall's rules: %v, want forbidden", n.Name, err)
+			t.Errorf("%s: the agent adding a rule to its own NodeFirewall: %v, want forbidden", n.Name, err)
 		}
 	}
 }

@@ -28,6 +28,8 @@ func TestDefaultHasEveryObject(t *testing.T) {
 		{"ClusterRoleBinding", "", "nodefw-manager-rolebinding"},
 		{"Role", managerNamespace, "nodefw-leader-election-role"},
 		{"RoleBinding", managerNamespace, "nodefw-leader-election-rolebinding"},
+		{"Role", managerNamespace, "nodefw-revisions-role"},
+		{"RoleBinding", managerNamespace, "nodefw-revisions-rolebinding"},
 		{"ClusterRole", "", metricsAuthRole},
 		{"ClusterRoleBinding", "", "nodefw-metrics-auth-rolebinding"},
 		{"ClusterRole", "", "nodefw-metrics-reader"},
@@ -36,6 +38,8 @@ func TestDefaultHasEveryObject(t *testing.T) {
 		{"ServiceAccount", agentNamespace, agentName},
 		{"ClusterRole", "", agentRole},
 		{"ClusterRoleBinding", "", "nodefw-agent-rolebinding"},
+		{"Role", managerNamespace, "nodefw-agent-revisions-role"},
+		{"RoleBinding", managerNamespace, "nodefw-agent-revisions-rolebinding"},
 		{"DaemonSet", agentNamespace, agentName},
 		{"ValidatingAdmissionPolicy", "", admissionPolicy},
 		{"ValidatingAdmissionPolicyBinding", "", admissionPolicy},
@@ -229,6 +233,22 @@ func TestManagerRBAC(t *testing.T) {
 	if !permissions(t, objs.get(t, "Role", managerNamespace, "nodefw-leader-election-role"))[rule{"coordination.k8s.io", "leases", "update"}] {
 		t.Error("the leader election Role cannot update Leases")
 	}
+	// The policies' revisions, in the controller's namespace only; never updated.
+	revs := permissions(t, objs.get(t, "Role", managerNamespace, "nodefw-revisions-role"))
+	want := map[rule]bool{}
+	for _, v := range []string{"create", "delete", "get", "list"} {
+		want[rule{"apps", "controllerrevisions", v}] = true
+	}
+	if d := diff(sortedRules(want), sortedRules(revs)); d != "" {
+		t.Errorf("the controller's revisions Role (-want +got):\n%s", d)
+	}
+	rb = into[rbacv1.RoleBinding](t, objs.get(t, "RoleBinding", managerNamespace, "nodefw-revisions-rolebinding"))
+	checkBinding(t, rb.Name, rb.RoleRef, rb.Subjects, "Role", "nodefw-revisions-role", managerNamespace, managerName)
+	for r := range perms {
+		if r.Resource == "controllerrevisions" {
+			t.Errorf("%s grants %s in every namespace", managerRole, r)
+		}
+	}
 }
 
 func TestAgentRBAC(t *testing.T) {
@@ -265,6 +285,14 @@ func TestAgentRBAC(t *testing.T) {
 	}
 	crb := into[rbacv1.ClusterRoleBinding](t, objs.get(t, "ClusterRoleBinding", "", "nodefw-agent-rolebinding"))
 	checkBinding(t, crb.Name, crb.RoleRef, crb.Subjects, "ClusterRole", agentRole, agentNamespace, agentName)
+
+	// The policies' revisions: get, in the controller's namespace only.
+	revs := permissions(t, objs.get(t, "Role", managerNamespace, "nodefw-agent-revisions-role"))
+	if d := diff(sortedRules(map[rule]bool{{"apps", "controllerrevisions", "get"}: true}), sortedRules(revs)); d != "" {
+		t.Errorf("the agent's revisions Role (-want +got):\n%s", d)
+	}
+	rb := into[rbacv1.RoleBinding](t, objs.get(t, "RoleBinding", managerNamespace, "nodefw-agent-revisions-rolebinding"))
+	checkBinding(t, rb.Name, rb.RoleRef, rb.Subjects, "Role", "nodefw-agent-revisions-role", agentNamespace, agentName)
 }
 
 func TestAgentDaemonSet(t *testing.T) {
