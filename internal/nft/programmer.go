@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -84,6 +85,9 @@ type ApplyStats struct {
 	Bytes int
 	// ElementsAdded and ElementsDeleted count set elements sent.
 	ElementsAdded, ElementsDeleted int
+	// Flush is how long the kernel took to take an incremental update's
+	// batch, from sending it to its acknowledgement; zero for rewrites.
+	Flush time.Duration
 }
 
 // New returns a Programmer for the inet table named table (compile.DefaultTable

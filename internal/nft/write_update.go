@@ -2,6 +2,7 @@ package nft
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/google/nftables"
 )
@@ -33,8 +34,10 @@ func (p *Programmer) updateElements(c *nftables.Conn, updates []setUpdate) (Appl
 	if err := p.sizeBuffers(stats.Bytes, stats.Messages); err != nil {
 		return ApplyStats{}, err
 	}
+	start := time.Now()
 	if err := c.Flush(); err != nil {
 		return ApplyStats{}, fmt.Errorf("nft: updating sets of table inet %s: %w", p.table, err)
 	}
+	stats.Flush = time.Since(start)
 	return stats, nil
 }

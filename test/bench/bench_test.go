@@ -8,6 +8,9 @@
 //     iptables-nft-restore and `nft -f` of the rendered ruleset, a one-rule
 //     change at 10,000 rules, and the peak memory of a process applying
 //     10,000 rules;
+//   - a blocklist: a set of 100,000 entries referenced by one Drop rule,
+//     its new-flow rate against no table, its full apply and a one-entry
+//     change;
 //   - the resolver: 5,000 nodes and 1,000 policies on one core;
 //   - with -fanout, the control plane's fan-out, from the output of the
 //     controllers package's TestFanOut in envtest.
@@ -55,6 +58,8 @@ type config struct {
 	applySizes []int
 	incrRules  int
 	memRules   int
+	// blocklist is the number of entries of the blocklist set.
+	blocklist int
 	// nodes and policies size the resolver.
 	nodes, policies int
 	// reps repeats every timing; slowReps the slow ones (50,000 rules
@@ -66,14 +71,14 @@ var (
 	fullConfig = config{
 		name:        "full",
 		packetRules: 10000, flowTime: 2 * time.Second, flowWorkers: 2,
-		applySizes: []int{1000, 10000, 50000}, incrRules: 10000, memRules: 10000,
+		applySizes: []int{1000, 10000, 50000}, incrRules: 10000, memRules: 10000, blocklist: 100000,
 		nodes: 5000, policies: 1000,
 		reps: 5, slowReps: 3,
 	}
 	shortConfig = config{
 		name:        "short",
 		packetRules: 1000, flowTime: 300 * time.Millisecond, flowWorkers: 2,
-		applySizes: []int{100, 1000}, incrRules: 1000, memRules: 1000,
+		applySizes: []int{100, 1000}, incrRules: 1000, memRules: 1000, blocklist: 1000,
 		nodes: 200, policies: 50,
 		reps: 1, slowReps: 1,
 	}
@@ -188,6 +193,7 @@ func TestBenchmarks(t *testing.T) {
 	root := os.Geteuid() == 0
 	if root {
 		t.Run("packet", func(t *testing.T) { benchPacketPath(t, r) })
+		t.Run("blocklist", func(t *testing.T) { benchBlocklist(t, r) })
 		t.Run("apply", func(t *testing.T) { benchFullApply(t, r) })
 		t.Run("incremental", func(t *testing.T) { benchIncremental(t, r) })
 		t.Run("memory", func(t *testing.T) { benchMemory(t, r) })
