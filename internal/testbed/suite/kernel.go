@@ -5,13 +5,17 @@ import (
 	"fmt"
 
 	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
 	"github.com/nodefw/nodefw/internal/nft"
 	"github.com/nodefw/nodefw/internal/resolve"
+	"github.com/nodefw/nodefw/internal/revision"
+	"github.com/nodefw/nodefw/internal/testbed"
 )
 
 // agentCompileOptions are the compile options of the test bed's agents:
@@ -43,7 +47,7 @@ func (c *Cluster) KernelMismatches(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	want := resolve.Resolve(resolve.Input{Policies: ps.Items, Nodes: ns.Items})
+	want := resolve.Resolve(resolve.Input{Policies: ps.Items, Nodes: ns.Items, RevisionNamespace: testbed.ManagerNamespace})
 	var out []string
 	for _, n := range c.Nodes {
 		nfw := &fwv1.NodeFirewall{}
@@ -54,7 +58,17 @@ func (c *Cluster) KernelMismatches(ctx context.Context) ([]string, error) {
 			out = append(out, fmt.Sprintf("%s: NodeFirewall differs from the resolver (-want +got):\n%s", n.Name, diff))
 			continue
 		}
-		rs, err := compile.Compile(want.Nodes[n.Name], opts)
+		// What the agent compiles: the revisions' rules in place, and the
+		// address sets they look up.
+		spec, err := c.expand(ctx, nfw.Spec)
+		if err != nil {
+			return nil, err
+		}
+		nodeOpts := opts
+		if nodeOpts.AddressSets, err = c.addressSets(ctx, spec); err != nil {
+			return nil, err
+		}
+		rs, err := compile.Compile(spec, nodeOpts)
 		if err != nil {
 			return nil, err
 		}
@@ -72,4 +86,42 @@ func (c *Cluster) KernelMismatches(ctx context.Context) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// expand puts the rules of the revisions a NodeFirewall names in place.
+func (c *Cluster) expand(ctx context.Context, spec fwv1.NodeFirewallSpec) (fwv1.NodeFirewallSpec, error) {
+	rules := map[string][]fwv1.Rule{}
+	for _, name := range revision.Names(&spec) {
+		cr := &appsv1.ControllerRevision{}
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: testbed.ManagerNamespace, Name: name}, cr); err != nil {
+			return fwv1.NodeFirewallSpec{}, err
+		}
+		rs, err := revision.Rules(cr)
+		if err != nil {
+			return fwv1.NodeFirewallSpec{}, err
+		}
+		rules[name] = rs
+	}
+	return revision.Expand(spec, rules)
+}
+
+// addressSets are the contents of the address sets spec looks up; a
+// missing one is left out, as the agent leaves it out.
+func (c *Cluster) addressSets(ctx context.Context, spec fwv1.NodeFirewallSpec) (compile.AddressSets, error) {
+	sets := compile.AddressSets{}
+	for _, name := range compile.AddressSetNames(spec) {
+		s := &fwv1.NodeFirewallAddressSet{}
+		if err := c.Client.Get(ctx, client.ObjectKey{Name: name}, s); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return nil, err
+		}
+		prefixes, err := compile.ParseAddressSet(s.Spec.Addresses)
+		if err != nil {
+			continue
+		}
+		sets[name] = prefixes
+	}
+	return sets, nil
 }
