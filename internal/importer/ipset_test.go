@@ -61,8 +61,8 @@ func TestImportMatchSet(t *testing.T) {
 		wantRules: []v1alpha1.Rule{{Name: "input-from-office-drop", Chain: in, Action: drop, From: []v1alpha1.Peer{{AddressSet: "office"}}}},
 		want:      []Warning{{Line: 1, Text: "-A INPUT -m set --match-set Office src -j DROP", Reason: needs("Office", "office")}},
 	}, {
-		name:  "upper case ambiguous",
-		input: "-A INPUT -m set --match-set Office src -j DROP\n-A INPUT -m set --match-set office dst -j DROP\n",
+		name:      "upper case ambiguous",
+		input:     "-A INPUT -m set --match-set Office src -j DROP\n-A INPUT -m set --match-set office dst -j DROP\n",
 		wantRules: []v1alpha1.Rule{{Name: "input-to-office-drop", Chain: in, Action: drop, To: []v1alpha1.Peer{{AddressSet: "office"}}}},
 		want: []Warning{
 			{Line: 1, Text: "-A INPUT -m set --match-set Office src -j DROP", Reason: "set name Office is not a valid Kubernetes name, and its lower-case office is also the lower-case of set office: rename one of them"},

@@ -124,12 +124,7 @@ func benchBlocklist(t *testing.T, r *report) {
 
 	// The packet path: no table, one rule, and the blocklist in front of
 	// it, taking turns in the same rounds.
-	type setup struct {
-		name   string
-		client *netnstest.NS
-		rates  []float64
-	}
-	var setups []*setup
+	var setups []*flowSetup
 	for _, c := range []struct {
 		name string
 		spec *v1alpha1.NodeFirewallSpec
@@ -148,28 +143,9 @@ func benchBlocklist(t *testing.T, r *report) {
 				t.Fatal(err)
 			}
 		}
-		for _, k := range []string{"nf_conntrack_tcp_timeout_close", "nf_conntrack_tcp_timeout_time_wait"} {
-			_ = pair.Host.Sysctl("net/netfilter/"+k, "1")
-		}
-		if _, err := connectRate(pair.Client, r.cfg.flowWorkers, r.cfg.flowTime/4); err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
-		setups = append(setups, &setup{name: c.name, client: pair.Client})
+		setups = append(setups, newFlowSetup(t, r.cfg, c.name, pair))
 	}
-	rounds := 4 * r.cfg.reps
-	for range rounds {
-		for _, s := range setups {
-			rate, err := connectRate(s.client, r.cfg.flowWorkers, r.cfg.flowTime/4)
-			if err != nil {
-				t.Fatalf("%s: %v", s.name, err)
-			}
-			s.rates = append(s.rates, rate)
-		}
-	}
-	rate := map[string]float64{}
-	for _, s := range setups {
-		rate[s.name] = median(s.rates)
-	}
+	rate := medianRates(t, r.cfg, setups)
 	t.Logf("blocklist rates: %v", rate)
 
 	size := thousands(n)
@@ -234,7 +210,7 @@ func benchBlocklist(t *testing.T, r *report) {
 		"without the table. One entry: 203.0.113.7/32 added to the second set, then removed, in turn; each change is sent as set "+
 		"elements alone (an interval element is its start and its end); apply times Apply, which builds the plan of every element and diffs the sets' intervals in the process before it sends the change; the kernel's transaction is the batch's send and acknowledgement alone (ApplyStats.Flush); compile + apply "+
 		"adds compiling the spec with its %s entries, as the agent does on every change of the set.",
-		size, thousands(n/2), r.cfg.flowTime/4, rounds, size)
+		size, thousands(n/2), r.cfg.flowTime/4, 4*r.cfg.reps, size)
 }
 
 // addressSetBytes returns the JSON size of a NodeFirewallAddressSet holding

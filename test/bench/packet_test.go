@@ -85,12 +85,7 @@ func connectRate(client *netnstest.NS, workers int, d time.Duration) (float64, e
 // and of logging.
 func benchPacketPath(t *testing.T, r *report) {
 	n := r.cfg.packetRules
-	type setup struct {
-		name   string
-		client *netnstest.NS
-		rates  []float64
-	}
-	var setups []*setup
+	var setups []*flowSetup
 	for _, c := range []struct {
 		name  string
 		rules int
@@ -131,31 +126,9 @@ func benchPacketPath(t *testing.T, r *report) {
 		} else if _, _, err := iptablesRestore(pair.Host, spec); err != nil {
 			t.Fatal(err)
 		}
-		// Connections closed by a reset leave conntrack entries in CLOSE:
-		// let them go at once, so the table never fills.
-		for _, k := range []string{"nf_conntrack_tcp_timeout_close", "nf_conntrack_tcp_timeout_time_wait"} {
-			_ = pair.Host.Sysctl("net/netfilter/"+k, "1")
-		}
-		// Warm up: listener, caches, conntrack.
-		if _, err := connectRate(pair.Client, r.cfg.flowWorkers, r.cfg.flowTime/4); err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
-		setups = append(setups, &setup{name: c.name, client: pair.Client})
+		setups = append(setups, newFlowSetup(t, r.cfg, c.name, pair))
 	}
-	rounds := 4 * r.cfg.reps
-	for range rounds {
-		for _, s := range setups {
-			rate, err := connectRate(s.client, r.cfg.flowWorkers, r.cfg.flowTime/4)
-			if err != nil {
-				t.Fatalf("%s: %v", s.name, err)
-			}
-			s.rates = append(s.rates, rate)
-		}
-	}
-	rate := map[string]float64{}
-	for _, s := range setups {
-		rate[s.name] = median(s.rates)
-	}
+	rate := medianRates(t, r.cfg, setups)
 	t.Logf("rates: %v", rate)
 	base, ours, peer := rate["ours1"], rate["ours"], rate["iptables"]
 	r.add(row{
@@ -191,5 +164,46 @@ func benchPacketPath(t *testing.T, r *report) {
 		"that accepts it, after %s rules that do not match it (an allowlist of TCP/UDP ports from IPv4 hosts, /24s "+
 		"and IPv6 /48s). Peer: the same rules loaded with iptables-nft-restore and ip6tables-nft-restore, "+
 		"one iptables rule per nodefw rule. The setups take turns in windows of %s, %d rounds; the "+
-		"rates are medians over the windows.", r.cfg.flowWorkers, thousands(n-1), r.cfg.flowTime/4, rounds)
+		"rates are medians over the windows.", r.cfg.flowWorkers, thousands(n-1), r.cfg.flowTime/4, 4*r.cfg.reps)
+}
+
+// flowSetup is one host whose new-flow rate is measured beside others'.
+type flowSetup struct {
+	name   string
+	client *netnstest.NS
+	rates  []float64
+}
+
+// newFlowSetup lets the host's closed connections go at once, so that
+// conntrack never fills, and warms up listener, caches and conntrack.
+func newFlowSetup(t *testing.T, cfg config, name string, pair *netnstest.Pair) *flowSetup {
+	t.Helper()
+	for _, k := range []string{"nf_conntrack_tcp_timeout_close", "nf_conntrack_tcp_timeout_time_wait"} {
+		_ = pair.Host.Sysctl("net/netfilter/"+k, "1")
+	}
+	if _, err := connectRate(pair.Client, cfg.flowWorkers, cfg.flowTime/4); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return &flowSetup{name: name, client: pair.Client}
+}
+
+// medianRates measures the setups in interleaved rounds, so that the
+// machine's noise falls on all of them alike, and returns each one's
+// median new-flow rate by name.
+func medianRates(t *testing.T, cfg config, setups []*flowSetup) map[string]float64 {
+	t.Helper()
+	for range 4 * cfg.reps {
+		for _, s := range setups {
+			rate, err := connectRate(s.client, cfg.flowWorkers, cfg.flowTime/4)
+			if err != nil {
+				t.Fatalf("%s: %v", s.name, err)
+			}
+			s.rates = append(s.rates, rate)
+		}
+	}
+	rate := map[string]float64{}
+	for _, s := range setups {
+		rate[s.name] = median(s.rates)
+	}
+	return rate
 }

@@ -232,4 +232,3 @@ func describe(rs []nflog.Record) string {
 	}
 	return b.String()
 }
-
