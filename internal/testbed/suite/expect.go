@@ -210,6 +210,12 @@ func (c *Cluster) RestoreBaseline(t testing.TB) {
 		}
 	}
 	c.settle(t, ctx)
+	// Ready policies can still carry the status of before the deletions:
+	// the probes wait until every kernel is the resolver's output.
+	c.WaitFor(t, "every NodeFirewall and kernel equal to the resolver's output", time.Minute, func(ctx context.Context) (bool, error) {
+		mismatches, err := c.KernelMismatches(ctx)
+		return len(mismatches) == 0, err
+	})
 	c.Expect(t, "baseline restored", c.SeedChecks())
 }
 
