@@ -477,6 +477,9 @@ func describe(c *ruleCase) string {
 	fmt.Fprintf(&b, "--- rule set (NodeFirewallSpec)\n%s", y)
 	fmt.Fprintf(&b, "--- iptables-nft-restore\n%s", c.v4)
 	fmt.Fprintf(&b, "--- ip6tables-nft-restore\n%s", c.v6)
+	if c.ipset != "" {
+		fmt.Fprintf(&b, "--- ipset restore\n%s", c.ipset)
+	}
 	if rs, err := compile.Compile(c.spec, c.options()); err != nil {
 		fmt.Fprintf(&b, "--- compile: %v\n", err)
 	} else {
