@@ -76,6 +76,11 @@ func (f *ipsetFile) warn(line int, text, format string, args ...any) {
 	f.warnings = append(f.warnings, Warning{Source: SourceIPSet, Line: line, Text: text, Reason: fmt.Sprintf(format, args...)})
 }
 
+// note is warn for a line imported exactly (Warning.Exact).
+func (f *ipsetFile) note(line int, text, format string, args ...any) {
+	f.warnings = append(f.warnings, Warning{Source: SourceIPSet, Line: line, Text: text, Reason: fmt.Sprintf(format, args...), Exact: true})
+}
+
 // parseIPSet reads `ipset save` output. It fails only on a read error;
 // everything it cannot take is a warning.
 func parseIPSet(r io.Reader) (*ipsetFile, error) {

@@ -20,8 +20,8 @@ import (
 // v1alpha1.MaxPeerExcepts of them, and no entry more specific than a
 // nomatch entry that holds it. Otherwise the NodeFirewallAddressSet holds
 // the addresses ipset matches, as CIDRs, and the peers no except. Either
-// way the import is exact, and a warning on the create line says which
-// was done.
+// way the import is exact, and a note on the create line (Warning.Exact)
+// says which was done.
 
 // carveNomatch decides how the set's nomatch entries are imported. Only
 // nomatch entries inside some entry matter: the others exclude nothing.
@@ -48,7 +48,7 @@ func (f *ipsetFile) carveNomatch(s *ipset) {
 		for _, n := range holes {
 			s.except = append(s.except, prefixString(n))
 		}
-		f.warn(s.line, s.create, "set %s has nomatch entries: the NodeFirewallAddressSet holds its other entries, and every rule naming it carves %v out as the peer's except; a reference written by hand needs the same except",
+		f.note(s.line, s.create, "set %s has nomatch entries: the NodeFirewallAddressSet holds its other entries, and every rule naming it carves %v out as the peer's except; a reference written by hand needs the same except",
 			s.name, s.except)
 		return
 	}
@@ -61,7 +61,7 @@ func (f *ipsetFile) carveNomatch(s *ipset) {
 	if reentered {
 		why = "entries inside them match again, which except cannot say"
 	}
-	f.warn(s.line, s.create, "set %s has nomatch entries (%s): the NodeFirewallAddressSet holds the %d CIDRs the set matches, without them",
+	f.note(s.line, s.create, "set %s has nomatch entries (%s): the NodeFirewallAddressSet holds the %d CIDRs the set matches, without them",
 		s.name, why, len(matched))
 }
 

@@ -22,7 +22,7 @@ func TestImportIPSetNomatch(t *testing.T) {
 		ipsets    string
 		wantRules []v1alpha1.Rule
 		wantSets  []*v1alpha1.NodeFirewallAddressSet
-		// wantWarning is the reason of the one warning about the set.
+		// wantWarning is the reason of the one note about the set.
 		wantWarning string
 	}{{
 		name:   "except",
@@ -84,7 +84,7 @@ func TestImportIPSetNomatch(t *testing.T) {
 			}
 			var want []Warning
 			if tt.wantWarning != "" {
-				want = []Warning{{Source: SourceIPSet, Line: 1, Text: strings.SplitN(tt.ipsets, "\n", 2)[0], Reason: tt.wantWarning}}
+				want = []Warning{{Source: SourceIPSet, Line: 1, Text: strings.SplitN(tt.ipsets, "\n", 2)[0], Reason: tt.wantWarning, Exact: true}}
 			}
 			if d := cmp.Diff(want, withoutImplicitAcceptWarnings(res.Warnings)); d != "" {
 				t.Errorf("warnings (-want +got):\n%s", d)
