@@ -55,7 +55,7 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: deps
-deps: ## Install nftables and iptables when missing (Debian).
+deps: ## Install nftables, iptables and ipset when missing (Debian).
 	@hack/install-deps.sh
 
 .PHONY: envtest

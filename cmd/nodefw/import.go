@@ -67,7 +67,9 @@ func runImport(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	setWarnings := 0
 	for _, w := range res.Warnings {
 		if w.Source != "" {
-			setWarnings++
+			if !w.Exact {
+				setWarnings++
+			}
 			fmt.Fprintf(stderr, "%s line %d: %s: %s\n", w.Source, w.Line, w.Reason, w.Text)
 			continue
 		}

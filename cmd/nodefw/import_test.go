@@ -273,13 +273,25 @@ func TestImportIPSet(t *testing.T) {
 		}
 	}
 
-	lossy := write("lossy", "create office hash:net family inet\nadd office 192.0.2.0/24\nadd office 192.0.2.128/25 nomatch\ncreate v6 hash:ip family inet6\n")
+	lossy := write("lossy", "create office hash:net family inet\nadd office 192.0.2.0/24\nadd office 192.0.2.128-192.0.2.200\ncreate v6 hash:ip family inet6\n")
 	code, out, stderr = runCLI(t, rules, "import", "--ipset", lossy, "--strict")
 	if code == 0 {
-		t.Errorf("--strict passed a nomatch entry skipped")
+		t.Errorf("--strict passed a range entry skipped")
 	}
-	if !strings.Contains(stderr, "ipset line 3: entry skipped: nomatch") || !strings.Contains(out, "kind: NodeFirewallAddressSet") {
-		t.Errorf("want the nomatch line reported and the sets written\nstderr:\n%s\nout:\n%s", stderr, out)
+	if !strings.Contains(stderr, "ipset line 3: entry skipped: range") || !strings.Contains(out, "kind: NodeFirewallAddressSet") {
+		t.Errorf("want the range line reported and the sets written\nstderr:\n%s\nout:\n%s", stderr, out)
+	}
+
+	// nomatch entries are imported exactly, as the except of the rule's
+	// peer: a note, which --strict passes.
+	nomatch := write("nomatch", "create office hash:net family inet\nadd office 192.0.2.0/24\nadd office 192.0.2.128/25 nomatch\ncreate v6 hash:ip family inet6\n")
+	code, out, stderr = runCLI(t, rules, "import", "--ipset", nomatch, "--strict")
+	if code != 0 {
+		t.Errorf("--strict failed an exact import of nomatch entries: exit code %d\nstderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "ipset line 1: set office has nomatch entries") || !strings.Contains(stderr, "2 address sets, 0 ipset warnings") ||
+		!strings.Contains(out, "except:\n      - 192.0.2.128/25") {
+		t.Errorf("want the note on the set, no warning, and the except in the rule\nstderr:\n%s\nout:\n%s", stderr, out)
 	}
 
 	if code, _, stderr := runCLI(t, rules, "import", "--ipset", filepath.Join(dir, "missing")); code == 0 || !strings.Contains(stderr, "--ipset") {

@@ -69,6 +69,10 @@ type Warning struct {
 	Text string
 	// Reason says why the line was not translated, or what to check.
 	Reason string
+	// Exact marks a note about a line translated exactly, but in another
+	// shape than it has in the input (an ipset set's nomatch entries): no
+	// difference, so `nodefw import --strict` passes it.
+	Exact bool
 }
 
 func (w Warning) String() string {

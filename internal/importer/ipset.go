@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,12 +49,20 @@ type ipset struct {
 	name, kind string
 	family     string
 	line       int
-	addresses  []string
+	// create is the create line's text.
+	create    string
+	addresses []string
 	// unsupported says why the set is not imported; rules naming it are
 	// not translated.
 	unsupported string
 	// changed says why the set imported matches otherwise than in ipset.
 	changed string
+	// nomatch are the entries added with nomatch: exceptions to the
+	// entries that hold them (see nomatch.go).
+	nomatch []netip.Prefix
+	// except are the nomatch entries the rules naming the set carve out of
+	// their peer; nil when the set's addresses already leave them out.
+	except []string
 }
 
 // ipsetFile is what an `ipset save` file holds.
@@ -65,6 +74,11 @@ type ipsetFile struct {
 
 func (f *ipsetFile) warn(line int, text, format string, args ...any) {
 	f.warnings = append(f.warnings, Warning{Source: SourceIPSet, Line: line, Text: text, Reason: fmt.Sprintf(format, args...)})
+}
+
+// note is warn for a line imported exactly (Warning.Exact).
+func (f *ipsetFile) note(line int, text, format string, args ...any) {
+	f.warnings = append(f.warnings, Warning{Source: SourceIPSet, Line: line, Text: text, Reason: fmt.Sprintf(format, args...), Exact: true})
 }
 
 // parseIPSet reads `ipset save` output. It fails only on a read error;
@@ -86,11 +100,16 @@ func parseIPSet(r io.Reader) (*ipsetFile, error) {
 	}
 	for _, name := range f.order {
 		s := f.sets[name]
+		if s.unsupported == "" && len(s.nomatch) > 0 {
+			f.carveNomatch(s)
+		}
 		if s.unsupported == "" && len(s.addresses) > v1alpha1.MaxAddressSetEntries {
 			s.unsupported = fmt.Sprintf("%d entries: a NodeFirewallAddressSet holds %d; split the set", len(s.addresses), v1alpha1.MaxAddressSetEntries)
-			f.warn(s.line, "create "+name, "set %s has %s", name, s.unsupported)
+			f.warn(s.line, s.create, "set %s has %s", name, s.unsupported)
 		}
 	}
+	// The warnings about whole sets come after reading them: in line order.
+	slices.SortStableFunc(f.warnings, func(a, b Warning) int { return a.Line - b.Line })
 	return f, nil
 }
 
@@ -124,7 +143,7 @@ func (f *ipsetFile) create(n int, text, name, kind string, opts []string) {
 		f.warn(n, text, "set %s created twice: the second is ignored", name)
 		return
 	}
-	s := &ipset{name: name, kind: kind, family: "inet", line: n}
+	s := &ipset{name: name, kind: kind, family: "inet", line: n, create: text}
 	f.sets[name] = s
 	f.order = append(f.order, name)
 	if !addressSetTypes[kind] {
@@ -190,11 +209,12 @@ func (f *ipsetFile) add(n int, text, name, entry string, opts []string) {
 			s.changed = "entries of the set were skipped (see the ipset warnings)"
 		}
 	}
+	nomatch := false
 	for i := 0; i < len(opts); i++ {
 		opt := opts[i]
 		if opt == "nomatch" {
-			skip("nomatch makes %s an exception to the set's other entries, which an address set cannot hold: the set imported matches what it excluded", entry)
-			return
+			nomatch = true
+			continue
 		}
 		takes, known := ipsetAddOptions[opt]
 		if !known {
@@ -222,6 +242,14 @@ func (f *ipsetFile) add(n int, text, name, entry string, opts []string) {
 	if p, err := netip.ParsePrefix(a); err == nil && p.Masked() != p {
 		// ipset stores the network; so does the set.
 		a = p.Masked().String()
+	}
+	if nomatch {
+		if s.kind != "hash:net" {
+			skip("nomatch is an option of hash:net sets only")
+			return
+		}
+		s.nomatch = append(s.nomatch, mustPrefix(a))
+		return
 	}
 	s.addresses = append(s.addresses, a)
 }
@@ -319,6 +347,9 @@ func (im *importer) resolveSets(t parsed) parsed {
 				t.notes = append(t.notes, fmt.Sprintf("set %s is imported with a change: %s", raw, s.changed))
 			}
 			peers[i].AddressSet = name
+			if s, ok := im.lookupSet(raw); ok && len(s.except) > 0 {
+				peers[i].Except = slices.Clone(s.except)
+			}
 		}
 	}
 	return t

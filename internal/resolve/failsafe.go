@@ -46,12 +46,9 @@ func failsafeShadows(p *fwv1.NodeFirewallPolicy, fs Failsafes) []Problem {
 }
 
 // shadows reports whether rule r matches some traffic to failsafe f: its
-// protocol, a port, and addresses list by list: the rule's sources are
-// unset, or the failsafe's are, or some of each overlap, and the same for
-// destinations (an IPv4 source list and an IPv6 destination list count as
-// meeting, as the failsafe-warning admission policy, which must agree,
-// cannot tell them apart cheaply). Interfaces and states do not matter:
-// the rule would still drop some of that traffic.
+// protocol, a port, and addresses side by side (sidesMeet). Interfaces
+// and states do not matter: the rule would still drop some of that
+// traffic.
 func shadows(r fwv1.Rule, f compile.Failsafe) bool {
 	if r.Protocol != "" && r.Protocol != f.Protocol {
 		return false
@@ -61,7 +58,25 @@ func shadows(r fwv1.Rule, f compile.Failsafe) bool {
 	}) {
 		return false
 	}
-	return overlap(rulePrefixes(r.Sources), f.Sources) && overlap(rulePrefixes(r.Destinations), f.Destinations)
+	return sidesMeet(r.Sources, r.From, f.Sources) && sidesMeet(r.Destinations, r.To, f.Destinations)
+}
+
+// sidesMeet reports whether a rule's addresses on one side (literal, or
+// peers) and a failsafe's may hold an address in common: the failsafe's
+// are unset; or the rule's literal ones overlap them (an IPv4 source list
+// and an IPv6 destination list count as meeting, as the failsafe-warning
+// admission policy, which must agree, cannot tell them apart cheaply); or
+// the rule has neither. Peers' addresses follow the cluster and are not
+// in the policy, which is all the admission policy sees: a rule on peers
+// meets only a failsafe that takes every address on that side.
+func sidesMeet(addrs []string, peers []fwv1.Peer, failsafe []netip.Prefix) bool {
+	switch {
+	case len(failsafe) == 0:
+		return true
+	case len(addrs) > 0:
+		return overlap(rulePrefixes(addrs), failsafe)
+	}
+	return len(peers) == 0
 }
 
 // overlap reports whether two address lists, each empty for any address,

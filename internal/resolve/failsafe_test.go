@@ -95,3 +95,42 @@ func TestFailsafeShadowsByAddress(t *testing.T) {
 		})
 	}
 }
+
+// TestFailsafeShadowsByPeers: a rule on peers is restricted to their
+// addresses, which are not in the policy: it shadows a failsafe that takes
+// every address on that side, and not one restricted to addresses,
+// whatever the peers hold; its literal side is compared as ever.
+func TestFailsafeShadowsByPeers(t *testing.T) {
+	pfx := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
+	ssh := compile.Failsafe{Protocol: fwv1.ProtocolTCP, Ports: compile.PortInterval{First: 22, Last: 22}}
+	etcd := compile.Failsafe{Protocol: fwv1.ProtocolTCP, Ports: compile.PortInterval{First: 2379, Last: 2380}, Sources: pfx("10.0.0.0/24")}
+	toDNS := compile.Failsafe{Protocol: fwv1.ProtocolUDP, Ports: compile.PortInterval{First: 53, Last: 53}, Destinations: pfx("10.96.0.10/32")}
+	controlPlane := []fwv1.Peer{{NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"node-role.kubernetes.io/control-plane": ""}}}}
+	blocklist := []fwv1.Peer{{AddressSet: "blocklist", Except: []string{"10.0.0.0/24"}}}
+	tests := []struct {
+		name string
+		rule fwv1.Rule
+		fs   compile.Failsafe
+		want bool
+	}{
+		{"from peers, failsafe from anywhere", fwv1.Rule{From: blocklist}, ssh, true},
+		{"from node peers, failsafe from anywhere", fwv1.Rule{From: controlPlane}, ssh, true},
+		{"to peers, failsafe to anywhere", fwv1.Rule{To: controlPlane}, ssh, true},
+		{"from peers, failsafe from addresses", fwv1.Rule{From: controlPlane}, etcd, false},
+		{"from an address set, failsafe from addresses", fwv1.Rule{From: blocklist}, etcd, false},
+		{"to peers, failsafe to addresses", fwv1.Rule{To: blocklist}, toDNS, false},
+		{"from peers, failsafe to addresses: sources meet, destinations unset", fwv1.Rule{From: blocklist}, toDNS, true},
+		{"from peers, literal destinations inside the failsafe's", fwv1.Rule{From: blocklist, Destinations: []string{"10.96.0.0/16"}}, toDNS, true},
+		{"from peers, literal destinations elsewhere", fwv1.Rule{From: blocklist, Destinations: []string{"10.97.0.0/16"}}, toDNS, false},
+		{"literal sources inside, to peers against a failsafe from addresses", fwv1.Rule{Sources: []string{"10.0.0.5"}, To: controlPlane}, etcd, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.rule
+			r.Name, r.Chain, r.Action, r.Protocol = "r", fwv1.ChainInput, fwv1.ActionDrop, tc.fs.Protocol
+			if got := shadows(r, tc.fs); got != tc.want {
+				t.Errorf("shadows(%+v, %v) = %v, want %v", r, tc.fs, got, tc.want)
+			}
+		})
+	}
+}

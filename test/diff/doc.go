@@ -30,7 +30,12 @@
 // Besides random rule sets and the sample policies, the importer's corpus
 // of iptables-save files is compared with its imports
 // (TestImportedCorpus): each file, without the lines the import reports
-// as not translated, against the imported policy.
+// as not translated, against the imported policy. Random rulesets that
+// look up ipset sets (TestIPSetRuleSets: `-m set --match-set`, hash:ip
+// and hash:net of both families, nomatch entries included) are loaded
+// with ipset into the iptables router and, imported with their `ipset
+// save` output, as policies whose peers look up NodeFirewallAddressSets
+// into nodefw's.
 //
 // The tests run as root and fail, rather than skip, without it. The random
 // rule sets are reproducible: set i of seed s is drawn from (s, i).

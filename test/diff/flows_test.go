@@ -206,7 +206,7 @@ func TestProbesShareNoEntry(t *testing.T) {
 	refused := func(name string, rs []result) {
 		t.Helper()
 		for _, r := range rs {
-			if want := traceVerdict(spec, r.probe); want != netnstest.Accepted && (r.ipt != want || r.nfw != want) {
+			if want := traceVerdict(spec, nil, r.probe); want != netnstest.Accepted && (r.ipt != want || r.nfw != want) {
 				t.Errorf("%s: %v: iptables %v, nodefw %v, want %v", name, r.probe, r.ipt, r.nfw, want)
 			}
 		}

@@ -381,7 +381,7 @@ func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) 
 	}
 	var suspects []probe
 	for i, r := range results {
-		results[i].trace = traceVerdict(c.spec, r.probe)
+		results[i].trace = traceVerdict(c.spec, c.addressSets, r.probe)
 		if r.ipt != r.nfw || r.ipt != results[i].trace || r.nfw != results[i].trace {
 			suspects = append(suspects, r.probe)
 		}
@@ -393,7 +393,7 @@ func (t *topology) check(tb testing.TB, c *ruleCase, probes []probe, st *stats) 
 			tb.Fatalf("%s: %v", c.name, err)
 		}
 		for _, r := range settled {
-			r.trace = traceVerdict(c.spec, r.probe)
+			r.trace = traceVerdict(c.spec, c.addressSets, r.probe)
 			if r.ipt != r.nfw {
 				confirmed = append(confirmed, r)
 			}
@@ -455,7 +455,7 @@ func (t *topology) reportDisagreements(tb testing.TB, c *ruleCase, disagreements
 		fmt.Fprintf(&b, "  %v\n", r)
 	}
 	b.WriteString(describe(c))
-	fmt.Fprintf(&b, "--- nodefw trace of %v\n%s", disagreements[0].probe, describeTrace(c.spec, disagreements[0].probe))
+	fmt.Fprintf(&b, "--- nodefw trace of %v\n%s", disagreements[0].probe, describeTrace(c.spec, c.addressSets, disagreements[0].probe))
 	tb.Errorf("%s", b.String())
 }
 
@@ -477,6 +477,9 @@ func describe(c *ruleCase) string {
 	fmt.Fprintf(&b, "--- rule set (NodeFirewallSpec)\n%s", y)
 	fmt.Fprintf(&b, "--- iptables-nft-restore\n%s", c.v4)
 	fmt.Fprintf(&b, "--- ip6tables-nft-restore\n%s", c.v6)
+	if c.ipset != "" {
+		fmt.Fprintf(&b, "--- ipset restore\n%s", c.ipset)
+	}
 	if rs, err := compile.Compile(c.spec, c.options()); err != nil {
 		fmt.Fprintf(&b, "--- compile: %v\n", err)
 	} else {
@@ -496,7 +499,7 @@ func (t *topology) shrink(tb testing.TB, c *ruleCase, p probe) (*ruleCase, resul
 	deadline := time.Now().Add(shrinkBudget)
 	cur, last := c, result{probe: p}
 	still := func(spec v1alpha1.NodeFirewallSpec) bool {
-		cand := newRuleCase(c.name+" (shrunk)", spec)
+		cand := newPeersRuleCase(c.name+" (shrunk)", spec, c.addressSets)
 		if err := t.load(cand); err != nil {
 			tb.Logf("shrinking %s: %v", c.name, err)
 			return false
@@ -511,7 +514,7 @@ func (t *topology) shrink(tb testing.TB, c *ruleCase, p probe) (*ruleCase, resul
 			tb.Logf("shrinking %s: %v", c.name, err)
 			return false
 		}
-		r.trace = traceVerdict(spec, p)
+		r.trace = traceVerdict(spec, c.addressSets, p)
 		if differ {
 			cur, last = cand, r
 		}
@@ -546,7 +549,7 @@ func (t *topology) shrinkLoad(c *ruleCase, loadErr error) (*ruleCase, error) {
 	for progress := true; progress && time.Now().Before(deadline); {
 		progress = false
 		for _, spec := range simplifications(cur.spec, "") {
-			cand := newRuleCase(c.name+" (shrunk)", spec)
+			cand := newPeersRuleCase(c.name+" (shrunk)", spec, c.addressSets)
 			if err := t.load(cand); err != nil && errorSignature(err) == sig {
 				cur, curErr, progress = cand, err, true
 				break

@@ -130,6 +130,8 @@ type topology struct {
 	dir      string
 	// loads counts the rule sets loaded.
 	loads int
+	// ipsets says the iptables router holds ipset sets.
+	ipsets bool
 }
 
 func newTopology() (_ *topology, err error) {
@@ -207,6 +209,9 @@ func (t *topology) Close() error {
 // load puts a rule set into both routers and forgets every connection, so
 // that nothing a previous rule set accepted passes as ESTABLISHED.
 func (t *topology) load(c *ruleCase) error {
+	if err := t.loadIPSets(c.ipset); err != nil {
+		return fmt.Errorf("ipset: %w", err)
+	}
 	if err := t.loadIptables(c.v4, c.v6); err != nil {
 		return fmt.Errorf("iptables: %w", err)
 	}
@@ -221,6 +226,33 @@ func (t *topology) load(c *ruleCase) error {
 		return fmt.Errorf("nodefw: %w", err)
 	}
 	return t.flushConntrack()
+}
+
+// loadIPSets replaces the iptables router's ipset sets with those of an
+// `ipset save` text: a set cannot be destroyed while a rule looks it up,
+// nor a rule loaded before its set exists, so the rules go first.
+func (t *topology) loadIPSets(text string) error {
+	if t.ipsets {
+		if err := t.loadIptables(acceptAll, acceptAll); err != nil {
+			return err
+		}
+		if _, err := t.ipt.Router.Exec("ipset", "destroy"); err != nil {
+			return err
+		}
+		t.ipsets = false
+	}
+	if text == "" {
+		return nil
+	}
+	path := filepath.Join(t.dir, "ipset")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		return err
+	}
+	if _, err := t.ipt.Router.Exec("ipset", "restore", "-file", path); err != nil {
+		return err
+	}
+	t.ipsets = true
+	return nil
 }
 
 // emptyMangle replaces the mangle table of a rule set before with nothing.
@@ -343,8 +375,13 @@ type ruleCase struct {
 	// sets with set lookups).
 	exactSets bool
 	// addressSets are the contents of the sets the rules' peers look up;
-	// the iptables rendering has them as literal addresses.
+	// the iptables rendering has them as literal addresses, unless ipset
+	// is set.
 	addressSets compile.AddressSets
+	// ipset, when set, is `ipset save` output the iptables rendering's
+	// `-m set --match-set` rules look up: loaded with `ipset restore` into
+	// the iptables router before them.
+	ipset string
 }
 
 // options are the compile options of the case.

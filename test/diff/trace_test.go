@@ -130,10 +130,12 @@ func routerAddr(a netip.Addr) bool {
 // traceVerdict is what the probe sees of the verdict the trace of its
 // first packet foretells: the first chain on its path that does not
 // accept it decides.
-func traceVerdict(spec v1alpha1.NodeFirewallSpec, p probe) netnstest.Verdict {
+func traceVerdict(spec v1alpha1.NodeFirewallSpec, sets compile.AddressSets, p probe) netnstest.Verdict {
+	opts := traceOptions
+	opts.AddressSets = sets
 	v := compile.VerdictAccept
 	for _, pk := range tracePath(p) {
-		if v = reference.TraceSpec(spec, traceOptions, pk.Chain, pk.Packet).Verdict; v != compile.VerdictAccept {
+		if v = reference.TraceSpec(spec, opts, pk.Chain, pk.Packet).Verdict; v != compile.VerdictAccept {
 			break
 		}
 	}
@@ -157,10 +159,12 @@ func seen(v compile.Verdict, p probe) netnstest.Verdict {
 
 // describeTrace is the trace of a probe as `nodefw trace` prints it,
 // chain by chain along its path.
-func describeTrace(spec v1alpha1.NodeFirewallSpec, p probe) string {
+func describeTrace(spec v1alpha1.NodeFirewallSpec, sets compile.AddressSets, p probe) string {
+	opts := traceOptions
+	opts.AddressSets = sets
 	var b strings.Builder
 	for _, pk := range tracePath(p) {
-		t := policytest.TraceNode(policytest.Node{Name: "router", Spec: spec}, traceOptions, pk)
+		t := policytest.TraceNode(policytest.Node{Name: "router", Spec: spec}, opts, pk)
 		if err := policytest.WriteTrace(&b, t, policytest.Style{}); err != nil {
 			return err.Error()
 		}

@@ -344,6 +344,57 @@ func TestFailsafeWarningAdmission(t *testing.T) {
 			t.Errorf("%s: the controller reports %v, want %q as the warning does", desc, controller, c.covers)
 		}
 	}
+
+	// Peers restrict a rule to their addresses, which are not in the
+	// policy: a rule on peers covers the failsafes that take every address
+	// on that side, not those restricted to addresses.
+	blocklist := []fwv1.Peer{{AddressSet: "blocklist", Except: []string{"10.0.0.0/24"}}}
+	controlPlane := []fwv1.Peer{{NodeSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: "node-role.kubernetes.io/control-plane", Operator: metav1.LabelSelectorOpExists}}}}}
+	pods := []fwv1.Peer{{PodCIDRs: &metav1.LabelSelector{}}}
+	byPeers := []struct {
+		proto        fwv1.Protocol
+		ports        []fwv1.PortRange
+		from, to     []fwv1.Peer
+		destinations []string
+		covers       string
+	}{
+		{tcp, ports(22, 0), controlPlane, nil, nil, "tcp:22"},
+		{tcp, ports(8443, 0), blocklist, nil, nil, ""},
+		{tcp, ports(8443, 0), pods, nil, nil, ""},
+		{tcp, ports(8000, 9000), controlPlane, nil, nil, ""},
+		{udp, ports(4789, 0), nil, blocklist, nil, ""},
+		{udp, ports(4789, 0), blocklist, nil, nil, "udp:4789 to 192.0.2.10"},
+		{udp, ports(4789, 0), blocklist, nil, []string{"192.0.2.0/24"}, "udp:4789 to 192.0.2.10"},
+		{udp, ports(4789, 0), blocklist, nil, []string{"198.51.100.1"}, ""},
+		{"", nil, blocklist, nil, nil, "tcp:22, tcp:6443, tcp:2379-2380, tcp:10250, udp:67-68, udp:4789 to 192.0.2.10"},
+		{"", nil, nil, controlPlane, nil, "tcp:22, tcp:6443, tcp:2379-2380, tcp:10250, udp:67-68, " +
+			"tcp:8443 from 10.0.0.0/24,2001:db8::/64, tcp:9000-9001 from 10.0.0.0/24,2001:db8::/64"},
+	}
+	for i, c := range byPeers {
+		name := fmt.Sprintf("peers-%d", i)
+		p := policy(name, fwv1.Rule{Name: "r" + name, Chain: fwv1.ChainInput, Action: fwv1.ActionDrop, Protocol: c.proto, Ports: c.ports,
+			From: c.from, To: c.to, Destinations: c.destinations})
+		desc := fmt.Sprintf("%s %s %v, %d peers in from, %d in to, destinations %v", name, c.proto, c.ports, len(c.from), len(c.to), c.destinations)
+		if err := admin.Create(ctx, p, client.DryRunAll); err != nil {
+			t.Fatalf("%s: dry-run create: %v", desc, err)
+		}
+		got := warned.take()
+		controller := resolve.Resolve(resolve.Input{Policies: []fwv1.NodeFirewallPolicy{*p}, Failsafes: failsafes}).Problems
+		if c.covers == "" {
+			if len(got) != 0 || len(controller) != 0 {
+				t.Errorf("%s: warnings %q, controller %v; want neither", desc, got, controller)
+			}
+			continue
+		}
+		want := fmt.Sprintf("rule r%s (Input Drop) covers %s", name, c.covers)
+		if len(got) != 1 || !strings.HasSuffix(got[0], want) {
+			t.Errorf("%s: warnings %q, want one ending %q", desc, got, want)
+		}
+		if len(controller) != 1 || !strings.Contains(controller[0].Message, c.covers) {
+			t.Errorf("%s: the controller reports %v, want %q as the warning does", desc, controller, c.covers)
+		}
+	}
 }
 
 func policy(name string, rules ...fwv1.Rule) *fwv1.NodeFirewallPolicy {
