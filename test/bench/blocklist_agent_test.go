@@ -150,11 +150,11 @@ func addBlocklistAgentRows(r *report, size string, a agentTimes) {
 		figure: fmt.Sprintf("one entry added to or removed from the %s-entry blocklist: the agent's reconcile, the kernel's transaction", size),
 		ours:   ms(median(a.flush)), peer: "—", ratio: "—", goal: "≤ 5 ms", result: verdict(median(a.flush) <= 5*time.Millisecond),
 	})
-	r.note("The agent's reconcile: the agent's Reconciler (internal/agent) with the Programmer, in a namespace of its own, "+
-		"reconciling its node after the second set's generation changed by the one entry: it reads the NodeFirewall and both "+
-		"sets (a deep copy each, as its informers' cache serves them), parses the entries that changed (the sets' prefixes "+
-		"stay parsed and sorted from the generation before), compiles, checks the table and applies (the sorted prefixes "+
-		"that changed are diffed and encoded alone, never the other 100,000), and writes its status to a fake API server. "+
-		"Agent side is the reconcile less the kernel's transaction (ApplyStats.Flush); the watch event's delivery is not "+
+	r.note("The agent's reconcile: the agent's Reconciler (internal/agent) with the Programmer, in a namespace of its own, " +
+		"reconciling its node after the second set's generation changed by the one entry: it reads the NodeFirewall and both " +
+		"sets (a deep copy each, as its informers' cache serves them), parses the entries that changed (the sets' prefixes " +
+		"stay parsed and sorted from the generation before), compiles, checks the table and applies (the sorted prefixes " +
+		"that changed are diffed and encoded alone, never the other 100,000), and writes its status to a fake API server. " +
+		"Agent side is the reconcile less the kernel's transaction (ApplyStats.Flush); the watch event's delivery is not " +
 		"in it (see the fan-out rows).")
 }
