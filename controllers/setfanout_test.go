@@ -236,9 +236,9 @@ func TestSetFanOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	writes, written := writesSnapshot(), bytesSnapshot()
-	receivedBefore := watchers.received.Load()
+	receivedBefore, cpuBefore := watchers.received.Load(), cpuTimes()
 	changed := second.Generation + 1
-	setTook, err := watchers.await(setTarget{name: names[1], gen: changed}, 2*time.Minute, func() error {
+	setArrivals, err := watchers.await(setTarget{name: names[1], gen: changed}, 2*time.Minute, func() error {
 		return k8sClient.Update(ctx, second)
 	})
 	if err != nil {
@@ -248,20 +248,21 @@ func TestSetFanOut(t *testing.T) {
 	expectSetGeneration(t, names[1], changed)
 	time.Sleep(2 * time.Second)
 	setDelta := deltaSince(writes, written)
-	setReceived := watchers.received.Load() - receivedBefore
+	setReceived, setCPU := watchers.received.Load()-receivedBefore, cpuSince(cpuBefore)
+	setTook := setArrivals.last()
 	if n := setDelta.perNodeWrites(); n != 0 {
 		t.Errorf("a set change made the controller write %d NodeFirewalls: %s", n, setDelta.kinds())
 	}
 	setWrites, setBytes := setDelta.total()
-	t.Logf("set change: %d agents' inputs after %v; user's update %d bytes; controller %d writes, %d bytes (%s); watches delivered %d bytes",
-		nodes, setTook.Round(time.Millisecond), len(userBody), setWrites, setBytes, setDelta.kinds(), setReceived)
+	t.Logf("set change: %d agents' inputs after %v (%v); user's update %d bytes; controller %d writes, %d bytes (%s); watches delivered %d bytes; CPU until settled: %s",
+		nodes, setTook.Round(time.Millisecond), setArrivals, len(userBody), setWrites, setBytes, setDelta.kinds(), setReceived, setCPU)
 
 	// A control-plane node joins.
 	writes, written = writesSnapshot(), bytesSnapshot()
-	receivedBefore = watchers.received.Load()
+	receivedBefore, cpuBefore = watchers.received.Load(), cpuTimes()
 	joining := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: prefix + "joining", Labels: map[string]string{"t14f": "yes", role: ""}}}
 	var nodeBytes int
-	joinTook, err := watchers.await(setTarget{name: cpSet, contains: `"10.114.0.99"`}, 2*time.Minute, func() error {
+	joinArrivals, err := watchers.await(setTarget{name: cpSet, contains: `"10.114.0.99"`}, 2*time.Minute, func() error {
 		created, _ := json.Marshal(joining)
 		if err := k8sClient.Create(ctx, joining); err != nil {
 			return err
@@ -289,7 +290,8 @@ func TestSetFanOut(t *testing.T) {
 	})
 	time.Sleep(2 * time.Second)
 	joinDelta := deltaSince(writes, written)
-	joinReceived := watchers.received.Load() - receivedBefore
+	joinReceived, joinCPU := watchers.received.Load()-receivedBefore, cpuSince(cpuBefore)
+	joinTook := joinArrivals.last()
 	if n := joinDelta.writes["*v1alpha1.NodeFirewall/update"]; n != 0 {
 		t.Errorf("a node join made the controller update %d NodeFirewalls: %s", n, joinDelta.kinds())
 	}
@@ -297,8 +299,8 @@ func TestSetFanOut(t *testing.T) {
 		t.Errorf("a node join made the controller create %d NodeFirewalls, want the new node's: %s", n, joinDelta.kinds())
 	}
 	joinWrites, joinBytes := joinDelta.total()
-	t.Logf("node join: %d agents' inputs after %v; the node's writes %d bytes; controller %d writes, %d bytes (%s); watches delivered %d bytes",
-		nodes, joinTook.Round(time.Millisecond), nodeBytes, joinWrites, joinBytes, joinDelta.kinds(), joinReceived)
+	t.Logf("node join: %d agents' inputs after %v (%v); the node's writes %d bytes; controller %d writes, %d bytes (%s); watches delivered %d bytes; CPU until settled: %s",
+		nodes, joinTook.Round(time.Millisecond), joinArrivals, nodeBytes, joinWrites, joinBytes, joinDelta.kinds(), joinReceived, joinCPU)
 
 	// `make bench` reads this line into its report.
 	fmt.Printf("SETFANOUT nodes=%d entries=%d set_ms=%d set_user_bytes=%d set_controller_writes=%d set_controller_bytes=%d set_node_writes=%d set_watch_bytes=%d set_kinds=%s join_ms=%d join_node_bytes=%d join_controller_writes=%d join_controller_bytes=%d join_nfw_updates=%d join_watch_bytes=%d join_kinds=%s\n",

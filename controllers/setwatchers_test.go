@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -158,9 +161,21 @@ func (t *setTarget) metBy(head []byte, whole bool) bool {
 	return gen >= t.gen
 }
 
-// await sets the target, runs change, and returns how long after change
-// started the last agent's input met the target, or an error after limit.
-func (w *setWatchers) await(t setTarget, limit time.Duration, change func() error) (time.Duration, error) {
+// arrivals are when the agents' inputs met a target, after the change
+// started, sorted.
+type arrivals []time.Duration
+
+func (a arrivals) last() time.Duration { return a[len(a)-1] }
+
+// String gives the first, the median, the 90th percentile and the last.
+func (a arrivals) String() string {
+	return fmt.Sprintf("first %v, median %v, p90 %v, last %v", a[0].Round(time.Millisecond), a[len(a)/2].Round(time.Millisecond),
+		a[len(a)*9/10].Round(time.Millisecond), a.last().Round(time.Millisecond))
+}
+
+// await sets the target, runs change, and returns when after change
+// started each agent's input met the target, or an error after limit.
+func (w *setWatchers) await(t setTarget, limit time.Duration, change func() error) (arrivals, error) {
 	for _, a := range w.agents {
 		a.arrived.Store(0)
 	}
@@ -168,26 +183,73 @@ func (w *setWatchers) await(t setTarget, limit time.Duration, change func() erro
 	defer w.target.Store(&setTarget{})
 	start := time.Now()
 	if err := change(); err != nil {
-		return 0, err
+		return nil, err
 	}
 	for {
-		var last int64
 		waiting := 0
 		for _, a := range w.agents {
-			at := a.arrived.Load()
-			if at == 0 {
+			if a.arrived.Load() == 0 {
 				waiting++
 			}
-			last = max(last, at)
 		}
 		if waiting == 0 {
-			return time.Unix(0, last).Sub(start), nil
+			out := make(arrivals, len(w.agents))
+			for i, a := range w.agents {
+				out[i] = time.Unix(0, a.arrived.Load()).Sub(start)
+			}
+			slices.Sort(out)
+			return out, nil
 		}
 		if time.Since(start) > limit {
-			return 0, fmt.Errorf("%d of %d agents' inputs do not reflect %+v after %v", waiting, len(w.agents), t, limit)
+			return nil, fmt.Errorf("%d of %d agents' inputs do not reflect %+v after %v", waiting, len(w.agents), t, limit)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// cpuTimes are the CPU times used so far by this process (the controller
+// and the simulated agents) and by its children, the API server and etcd,
+// by command name.
+func cpuTimes() map[string]time.Duration {
+	out := map[string]time.Duration{}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		out["test process"] = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	self := os.Getpid()
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ... utime stime are fields 14 and 15.
+		open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		f := strings.Fields(string(b[end+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(f[1]); ppid != self {
+			continue
+		}
+		utime, _ := strconv.ParseInt(f[11], 10, 64)
+		stime, _ := strconv.ParseInt(f[12], 10, 64)
+		out[string(b[open+1:end])] += time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ is 100
+	}
+	return out
+}
+
+// cpuSince is the CPU time used since before, by command, as text.
+func cpuSince(before map[string]time.Duration) string {
+	var parts []string
+	for k, v := range cpuTimes() {
+		parts = append(parts, fmt.Sprintf("%s %.1f s", k, (v-before[k]).Seconds()))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
 }
 
 func (w *setWatchers) stop() {

@@ -40,8 +40,8 @@ var (
 	full = flag.Bool("full", false, "full sizes and repetitions (make bench); the default is the short mode")
 	out  = flag.String("out", "", "also write the Markdown report to this file")
 	// fanout is the output of the controllers package's TestFanOut and
-	// TestSetFanOut, which
-	// `make bench` runs first (it needs envtest, not root).
+	// TestSetFanOut, which `make bench` runs first (they need envtest,
+	// not root).
 	fanout = flag.String("fanout", "", "add the fan-out figures from this TestFanOut and TestSetFanOut output")
 	// scale is the output of test/agent's TestRulesThroughTheAPI runs.
 	scale = flag.String("scale", "", "add the end-to-end figures from this TestRulesThroughTheAPI output")
