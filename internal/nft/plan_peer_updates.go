@@ -1,6 +1,8 @@
 package nft
 
 import (
+	"encoding/binary"
+	"math"
 	"net/netip"
 	"slices"
 
@@ -193,20 +195,27 @@ func merges(ps []netip.Prefix, i int) bool {
 }
 
 // lastAddr is the last address of a masked prefix, and whether it is the
-// last address of its family.
+// last address of its family. It runs on every prefix of a changed set:
+// words, not bits.
 func lastAddr(p netip.Prefix) (netip.Addr, bool) {
+	host := p.Addr().BitLen() - p.Bits()
 	if p.Addr().Is4() {
 		b := p.Addr().As4()
-		for i := p.Bits(); i < 32; i++ {
-			b[i/8] |= 0x80 >> (i % 8)
-		}
-		a := netip.AddrFrom4(b)
-		return a, a == netip.AddrFrom4([4]byte{255, 255, 255, 255})
+		v := binary.BigEndian.Uint32(b[:]) | uint32(uint64(1)<<host-1)
+		binary.BigEndian.PutUint32(b[:], v)
+		return netip.AddrFrom4(b), v == math.MaxUint32
 	}
 	b := p.Addr().As16()
-	for i := p.Bits(); i < 128; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
+	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
+	switch {
+	case host >= 128:
+		hi, lo = math.MaxUint64, math.MaxUint64
+	case host >= 64:
+		hi, lo = hi|(uint64(1)<<(host-64)-1), math.MaxUint64
+	default:
+		lo |= uint64(1)<<host - 1
 	}
-	a := netip.AddrFrom16(b)
-	return a, !a.Next().IsValid()
+	binary.BigEndian.PutUint64(b[:8], hi)
+	binary.BigEndian.PutUint64(b[8:], lo)
+	return netip.AddrFrom16(b), hi == math.MaxUint64 && lo == math.MaxUint64
 }

@@ -163,3 +163,26 @@ func TestPlanPeerUpdatesLeavesTheRest(t *testing.T) {
 		t.Errorf("the same sets: ok %v, updates %v; want ok and none", ok, updates)
 	}
 }
+
+func TestLastAddr(t *testing.T) {
+	for _, c := range []struct {
+		prefix, last string
+		end          bool
+	}{
+		{"10.0.0.0/8", "10.255.255.255", false},
+		{"10.0.0.7/32", "10.0.0.7", false},
+		{"0.0.0.0/0", "255.255.255.255", true},
+		{"255.255.255.254/31", "255.255.255.255", true},
+		{"2001:db8::/32", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", false},
+		{"2001:db8::/64", "2001:db8::ffff:ffff:ffff:ffff", false},
+		{"2001:db8::/65", "2001:db8::7fff:ffff:ffff:ffff", false},
+		{"2001:db8::1/128", "2001:db8::1", false},
+		{"::/0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true},
+		{"ffff:ffff:ffff:ffff::/64", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true},
+	} {
+		last, end := lastAddr(netip.MustParsePrefix(c.prefix))
+		if last.String() != c.last || end != c.end {
+			t.Errorf("lastAddr(%s) = %v, %v; want %s, %v", c.prefix, last, end, c.last, c.end)
+		}
+	}
+}
