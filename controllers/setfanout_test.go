@@ -303,8 +303,8 @@ func TestSetFanOut(t *testing.T) {
 		nodes, joinTook.Round(time.Millisecond), joinArrivals, nodeBytes, joinWrites, joinBytes, joinDelta.kinds(), joinReceived, joinCPU)
 
 	// `make bench` reads this line into its report.
-	fmt.Printf("SETFANOUT nodes=%d entries=%d set_ms=%d set_user_bytes=%d set_controller_writes=%d set_controller_bytes=%d set_node_writes=%d set_watch_bytes=%d set_kinds=%s join_ms=%d join_node_bytes=%d join_controller_writes=%d join_controller_bytes=%d join_nfw_updates=%d join_watch_bytes=%d join_kinds=%s\n",
-		nodes, entries, setTook.Milliseconds(), len(userBody), setWrites, setBytes, setDelta.perNodeWrites(), setReceived, setDelta.kinds(),
+	fmt.Printf("SETFANOUT nodes=%d entries=%d set_ms=%d set_first_ms=%d set_update_ms=%d set_user_bytes=%d set_controller_writes=%d set_controller_bytes=%d set_node_writes=%d set_watch_bytes=%d set_kinds=%s join_ms=%d join_node_bytes=%d join_controller_writes=%d join_controller_bytes=%d join_nfw_updates=%d join_watch_bytes=%d join_kinds=%s\n",
+		nodes, entries, setTook.Milliseconds(), setArrivals.at[0].Milliseconds(), setArrivals.change.Milliseconds(), len(userBody), setWrites, setBytes, setDelta.perNodeWrites(), setReceived, setDelta.kinds(),
 		joinTook.Milliseconds(), nodeBytes, joinWrites, joinBytes, joinDelta.writes["*v1alpha1.NodeFirewall/update"], joinReceived, joinDelta.kinds())
 }
 

@@ -162,15 +162,20 @@ func (t *setTarget) metBy(head []byte, whole bool) bool {
 }
 
 // arrivals are when the agents' inputs met a target, after the change
-// started, sorted.
-type arrivals []time.Duration
+// started, sorted, and how long the change's own writes took.
+type arrivals struct {
+	at     []time.Duration
+	change time.Duration
+}
 
-func (a arrivals) last() time.Duration { return a[len(a)-1] }
+func (a arrivals) last() time.Duration { return a.at[len(a.at)-1] }
 
-// String gives the first, the median, the 90th percentile and the last.
+// String gives the change's writes, and the first, the median, the 90th
+// percentile and the last arrival.
 func (a arrivals) String() string {
-	return fmt.Sprintf("first %v, median %v, p90 %v, last %v", a[0].Round(time.Millisecond), a[len(a)/2].Round(time.Millisecond),
-		a[len(a)*9/10].Round(time.Millisecond), a.last().Round(time.Millisecond))
+	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	return fmt.Sprintf("writes returned after %v; first %v, median %v, p90 %v, last %v", r(a.change), r(a.at[0]), r(a.at[len(a.at)/2]),
+		r(a.at[len(a.at)*9/10]), r(a.last()))
 }
 
 // await sets the target, runs change, and returns when after change
@@ -183,8 +188,9 @@ func (w *setWatchers) await(t setTarget, limit time.Duration, change func() erro
 	defer w.target.Store(&setTarget{})
 	start := time.Now()
 	if err := change(); err != nil {
-		return nil, err
+		return arrivals{}, err
 	}
+	changed := time.Since(start)
 	for {
 		waiting := 0
 		for _, a := range w.agents {
@@ -193,15 +199,15 @@ func (w *setWatchers) await(t setTarget, limit time.Duration, change func() erro
 			}
 		}
 		if waiting == 0 {
-			out := make(arrivals, len(w.agents))
+			out := arrivals{at: make([]time.Duration, len(w.agents)), change: changed}
 			for i, a := range w.agents {
-				out[i] = time.Unix(0, a.arrived.Load()).Sub(start)
+				out.at[i] = time.Unix(0, a.arrived.Load()).Sub(start)
 			}
-			slices.Sort(out)
+			slices.Sort(out.at)
 			return out, nil
 		}
 		if time.Since(start) > limit {
-			return nil, fmt.Errorf("%d of %d agents' inputs do not reflect %+v after %v", waiting, len(w.agents), t, limit)
+			return arrivals{}, fmt.Errorf("%d of %d agents' inputs do not reflect %+v after %v", waiting, len(w.agents), t, limit)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
