@@ -18,6 +18,8 @@
 //     and read_drift.go (how it differs from a plan);
 //   - the plan, pure: plan.go (a ruleset encoded for the kernel),
 //     plan_changes.go (what a transaction adds, flushes and deletes),
+//     plan_peer_updates.go (a change of peer sets' prefixes alone, planned
+//     from the prefixes that changed),
 //     plan_slots.go (the two names of each named set), plan_rules.go and
 //     plan_sets.go (the encoding of rules and named sets);
 //   - conn.go: the netlink socket.
