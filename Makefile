@@ -87,7 +87,7 @@ fuzz: ## Run each fuzz target for FUZZTIME executions (default 20000x; a duratio
 
 .PHONY: bench
 bench: deps envtest ## Benchmark the packet path, programming, memory, the resolver and the fan-out (root); BENCH_OUT=file also writes the report.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" NODEFW_FANOUT_NODES=2000 go test -count=1 -timeout 30m -v -run '^TestFanOut$$' ./controllers/ | tee $(LOCALBIN)/fanout.log
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" NODEFW_FANOUT_NODES=2000 NODEFW_SETFANOUT_NODES=1000 NODEFW_SETFANOUT_ENTRIES=100000 go test -count=1 -timeout 45m -v -run '^(TestFanOut|TestSetFanOut)$$' ./controllers/ | tee $(LOCALBIN)/fanout.log
 	# Rules through the API server to one node's agent binary, at 10,000 and 50,000.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" NODEFW_SCALE_RULES=10000 go test -count=1 -timeout 30m -v -run '^TestRulesThroughTheAPI$$' ./test/agent/ | grep '^SCALE ' | tee $(LOCALBIN)/scale.log
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" NODEFW_SCALE_RULES=50000 go test -count=1 -timeout 30m -v -run '^TestRulesThroughTheAPI$$' ./test/agent/ | grep '^SCALE ' | tee -a $(LOCALBIN)/scale.log

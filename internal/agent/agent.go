@@ -100,8 +100,10 @@ type Reconciler struct {
 	// NodeFirewallConfig changes.
 	reverted generations
 
-	// setRefs are the address sets the rules last looked up (sets.go).
+	// setRefs are the address sets the rules last looked up (sets.go),
+	// and parsed their contents (setcache.go).
 	setRefs addressSetRefs
+	parsed  parsedSets
 }
 
 // The agent's RBAC. Patch on nodefirewalls is only for the agent's own

@@ -48,6 +48,10 @@ func (a *addressSetRefs) store(names []string) {
 func (r *Reconciler) addressSets(ctx context.Context, spec fwv1.NodeFirewallSpec) (compile.AddressSets, string, error) {
 	names := compile.AddressSetNames(spec)
 	r.setRefs.store(names)
+	if r.parsed == nil {
+		r.parsed = parsedSets{}
+	}
+	r.parsed.forget(names)
 	if len(names) == 0 {
 		return nil, "", nil
 	}
@@ -63,7 +67,7 @@ func (r *Reconciler) addressSets(ctx context.Context, spec fwv1.NodeFirewallSpec
 			return nil, "", err
 		}
 		fmt.Fprintf(&gens, "%s=%s/%d;", name, s.UID, s.Generation)
-		prefixes, err := compile.ParseAddressSet(s.Spec.Addresses)
+		prefixes, err := r.parsed.prefixes(s)
 		if err != nil {
 			log.FromContext(ctx).Error(err, "address set has an invalid address; its peers match nothing", "set", name)
 			continue

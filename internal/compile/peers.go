@@ -1,6 +1,7 @@
 package compile
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -25,7 +26,10 @@ import (
 
 // AddressSets are the contents of NodeFirewallAddressSets by name, each a
 // list of masked prefixes of both families. A set a peer names that is not
-// here is empty: the peer matches nothing.
+// here is empty: the peer matches nothing. A list already in the order
+// SortAddressSet gives, without one prefix inside another, is taken as it
+// is, neither copied nor sorted: the ruleset shares it, so it must not
+// change afterwards.
 type AddressSets map[string][]netip.Prefix
 
 // ParseAddressSet parses the entries of a NodeFirewallAddressSet, masking
@@ -169,14 +173,65 @@ func (m *peerSetMaker) use(source string, f Family) string {
 		m.declared = map[string]bool{}
 	}
 	m.declared[name] = true
+	m.rs.PeerSets = append(m.rs.PeerSets, PeerSet{Name: name, Source: source, Family: f, Prefixes: familyPeerPrefixes(m.contents[source], f)})
+	return name
+}
+
+// familyPeerPrefixes are the canonical prefixes of family f of a set's
+// contents: of a canonical list (a large set the agent keeps sorted), the
+// family's part of it, shared, at the cost of one pass; of any other, a
+// sorted copy.
+func familyPeerPrefixes(ps []netip.Prefix, f Family) []netip.Prefix {
+	if canonicalPeerList(ps) {
+		// IPv4 addresses sort before IPv6 ones.
+		v6, _ := slices.BinarySearchFunc(ps, true, func(p netip.Prefix, _ bool) int {
+			if p.Addr().Is4() {
+				return -1
+			}
+			return 1
+		})
+		if f == FamilyIPv4 {
+			ps = ps[:v6]
+		} else {
+			ps = ps[v6:]
+		}
+		if len(ps) == 0 {
+			return nil
+		}
+		return ps[:len(ps):len(ps)]
+	}
 	var of []netip.Prefix
-	for _, p := range m.contents[source] {
+	for _, p := range ps {
 		if prefixFamily(p) == f {
 			of = append(of, p)
 		}
 	}
-	m.rs.PeerSets = append(m.rs.PeerSets, PeerSet{Name: name, Source: source, Family: f, Prefixes: canonicalPeerPrefixes(of)})
-	return name
+	return canonicalPeerPrefixes(of)
+}
+
+// SortAddressSet sorts a set's prefixes as the canonical form of peer sets
+// has them: by address, IPv4 first, the shorter of two at one address
+// first.
+func SortAddressSet(ps []netip.Prefix) {
+	slices.SortFunc(ps, comparePrefixes)
+}
+
+func comparePrefixes(a, b netip.Prefix) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}
+
+// canonicalPeerList reports whether ps is what canonicalPeerPrefixes makes
+// of it: masked, sorted, no prefix inside the one before.
+func canonicalPeerList(ps []netip.Prefix) bool {
+	for i, p := range ps {
+		if !p.IsValid() || p.Masked() != p {
+			return false
+		}
+		if i > 0 && (comparePrefixes(ps[i-1], p) >= 0 || ps[i-1].Contains(p.Addr())) {
+			return false
+		}
+	}
+	return true
 }
 
 // canonicalPeerPrefixes sorts prefixes and merges those that overlap or

@@ -18,6 +18,8 @@
 //     and read_drift.go (how it differs from a plan);
 //   - the plan, pure: plan.go (a ruleset encoded for the kernel),
 //     plan_changes.go (what a transaction adds, flushes and deletes),
+//     plan_peer_updates.go (a change of peer sets' prefixes alone, planned
+//     from the prefixes that changed),
 //     plan_slots.go (the two names of each named set), plan_rules.go and
 //     plan_sets.go (the encoding of rules and named sets);
 //   - conn.go: the netlink socket.
@@ -168,13 +170,29 @@ func (p *Programmer) Apply(rs *compile.Ruleset) (ApplyStats, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pl, err := buildPlan(rs, p.table)
-	if err != nil {
-		return ApplyStats{}, fmt.Errorf("nft: %w", err)
-	}
 	c, err := p.connLocked()
 	if err != nil {
 		return ApplyStats{}, err
+	}
+	// A change of peer sets' prefixes alone is planned from the prefixes
+	// that changed, without encoding the rest (plan_peer_updates.go).
+	if p.last.trusted {
+		if next, updates, ok := planPeerUpdates(p.last.ruleset, p.last.plan, rs, p.last.slot); ok && len(updates) > 0 {
+			stats, err := p.updateElements(c, updates)
+			if err == nil {
+				p.last.ruleset, p.last.plan = rs, next
+				return stats, nil
+			}
+			p.last.trusted = false
+			p.redial()
+			if c, err = p.connLocked(); err != nil {
+				return ApplyStats{}, err
+			}
+		}
+	}
+	pl, err := buildPlan(rs, p.table)
+	if err != nil {
+		return ApplyStats{}, fmt.Errorf("nft: %w", err)
 	}
 	// An unchanged ruleset has no element updates and is rewritten too,
 	// which repairs what a change from outside may have done since the

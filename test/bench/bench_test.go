@@ -13,7 +13,8 @@
 //     change;
 //   - the resolver: 5,000 nodes and 1,000 policies on one core;
 //   - with -fanout, the control plane's fan-out, from the output of the
-//     controllers package's TestFanOut in envtest.
+//     controllers package's TestFanOut and TestSetFanOut in envtest: a
+//     policy change, a change of a large address set, and a node join.
 //
 // `go test ./test/bench` runs a short mode with small sizes and single
 // repetitions, so the benchmark keeps working; `make bench` runs the full
@@ -38,9 +39,10 @@ import (
 var (
 	full = flag.Bool("full", false, "full sizes and repetitions (make bench); the default is the short mode")
 	out  = flag.String("out", "", "also write the Markdown report to this file")
-	// fanout is the output of the controllers package's TestFanOut, which
-	// `make bench` runs first (it needs envtest, not root).
-	fanout = flag.String("fanout", "", "add the fan-out figures from this TestFanOut output")
+	// fanout is the output of the controllers package's TestFanOut and
+	// TestSetFanOut, which `make bench` runs first (they need envtest,
+	// not root).
+	fanout = flag.String("fanout", "", "add the fan-out figures from this TestFanOut and TestSetFanOut output")
 	// scale is the output of test/agent's TestRulesThroughTheAPI runs.
 	scale = flag.String("scale", "", "add the end-to-end figures from this TestRulesThroughTheAPI output")
 )
@@ -203,6 +205,7 @@ func TestBenchmarks(t *testing.T) {
 	t.Run("resolver", func(t *testing.T) { benchResolver(t, r) })
 	if *fanout != "" {
 		t.Run("fanout", func(t *testing.T) { benchFanOut(t, r, *fanout) })
+		t.Run("setfanout", func(t *testing.T) { benchSetFanOut(t, r, *fanout) })
 	}
 	if *scale != "" {
 		t.Run("scale", func(t *testing.T) { benchScale(t, r, *scale) })
@@ -214,7 +217,7 @@ func TestBenchmarks(t *testing.T) {
 		if cfg.name != "full" {
 			cmd = "go test ./test/bench -run TestBenchmarks -v"
 		}
-		doc := "# Benchmarks\n\nProduced by `" + cmd + "` (as root), which runs the controllers package's `TestFanOut` " +
+		doc := "# Benchmarks\n\nProduced by `" + cmd + "` (as root), which runs the controllers package's `TestFanOut` and `TestSetFanOut` " +
 			"in envtest and then `test/bench` with `-full`. " +
 			"The notes under the table say what each figure measures; the package documentation of `test/bench` has more.\n\n" + md
 		if err := os.WriteFile(*out, []byte(doc), 0o644); err != nil {

@@ -121,6 +121,9 @@ func benchBlocklist(t *testing.T, r *report) {
 	}
 	t.Logf("blocklist of %d: full %v %+v; one element: apply %v, compile + apply %v, %+v",
 		n, median(full), fullStats, median(applyTimes), median(totals), oneStats)
+	agentRuns := benchBlocklistAgent(t, r.cfg.reps, entries, extra)
+	t.Logf("blocklist of %d: the agent's reconcile of one element: %v (kernel %v), %+v",
+		n, median(agentRuns.reconcile), median(agentRuns.flush), agentRuns.stats)
 
 	// The packet path: no table, one rule, and the blocklist in front of
 	// it, taking turns in the same rounds.
@@ -181,6 +184,7 @@ func benchBlocklist(t *testing.T, r *report) {
 		figure: fmt.Sprintf("one entry added to or removed from the %s-entry blocklist: compile + apply", size),
 		ours:   ms(median(totals)), peer: "—", ratio: "—", goal: "—", result: "—",
 	})
+	addBlocklistAgentRows(r, size, agentRuns)
 	r.add(row{
 		figure: fmt.Sprintf("one entry added to the %s-entry blocklist: netlink messages, bytes", size),
 		ours: fmt.Sprintf("%d messages, %d bytes (%d elements added, %d deleted)",
@@ -198,8 +202,8 @@ func benchBlocklist(t *testing.T, r *report) {
 		"is an atomic list, so a merge patch carries the whole list too); the peer is the body of a JSON "+
 		"patch that appends the entry, which still makes the API server store and send the whole object. "+
 		"Every agent watching NodeFirewallAddressSets receives the object in a watch event: at 1,000 nodes, "+
-		"about %s MB per one-entry change. The time from the edit to 1,000 agents' inputs and a node join in a "+
-		"1,000-node cluster are not measured here.", thousands(obj*1000/1_000_000))
+		"about %s MB per one-entry change, once for the edit and once for the status the controller writes. The "+
+		"set fan-out rows measure that at an API server with 1,000 simulated agents.", thousands(obj*1000/1_000_000))
 	r.note("Blocklist: a NodeFirewallAddressSet of %s entries, a quarter each of IPv4 /32s, IPv4 /24s, IPv6 /48s "+
 		"and IPv6 /64s, none inside or next to another (so the kernel merges none), split in two NodeFirewallAddressSets of %s (the API takes up to 60,000 entries in one), both named by one "+
 		"Drop rule (`from: [{addressSet: blocklist-a}, {addressSet: blocklist-b}]`) ahead of the rule that "+
@@ -208,8 +212,8 @@ func benchBlocklist(t *testing.T, r *report) {
 		"peer has no nodefw table at all; the three setups (no table, the probe's rule alone, the blocklist ahead "+
 		"of it) take turns in windows of %s, %d rounds, medians. Full apply: compile and apply into a namespace "+
 		"without the table. One entry: 203.0.113.7/32 added to the second set, then removed, in turn; each change is sent as set "+
-		"elements alone (an interval element is its start and its end); apply times Apply, which builds the plan of every element and diffs the sets' intervals in the process before it sends the change; the kernel's transaction is the batch's send and acknowledgement alone (ApplyStats.Flush); compile + apply "+
-		"adds compiling the spec with its %s entries, as the agent does on every change of the set.",
+		"elements alone (an interval element is its start and its end); apply times Apply, which diffs the sets' sorted prefixes, encodes the stretch that changed and splices it into the plan it committed last, before it sends the change; the kernel's transaction is the batch's send and acknowledgement alone (ApplyStats.Flush); compile + apply "+
+		"adds compiling the spec with its %s entries, unsorted (the agent keeps them sorted, see the agent's reconcile).",
 		size, thousands(n/2), r.cfg.flowTime/4, 4*r.cfg.reps, size)
 }
 
