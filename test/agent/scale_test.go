@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -119,6 +120,24 @@ func vmHWM(pid int) (int, error) {
 	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
 }
 
+// createRetryingTimeouts creates p, again when the API server answers that
+// the request timed out (a busy machine's API server, deep in validating
+// large policies, may; the object may then exist already).
+func createRetryingTimeouts(t *testing.T, p *fwv1.NodeFirewallPolicy) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		err := cp.Client.Create(context.Background(), p.DeepCopy())
+		switch {
+		case err == nil, attempt > 1 && apierrors.IsAlreadyExists(err):
+			return
+		case attempt < 5 && (apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err)):
+			t.Logf("creating policy %s: %v; again", p.Name, err)
+		default:
+			t.Fatalf("creating policy %s: %v", p.Name, err)
+		}
+	}
+}
+
 // newFlowHost readies pair's host for the new-flow rate: a listener on
 // scaleProbePort, and closed connections let go at once, so that conntrack
 // never fills.
@@ -203,9 +222,7 @@ func TestRulesThroughTheAPI(t *testing.T) {
 	policies := scalePolicies(rules)
 	start := time.Now()
 	for _, p := range policies {
-		if err := cp.Client.Create(ctx, p); err != nil {
-			t.Fatal(err)
-		}
+		createRetryingTimeouts(t, p)
 		t.Cleanup(func() { _ = cp.Client.Delete(context.Background(), p) })
 	}
 	var nfw *fwv1.NodeFirewall
