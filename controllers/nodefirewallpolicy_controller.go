@@ -71,6 +71,9 @@ type NodeFirewallPolicyReconciler struct {
 	// computed are the policy statuses of the last resolve, for the
 	// policy watch's predicate.
 	computed computedStatuses
+	// applied are the policies each node's kernel held at its last
+	// reported generation, for the status roll-up.
+	applied appliedPolicies
 
 	// RevisionNamespace, when set, is the namespace of the
 	// ControllerRevisions that hold each policy's rules once: NodeFirewalls
@@ -113,6 +116,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	if err := r.List(ctx, &sets); err != nil {
 		return reconcile.Result{}, err
 	}
+	r.applied.observe(nfws.Items)
 
 	// Mark newly seen generations as Reconciling first, so a policy never
 	// reads Current before its nodes have been resolved.
@@ -267,9 +271,10 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 	var requeue time.Duration
 	var writes []func(context.Context) error
 	computed := make(map[string]fwv1.NodeFirewallPolicyStatus, len(policies))
+	earlier := r.applied.earlier(current)
 	for i := range policies {
 		p := &policies[i]
-		st := status.Policy(p, desired.Matches[p.Name], current, problems[p.Name])
+		st := status.PolicySince(p, desired.Matches[p.Name], current, earlier, problems[p.Name])
 		if left := status.ProgressDeadline(&st, time.Now(), r.ProgressDeadline); left > 0 && (requeue == 0 || left < requeue) {
 			requeue = left
 		}

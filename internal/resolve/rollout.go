@@ -49,6 +49,54 @@ func PolicyOnNode(nfw *fwv1.NodeFirewall, policy string, generation int64) NodeS
 	}
 }
 
+// AppliedRefs are the policy references of a NodeFirewall generation whose
+// agent reported it applied, each keyed by policy name, generation and
+// revision: what that node's kernel holds.
+type AppliedRefs map[string]bool
+
+// appliedKey identifies what a reference puts in the kernel: a policy's
+// generation fixes its rules, mode and defaults, and the revision says
+// where the rules come from.
+func appliedKey(policy string, generation int64, revision string) string {
+	return fmt.Sprintf("%s/%d/%s", policy, generation, revision)
+}
+
+// AppliedRefsOf are nfw's references when its agent reports its current
+// generation applied, or nil.
+func AppliedRefsOf(nfw *fwv1.NodeFirewall) AppliedRefs {
+	if nfw == nil || nfw.Status.ObservedGeneration != nfw.Generation {
+		return nil
+	}
+	ready := meta.FindStatusCondition(nfw.Status.Conditions, fwv1.ConditionReady)
+	if ready == nil || ready.ObservedGeneration != nfw.Generation || ready.Status != metav1.ConditionTrue {
+		return nil
+	}
+	refs := make(AppliedRefs, len(nfw.Spec.Policies))
+	for _, ref := range nfw.Spec.Policies {
+		refs[appliedKey(ref.Name, ref.Generation, ref.Revision)] = true
+	}
+	return refs
+}
+
+// PolicyOnNodeSince is PolicyOnNode, except that a policy nfw lists at the
+// generation and revision it had in earlier, a generation of nfw the node
+// applied before, counts as applied while the node has not reported on its
+// current generation yet: its rules are in the kernel all along, and a
+// change to another policy does not take them out of it. A current
+// generation that failed fails every policy, as in PolicyOnNode.
+func PolicyOnNodeSince(nfw *fwv1.NodeFirewall, policy string, generation int64, earlier AppliedRefs) NodeState {
+	state := PolicyOnNode(nfw, policy, generation)
+	if state != StatePending || len(earlier) == 0 {
+		return state
+	}
+	for _, ref := range nfw.Spec.Policies {
+		if ref.Name == policy && ref.Generation == generation && earlier[appliedKey(ref.Name, ref.Generation, ref.Revision)] {
+			return StateApplied
+		}
+	}
+	return state
+}
+
 // hasGeneration reports whether nfw was given the generation of a policy.
 func hasGeneration(nfw *fwv1.NodeFirewall, policy string, generation int64) bool {
 	if nfw == nil {

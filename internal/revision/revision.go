@@ -140,7 +140,13 @@ func Expand(spec fwv1.NodeFirewallSpec, rules map[string][]fwv1.Rule) (fwv1.Node
 		inline[r.Policy] = append(inline[r.Policy], r)
 	}
 	out := spec
-	out.Rules = nil
+	// One allocation of the right size: at 10,000 rules each doubling of
+	// a growing slice would copy megabytes.
+	total := len(spec.Rules)
+	for _, ref := range spec.Policies {
+		total += len(rules[ref.Revision])
+	}
+	out.Rules = make([]fwv1.NodeFirewallRule, 0, total)
 	listed := map[string]bool{}
 	for _, ref := range spec.Policies {
 		listed[ref.Name] = true

@@ -24,6 +24,16 @@ import (
 // NodeFirewalls (by node name) and the resolver's problems for it. It
 // starts from the stored conditions so unchanged ones keep their times.
 func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.NodeFirewall, problems []resolve.Problem) fwv1.NodeFirewallPolicyStatus {
+	return PolicySince(p, matched, nfws, nil, problems)
+}
+
+// PolicySince is Policy, also counting as applied on a node a policy that
+// the node's current NodeFirewall lists unchanged from the generation of
+// it the node applied before, whose references earlier holds by node name
+// (see resolve.PolicyOnNodeSince): a change to one policy does not turn
+// every other policy on its nodes back to Reconciling, and rewrite their
+// statuses twice, while the nodes apply it.
+func PolicySince(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.NodeFirewall, earlier map[string]resolve.AppliedRefs, problems []resolve.Problem) fwv1.NodeFirewallPolicyStatus {
 	gen := p.Generation
 	st := fwv1.NodeFirewallPolicyStatus{
 		ObservedGeneration: gen,
@@ -32,7 +42,7 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 	}
 	var failed []string
 	for _, n := range matched {
-		switch resolve.PolicyOnNode(nfws[n], p.Name, gen) {
+		switch resolve.PolicyOnNodeSince(nfws[n], p.Name, gen, earlier[n]) {
 		case resolve.StateApplied:
 			st.AppliedNodes++
 		case resolve.StateFailed:
