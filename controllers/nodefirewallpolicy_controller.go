@@ -97,6 +97,7 @@ type NodeFirewallPolicyReconciler struct {
 // the NodeFirewall writes that reach it, writes them, and then each
 // policy's status.
 func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	phases := newPhaseTimer()
 	var policies fwv1.NodeFirewallPolicyList
 	if err := r.List(ctx, &policies); err != nil {
 		return reconcile.Result{}, err
@@ -125,8 +126,10 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		return retryOnConflict(err)
 	}
 	failsafes := resolve.Failsafes{Inbound: settings.FailsafeInbound, Outbound: settings.FailsafeOutbound}
+	phases.done("list")
 	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: failsafes,
 		RevisionNamespace: r.RevisionNamespace})
+	phases.done("resolve")
 	// Revisions first, so that no NodeFirewall names one that is not there.
 	var revisions map[string]bool
 	if r.RevisionNamespace != "" {
@@ -135,6 +138,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		}
 	}
 	plan := resolve.Plan(desired.Nodes, nfws.Items, nodes.Items, time.Now())
+	phases.done("plan")
 	// Node peers: their sets are written before the NodeFirewalls that name
 	// them, and deleted after those stop naming them.
 	peerSets := resolve.AddressSetsFor(policies.Items, nodes.Items, sets.Items)
@@ -150,11 +154,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	if err != nil {
 		return retryOnConflict(err)
 	}
-	if r.RevisionNamespace != "" {
-		if err := r.collectRevisions(ctx, revisions, desired.Revisions); err != nil {
-			return reconcile.Result{}, err
-		}
-	}
+	phases.done("nodefirewalls")
 	for _, t := range append(held, rejected...) {
 		desired.Problems = append(desired.Problems, t.Problems()...)
 	}
@@ -168,7 +168,17 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	if err != nil {
 		return retryOnConflict(err)
 	}
-	log.FromContext(ctx).V(1).Info("resolved", "policies", len(policies.Items), "nodes", len(nodes.Items))
+	phases.done("status")
+	// After the statuses, which do not wait for it: it reads every
+	// NodeFirewall from the API server when a revision may be unused.
+	if r.RevisionNamespace != "" {
+		if err := r.collectRevisions(ctx, revisions, desired.Revisions); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	phases.done("revisions")
+	log.FromContext(ctx).V(1).Info("resolved", "policies", len(policies.Items), "nodes", len(nodes.Items),
+		"created", len(plan.Create), "updated", len(plan.Update), "phases", phases.String())
 
 	// Resolve again now and then even without events, so that a missed
 	// watch event cannot leave a node or a status behind for long.
@@ -284,9 +294,7 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 			}
 		}
 		writes = append(writes, func(ctx context.Context) error {
-			updated := p.DeepCopy()
-			updated.Status = st
-			return client.IgnoreNotFound(r.Status().Update(ctx, updated, client.FieldOwner(FieldManager)))
+			return r.patchPolicyStatus(ctx, p, st)
 		})
 	}
 	// Before the writes, whose events then find their status computed.
@@ -294,7 +302,21 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 	return requeue, r.parallel(ctx, writes)
 }
 
-// recordTransitions records an Event when a policy becomes Ready or
+// patchPolicyStatus writes st as p's status with a merge patch of the
+// status fields that differ from p's, so that the request carries the
+// status change and not the policy's rules, which may be hundreds of
+// kilobytes. The patch names p's resource version: written against a
+// policy that changed meanwhile, it conflicts as an update would.
+func (r *NodeFirewallPolicyReconciler) patchPolicyStatus(ctx context.Context, p *fwv1.NodeFirewallPolicy, st fwv1.NodeFirewallPolicyStatus) error {
+	patch, err := statusPatch(p.ResourceVersion, p.Status, st)
+	if err != nil {
+		return fmt.Errorf("status patch of policy %s: %w", p.Name, err)
+	}
+	// p becomes the policy as stored, with its new resource version.
+	return client.IgnoreNotFound(r.Status().Patch(ctx, p, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldManager)))
+}
+
+// recordTransitions records// recordTransitions records an Event when a policy becomes Ready or
 // Stalled, the moments an operator acts on.
 func (r *NodeFirewallPolicyReconciler) recordTransitions(p *fwv1.NodeFirewallPolicy, st fwv1.NodeFirewallPolicyStatus) {
 	became := func(t string) *metav1.Condition {
@@ -335,11 +357,7 @@ func (r *NodeFirewallPolicyReconciler) markReconciling(ctx context.Context, poli
 			continue
 		}
 		writes = append(writes, func(ctx context.Context) error {
-			p.Status = status.Reconciling(p)
-			if err := r.Status().Update(ctx, p, client.FieldOwner(FieldManager)); err != nil {
-				return client.IgnoreNotFound(err)
-			}
-			return nil
+			return r.patchPolicyStatus(ctx, p, status.Reconciling(p))
 		})
 	}
 	return r.parallel(ctx, writes)
