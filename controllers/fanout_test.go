@@ -6,21 +6,14 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/workqueue"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/envtesting"
-	"github.com/nodefw/nodefw/internal/status"
 )
 
 // fanOutNodes is the cluster size of the fan-out test; `make bench` sets
@@ -33,69 +26,12 @@ func fanOutNodes() int {
 }
 
 // simulateAgents acknowledges, as node agents do, every new generation of
-// the NodeFirewalls of nodes whose names start with prefix, until ctx
-// ends: it watches NodeFirewalls (one watch for all the simulated nodes,
-// where each agent watches its own), expands the revisions each names
-// (read once each, as the agent keeps them) and writes its status.
+// the NodeFirewalls of nodes whose names start with prefix, until ctx ends.
 func simulateAgents(ctx context.Context, t *testing.T, prefix string) {
 	t.Helper()
-	c, err := cache.New(restConfig, cache.Options{Scheme: envtesting.Scheme})
-	if err != nil {
+	agents := &envtesting.SimulatedAgents{Prefix: prefix, RevisionNamespace: revisionNamespace}
+	if err := agents.Start(ctx, restConfig, k8sClient); err != nil {
 		t.Fatal(err)
-	}
-	inf, err := c.GetInformer(ctx, &fwv1.NodeFirewall{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	queue := workqueue.NewTypedDelayingQueue[string]()
-	enqueue := func(obj any) {
-		if nfw, ok := obj.(*fwv1.NodeFirewall); ok && strings.HasPrefix(nfw.Name, prefix) && nfw.Status.ObservedGeneration != nfw.Generation {
-			queue.Add(nfw.Name)
-		}
-	}
-	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    enqueue,
-		UpdateFunc: func(_, obj any) { enqueue(obj) },
-	}); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = c.Start(ctx) }()
-	go func() { <-ctx.Done(); queue.ShutDown() }()
-	if !c.WaitForCacheSync(ctx) {
-		t.Fatal("the simulated agents' cache did not sync")
-	}
-	ack := func(name string) error {
-		nfw := &fwv1.NodeFirewall{}
-		if err := c.Get(ctx, client.ObjectKey{Name: name}, nfw); err != nil {
-			return client.IgnoreNotFound(err)
-		}
-		if nfw.Status.ObservedGeneration == nfw.Generation {
-			return nil
-		}
-		spec, err := expandedSpec(nfw)
-		if err != nil {
-			return err
-		}
-		nfw.Status = status.NodeApplied(nfw, len(spec.Rules), metav1.Now())
-		// A conflict means a newer object, whose event queues it again.
-		if err := k8sClient.Status().Update(ctx, nfw); err != nil && !apierrors.IsConflict(err) {
-			return client.IgnoreNotFound(err)
-		}
-		return nil
-	}
-	for range 32 {
-		go func() {
-			for {
-				name, shutdown := queue.Get()
-				if shutdown {
-					return
-				}
-				if err := ack(name); err != nil && ctx.Err() == nil {
-					queue.AddAfter(name, 100*time.Millisecond)
-				}
-				queue.Done(name)
-			}
-		}()
 	}
 }
 

@@ -127,14 +127,22 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	}
 	failsafes := resolve.Failsafes{Inbound: settings.FailsafeInbound, Outbound: settings.FailsafeOutbound}
 	phases.done("list")
-	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: failsafes,
-		RevisionNamespace: r.RevisionNamespace})
+	in := resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: failsafes,
+		RevisionNamespace: r.RevisionNamespace, RevisionLimit: r.requestLimit()}
+	desired := resolve.Resolve(in)
 	phases.done("resolve")
 	// Revisions first, so that no NodeFirewall names one that is not there.
+	// A revision too large for the API server is not written and its policy
+	// is held on every node, as one over the controller's own limit is.
 	var revisions map[string]bool
 	if r.RevisionNamespace != "" {
-		if revisions, err = r.ensureRevisions(ctx, desired.Revisions); err != nil {
+		var refused map[string]int
+		if revisions, refused, err = r.ensureRevisions(ctx, desired.Revisions); err != nil {
 			return reconcile.Result{}, err
+		}
+		if len(refused) > 0 {
+			in.RefusedRevisions = refused
+			desired = resolve.Resolve(in)
 		}
 	}
 	plan := resolve.Plan(desired.Nodes, nfws.Items, nodes.Items, time.Now())

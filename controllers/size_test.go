@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -87,4 +88,92 @@ func TestOversizedNodeFirewallIsReported(t *testing.T) {
 		t.Errorf("after the oversized change: %v", err)
 	}
 	envtesting.Eventually(t, timeout, policyCount("size-small", n, n))
+}
+
+// TestOversizedRevisionIsReported: a policy whose rules make a revision
+// over the request limit is not written; every node keeps the generation of
+// the policy it has, the policy says why with the byte count and the limit
+// (condition and Event), other policies on the same node still converge,
+// and no write of the revision is tried until the policy changes.
+func TestOversizedRevisionIsReported(t *testing.T) {
+	newNode(t, "revsize-node", map[string]string{"revsize": ""})
+	sel := metav1.LabelSelector{MatchLabels: map[string]string{"revsize": ""}}
+	p := newPolicy(t, &fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "revsize-big"},
+		Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: sel, Rules: []fwv1.Rule{tcpRule("ssh", 22)}},
+	})
+	var first string
+	envtesting.Eventually(t, timeout, func() error {
+		nfw, err := envtesting.GetNodeFirewall(k8sClient, "revsize-node")
+		if err != nil {
+			return err
+		}
+		if len(nfw.Spec.Policies) != 1 || nfw.Spec.Policies[0].Revision == "" {
+			return fmt.Errorf("revsize-node lists %+v, want revsize-big with its revision", nfw.Spec.Policies)
+		}
+		first = nfw.Spec.Policies[0].Revision
+		return nil
+	})
+
+	// 400 rules of one port and one /32 each: about 40 KiB of revision.
+	before := writesSnapshot()["*v1.ControllerRevision/create"]
+	cur, err := getPolicy(p.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec.Rules = nil
+	for i := range 400 {
+		r := tcpRule(fmt.Sprintf("r%03d", i), int32(1000+i))
+		r.Sources = []string{fmt.Sprintf("198.51.100.%d/32", i%256)}
+		cur.Spec.Rules = append(cur.Spec.Rules, r)
+	}
+	if err := k8sClient.Update(context.Background(), cur); err != nil {
+		t.Fatal(err)
+	}
+	envtesting.Eventually(t, timeout, func() error {
+		p, err := getPolicy(p.Name)
+		if err != nil {
+			return err
+		}
+		c := condition(p, fwv1.ConditionStalled)
+		if c == nil || c.Reason != fwv1.ReasonRevisionTooLarge || c.ObservedGeneration != p.Generation {
+			return fmt.Errorf("Stalled = %+v, want reason %s for generation %d", c, fwv1.ReasonRevisionTooLarge, p.Generation)
+		}
+		want := fmt.Sprintf("bytes, over the limit of %d bytes", suiteRequestLimit)
+		if !strings.Contains(c.Message, "ControllerRevision revsize-big-") || !strings.Contains(c.Message, want) {
+			return fmt.Errorf("message %q lacks the revision, the size or %q", c.Message, want)
+		}
+		if r := condition(p, fwv1.ConditionReady); r == nil || r.Status != metav1.ConditionFalse || r.Reason != fwv1.ReasonRevisionTooLarge {
+			return fmt.Errorf("Ready = %+v, want False with reason %s", r, fwv1.ReasonRevisionTooLarge)
+		}
+		return nil
+	})
+	expectEvent(t, p.Name, corev1.EventTypeWarning, fwv1.ReasonRevisionTooLarge)
+
+	// Another policy on the node converges; the node keeps the generation
+	// of the big one it had, and its revision stays.
+	newPolicy(t, &fwv1.NodeFirewallPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "revsize-other"},
+		Spec:       fwv1.NodeFirewallPolicySpec{NodeSelector: sel, Rules: []fwv1.Rule{tcpRule("web", 443)}},
+	})
+	envtesting.Eventually(t, timeout, func() error {
+		nfw, err := envtesting.GetNodeFirewall(k8sClient, "revsize-node")
+		if err != nil {
+			return err
+		}
+		var got []string
+		for _, ref := range nfw.Spec.Policies {
+			got = append(got, fmt.Sprintf("%s@%d:%s", ref.Name, ref.Generation, ref.Revision))
+		}
+		if len(got) != 2 || got[0] != "revsize-big@1:"+first || !strings.HasPrefix(got[1], "revsize-other@1:") {
+			return fmt.Errorf("revsize-node lists %v, want revsize-big@1:%s and revsize-other", got, first)
+		}
+		return nil
+	})
+	if _, err := getRevision(first); err != nil {
+		t.Errorf("the revision the node still names: %v", err)
+	}
+	if got := writesSnapshot()["*v1.ControllerRevision/create"] - before; got != 1 {
+		t.Errorf("%d revisions created since the oversized change, want 1 (revsize-other's): the oversized one is never sent", got)
+	}
 }

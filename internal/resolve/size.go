@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	appsv1 "k8s.io/api/apps/v1"
+
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 )
 
@@ -79,4 +81,67 @@ func PolicyNames(nfw *fwv1.NodeFirewall) []string {
 		names = append(names, ref.Name)
 	}
 	return names
+}
+
+// RevisionTooLarge is a policy's revision kept out of the writes because
+// its request would exceed the API server's size limit.
+type RevisionTooLarge struct {
+	// Policy is the policy whose rules it holds.
+	Policy string
+	// Revision is the revision's name.
+	Revision string
+	// Bytes is the size of the revision as serialized for the request.
+	Bytes int
+	// Limit is the size it may not exceed.
+	Limit int
+	// Refused tells that the API server refused it as too large, its own
+	// limit being lower than Limit.
+	Refused bool
+}
+
+func (t RevisionTooLarge) String() string {
+	over := fmt.Sprintf("over the limit of %d bytes", t.Limit)
+	if t.Refused {
+		over = fmt.Sprintf("refused by the API server as too large (the controller's limit is %d bytes)", t.Limit)
+	}
+	return fmt.Sprintf("ControllerRevision %s, which would hold the policy's rules, is %d bytes, %s; every node keeps the generation of the policy it has",
+		t.Revision, t.Bytes, over)
+}
+
+// Problem reports t on its policy.
+func (t RevisionTooLarge) Problem() Problem {
+	return Problem{Policy: t.Policy, Reason: fwv1.ReasonRevisionTooLarge, Message: t.String()}
+}
+
+// RevisionSize is the size of a revision as the client sends it (JSON).
+func RevisionSize(cr *appsv1.ControllerRevision) int {
+	b, err := json.Marshal(cr)
+	if err != nil {
+		return int(^uint(0) >> 1)
+	}
+	return len(b)
+}
+
+// holdOversizedRevisions holds, on every node, the policies whose revision
+// is over limit (when limit is set) or was refused by the API server: the
+// revision is not written, and no node is moved to it.
+func holdOversizedRevisions(policies []preparedPolicy, limit int, refused map[string]int) []Problem {
+	var problems []Problem
+	for i := range policies {
+		pp := &policies[i]
+		if pp.revision == nil {
+			continue
+		}
+		t := RevisionTooLarge{Policy: pp.policy.Name, Revision: pp.revision.Name, Limit: limit}
+		if n, ok := refused[pp.revision.Name]; ok {
+			t.Bytes, t.Refused = n, true
+		} else if n := RevisionSize(pp.revision); limit > 0 && n > limit {
+			t.Bytes = n
+		} else {
+			continue
+		}
+		pp.held = true
+		problems = append(problems, t.Problem())
+	}
+	return problems
 }

@@ -43,6 +43,9 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 
 	var invalid, conflicts, shadowed, halted, tooLarge, unresolved []string
 	conflictReason := fwv1.ReasonDefaultActionConflict
+	// A revision too large to write is the policy's own; NodeFirewalls too
+	// large are shared with other policies.
+	tooLargeReason := fwv1.ReasonNodeFirewallTooLarge
 	for _, pr := range problems {
 		switch pr.Reason {
 		case fwv1.ReasonInvalidSelector:
@@ -59,6 +62,9 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 			halted = append(halted, pr.Message)
 		case fwv1.ReasonNodeFirewallTooLarge:
 			tooLarge = append(tooLarge, pr.Message)
+		case fwv1.ReasonRevisionTooLarge:
+			tooLarge = append(tooLarge, pr.Message)
+			tooLargeReason = fwv1.ReasonRevisionTooLarge
 		case fwv1.ReasonUnresolvedPeers:
 			unresolved = append(unresolved, pr.Message)
 		}
@@ -80,8 +86,8 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 	case len(tooLarge) > 0:
 		msg := strings.Join(tooLarge, "; ")
-		set(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonNodeFirewallTooLarge, msg)
-		set(fwv1.ConditionStalled, metav1.ConditionTrue, fwv1.ReasonNodeFirewallTooLarge, msg)
+		set(fwv1.ConditionReady, metav1.ConditionFalse, tooLargeReason, msg)
+		set(fwv1.ConditionStalled, metav1.ConditionTrue, tooLargeReason, msg)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 	case len(failed) > 0:
 		msg := fmt.Sprintf("%d of %d matched nodes failed to apply: %s", len(failed), len(matched), text.ListSome(failed, 5))
