@@ -177,16 +177,19 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		return retryOnConflict(err)
 	}
 	phases.done("status")
-	// After the statuses, which do not wait for it: it reads every
-	// NodeFirewall from the API server when a revision may be unused.
-	if r.RevisionNamespace != "" {
+	// Revisions no NodeFirewall names are deleted in a pass that wrote no
+	// NodeFirewall (the next one: the writes' own watch events bring it,
+	// or the periodic resolve), after the statuses: it reads every
+	// NodeFirewall from the API server, which a large write pass would
+	// make the next status wait for.
+	if r.RevisionNamespace != "" && len(plan.Create)+len(plan.Update) == 0 {
 		if err := r.collectRevisions(ctx, revisions, desired.Revisions); err != nil {
 			return reconcile.Result{}, err
 		}
 	}
 	phases.done("revisions")
 	log.FromContext(ctx).V(1).Info("resolved", "policies", len(policies.Items), "nodes", len(nodes.Items),
-		"created", len(plan.Create), "updated", len(plan.Update), "phases", phases.String())
+		"created", len(plan.Create), "updated", len(plan.Update), "seconds", phases.total().Seconds(), "phases", phases.String())
 
 	// Resolve again now and then even without events, so that a missed
 	// watch event cannot leave a node or a status behind for long.

@@ -9,11 +9,17 @@ import (
 // phaseTimer records how long each phase of a resolve took, for the
 // resolve's log line: where the time of a large change goes.
 type phaseTimer struct {
-	last   time.Time
-	phases []string
+	start, last time.Time
+	phases      []string
 }
 
-func newPhaseTimer() *phaseTimer { return &phaseTimer{last: time.Now()} }
+func newPhaseTimer() *phaseTimer {
+	now := time.Now()
+	return &phaseTimer{start: now, last: now}
+}
+
+// total is the time since the first phase began.
+func (p *phaseTimer) total() time.Duration { return time.Since(p.start) }
 
 // done ends the phase called name.
 func (p *phaseTimer) done(name string) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -73,9 +72,6 @@ func runSuite(m *testing.M) int {
 	// sends is counted.
 	mgrCfg := rest.CopyConfig(cfg)
 	mgrCfg.QPS, mgrCfg.Burst = DefaultKubeAPIQPS, DefaultKubeAPIBurst
-	if q, err := strconv.Atoi(os.Getenv("XQPS")); err == nil { mgrCfg.QPS, mgrCfg.Burst = float32(q), 2*q }
-	wc := DefaultWriteConcurrency
-	if q, err := strconv.Atoi(os.Getenv("XWC")); err == nil { wc = q }
 	mgrCfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countingTransport{next: rt} })
 	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{
 		Scheme:                 envtesting.Scheme,
@@ -97,7 +93,7 @@ func runSuite(m *testing.M) int {
 	reconciler = &NodeFirewallPolicyReconciler{
 		Client:            countWrites(mgr.GetClient()),
 		Recorder:          mgr.GetEventRecorder("nodefw-controller"),
-		WriteConcurrency:  wc,
+		WriteConcurrency:  DefaultWriteConcurrency,
 		Config:            clusterconfig.NewTracker(clusterconfig.Defaults()),
 		RequestLimit:      suiteRequestLimit,
 		RevisionNamespace: revisionNamespace,

@@ -13,7 +13,9 @@
 //     change;
 //   - the resolver: 5,000 nodes and 1,000 policies on one core;
 //   - with -fanout, the control plane's fan-out, from the output of the
-//     controllers package's TestFanOut in envtest.
+//     controllers package's TestFanOut in envtest;
+//   - with -fleet, the manager on 5,000 nodes and 1,000 policies, from the
+//     output of test/fleet's TestLargeCluster in envtest.
 //
 // `go test ./test/bench` runs a short mode with small sizes and single
 // repetitions, so the benchmark keeps working; `make bench` runs the full
@@ -43,6 +45,8 @@ var (
 	fanout = flag.String("fanout", "", "add the fan-out figures from this TestFanOut output")
 	// scale is the output of test/agent's TestRulesThroughTheAPI runs.
 	scale = flag.String("scale", "", "add the end-to-end figures from this TestRulesThroughTheAPI output")
+	// fleetLog is the output of test/fleet's TestLargeCluster.
+	fleetLog = flag.String("fleet", "", "add the large-cluster figures from this TestLargeCluster output")
 )
 
 // config sizes one run.
@@ -206,6 +210,9 @@ func TestBenchmarks(t *testing.T) {
 	}
 	if *scale != "" {
 		t.Run("scale", func(t *testing.T) { benchScale(t, r, *scale) })
+	}
+	if *fleetLog != "" {
+		t.Run("fleet", func(t *testing.T) { benchFleet(t, r, *fleetLog) })
 	}
 	md := r.markdown()
 	fmt.Println(md)
