@@ -60,6 +60,9 @@ type NodeFirewallPolicyReconciler struct {
 	// RequestLimit is the largest NodeFirewall, in bytes as sent, that is
 	// written; 0 means resolve.DefaultRequestLimit.
 	RequestLimit int
+	// RevisionLimit is the largest revision, in bytes as sent, that is
+	// written; 0 means RequestLimit's.
+	RevisionLimit int
 	// Config keeps the cluster's settings from the NodeFirewallConfig
 	// named default, or the manager's flags without it: the agents'
 	// failsafe ports, whose shadows policies report.
@@ -128,7 +131,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	failsafes := resolve.Failsafes{Inbound: settings.FailsafeInbound, Outbound: settings.FailsafeOutbound}
 	phases.done("list")
 	in := resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: failsafes,
-		RevisionNamespace: r.RevisionNamespace, RevisionLimit: r.requestLimit()}
+		RevisionNamespace: r.RevisionNamespace, RevisionLimit: r.revisionLimit()}
 	desired := resolve.Resolve(in)
 	phases.done("resolve")
 	// Revisions first, so that no NodeFirewall names one that is not there.
@@ -211,6 +214,14 @@ func (r *NodeFirewallPolicyReconciler) requestLimit() int {
 		return r.RequestLimit
 	}
 	return resolve.DefaultRequestLimit
+}
+
+// revisionLimit is the largest revision the reconciler writes.
+func (r *NodeFirewallPolicyReconciler) revisionLimit() int {
+	if r.RevisionLimit > 0 {
+		return r.RevisionLimit
+	}
+	return r.requestLimit()
 }
 
 // writeNodeFirewalls makes the writes and returns every node's

@@ -115,16 +115,19 @@ func TestOversizedRevisionIsReported(t *testing.T) {
 		return nil
 	})
 
-	// 400 rules of one port and one /32 each: about 40 KiB of revision.
+	// 512 rules (the most a policy has) of one port and 32 /32s each:
+	// about 320 KiB of revision.
 	before := writesSnapshot()["*v1.ControllerRevision/create"]
 	cur, err := getPolicy(p.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cur.Spec.Rules = nil
-	for i := range 400 {
+	for i := range 512 {
 		r := tcpRule(fmt.Sprintf("r%03d", i), int32(1000+i))
-		r.Sources = []string{fmt.Sprintf("198.51.100.%d/32", i%256)}
+		for j := range 32 {
+			r.Sources = append(r.Sources, fmt.Sprintf("10.%d.%d.%d/32", i/256, i%256, j))
+		}
 		cur.Spec.Rules = append(cur.Spec.Rules, r)
 	}
 	if err := k8sClient.Update(context.Background(), cur); err != nil {
@@ -139,7 +142,7 @@ func TestOversizedRevisionIsReported(t *testing.T) {
 		if c == nil || c.Reason != fwv1.ReasonRevisionTooLarge || c.ObservedGeneration != p.Generation {
 			return fmt.Errorf("Stalled = %+v, want reason %s for generation %d", c, fwv1.ReasonRevisionTooLarge, p.Generation)
 		}
-		want := fmt.Sprintf("bytes, over the limit of %d bytes", suiteRequestLimit)
+		want := fmt.Sprintf("bytes, over the limit of %d bytes", suiteRevisionLimit)
 		if !strings.Contains(c.Message, "ControllerRevision revsize-big-") || !strings.Contains(c.Message, want) {
 			return fmt.Errorf("message %q lacks the revision, the size or %q", c.Message, want)
 		}

@@ -43,6 +43,9 @@ const (
 	// now that a NodeFirewall names their revisions instead of copying
 	// their rules.
 	suiteRequestLimit = 16 * 1024
+	// suiteRevisionLimit is the largest revision the suite's controller
+	// writes: above the fan-out test's 500-rule policy (about 60 KiB).
+	suiteRevisionLimit = 256 * 1024
 )
 
 func TestMain(m *testing.M) {
@@ -96,6 +99,7 @@ func runSuite(m *testing.M) int {
 		WriteConcurrency:  DefaultWriteConcurrency,
 		Config:            clusterconfig.NewTracker(clusterconfig.Defaults()),
 		RequestLimit:      suiteRequestLimit,
+		RevisionLimit:     suiteRevisionLimit,
 		RevisionNamespace: revisionNamespace,
 		APIReader:         mgr.GetAPIReader(),
 		// Long, so that a missed event shows as a test failure rather than
