@@ -74,6 +74,8 @@ type NodeFirewallPolicyReconciler struct {
 	// computed are the policy statuses of the last resolve, for the
 	// policy watch's predicate.
 	computed computedStatuses
+	// own are the NodeFirewalls written and not yet in the cache.
+	own ownWrites
 
 	// RevisionNamespace, when set, is the namespace of the
 	// ControllerRevisions that hold each policy's rules once: NodeFirewalls
@@ -113,6 +115,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	if err := r.List(ctx, &nfws); err != nil {
 		return reconcile.Result{}, err
 	}
+	nfws.Items = r.own.overlay(nfws.Items, time.Now())
 	var sets fwv1.NodeFirewallAddressSetList
 	if err := r.List(ctx, &sets); err != nil {
 		return reconcile.Result{}, err
@@ -236,6 +239,7 @@ func (r *NodeFirewallPolicyReconciler) writeNodeFirewalls(ctx context.Context, w
 		mu       sync.Mutex
 		rejected []resolve.TooLarge
 	)
+	var written []*fwv1.NodeFirewall
 	// done records the outcome of one create or update.
 	done := func(nfw *fwv1.NodeFirewall, err error) error {
 		mu.Lock()
@@ -243,6 +247,7 @@ func (r *NodeFirewallPolicyReconciler) writeNodeFirewalls(ctx context.Context, w
 		switch {
 		case err == nil:
 			current[nfw.Name] = nfw
+			written = append(written, nfw)
 		case isTooLarge(err):
 			rejected = append(rejected, resolve.TooLarge{Node: nfw.Name, Bytes: resolve.SerializedSize(nfw), Limit: r.requestLimit(), Policies: resolve.PolicyNames(nfw)})
 			return nil
@@ -278,6 +283,12 @@ func (r *NodeFirewallPolicyReconciler) writeNodeFirewalls(ctx context.Context, w
 		})
 	}
 	err := r.parallel(ctx, writes)
+	r.own.record(written, time.Now())
+	deleted := make([]string, 0, len(w.Delete))
+	for _, nfw := range w.Delete {
+		deleted = append(deleted, nfw.Name)
+	}
+	r.own.forget(deleted)
 	return current, rejected, err
 }
 
