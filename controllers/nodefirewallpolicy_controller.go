@@ -76,6 +76,8 @@ type NodeFirewallPolicyReconciler struct {
 	computed computedStatuses
 	// own are the NodeFirewalls written and not yet in the cache.
 	own ownWrites
+	// progress paces the status writes that only count applied nodes.
+	progress progressWrites
 
 	// RevisionNamespace, when set, is the namespace of the
 	// ControllerRevisions that hold each policy's rules once: NodeFirewalls
@@ -320,6 +322,15 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 		if equality.Semantic.DeepEqual(p.Status, st) {
 			continue
 		}
+		if wait := r.progress.wait(p.Name, p.Status, st, time.Now()); wait > 0 {
+			if requeue == 0 || wait < requeue {
+				requeue = wait
+			}
+			// Not written: the policy's watch must not take the stored
+			// status for one the controller has not computed.
+			delete(computed, p.Name)
+			continue
+		}
 		r.recordTransitions(p, st)
 		if len(problems[p.Name]) > 0 && !equality.Semantic.DeepEqual(p.Status.Conditions, st.Conditions) {
 			for _, pr := range problems[p.Name] {
@@ -327,6 +338,7 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 			}
 		}
 		writes = append(writes, func(ctx context.Context) error {
+			r.progress.wrote(p.Name, time.Now())
 			return r.patchPolicyStatus(ctx, p, st)
 		})
 	}
