@@ -78,6 +78,8 @@ type NodeFirewallPolicyReconciler struct {
 	own ownWrites
 	// progress paces the status writes that only count applied nodes.
 	progress progressWrites
+	// lastCollected is when unreferenced revisions were last deleted.
+	lastCollected time.Time
 
 	// RevisionNamespace, when set, is the namespace of the
 	// ControllerRevisions that hold each policy's rules once: NodeFirewalls
@@ -180,19 +182,25 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	if err := r.writeAddressSetStatuses(ctx, sets.Items, setWrites); err != nil {
 		return retryOnConflict(err)
 	}
-	requeue, err := r.writePolicyStatuses(ctx, policies.Items, desired, current)
+	requeue, moving, err := r.writePolicyStatuses(ctx, policies.Items, desired, current)
 	if err != nil {
 		return retryOnConflict(err)
 	}
 	phases.done("status")
 	// Revisions no NodeFirewall names are deleted in a pass that wrote no
-	// NodeFirewall (the next one: the writes' own watch events bring it,
-	// or the periodic resolve), after the statuses: it reads every
-	// NodeFirewall from the API server, which a large write pass would
-	// make the next status wait for.
-	if r.RevisionNamespace != "" && len(plan.Create)+len(plan.Update) == 0 {
-		if err := r.collectRevisions(ctx, revisions, desired.Revisions); err != nil {
-			return reconcile.Result{}, err
+	// NodeFirewall and saw no rollout move (more nodes applying a policy's
+	// generation: the pass that reports it Ready comes soon), or a minute
+	// after the last collection. It reads every NodeFirewall from the API
+	// server, which would hold up the passes that report the rollout.
+	if r.RevisionNamespace != "" && mayBeUnused(revisions, desired.Revisions) {
+		if len(plan.Create)+len(plan.Update) == 0 && (!moving || time.Since(r.lastCollected) > periodicResolve) {
+			if err := r.collectRevisions(ctx, revisions, desired.Revisions); err != nil {
+				return reconcile.Result{}, err
+			}
+			r.lastCollected = time.Now()
+		} else if requeue == 0 || progressInterval < requeue {
+			// Look again when the rollout may have settled.
+			requeue = progressInterval
 		}
 	}
 	phases.done("revisions")
@@ -303,14 +311,18 @@ func isTooLarge(err error) bool {
 
 // writePolicyStatuses rolls the nodes' reports up into every policy's
 // status, records the Events an operator acts on, and writes the statuses
-// that changed. It returns when a progress deadline next passes, or 0.
-func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, policies []fwv1.NodeFirewallPolicy, desired resolve.Result, current map[string]*fwv1.NodeFirewall) (time.Duration, error) {
+// that changed. It returns when a status next needs a write (a progress
+// deadline passing, progress held back), or 0, and whether a rollout moved.
+func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, policies []fwv1.NodeFirewallPolicy, desired resolve.Result, current map[string]*fwv1.NodeFirewall) (time.Duration, bool, error) {
 	problems := map[string][]resolve.Problem{}
 	for _, pr := range desired.Problems {
 		problems[pr.Policy] = append(problems[pr.Policy], pr)
 	}
-	var requeue time.Duration
-	var writes []func(context.Context) error
+	var (
+		requeue time.Duration
+		moving  bool
+		writes  []func(context.Context) error
+	)
 	computed := make(map[string]fwv1.NodeFirewallPolicyStatus, len(policies))
 	for i := range policies {
 		p := &policies[i]
@@ -322,13 +334,11 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 		if equality.Semantic.DeepEqual(p.Status, st) {
 			continue
 		}
+		moving = moving || progressOnly(p.Status, st)
 		if wait := r.progress.wait(p.Name, p.Status, st, time.Now()); wait > 0 {
 			if requeue == 0 || wait < requeue {
 				requeue = wait
 			}
-			// Not written: the policy's watch must not take the stored
-			// status for one the controller has not computed.
-			delete(computed, p.Name)
 			continue
 		}
 		r.recordTransitions(p, st)
@@ -344,7 +354,7 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 	}
 	// Before the writes, whose events then find their status computed.
 	r.computed.set(computed)
-	return requeue, r.parallel(ctx, writes)
+	return requeue, moving, r.parallel(ctx, writes)
 }
 
 // patchPolicyStatus writes st as p's status with a merge patch of the
@@ -361,7 +371,7 @@ func (r *NodeFirewallPolicyReconciler) patchPolicyStatus(ctx context.Context, p 
 	return client.IgnoreNotFound(r.Status().Patch(ctx, p, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldManager)))
 }
 
-// recordTransitions records// recordTransitions records an Event when a policy becomes Ready or
+// recordTransitions records an Event when a policy becomes Ready or
 // Stalled, the moments an operator acts on.
 func (r *NodeFirewallPolicyReconciler) recordTransitions(p *fwv1.NodeFirewallPolicy, st fwv1.NodeFirewallPolicyStatus) {
 	became := func(t string) *metav1.Condition {

@@ -81,19 +81,12 @@ func (r *NodeFirewallPolicyReconciler) ensureRevisions(ctx context.Context, desi
 // still keeps its revisions; this controller is their only writer, and its
 // writes of this pass are done.
 func (r *NodeFirewallPolicyReconciler) collectRevisions(ctx context.Context, existing map[string]bool, desired []*appsv1.ControllerRevision) error {
+	if !mayBeUnused(existing, desired) {
+		return nil
+	}
 	keep := make(map[string]bool, len(desired))
 	for _, cr := range desired {
 		keep[cr.Name] = true
-	}
-	unused := false
-	for name := range existing {
-		if !keep[name] {
-			unused = true
-			break
-		}
-	}
-	if !unused {
-		return nil
 	}
 	var nfws fwv1.NodeFirewallList
 	if err := r.APIReader.List(ctx, &nfws); err != nil {
@@ -117,4 +110,19 @@ func (r *NodeFirewallPolicyReconciler) collectRevisions(ctx context.Context, exi
 		})
 	}
 	return r.parallel(ctx, deletes)
+}
+
+// mayBeUnused tells whether a revision there is is not desired, so that a
+// NodeFirewall may be the last to name it.
+func mayBeUnused(existing map[string]bool, desired []*appsv1.ControllerRevision) bool {
+	keep := make(map[string]bool, len(desired))
+	for _, cr := range desired {
+		keep[cr.Name] = true
+	}
+	for name := range existing {
+		if !keep[name] {
+			return true
+		}
+	}
+	return false
 }
