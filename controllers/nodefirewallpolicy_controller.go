@@ -192,6 +192,9 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	// generation: the pass that reports it Ready comes soon), or a minute
 	// after the last collection. It reads every NodeFirewall from the API
 	// server, which would hold up the passes that report the rollout.
+	if r.lastCollected.IsZero() {
+		r.lastCollected = time.Now()
+	}
 	if r.RevisionNamespace != "" && mayBeUnused(revisions, desired.Revisions) {
 		if len(plan.Create)+len(plan.Update) == 0 && (!moving || time.Since(r.lastCollected) > periodicResolve) {
 			if err := r.collectRevisions(ctx, revisions, desired.Revisions); err != nil {
