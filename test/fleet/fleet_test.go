@@ -116,30 +116,32 @@ func fleetNode(i int) *corev1.Node {
 // fleetPolicy is policy j of a cluster of `nodes` nodes, with 1 to 5
 // rules of one port and one /32 each: policy 0 selects every node; the
 // others a zone, a pool, two racks, three hosts, or the GPU nodes of a
-// zone, in turn.
+// zone, in turn, spread over the zones, pools and racks.
 func fleetPolicy(j, nodes int) *fwv1.NodeFirewallPolicy {
 	p := &fwv1.NodeFirewallPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("fleet-%04d", j)}}
 	p.Spec.Priority = ptr.To(int32(100 + j%50))
 	racks := max(1, (nodes+nodesPerRack-1)/nodesPerRack)
+	// k counts the policies of j's kind.
+	k := j / 5
 	sel := &p.Spec.NodeSelector
 	switch {
 	case j == 0:
 		sel.MatchLabels = map[string]string{"fleet": "yes"}
 	case j%5 == 0:
-		sel.MatchLabels = map[string]string{"zone": fmt.Sprintf("z%d", j%zones)}
+		sel.MatchLabels = map[string]string{"zone": fmt.Sprintf("z%d", k%zones)}
 	case j%5 == 1:
-		sel.MatchLabels = map[string]string{"pool": fmt.Sprintf("p%d", j%pools)}
+		sel.MatchLabels = map[string]string{"pool": fmt.Sprintf("p%d", k%pools)}
 	case j%5 == 2:
 		sel.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "rack", Operator: metav1.LabelSelectorOpIn,
-			Values: []string{fmt.Sprintf("r%d", j%racks), fmt.Sprintf("r%d", (j+1)%racks)}}}
+			Values: []string{fmt.Sprintf("r%d", (2*k)%racks), fmt.Sprintf("r%d", (2*k+1)%racks)}}}
 	case j%5 == 3:
 		var hosts []string
-		for k := range 3 {
-			hosts = append(hosts, fleetNode((j*7+k*131)%nodes).Name)
+		for h := range 3 {
+			hosts = append(hosts, fleetNode((k*3+h)*97%nodes).Name)
 		}
 		sel.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: metav1.LabelSelectorOpIn, Values: hosts}}
 	default:
-		sel.MatchLabels = map[string]string{"zone": fmt.Sprintf("z%d", j%zones)}
+		sel.MatchLabels = map[string]string{"zone": fmt.Sprintf("z%d", k%zones)}
 		sel.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "gpu", Operator: metav1.LabelSelectorOpExists}}
 	}
 	p.Spec.Rules = fleetRules(fmt.Sprintf("p%d", j), 1+j%5, int32(1000+j%1000))
