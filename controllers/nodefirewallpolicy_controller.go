@@ -162,8 +162,16 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	peerSets := resolve.AddressSetsFor(policies.Items, nodes.Items, sets.Items)
 	desired.Problems = append(desired.Problems, peerSets.Problems...)
 	setWrites := resolve.PlanAddressSets(peerSets.Managed, sets.Items)
-	if err := r.writeAddressSets(ctx, setWrites); err != nil {
+	// A set too large for the API server is not written, and says so on
+	// the policies whose node peers it holds; it keeps its addresses.
+	heldSets := setWrites.HoldTooLarge(r.requestLimit())
+	refusedSets, err := r.writeAddressSets(ctx, setWrites)
+	if err != nil {
 		return retryOnConflict(err)
+	}
+	heldSets = append(heldSets, refusedSets...)
+	for _, t := range heldSets {
+		desired.Problems = append(desired.Problems, t.Problems(policies.Items)...)
 	}
 	// A NodeFirewall too large for the API server is not written, and says
 	// so on its policies; the other nodes' writes go ahead.

@@ -145,3 +145,82 @@ func holdOversizedRevisions(policies []preparedPolicy, limit int, refused map[st
 	}
 	return problems
 }
+
+// SetTooLarge is a managed NodeFirewallAddressSet kept out of the writes
+// because its request would exceed the API server's size limit.
+type SetTooLarge struct {
+	// Set is the set's name.
+	Set string
+	// Bytes is the size of the set as serialized for the request.
+	Bytes int
+	// Limit is the size it may not exceed.
+	Limit int
+	// Refused tells that the API server refused it as too large.
+	Refused bool
+}
+
+func (t SetTooLarge) String() string {
+	over := fmt.Sprintf("over the limit of %d bytes", t.Limit)
+	if t.Refused {
+		over = fmt.Sprintf("refused by the API server as too large (the controller's limit is %d bytes)", t.Limit)
+	}
+	return fmt.Sprintf("NodeFirewallAddressSet %s, which holds a node peer's addresses, would be %d bytes, %s; it keeps the addresses it has",
+		t.Set, t.Bytes, over)
+}
+
+// Problems reports t on every policy with a node peer whose set it is.
+func (t SetTooLarge) Problems(policies []fwv1.NodeFirewallPolicy) []Problem {
+	var problems []Problem
+	for i := range policies {
+		p := &policies[i]
+		if usesSet(p, t.Set) {
+			problems = append(problems, Problem{Policy: p.Name, Reason: fwv1.ReasonAddressSetTooLarge, Message: t.String()})
+		}
+	}
+	return problems
+}
+
+// usesSet tells whether a node peer of one of p's rules is held in set.
+func usesSet(p *fwv1.NodeFirewallPolicy, set string) bool {
+	for _, r := range p.Spec.Rules {
+		for _, peer := range append(append([]fwv1.Peer(nil), r.From...), r.To...) {
+			if !peer.IsNodePeer() {
+				continue
+			}
+			if name, err := peer.SetName(); err == nil && name == set {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// SetSize is the size of a set as the client sends it (JSON).
+func SetSize(s *fwv1.NodeFirewallAddressSet) int {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return int(^uint(0) >> 1)
+	}
+	return len(b)
+}
+
+// HoldTooLarge moves the creates and updates of managed sets whose
+// serialized size exceeds limit out of w and into the result: a set is
+// written whole or not at all, and an existing one keeps its addresses.
+func (w *SetWrites) HoldTooLarge(limit int) []SetTooLarge {
+	var held []SetTooLarge
+	keep := func(list []*fwv1.NodeFirewallAddressSet) []*fwv1.NodeFirewallAddressSet {
+		kept := make([]*fwv1.NodeFirewallAddressSet, 0, len(list))
+		for _, s := range list {
+			if n := SetSize(s); n > limit {
+				held = append(held, SetTooLarge{Set: s.Name, Bytes: n, Limit: limit})
+				continue
+			}
+			kept = append(kept, s)
+		}
+		return kept
+	}
+	w.Create = keep(w.Create)
+	w.Update = keep(w.Update)
+	return held
+}

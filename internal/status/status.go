@@ -43,8 +43,8 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 
 	var invalid, conflicts, shadowed, halted, tooLarge, unresolved []string
 	conflictReason := fwv1.ReasonDefaultActionConflict
-	// A revision too large to write is the policy's own; NodeFirewalls too
-	// large are shared with other policies.
+	// A revision or an address set too large to write names itself;
+	// NodeFirewalls too large are shared with other policies.
 	tooLargeReason := fwv1.ReasonNodeFirewallTooLarge
 	for _, pr := range problems {
 		switch pr.Reason {
@@ -62,9 +62,9 @@ func Policy(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*fwv1.
 			halted = append(halted, pr.Message)
 		case fwv1.ReasonNodeFirewallTooLarge:
 			tooLarge = append(tooLarge, pr.Message)
-		case fwv1.ReasonRevisionTooLarge:
+		case fwv1.ReasonRevisionTooLarge, fwv1.ReasonAddressSetTooLarge:
 			tooLarge = append(tooLarge, pr.Message)
-			tooLargeReason = fwv1.ReasonRevisionTooLarge
+			tooLargeReason = pr.Reason
 		case fwv1.ReasonUnresolvedPeers:
 			unresolved = append(unresolved, pr.Message)
 		}
