@@ -12,9 +12,11 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 GO_TEST_FLAGS ?= -count=1 -timeout 40m
 # Packages that send real packets through network namespaces run one at a
 # time, so that timing-sensitive probes never compete with each other. The
-# real-cluster suite (test/cluster) runs last, on its own: `make
-# e2e-cluster` runs only it.
+# real-cluster suite (test/cluster) runs last, on its own.
 NETWORK_PKGS = ./internal/nft/... ./internal/netnstest/... $$(go list ./test/... | grep -v /test/cluster)
+# The real-cluster suite: `make test` runs it after everything else,
+# `make e2e-cluster` runs only it.
+E2E_CLUSTER = KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test -count=1 -v -timeout 20m ./test/cluster/
 
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
@@ -63,9 +65,10 @@ envtest: ## Build kube-apiserver and etcd for envtest (cached under bin/k8s).
 	@hack/envtest-assets.sh >/dev/null
 
 .PHONY: test
-test: deps manifests generate vet envtest ## Run unit, envtest, privileged and e2e tests (root); the real-cluster suite is make e2e-cluster.
+test: deps manifests generate vet envtest cluster-tools ## Run unit, envtest, privileged, e2e and real-cluster tests (root).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /test/ -e /internal/nft -e /internal/netnstest)
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) -p 1 $(NETWORK_PKGS)
+	$(E2E_CLUSTER)
 
 # The soak: random changes and faults for SOAK_DURATION, invariants
 # checked throughout (`make test` runs it for three minutes).
@@ -132,7 +135,7 @@ cluster-down: ## Remove the local cluster and everything it left on the machine 
 
 .PHONY: e2e-cluster
 e2e-cluster: cluster-tools ## Run the real-cluster suite: nodefw from config/default and the Helm chart on a local cluster (root).
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test -count=1 -v -timeout 20m ./test/cluster/
+	$(E2E_CLUSTER)
 
 .PHONY: docker-build
 docker-build: ## Build the manager and agent images.
