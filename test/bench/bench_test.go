@@ -221,8 +221,8 @@ func TestBenchmarks(t *testing.T) {
 		if cfg.name != "full" {
 			cmd = "go test ./test/bench -run TestBenchmarks -v"
 		}
-		doc := "# Benchmarks\n\nProduced by `" + cmd + "` (as root), which runs the controllers package's `TestFanOut` " +
-			"in envtest and then `test/bench` with `-full`. " +
+		doc := "# Benchmarks\n\nProduced by `" + cmd + "` (as root), which runs the controllers package's `TestFanOut`, " +
+			"test/agent's `TestRulesThroughTheAPI` and test/fleet's `TestLargeCluster` in envtest and then `test/bench` with `-full`. " +
 			"The notes under the table say what each figure measures; the package documentation of `test/bench` has more.\n\n" + md
 		if err := os.WriteFile(*out, []byte(doc), 0o644); err != nil {
 			t.Fatal(err)
