@@ -164,7 +164,7 @@ func (t SetTooLarge) String() string {
 	if t.Refused {
 		over = fmt.Sprintf("refused by the API server as too large (the controller's limit is %d bytes)", t.Limit)
 	}
-	return fmt.Sprintf("NodeFirewallAddressSet %s, which holds a node peer's addresses, would be %d bytes, %s; it keeps the addresses it has",
+	return fmt.Sprintf("NodeFirewallAddressSet %s, which holds a node peer's addresses, would be %d bytes, %s; the set keeps the addresses it has (none if it is new)",
 		t.Set, t.Bytes, over)
 }
 
