@@ -86,12 +86,14 @@ fuzz: ## Run each fuzz target for FUZZTIME executions (default 20000x; a duratio
 	@hack/fuzz.sh $${FUZZTIME:-20000x}
 
 .PHONY: bench
-bench: deps envtest ## Benchmark the packet path, programming, memory, the resolver and the fan-out (root); BENCH_OUT=file also writes the report.
+bench: deps envtest ## Benchmark the packet path, programming, memory, the resolver, the fan-out and a 5,000-node cluster (root); BENCH_OUT=file also writes the report.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" NODEFW_FANOUT_NODES=2000 NODEFW_SETFANOUT_NODES=1000 NODEFW_SETFANOUT_ENTRIES=100000 go test -count=1 -timeout 45m -v -run '^(TestFanOut|TestSetFanOut)$$' ./controllers/ | tee $(LOCALBIN)/fanout.log
 	# Rules through the API server to one node's agent binary, at 10,000 and 50,000.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" NODEFW_SCALE_RULES=10000 go test -count=1 -timeout 30m -v -run '^TestRulesThroughTheAPI$$' ./test/agent/ | grep '^SCALE ' | tee $(LOCALBIN)/scale.log
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" NODEFW_SCALE_RULES=50000 go test -count=1 -timeout 30m -v -run '^TestRulesThroughTheAPI$$' ./test/agent/ | grep '^SCALE ' | tee -a $(LOCALBIN)/scale.log
-	go test -count=1 -timeout 90m -v -run '^TestBenchmarks$$' ./test/bench -args -full -fanout $(LOCALBIN)/fanout.log -scale $(LOCALBIN)/scale.log $(if $(BENCH_OUT),-out $(abspath $(BENCH_OUT)))
+	# The manager process on 5,000 nodes and 1,000 policies.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" NODEFW_FLEET_NODES=5000 NODEFW_FLEET_POLICIES=1000 go test -count=1 -timeout 60m -v -run '^TestLargeCluster$$' ./test/fleet/ | tee $(LOCALBIN)/fleet.log
+	go test -count=1 -timeout 90m -v -run '^TestBenchmarks$$' ./test/bench -args -full -fanout $(LOCALBIN)/fanout.log -scale $(LOCALBIN)/scale.log -fleet $(LOCALBIN)/fleet.log $(if $(BENCH_OUT),-out $(abspath $(BENCH_OUT)))
 
 ##@ Build
 

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,23 +18,39 @@ import (
 
 // writeAddressSets creates and updates the managed sets node peers need.
 // It runs before NodeFirewalls are written, so that an agent finds a
-// rule's set with its addresses already there.
-func (r *NodeFirewallPolicyReconciler) writeAddressSets(ctx context.Context, w resolve.SetWrites) error {
+// rule's set with its addresses already there. Those the API server
+// refuses as too large (its limit may be lower than the controller's) are
+// returned, for their policies to report; the others are written.
+func (r *NodeFirewallPolicyReconciler) writeAddressSets(ctx context.Context, w resolve.SetWrites) ([]resolve.SetTooLarge, error) {
+	var (
+		mu   sync.Mutex
+		held []resolve.SetTooLarge
+	)
+	refused := func(s *fwv1.NodeFirewallAddressSet, err error) error {
+		if !isTooLarge(err) {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		held = append(held, resolve.SetTooLarge{Set: s.Name, Bytes: resolve.SetSize(s), Limit: r.requestLimit(), Refused: true})
+		return nil
+	}
 	var writes []func(context.Context) error
 	for _, s := range w.Create {
 		writes = append(writes, func(ctx context.Context) error {
 			if err := r.Create(ctx, s, client.FieldOwner(FieldManager)); err != nil && !apierrors.IsAlreadyExists(err) {
-				return err
+				return refused(s, err)
 			}
 			return nil
 		})
 	}
 	for _, s := range w.Update {
 		writes = append(writes, func(ctx context.Context) error {
-			return client.IgnoreNotFound(r.Update(ctx, s, client.FieldOwner(FieldManager)))
+			return refused(s, client.IgnoreNotFound(r.Update(ctx, s, client.FieldOwner(FieldManager))))
 		})
 	}
-	return r.parallel(ctx, writes)
+	err := r.parallel(ctx, writes)
+	return held, err
 }
 
 // deleteAddressSets deletes the managed sets no policy references any

@@ -60,6 +60,9 @@ type NodeFirewallPolicyReconciler struct {
 	// RequestLimit is the largest NodeFirewall, in bytes as sent, that is
 	// written; 0 means resolve.DefaultRequestLimit.
 	RequestLimit int
+	// RevisionLimit is the largest revision, in bytes as sent, that is
+	// written; 0 means RequestLimit's.
+	RevisionLimit int
 	// Config keeps the cluster's settings from the NodeFirewallConfig
 	// named default, or the manager's flags without it: the agents'
 	// failsafe ports, whose shadows policies report.
@@ -74,6 +77,12 @@ type NodeFirewallPolicyReconciler struct {
 	// applied are the policies each node's kernel held at its last
 	// reported generation, for the status roll-up.
 	applied appliedPolicies
+	// own are the NodeFirewalls written and not yet in the cache.
+	own ownWrites
+	// progress paces the status writes that only count applied nodes.
+	progress progressWrites
+	// lastCollected is when unreferenced revisions were last deleted.
+	lastCollected time.Time
 
 	// RevisionNamespace, when set, is the namespace of the
 	// ControllerRevisions that hold each policy's rules once: NodeFirewalls
@@ -100,6 +109,7 @@ type NodeFirewallPolicyReconciler struct {
 // the NodeFirewall writes that reach it, writes them, and then each
 // policy's status.
 func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	phases := newPhaseTimer()
 	var policies fwv1.NodeFirewallPolicyList
 	if err := r.List(ctx, &policies); err != nil {
 		return reconcile.Result{}, err
@@ -112,6 +122,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	if err := r.List(ctx, &nfws); err != nil {
 		return reconcile.Result{}, err
 	}
+	nfws.Items = r.own.overlay(nfws.Items, time.Now())
 	var sets fwv1.NodeFirewallAddressSetList
 	if err := r.List(ctx, &sets); err != nil {
 		return reconcile.Result{}, err
@@ -129,23 +140,42 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		return retryOnConflict(err)
 	}
 	failsafes := resolve.Failsafes{Inbound: settings.FailsafeInbound, Outbound: settings.FailsafeOutbound}
-	desired := resolve.Resolve(resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: failsafes,
-		RevisionNamespace: r.RevisionNamespace})
+	phases.done("list")
+	in := resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: failsafes,
+		RevisionNamespace: r.RevisionNamespace, RevisionLimit: r.revisionLimit()}
+	desired := resolve.Resolve(in)
+	phases.done("resolve")
 	// Revisions first, so that no NodeFirewall names one that is not there.
+	// A revision too large for the API server is not written and its policy
+	// is held on every node, as one over the controller's own limit is.
 	var revisions map[string]bool
 	if r.RevisionNamespace != "" {
-		if revisions, err = r.ensureRevisions(ctx, desired.Revisions); err != nil {
+		var refused map[string]int
+		if revisions, refused, err = r.ensureRevisions(ctx, desired.Revisions); err != nil {
 			return reconcile.Result{}, err
+		}
+		if len(refused) > 0 {
+			in.RefusedRevisions = refused
+			desired = resolve.Resolve(in)
 		}
 	}
 	plan := resolve.Plan(desired.Nodes, nfws.Items, nodes.Items, time.Now())
+	phases.done("plan")
 	// Node peers: their sets are written before the NodeFirewalls that name
 	// them, and deleted after those stop naming them.
 	peerSets := resolve.AddressSetsFor(policies.Items, nodes.Items, sets.Items)
 	desired.Problems = append(desired.Problems, peerSets.Problems...)
 	setWrites := resolve.PlanAddressSets(peerSets.Managed, sets.Items)
-	if err := r.writeAddressSets(ctx, setWrites); err != nil {
+	// A set too large for the API server is not written, and says so on
+	// the policies whose node peers it holds; it keeps its addresses.
+	heldSets := setWrites.HoldTooLarge(r.requestLimit())
+	refusedSets, err := r.writeAddressSets(ctx, setWrites)
+	if err != nil {
 		return retryOnConflict(err)
+	}
+	heldSets = append(heldSets, refusedSets...)
+	for _, t := range heldSets {
+		desired.Problems = append(desired.Problems, t.Problems(policies.Items)...)
 	}
 	// A NodeFirewall too large for the API server is not written, and says
 	// so on its policies; the other nodes' writes go ahead.
@@ -154,11 +184,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	if err != nil {
 		return retryOnConflict(err)
 	}
-	if r.RevisionNamespace != "" {
-		if err := r.collectRevisions(ctx, revisions, desired.Revisions); err != nil {
-			return reconcile.Result{}, err
-		}
-	}
+	phases.done("nodefirewalls")
 	for _, t := range append(held, rejected...) {
 		desired.Problems = append(desired.Problems, t.Problems()...)
 	}
@@ -168,11 +194,33 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	if err := r.writeAddressSetStatuses(ctx, sets.Items, setWrites); err != nil {
 		return retryOnConflict(err)
 	}
-	requeue, err := r.writePolicyStatuses(ctx, policies.Items, desired, current)
+	requeue, moving, err := r.writePolicyStatuses(ctx, policies.Items, desired, current)
 	if err != nil {
 		return retryOnConflict(err)
 	}
-	log.FromContext(ctx).V(1).Info("resolved", "policies", len(policies.Items), "nodes", len(nodes.Items))
+	phases.done("status")
+	// Revisions no NodeFirewall names are deleted in a pass that wrote no
+	// NodeFirewall and saw no rollout move (more nodes applying a policy's
+	// generation: the pass that reports it Ready comes soon), or a minute
+	// after the last collection. It reads every NodeFirewall from the API
+	// server, which would hold up the passes that report the rollout.
+	if r.lastCollected.IsZero() {
+		r.lastCollected = time.Now()
+	}
+	if r.RevisionNamespace != "" && mayBeUnused(revisions, desired.Revisions) {
+		if len(plan.Create)+len(plan.Update) == 0 && (!moving || time.Since(r.lastCollected) > periodicResolve) {
+			if err := r.collectRevisions(ctx, revisions, desired.Revisions); err != nil {
+				return reconcile.Result{}, err
+			}
+			r.lastCollected = time.Now()
+		} else if requeue == 0 || progressInterval < requeue {
+			// Look again when the rollout may have settled.
+			requeue = progressInterval
+		}
+	}
+	phases.done("revisions")
+	log.FromContext(ctx).V(1).Info("resolved", "policies", len(policies.Items), "nodes", len(nodes.Items),
+		"created", len(plan.Create), "updated", len(plan.Update), "seconds", phases.total().Seconds(), "phases", phases.String())
 
 	// Resolve again now and then even without events, so that a missed
 	// watch event cannot leave a node or a status behind for long.
@@ -196,6 +244,14 @@ func (r *NodeFirewallPolicyReconciler) requestLimit() int {
 	return resolve.DefaultRequestLimit
 }
 
+// revisionLimit is the largest revision the reconciler writes.
+func (r *NodeFirewallPolicyReconciler) revisionLimit() int {
+	if r.RevisionLimit > 0 {
+		return r.RevisionLimit
+	}
+	return r.requestLimit()
+}
+
 // writeNodeFirewalls makes the writes and returns every node's
 // NodeFirewall as written, for the status roll-up, and those the API
 // server refused as too large (its own limit may be lower than ours).
@@ -208,6 +264,7 @@ func (r *NodeFirewallPolicyReconciler) writeNodeFirewalls(ctx context.Context, w
 		mu       sync.Mutex
 		rejected []resolve.TooLarge
 	)
+	var written []*fwv1.NodeFirewall
 	// done records the outcome of one create or update.
 	done := func(nfw *fwv1.NodeFirewall, err error) error {
 		mu.Lock()
@@ -215,6 +272,7 @@ func (r *NodeFirewallPolicyReconciler) writeNodeFirewalls(ctx context.Context, w
 		switch {
 		case err == nil:
 			current[nfw.Name] = nfw
+			written = append(written, nfw)
 		case isTooLarge(err):
 			rejected = append(rejected, resolve.TooLarge{Node: nfw.Name, Bytes: resolve.SerializedSize(nfw), Limit: r.requestLimit(), Policies: resolve.PolicyNames(nfw)})
 			return nil
@@ -250,6 +308,12 @@ func (r *NodeFirewallPolicyReconciler) writeNodeFirewalls(ctx context.Context, w
 		})
 	}
 	err := r.parallel(ctx, writes)
+	r.own.record(written, time.Now())
+	deleted := make([]string, 0, len(w.Delete))
+	for _, nfw := range w.Delete {
+		deleted = append(deleted, nfw.Name)
+	}
+	r.own.forget(deleted)
 	return current, rejected, err
 }
 
@@ -262,14 +326,18 @@ func isTooLarge(err error) bool {
 
 // writePolicyStatuses rolls the nodes' reports up into every policy's
 // status, records the Events an operator acts on, and writes the statuses
-// that changed. It returns when a progress deadline next passes, or 0.
-func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, policies []fwv1.NodeFirewallPolicy, desired resolve.Result, current map[string]*fwv1.NodeFirewall) (time.Duration, error) {
+// that changed. It returns when a status next needs a write (a progress
+// deadline passing, progress held back), or 0, and whether a rollout moved.
+func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, policies []fwv1.NodeFirewallPolicy, desired resolve.Result, current map[string]*fwv1.NodeFirewall) (time.Duration, bool, error) {
 	problems := map[string][]resolve.Problem{}
 	for _, pr := range desired.Problems {
 		problems[pr.Policy] = append(problems[pr.Policy], pr)
 	}
-	var requeue time.Duration
-	var writes []func(context.Context) error
+	var (
+		requeue time.Duration
+		moving  bool
+		writes  []func(context.Context) error
+	)
 	computed := make(map[string]fwv1.NodeFirewallPolicyStatus, len(policies))
 	earlier := r.applied.earlier(current)
 	for i := range policies {
@@ -282,6 +350,13 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 		if equality.Semantic.DeepEqual(p.Status, st) {
 			continue
 		}
+		moving = moving || progressOnly(p.Status, st)
+		if wait := r.progress.wait(p.Name, p.Status, st, time.Now()); wait > 0 {
+			if requeue == 0 || wait < requeue {
+				requeue = wait
+			}
+			continue
+		}
 		r.recordTransitions(p, st)
 		if len(problems[p.Name]) > 0 && !equality.Semantic.DeepEqual(p.Status.Conditions, st.Conditions) {
 			for _, pr := range problems[p.Name] {
@@ -289,14 +364,27 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 			}
 		}
 		writes = append(writes, func(ctx context.Context) error {
-			updated := p.DeepCopy()
-			updated.Status = st
-			return client.IgnoreNotFound(r.Status().Update(ctx, updated, client.FieldOwner(FieldManager)))
+			r.progress.wrote(p.Name, time.Now())
+			return r.patchPolicyStatus(ctx, p, st)
 		})
 	}
 	// Before the writes, whose events then find their status computed.
 	r.computed.set(computed)
-	return requeue, r.parallel(ctx, writes)
+	return requeue, moving, r.parallel(ctx, writes)
+}
+
+// patchPolicyStatus writes st as p's status with a merge patch of the
+// status fields that differ from p's, so that the request carries the
+// status change and not the policy's rules, which may be hundreds of
+// kilobytes. The patch names p's resource version: written against a
+// policy that changed meanwhile, it conflicts as an update would.
+func (r *NodeFirewallPolicyReconciler) patchPolicyStatus(ctx context.Context, p *fwv1.NodeFirewallPolicy, st fwv1.NodeFirewallPolicyStatus) error {
+	patch, err := statusPatch(p.ResourceVersion, p.Status, st)
+	if err != nil {
+		return fmt.Errorf("status patch of policy %s: %w", p.Name, err)
+	}
+	// p becomes the policy as stored, with its new resource version.
+	return client.IgnoreNotFound(r.Status().Patch(ctx, p, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldManager)))
 }
 
 // recordTransitions records an Event when a policy becomes Ready or
@@ -340,11 +428,7 @@ func (r *NodeFirewallPolicyReconciler) markReconciling(ctx context.Context, poli
 			continue
 		}
 		writes = append(writes, func(ctx context.Context) error {
-			p.Status = status.Reconciling(p)
-			if err := r.Status().Update(ctx, p, client.FieldOwner(FieldManager)); err != nil {
-				return client.IgnoreNotFound(err)
-			}
-			return nil
+			return r.patchPolicyStatus(ctx, p, status.Reconciling(p))
 		})
 	}
 	return r.parallel(ctx, writes)

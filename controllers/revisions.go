@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -11,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/resolve"
 	"github.com/nodefw/nodefw/internal/revision"
 )
 
@@ -37,27 +39,40 @@ func (r *NodeFirewallPolicyReconciler) revisionList(ctx context.Context) (map[st
 
 // ensureRevisions creates the desired revisions that do not exist yet,
 // before any NodeFirewall names them; one that exists is reused, as its
-// name is its hash. It returns the names of every revision there is.
-func (r *NodeFirewallPolicyReconciler) ensureRevisions(ctx context.Context, desired []*appsv1.ControllerRevision) (map[string]bool, error) {
+// name is its hash. It returns the names of every revision there is, and
+// the size of each the API server refused as too large (its limit may be
+// lower than the controller's), which are not written again this pass.
+func (r *NodeFirewallPolicyReconciler) ensureRevisions(ctx context.Context, desired []*appsv1.ControllerRevision) (map[string]bool, map[string]int, error) {
 	existing, err := r.revisionList(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var writes []func(context.Context) error
+	var (
+		mu      sync.Mutex
+		refused = map[string]int{}
+		writes  []func(context.Context) error
+	)
 	for _, cr := range desired {
 		if existing[cr.Name] {
 			continue
 		}
-		existing[cr.Name] = true
 		writes = append(writes, func(ctx context.Context) error {
 			err := r.Create(ctx, cr.DeepCopy(), client.FieldOwner(FieldManager))
-			if err != nil && !apierrors.IsAlreadyExists(err) {
-				return fmt.Errorf("creating ControllerRevision %s of policy %s: %w", cr.Name, revision.Policy(cr), err)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil || apierrors.IsAlreadyExists(err):
+				existing[cr.Name] = true
+				return nil
+			case isTooLarge(err):
+				refused[cr.Name] = resolve.RevisionSize(cr)
+				return nil
 			}
-			return nil
+			return fmt.Errorf("creating ControllerRevision %s of policy %s: %w", cr.Name, revision.Policy(cr), err)
 		})
 	}
-	return existing, r.parallel(ctx, writes)
+	err = r.parallel(ctx, writes)
+	return existing, refused, err
 }
 
 // collectRevisions deletes the revisions that neither the desired state
@@ -66,19 +81,12 @@ func (r *NodeFirewallPolicyReconciler) ensureRevisions(ctx context.Context, desi
 // still keeps its revisions; this controller is their only writer, and its
 // writes of this pass are done.
 func (r *NodeFirewallPolicyReconciler) collectRevisions(ctx context.Context, existing map[string]bool, desired []*appsv1.ControllerRevision) error {
+	if !mayBeUnused(existing, desired) {
+		return nil
+	}
 	keep := make(map[string]bool, len(desired))
 	for _, cr := range desired {
 		keep[cr.Name] = true
-	}
-	unused := false
-	for name := range existing {
-		if !keep[name] {
-			unused = true
-			break
-		}
-	}
-	if !unused {
-		return nil
 	}
 	var nfws fwv1.NodeFirewallList
 	if err := r.APIReader.List(ctx, &nfws); err != nil {
@@ -102,4 +110,19 @@ func (r *NodeFirewallPolicyReconciler) collectRevisions(ctx context.Context, exi
 		})
 	}
 	return r.parallel(ctx, deletes)
+}
+
+// mayBeUnused tells whether a revision there is is not desired, so that a
+// NodeFirewall may be the last to name it.
+func mayBeUnused(existing map[string]bool, desired []*appsv1.ControllerRevision) bool {
+	keep := make(map[string]bool, len(desired))
+	for _, cr := range desired {
+		keep[cr.Name] = true
+	}
+	for name := range existing {
+		if !keep[name] {
+			return true
+		}
+	}
+	return false
 }

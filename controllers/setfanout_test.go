@@ -323,3 +323,7 @@ func expectSetGeneration(t *testing.T, name string, gen int64) {
 		return nil
 	})
 }
+
+// bytesSnapshot is the controller's bytes on the wire by "resource/verb"
+// (wireBytes); writesSnapshot counts writes by kind.
+func bytesSnapshot() map[string]int64 { return wireSnapshot() }

@@ -2,8 +2,8 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -43,6 +43,9 @@ const (
 	// now that a NodeFirewall names their revisions instead of copying
 	// their rules.
 	suiteRequestLimit = 16 * 1024
+	// suiteRevisionLimit is the largest revision the suite's controller
+	// writes: above the fan-out test's 500-rule policy (about 60 KiB).
+	suiteRevisionLimit = 256 * 1024
 )
 
 func TestMain(m *testing.M) {
@@ -59,14 +62,21 @@ func runSuite(m *testing.M) int {
 	defer func() { _ = env.Stop() }()
 	restConfig = cfg
 
-	// Many objects are written in the fan-out test: no client-side throttling.
-	cfg.QPS, cfg.Burst = 2000, 4000
-	k8sClient, err = envtesting.NewClient(cfg)
+	// The tests' own client writes many objects in the fan-out test: no
+	// client-side throttling for it.
+	testCfg := rest.CopyConfig(cfg)
+	testCfg.QPS, testCfg.Burst = 2000, 4000
+	k8sClient, err = envtesting.NewClient(testCfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "creating client: %v\n", err)
 		return 1
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	// The controller runs with the manager's defaults, and every byte it
+	// sends is counted.
+	mgrCfg := rest.CopyConfig(cfg)
+	mgrCfg.QPS, mgrCfg.Burst = DefaultKubeAPIQPS, DefaultKubeAPIBurst
+	mgrCfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countingTransport{next: rt} })
+	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{
 		Scheme:                 envtesting.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
@@ -86,9 +96,10 @@ func runSuite(m *testing.M) int {
 	reconciler = &NodeFirewallPolicyReconciler{
 		Client:            countWrites(mgr.GetClient()),
 		Recorder:          mgr.GetEventRecorder("nodefw-controller"),
-		WriteConcurrency:  8,
+		WriteConcurrency:  DefaultWriteConcurrency,
 		Config:            clusterconfig.NewTracker(clusterconfig.Defaults()),
 		RequestLimit:      suiteRequestLimit,
+		RevisionLimit:     suiteRevisionLimit,
 		RevisionNamespace: revisionNamespace,
 		APIReader:         mgr.GetAPIReader(),
 		// Long, so that a missed event shows as a test failure rather than
@@ -119,30 +130,10 @@ func zapLevel() zapcore.Level {
 // controllerWrites counts the controller's API writes by kind and verb.
 var controllerWrites sync.Map // "Kind/verb" -> *atomic.Int64
 
-// controllerBytes counts the bytes of the objects the controller sent, by
-// kind and verb, as JSON.
-var controllerBytes sync.Map // "Kind/verb" -> *atomic.Int64
-
 func countWrite(obj client.Object, verb string) {
 	kind := fmt.Sprintf("%T", obj)
 	v, _ := controllerWrites.LoadOrStore(kind+"/"+verb, new(atomic.Int64))
 	v.(*atomic.Int64).Add(1)
-	if verb == "delete" {
-		return
-	}
-	if b, err := json.Marshal(obj); err == nil {
-		v, _ := controllerBytes.LoadOrStore(kind+"/"+verb, new(atomic.Int64))
-		v.(*atomic.Int64).Add(int64(len(b)))
-	}
-}
-
-func bytesSnapshot() map[string]int64 {
-	out := map[string]int64{}
-	controllerBytes.Range(func(k, v any) bool {
-		out[k.(string)] = v.(*atomic.Int64).Load()
-		return true
-	})
-	return out
 }
 
 func writesSnapshot() map[string]int64 {
@@ -183,6 +174,10 @@ func countWrites(c client.Client) client.Client {
 		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
 			countWrite(obj, sub+"-update")
 			return c.SubResource(sub).Update(ctx, obj, opts...)
+		},
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			countWrite(obj, sub+"-patch")
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
 		},
 	})
 }

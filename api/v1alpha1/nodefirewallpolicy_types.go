@@ -281,6 +281,15 @@ const (
 	// selects would exceed the API server's request size, so it is not
 	// written; that node keeps its last NodeFirewall and ruleset.
 	ReasonNodeFirewallTooLarge = "NodeFirewallTooLarge"
+	// ReasonRevisionTooLarge: the ControllerRevision that would hold the
+	// policy's rules exceeds the API server's request size, so it is not
+	// written; every node keeps the generation of the policy it has.
+	ReasonRevisionTooLarge = "RevisionTooLarge"
+	// ReasonAddressSetTooLarge: the managed NodeFirewallAddressSet of a
+	// node peer of the policy would exceed the API server's request size,
+	// so it is not written; the set, and the agents' rules using it, stay
+	// as they were.
+	ReasonAddressSetTooLarge = "AddressSetTooLarge"
 	// ReasonDefaultActionConflict: this policy's default Drop for a chain
 	// overrides another policy's Accept on the nodes both select: the more
 	// restrictive default wins, whatever the priorities.

@@ -45,9 +45,9 @@ func main() {
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Enable HTTP/2 for the metrics server (off by default: HTTP/2 Rapid Reset).")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one manager replica is active.")
-	flag.Float64Var(&qps, "kube-api-qps", 200, "Queries per second to the API server.")
-	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
-	flag.IntVar(&writeConcurrency, "write-concurrency", 16, "Parallel NodeFirewall and status writes per resolve.")
+	flag.Float64Var(&qps, "kube-api-qps", controllers.DefaultKubeAPIQPS, "Queries per second to the API server.")
+	flag.IntVar(&burst, "kube-api-burst", controllers.DefaultKubeAPIBurst, "Burst of queries to the API server.")
+	flag.IntVar(&writeConcurrency, "write-concurrency", controllers.DefaultWriteConcurrency, "Parallel NodeFirewall and status writes per resolve.")
 	flag.StringVar(&inbound, "failsafe-inbound", compile.FormatFailsafes(compile.DefaultFailsafeInbound()),
 		"The agents' inbound failsafe ports, to warn in status about rules they shadow, while there is no NodeFirewallConfig named default (which takes precedence).")
 	flag.StringVar(&outbound, "failsafe-outbound", compile.FormatFailsafes(compile.DefaultFailsafeOutbound()),

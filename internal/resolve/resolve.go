@@ -38,6 +38,13 @@ type Input struct {
 	// rules of their own. Empty copies the rules into every node's spec,
 	// as `nodefw render` shows them.
 	RevisionNamespace string
+	// RevisionLimit is the largest revision, in bytes as sent, that is
+	// written; a policy whose revision is larger keeps every node on the
+	// generation it has and is reported. 0 means no limit.
+	RevisionLimit int
+	// RefusedRevisions are the revisions the API server refused as too
+	// large, by name, with their size: held as those over RevisionLimit.
+	RefusedRevisions map[string]int
 }
 
 // Failsafes are the agents' failsafe ports (their --failsafe-inbound and
@@ -76,6 +83,7 @@ type Problem struct {
 // Resolve resolves every policy against every node.
 func Resolve(in Input) Result {
 	policies, problems := preparePolicies(in.Policies, in.RevisionNamespace)
+	problems = append(problems, holdOversizedRevisions(policies, in.RevisionLimit, in.RefusedRevisions)...)
 	matchedBy, matches := matchNodes(in.Nodes, in.Policies, policies)
 	current := byName(in.Current)
 	problems = append(problems, stageRollouts(policies, matches, current)...)
@@ -104,6 +112,9 @@ type preparedPolicy struct {
 	// heldBack are the nodes a staged rollout keeps on their current
 	// generation of this policy.
 	heldBack map[string]bool
+	// held keeps every node on its current generation of this policy: its
+	// revision is too large to be written.
+	held bool
 }
 
 // preparePolicies parses every policy's selector and converts its rules
@@ -184,7 +195,7 @@ func byName(nfws []fwv1.NodeFirewall) map[string]*fwv1.NodeFirewall {
 func stageRollouts(policies []preparedPolicy, matches map[string][]string, current map[string]*fwv1.NodeFirewall) []Problem {
 	var problems []Problem
 	for j := range policies {
-		if policies[j].policy.Spec.Rollout != nil {
+		if policies[j].policy.Spec.Rollout != nil && !policies[j].held {
 			problems = append(problems, stage(&policies[j], matches[policies[j].policy.Name], current)...)
 		}
 	}
@@ -214,7 +225,7 @@ func contributions(dst []contribution, node string, matched []int, policies []pr
 	for _, j := range matched {
 		pp := &policies[j]
 		c := pp.latest
-		if pp.heldBack[node] {
+		if pp.held || pp.heldBack[node] {
 			var ok bool
 			if c, ok = previous(nfw, pp.policy.Name); !ok {
 				continue
@@ -297,7 +308,7 @@ func nodeRules(p *fwv1.NodeFirewallPolicy) []fwv1.NodeFirewallRule {
 func revisions(policies []preparedPolicy) []*appsv1.ControllerRevision {
 	var out []*appsv1.ControllerRevision
 	for i := range policies {
-		if cr := policies[i].revision; cr != nil {
+		if cr := policies[i].revision; cr != nil && !policies[i].held {
 			out = append(out, cr)
 		}
 	}

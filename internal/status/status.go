@@ -53,6 +53,9 @@ func PolicySince(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*
 
 	var invalid, conflicts, shadowed, halted, tooLarge, unresolved []string
 	conflictReason := fwv1.ReasonDefaultActionConflict
+	// A revision or an address set too large to write names itself;
+	// NodeFirewalls too large are shared with other policies.
+	tooLargeReason := fwv1.ReasonNodeFirewallTooLarge
 	for _, pr := range problems {
 		switch pr.Reason {
 		case fwv1.ReasonInvalidSelector:
@@ -69,6 +72,9 @@ func PolicySince(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*
 			halted = append(halted, pr.Message)
 		case fwv1.ReasonNodeFirewallTooLarge:
 			tooLarge = append(tooLarge, pr.Message)
+		case fwv1.ReasonRevisionTooLarge, fwv1.ReasonAddressSetTooLarge:
+			tooLarge = append(tooLarge, pr.Message)
+			tooLargeReason = pr.Reason
 		case fwv1.ReasonUnresolvedPeers:
 			unresolved = append(unresolved, pr.Message)
 		}
@@ -90,8 +96,8 @@ func PolicySince(p *fwv1.NodeFirewallPolicy, matched []string, nfws map[string]*
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 	case len(tooLarge) > 0:
 		msg := strings.Join(tooLarge, "; ")
-		set(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonNodeFirewallTooLarge, msg)
-		set(fwv1.ConditionStalled, metav1.ConditionTrue, fwv1.ReasonNodeFirewallTooLarge, msg)
+		set(fwv1.ConditionReady, metav1.ConditionFalse, tooLargeReason, msg)
+		set(fwv1.ConditionStalled, metav1.ConditionTrue, tooLargeReason, msg)
 		meta.RemoveStatusCondition(&st.Conditions, fwv1.ConditionReconciling)
 	case len(failed) > 0:
 		msg := fmt.Sprintf("%d of %d matched nodes failed to apply: %s", len(failed), len(matched), text.ListSome(failed, 5))

@@ -14,7 +14,9 @@
 //   - the resolver: 5,000 nodes and 1,000 policies on one core;
 //   - with -fanout, the control plane's fan-out, from the output of the
 //     controllers package's TestFanOut and TestSetFanOut in envtest: a
-//     policy change, a change of a large address set, and a node join.
+//     policy change, a change of a large address set, and a node join;
+//   - with -fleet, the manager on 5,000 nodes and 1,000 policies, from the
+//     output of test/fleet's TestLargeCluster in envtest.
 //
 // `go test ./test/bench` runs a short mode with small sizes and single
 // repetitions, so the benchmark keeps working; `make bench` runs the full
@@ -45,6 +47,8 @@ var (
 	fanout = flag.String("fanout", "", "add the fan-out figures from this TestFanOut and TestSetFanOut output")
 	// scale is the output of test/agent's TestRulesThroughTheAPI runs.
 	scale = flag.String("scale", "", "add the end-to-end figures from this TestRulesThroughTheAPI output")
+	// fleetLog is the output of test/fleet's TestLargeCluster.
+	fleetLog = flag.String("fleet", "", "add the large-cluster figures from this TestLargeCluster output")
 )
 
 // config sizes one run.
@@ -210,6 +214,9 @@ func TestBenchmarks(t *testing.T) {
 	if *scale != "" {
 		t.Run("scale", func(t *testing.T) { benchScale(t, r, *scale) })
 	}
+	if *fleetLog != "" {
+		t.Run("fleet", func(t *testing.T) { benchFleet(t, r, *fleetLog) })
+	}
 	md := r.markdown()
 	fmt.Println(md)
 	if *out != "" {
@@ -217,8 +224,8 @@ func TestBenchmarks(t *testing.T) {
 		if cfg.name != "full" {
 			cmd = "go test ./test/bench -run TestBenchmarks -v"
 		}
-		doc := "# Benchmarks\n\nProduced by `" + cmd + "` (as root), which runs the controllers package's `TestFanOut` and `TestSetFanOut` " +
-			"in envtest and then `test/bench` with `-full`. " +
+		doc := "# Benchmarks\n\nProduced by `" + cmd + "` (as root), which runs the controllers package's `TestFanOut` and `TestSetFanOut`, " +
+			"test/agent's `TestRulesThroughTheAPI` and test/fleet's `TestLargeCluster` in envtest and then `test/bench` with `-full`. " +
 			"The notes under the table say what each figure measures; the package documentation of `test/bench` has more.\n\n" + md
 		if err := os.WriteFile(*out, []byte(doc), 0o644); err != nil {
 			t.Fatal(err)

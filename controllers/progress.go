@@ -1,0 +1,69 @@
+package controllers
+
+import (
+	"sync"
+	"time"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+)
+
+// progressInterval is how often a policy's status is written while only
+// its count of applied nodes moves. Each write of a policy's status costs
+// the API server the whole policy (decoding, validating every rule,
+// storing), so a rollout to a thousand nodes, whose acknowledgements come
+// in over seconds, writes its progress once a second rather than in every
+// resolve; a change of generation, of a condition's status or reason, or
+// the last node applying (Ready) is written at once.
+const progressInterval = time.Second
+
+// progressWrites remembers when each policy's status was last written.
+type progressWrites struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+// wait is how long the write of st over stored, which the policy named
+// name has, should wait: 0 to write now.
+func (w *progressWrites) wait(name string, stored, st fwv1.NodeFirewallPolicyStatus, now time.Time) time.Duration {
+	if !progressOnly(stored, st) {
+		return 0
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if left := w.last[name].Add(progressInterval).Sub(now); left > 0 {
+		return left
+	}
+	return 0
+}
+
+// wrote records a write of name's status at now.
+func (w *progressWrites) wrote(name string, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.last == nil {
+		w.last = map[string]time.Time{}
+	}
+	w.last[name] = now
+}
+
+// progressOnly tells whether st differs from stored only in how many nodes
+// applied the generation: same generation, nodes matched and failed, and
+// the same conditions with the same status and reason (their messages
+// count the nodes).
+func progressOnly(stored, st fwv1.NodeFirewallPolicyStatus) bool {
+	if stored.ObservedGeneration != st.ObservedGeneration || stored.MatchedNodes != st.MatchedNodes ||
+		stored.FailedNodes != st.FailedNodes || stored.AppliedNodes == st.AppliedNodes ||
+		len(stored.Conditions) != len(st.Conditions) {
+		return false
+	}
+	for i, c := range st.Conditions {
+		s := stored.Conditions[i]
+		if s.Type != c.Type || s.Status != c.Status || s.Reason != c.Reason || s.ObservedGeneration != c.ObservedGeneration {
+			return false
+		}
+		if c.Type == fwv1.ConditionReady && c.Status == "True" {
+			return false
+		}
+	}
+	return true
+}

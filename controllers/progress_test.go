@@ -1,0 +1,54 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+)
+
+func TestProgressWritesWait(t *testing.T) {
+	cond := func(typ string, s metav1.ConditionStatus, reason, msg string) metav1.Condition {
+		return metav1.Condition{Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: 2}
+	}
+	progressing := func(applied int32) fwv1.NodeFirewallPolicyStatus {
+		return fwv1.NodeFirewallPolicyStatus{ObservedGeneration: 2, MatchedNodes: 10, AppliedNodes: applied, Conditions: []metav1.Condition{
+			cond(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonProgressing, "applied on some"),
+			cond(fwv1.ConditionReconciling, metav1.ConditionTrue, fwv1.ReasonProgressing, "applied on some"),
+		}}
+	}
+	ready := fwv1.NodeFirewallPolicyStatus{ObservedGeneration: 2, MatchedNodes: 10, AppliedNodes: 10, Conditions: []metav1.Condition{
+		cond(fwv1.ConditionReady, metav1.ConditionTrue, fwv1.ReasonApplied, "applied on all 10 matched nodes"),
+	}}
+	failed := progressing(5)
+	failed.FailedNodes = 1
+	now := time.Unix(1700000000, 0)
+	for _, tc := range []struct {
+		name       string
+		st         fwv1.NodeFirewallPolicyStatus
+		wroteAgo   time.Duration
+		wantWaitOK bool
+	}{
+		{"more nodes applied, just written: waits", progressing(5), 200 * time.Millisecond, true},
+		{"more nodes applied, written a while ago: now", progressing(5), 2 * progressInterval, false},
+		{"every node applied: Ready at once", ready, 200 * time.Millisecond, false},
+		{"a node failed: at once", failed, 200 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &progressWrites{}
+			w.wrote("web", now.Add(-tc.wroteAgo))
+			wait := w.wait("web", progressing(3), tc.st, now)
+			if got := wait > 0; got != tc.wantWaitOK {
+				t.Errorf("wait = %v, want waiting %v", wait, tc.wantWaitOK)
+			}
+			if wait > progressInterval {
+				t.Errorf("wait = %v, over %v", wait, progressInterval)
+			}
+		})
+	}
+	if wait := (&progressWrites{}).wait("new", progressing(3), progressing(4), now); wait != 0 {
+		t.Errorf("a policy never written waits %v", wait)
+	}
+}

@@ -1,0 +1,137 @@
+package envtesting
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/revision"
+	"github.com/nodefw/nodefw/internal/status"
+)
+
+// SimulatedAgents stand in for the node agents of many nodes: they report
+// every new generation of those nodes' NodeFirewalls applied, with the
+// number of rules of the revisions it names, as an agent does once its
+// kernel has them.
+type SimulatedAgents struct {
+	// Prefix picks the nodes: those whose names start with it.
+	Prefix string
+	// RevisionNamespace is where the revisions are read.
+	RevisionNamespace string
+	// Workers is how many NodeFirewalls are acknowledged at once; 0 means 32.
+	Workers int
+
+	c     client.Client
+	cache cache.Cache
+	queue workqueue.TypedDelayingInterface[string]
+	// rules are the revisions read so far, by name: they never change,
+	// so each is read once, as the agent does.
+	rules sync.Map // name -> []fwv1.Rule
+}
+
+// Start watches NodeFirewalls (one watch for all the simulated nodes,
+// where each agent watches its own) with cfg, writes their status with c,
+// and runs until ctx ends. It returns once the watch has synced.
+func (a *SimulatedAgents) Start(ctx context.Context, cfg *rest.Config, c client.Client) error {
+	var err error
+	a.c = c
+	if a.cache, err = cache.New(cfg, cache.Options{Scheme: Scheme}); err != nil {
+		return err
+	}
+	inf, err := a.cache.GetInformer(ctx, &fwv1.NodeFirewall{})
+	if err != nil {
+		return err
+	}
+	a.queue = workqueue.NewTypedDelayingQueue[string]()
+	enqueue := func(obj any) {
+		if nfw, ok := obj.(*fwv1.NodeFirewall); ok && strings.HasPrefix(nfw.Name, a.Prefix) && nfw.Status.ObservedGeneration != nfw.Generation {
+			a.queue.Add(nfw.Name)
+		}
+	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueue,
+		UpdateFunc: func(_, obj any) { enqueue(obj) },
+	}); err != nil {
+		return err
+	}
+	go func() { _ = a.cache.Start(ctx) }()
+	go func() { <-ctx.Done(); a.queue.ShutDown() }()
+	if !a.cache.WaitForCacheSync(ctx) {
+		return fmt.Errorf("the simulated agents' watch did not sync")
+	}
+	workers := a.Workers
+	if workers <= 0 {
+		workers = 32
+	}
+	for range workers {
+		go func() {
+			for {
+				name, shutdown := a.queue.Get()
+				if shutdown {
+					return
+				}
+				if err := a.ack(ctx, name); err != nil && ctx.Err() == nil {
+					a.queue.AddAfter(name, 100*time.Millisecond)
+				}
+				a.queue.Done(name)
+			}
+		}()
+	}
+	return nil
+}
+
+// ack reports the NodeFirewall named name applied, if its generation is new.
+func (a *SimulatedAgents) ack(ctx context.Context, name string) error {
+	nfw := &fwv1.NodeFirewall{}
+	if err := a.cache.Get(ctx, client.ObjectKey{Name: name}, nfw); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if nfw.Status.ObservedGeneration == nfw.Generation {
+		return nil
+	}
+	spec, err := a.Expand(ctx, nfw)
+	if err != nil {
+		return err
+	}
+	nfw.Status = status.NodeApplied(nfw, len(spec.Rules), metav1.Now())
+	// A conflict means a newer object, whose event queues it again.
+	if err := a.c.Status().Update(ctx, nfw); err != nil && !apierrors.IsConflict(err) {
+		return client.IgnoreNotFound(err)
+	}
+	return nil
+}
+
+// Expand is nfw's spec with the rules of the revisions it names, read
+// once each.
+func (a *SimulatedAgents) Expand(ctx context.Context, nfw *fwv1.NodeFirewall) (fwv1.NodeFirewallSpec, error) {
+	rules := map[string][]fwv1.Rule{}
+	for _, name := range revision.Names(&nfw.Spec) {
+		if rs, ok := a.rules.Load(name); ok {
+			rules[name] = rs.([]fwv1.Rule)
+			continue
+		}
+		cr := &appsv1.ControllerRevision{}
+		if err := a.c.Get(ctx, client.ObjectKey{Namespace: a.RevisionNamespace, Name: name}, cr); err != nil {
+			return fwv1.NodeFirewallSpec{}, err
+		}
+		rs, err := revision.Rules(cr)
+		if err != nil {
+			return fwv1.NodeFirewallSpec{}, err
+		}
+		a.rules.Store(name, rs)
+		rules[name] = rs
+	}
+	return revision.Expand(nfw.Spec, rules)
+}

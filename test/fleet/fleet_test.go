@@ -1,0 +1,357 @@
+// Package fleet measures the controller, as the bin/manager process, on a
+// large cluster in envtest with simulated agents: its full resolve and
+// write pass, its peak RSS, and the time until a change that touches every
+// node is Ready. `make bench` runs it at 5,000 nodes and 1,000 policies
+// (NODEFW_FLEET_NODES, NODEFW_FLEET_POLICIES); `go test` at a small size,
+// so that it keeps working.
+package fleet
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/envtesting"
+	"github.com/nodefw/nodefw/internal/testbed"
+)
+
+var (
+	cp         *testbed.ControlPlane
+	managerBin string
+	workDir    string
+	// c writes the test's objects and the simulated agents' status,
+	// without client-side throttling.
+	c client.Client
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	var err error
+	workDir, err = os.MkdirTemp("", "nodefw-fleet-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(workDir)
+	managerBin = filepath.Join(workDir, "manager")
+	build := exec.Command("go", "build", "-o", managerBin, "./cmd/manager")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the manager: %v\n%s", err, out)
+		return 1
+	}
+	cp, err = testbed.StartControlPlane(envtesting.CRDDir(filepath.Join("..", "..")), workDir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer cp.Stop()
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.QPS, cfg.Burst = 5000, 10000
+	if c, err = envtesting.NewClient(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// size is the cluster's size: NODEFW_FLEET_NODES and
+// NODEFW_FLEET_POLICIES, or a small one.
+func size() (nodes, policies int) {
+	nodes, policies = 100, 20
+	if n, err := strconv.Atoi(os.Getenv("NODEFW_FLEET_NODES")); err == nil && n > 0 {
+		nodes = n
+	}
+	if n, err := strconv.Atoi(os.Getenv("NODEFW_FLEET_POLICIES")); err == nil && n > 0 {
+		policies = n
+	}
+	return nodes, policies
+}
+
+const (
+	zones = 10
+	pools = 20
+	// nodesPerRack nodes share a rack label.
+	nodesPerRack = 40
+)
+
+// fleetNode is node i: in a zone, a pool and a rack, a seventh of them
+// with a GPU.
+func fleetNode(i int) *corev1.Node {
+	n := &corev1.Node{}
+	n.Name = fmt.Sprintf("fleet-node-%05d", i)
+	n.Labels = map[string]string{
+		"kubernetes.io/hostname": n.Name,
+		"fleet":                  "yes",
+		"zone":                   fmt.Sprintf("z%d", i%zones),
+		"pool":                   fmt.Sprintf("p%d", i%pools),
+		"rack":                   fmt.Sprintf("r%d", i/nodesPerRack),
+	}
+	if i%7 == 0 {
+		n.Labels["gpu"] = "true"
+	}
+	return n
+}
+
+// fleetPolicy is policy j of a cluster of `nodes` nodes, with 1 to 5
+// rules of one port and one /32 each: policy 0 selects every node; the
+// others a zone, a pool, two racks, three hosts, or the GPU nodes of a
+// zone, in turn, spread over the zones, pools and racks.
+func fleetPolicy(j, nodes int) *fwv1.NodeFirewallPolicy {
+	p := &fwv1.NodeFirewallPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("fleet-%04d", j)}}
+	p.Spec.Priority = ptr.To(int32(100 + j%50))
+	racks := max(1, (nodes+nodesPerRack-1)/nodesPerRack)
+	// k counts the policies of j's kind.
+	k := j / 5
+	sel := &p.Spec.NodeSelector
+	switch {
+	case j == 0:
+		sel.MatchLabels = map[string]string{"fleet": "yes"}
+	case j%5 == 0:
+		sel.MatchLabels = map[string]string{"zone": fmt.Sprintf("z%d", k%zones)}
+	case j%5 == 1:
+		sel.MatchLabels = map[string]string{"pool": fmt.Sprintf("p%d", k%pools)}
+	case j%5 == 2:
+		sel.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "rack", Operator: metav1.LabelSelectorOpIn,
+			Values: []string{fmt.Sprintf("r%d", (2*k)%racks), fmt.Sprintf("r%d", (2*k+1)%racks)}}}
+	case j%5 == 3:
+		var hosts []string
+		for h := range 3 {
+			hosts = append(hosts, fleetNode((k*3+h)*97%nodes).Name)
+		}
+		sel.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: metav1.LabelSelectorOpIn, Values: hosts}}
+	default:
+		sel.MatchLabels = map[string]string{"zone": fmt.Sprintf("z%d", k%zones)}
+		sel.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "gpu", Operator: metav1.LabelSelectorOpExists}}
+	}
+	p.Spec.Rules = fleetRules(fmt.Sprintf("p%d", j), 1+j%5, int32(1000+j%1000))
+	return p
+}
+
+func fleetRules(prefix string, n int, firstPort int32) []fwv1.Rule {
+	rules := make([]fwv1.Rule, n)
+	for i := range rules {
+		port := firstPort + int32(i)
+		rules[i] = fwv1.Rule{
+			Name: fmt.Sprintf("%s-%d", prefix, i), Chain: fwv1.ChainInput, Action: fwv1.ActionAccept, Protocol: fwv1.ProtocolTCP,
+			Ports:   []fwv1.PortRange{{Port: port}},
+			Sources: []string{fmt.Sprintf("10.%d.%d.%d/32", i, (port/256)%256, port%256)},
+		}
+	}
+	return rules
+}
+
+// createAll creates the objects, 64 at a time.
+func createAll(t *testing.T, objs []client.Object) {
+	t.Helper()
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(objs))
+	for _, o := range objs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := c.Create(context.Background(), o); err != nil {
+				errs <- fmt.Errorf("creating %s: %w", o.GetName(), err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// notReady counts the policies not Ready for their generation and names one.
+func notReady(ctx context.Context) (int, string, error) {
+	var list fwv1.NodeFirewallPolicyList
+	if err := c.List(ctx, &list); err != nil {
+		return 0, "", err
+	}
+	n, example := 0, ""
+	for _, p := range list.Items {
+		r := meta.FindStatusCondition(p.Status.Conditions, fwv1.ConditionReady)
+		if r == nil || r.Status != metav1.ConditionTrue || r.ObservedGeneration != p.Generation {
+			n++
+			example = fmt.Sprintf("%s (applied on %d of %d)", p.Name, p.Status.AppliedNodes, p.Status.MatchedNodes)
+		}
+	}
+	return n, example, nil
+}
+
+// pass is one resolve of the manager, from its debug log.
+type pass struct {
+	Policies int     `json:"policies"`
+	Nodes    int     `json:"nodes"`
+	Created  int     `json:"created"`
+	Updated  int     `json:"updated"`
+	Seconds  float64 `json:"seconds"`
+	Phases   string  `json:"phases"`
+}
+
+// passes reads the resolves the manager logged.
+func passes(t *testing.T, log string) []pass {
+	t.Helper()
+	f, err := os.Open(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []pass
+	s := bufio.NewScanner(f)
+	s.Buffer(make([]byte, 1<<20), 1<<20)
+	for s.Scan() {
+		var line struct {
+			Msg string `json:"msg"`
+			pass
+		}
+		if json.Unmarshal(s.Bytes(), &line) == nil && line.Msg == "resolved" {
+			out = append(out, line.pass)
+		}
+	}
+	return out
+}
+
+// vmHWM is the peak resident set size of process pid, in KiB.
+func vmHWM(pid int) (int, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			return strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+}
+
+// TestLargeCluster: the policies and nodes exist before the manager starts,
+// so that its first pass resolves them all and creates every node's
+// NodeFirewall; then one edit to the policy that selects every node makes
+// a pass that writes every NodeFirewall. Simulated agents acknowledge.
+func TestLargeCluster(t *testing.T) {
+	nodes, policies := size()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	objs := make([]client.Object, 0, nodes+policies)
+	for i := range nodes {
+		objs = append(objs, fleetNode(i))
+	}
+	for j := range policies {
+		objs = append(objs, fleetPolicy(j, nodes))
+	}
+	createAll(t, objs)
+	agents := &envtesting.SimulatedAgents{Prefix: "fleet-node-", RevisionNamespace: testbed.ManagerNamespace}
+	if err := agents.Start(ctx, cp.Config, c); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	manager, err := testbed.StartProcess(workDir, "manager", managerBin, "--kubeconfig", cp.Kubeconfig,
+		"--revision-namespace", testbed.ManagerNamespace, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+		"--zap-log-level", "debug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		manager.Stop()
+		if t.Failed() {
+			t.Logf("manager log:\n%s", testbed.LogTail(manager, 40))
+		}
+	})
+	timeout := 20 * time.Minute
+	ready := func() {
+		t.Helper()
+		envtesting.Eventually(t, timeout, func() error {
+			n, example, err := notReady(ctx)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				return fmt.Errorf("%d policies not Ready, e.g. %s", n, example)
+			}
+			return nil
+		})
+	}
+	ready()
+	initial := time.Since(start)
+	first := passes(t, manager.Log)
+
+	// One edit to the policy that selects every node: every NodeFirewall
+	// names its new revision.
+	all := &fwv1.NodeFirewallPolicy{}
+	if err := c.Get(ctx, client.ObjectKey{Name: fleetPolicy(0, nodes).Name}, all); err != nil {
+		t.Fatal(err)
+	}
+	all.Spec.Rules = fleetRules("edit", 3, 2000)
+	start = time.Now()
+	if err := c.Update(ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	ready()
+	change := time.Since(start)
+	hwm, err := vmHWM(manager.Pid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := passes(t, manager.Log)
+
+	// The largest pass of each phase: creating every NodeFirewall, and
+	// updating every one.
+	var create, update pass
+	for _, p := range first {
+		if p.Created > create.Created {
+			create = p
+		}
+	}
+	for _, p := range logged[len(first):] {
+		if p.Updated > update.Updated {
+			update = p
+		}
+	}
+	if create.Created != nodes {
+		t.Errorf("no pass created all %d NodeFirewalls: the largest created %d", nodes, create.Created)
+	}
+	if update.Updated != nodes {
+		t.Errorf("no pass updated all %d NodeFirewalls after the edit: the largest updated %d", nodes, update.Updated)
+	}
+	var nfws fwv1.NodeFirewallList
+	if err := c.List(ctx, &nfws); err != nil {
+		t.Fatal(err)
+	}
+	refs := 0
+	for _, nfw := range nfws.Items {
+		refs += len(nfw.Spec.Policies)
+	}
+	t.Logf("fleet: %d nodes, %d policies (%d policy references on the nodes): all Ready %v after the manager started; first pass %+v",
+		nodes, policies, refs, initial.Round(time.Millisecond), create)
+	t.Logf("fleet: one edit touching every node: Ready after %v; its pass %+v; manager VmHWM %.1f MiB",
+		change.Round(time.Millisecond), update, float64(hwm)/1024)
+	// `make bench` reads this line into its report.
+	fmt.Printf("FLEET nodes=%d policies=%d refs=%d initial_ms=%d create_pass_ms=%d change_ready_ms=%d update_pass_ms=%d manager_hwm_kib=%d\n",
+		nodes, policies, refs, initial.Milliseconds(), int64(create.Seconds*1000), change.Milliseconds(), int64(update.Seconds*1000), hwm)
+}
