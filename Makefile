@@ -12,8 +12,8 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 GO_TEST_FLAGS ?= -count=1 -timeout 40m
 # Packages that send real packets through network namespaces run one at a
 # time, so that timing-sensitive probes never compete with each other. The
-# real-cluster suite (test/cluster) runs last, on its own: `make
-# e2e-cluster` runs only it.
+# real-cluster suite (test/cluster) runs last, on its own (`make e2e-cluster`
+# runs only it).
 NETWORK_PKGS = ./internal/nft/... ./internal/netnstest/... $$(go list ./test/... | grep -v /test/cluster)
 
 SHELL := /usr/bin/env bash -o pipefail
@@ -63,9 +63,10 @@ envtest: ## Build kube-apiserver and etcd for envtest (cached under bin/k8s).
 	@hack/envtest-assets.sh >/dev/null
 
 .PHONY: test
-test: deps manifests generate vet envtest ## Run unit, envtest, privileged and e2e tests (root); the real-cluster suite is make e2e-cluster.
+test: deps manifests generate vet envtest cluster-tools ## Run unit, envtest, privileged, e2e and real-cluster tests (root).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /test/ -e /internal/nft -e /internal/netnstest)
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) -p 1 $(NETWORK_PKGS)
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) ./test/cluster/
 
 # The soak: random changes and faults for SOAK_DURATION, invariants
 # checked throughout (`make test` runs it for three minutes).
