@@ -162,6 +162,7 @@ func run() error {
 		return err
 	}
 	ctx := ctrl.SetupSignalHandler()
+	go followLiveHeap(ctx, 2*time.Second)
 	ctrl.Log.Info("starting agent", "node", o.nodeName, "table", o.table, "netns", o.netnsPath)
 	// Fail-static: on exit the table stays in the kernel.
 	return mgr.Start(ctx)
