@@ -16,9 +16,11 @@ import (
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewalladdresssets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewalladdresssets/status,verbs=get;update;patch
 
-// writeAddressSets creates and updates the managed sets node peers need.
-// It runs before NodeFirewalls are written, so that an agent finds a
-// rule's set with its addresses already there. Those the API server
+// writeAddressSets creates and updates the managed sets node peers need,
+// and their shards, which the agents read (the shard reconciler would
+// write them too, a moment later). It runs before NodeFirewalls are
+// written, so that an agent finds a rule's set with its addresses already
+// there. Those the API server
 // refuses as too large (its limit may be lower than the controller's) are
 // returned, for their policies to report; the others are written.
 func (r *NodeFirewallPolicyReconciler) writeAddressSets(ctx context.Context, w resolve.SetWrites) ([]resolve.SetTooLarge, error) {
@@ -38,19 +40,40 @@ func (r *NodeFirewallPolicyReconciler) writeAddressSets(ctx context.Context, w r
 	var writes []func(context.Context) error
 	for _, s := range w.Create {
 		writes = append(writes, func(ctx context.Context) error {
-			if err := r.Create(ctx, s, client.FieldOwner(FieldManager)); err != nil && !apierrors.IsAlreadyExists(err) {
+			err := r.Create(ctx, s, client.FieldOwner(FieldManager))
+			switch {
+			case apierrors.IsAlreadyExists(err):
+				return nil
+			case err != nil:
 				return refused(s, err)
 			}
-			return nil
+			return r.writeShards(ctx, s)
 		})
 	}
 	for _, s := range w.Update {
 		writes = append(writes, func(ctx context.Context) error {
-			return refused(s, client.IgnoreNotFound(r.Update(ctx, s, client.FieldOwner(FieldManager))))
+			err := r.Update(ctx, s, client.FieldOwner(FieldManager))
+			switch {
+			case apierrors.IsNotFound(err):
+				return nil
+			case err != nil:
+				return refused(s, err)
+			}
+			return r.writeShards(ctx, s)
 		})
 	}
 	err := r.parallel(ctx, writes)
 	return held, err
+}
+
+// writeShards writes the shards of s, a managed set just written as
+// stored, when there is a namespace to hold them.
+func (r *NodeFirewallPolicyReconciler) writeShards(ctx context.Context, s *fwv1.NodeFirewallAddressSet) error {
+	if r.RevisionNamespace == "" {
+		return nil
+	}
+	w := shardWriter{c: r.Client, reader: r.APIReader, namespace: r.RevisionNamespace, concurrency: r.WriteConcurrency}
+	return w.sync(ctx, s.Name, s)
 }
 
 // deleteAddressSets deletes the managed sets no policy references any

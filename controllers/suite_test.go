@@ -110,6 +110,16 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "setting up controller: %v\n", err)
 		return 1
 	}
+	shards := &AddressSetShardReconciler{
+		Client:           countWrites(mgr.GetClient()),
+		APIReader:        mgr.GetAPIReader(),
+		Namespace:        revisionNamespace,
+		WriteConcurrency: DefaultWriteConcurrency,
+	}
+	if err := shards.SetupWithManager(mgr); err != nil {
+		fmt.Fprintf(os.Stderr, "setting up the shard controller: %v\n", err)
+		return 1
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
