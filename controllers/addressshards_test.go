@@ -99,20 +99,12 @@ func TestAddressSetShards(t *testing.T) {
 	ctx := context.Background()
 	const name = "t14s-blocklist"
 	all := setFanOutEntries(5000)
-	sorted := func(es []fwv1.AddressSetEntry) []string {
-		out := make([]string, len(es))
-		for i, e := range es {
-			out[i] = string(e)
-		}
-		slices.Sort(out)
-		return out
-	}
 	s := &fwv1.NodeFirewallAddressSet{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: fwv1.NodeFirewallAddressSetSpec{Addresses: all}}
 	if err := k8sClient.Create(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), s) })
-	expectAgentInput(t, name, sorted(all))
+	expectAgentInput(t, name, sortedEntries(all))
 	before, err := shardsOf(name)
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +117,7 @@ func TestAddressSetShards(t *testing.T) {
 	expectSetGeneration(t, name, s.Generation)
 	writes := writesSnapshot()
 	update(t, s, append(slices.Clone(all), "203.0.113.7"))
-	expectAgentInput(t, name, sorted(s.Spec.Addresses))
+	expectAgentInput(t, name, sortedEntries(s.Spec.Addresses))
 	envtesting.Eventually(t, timeout, func() error {
 		after, err := shardsOf(name)
 		if err != nil {
@@ -160,7 +152,7 @@ func TestAddressSetShards(t *testing.T) {
 
 	// Grown past 16 shards' worth: a new group of 32.
 	update(t, s, setFanOutEntries(20000))
-	expectAgentInput(t, name, sorted(s.Spec.Addresses))
+	expectAgentInput(t, name, sortedEntries(s.Spec.Addresses))
 	envtesting.Eventually(t, timeout, func() error {
 		shards, err := shardsOf(name)
 		if err != nil {
