@@ -2,10 +2,12 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
@@ -107,9 +109,14 @@ func (r *NodeFirewallPolicyReconciler) writeAddressSetStatuses(ctx context.Conte
 			continue
 		}
 		writes = append(writes, func(ctx context.Context) error {
+			// A patch of the status alone: an update would carry the
+			// set's entries, a megabyte for a large set.
+			patch, err := statusPatch(s.ResourceVersion, s.Status, st)
+			if err != nil {
+				return fmt.Errorf("status patch of address set %s: %w", s.Name, err)
+			}
 			updated := s.DeepCopy()
-			updated.Status = st
-			return client.IgnoreNotFound(r.Status().Update(ctx, updated, client.FieldOwner(FieldManager)))
+			return client.IgnoreNotFound(r.Status().Patch(ctx, updated, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldManager)))
 		})
 	}
 	return r.parallel(ctx, writes)

@@ -265,7 +265,7 @@ func TestSetFanOut(t *testing.T) {
 	}
 	// Writes that do not grow with the nodes or the set: one shard
 	// replaced, and the set's status.
-	for k, want := range map[string]int64{"*v1.ControllerRevision/create": 1, "*v1.ControllerRevision/delete": 1, "*v1alpha1.NodeFirewallAddressSet/status-update": 1} {
+	for k, want := range map[string]int64{"*v1.ControllerRevision/create": 1, "*v1.ControllerRevision/delete": 1, "*v1alpha1.NodeFirewallAddressSet/status-patch": 1} {
 		if setDelta.writes[k] != want {
 			t.Errorf("a set change made the controller write %s × %d, want %d: %s", k, setDelta.writes[k], want, setDelta.kinds())
 		}
