@@ -55,8 +55,8 @@ type setWatcher struct {
 }
 
 // headLimit is how much of an event a watcher keeps: the whole of a
-// shard, which holds about addressshard.PerShard entries.
-const headLimit = 256 << 10
+// shard, which holds at most twice addressshard.PerShard entries.
+const headLimit = 64 << 10
 
 // startSetWatchers opens n watches of the address sets' shards in
 // namespace from resourceVersion rv, each over its own HTTP/1.1
