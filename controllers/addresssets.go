@@ -69,13 +69,12 @@ func (r *NodeFirewallPolicyReconciler) writeAddressSets(ctx context.Context, w r
 }
 
 // writeShards writes the shards of s, a managed set just written as
-// stored, when there is a namespace to hold them.
+// stored, when there is a shard writer.
 func (r *NodeFirewallPolicyReconciler) writeShards(ctx context.Context, s *fwv1.NodeFirewallAddressSet) error {
-	if r.RevisionNamespace == "" {
+	if r.Shards == nil {
 		return nil
 	}
-	w := shardWriter{c: r.Client, reader: r.APIReader, namespace: r.RevisionNamespace, concurrency: r.WriteConcurrency}
-	return w.sync(ctx, s.Name, s)
+	return r.Shards.Write(ctx, s.Name, s)
 }
 
 // deleteAddressSets deletes the managed sets no policy references any

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -37,6 +38,11 @@ type AddressSetShardReconciler struct {
 	Namespace string
 	// WriteConcurrency bounds parallel shard writes.
 	WriteConcurrency int
+
+	// locks keeps two writers of one set's shards (this reconciler and
+	// the policies' reconciler, for a managed set it just wrote) apart:
+	// the second then finds the shards written and has nothing to do.
+	locks sync.Map // set name -> *sync.Mutex
 }
 
 // Reconcile brings the shards of one set in line with its spec, or
@@ -49,14 +55,21 @@ func (r *AddressSetShardReconciler) Reconcile(ctx context.Context, req reconcile
 		}
 		s = nil
 	}
-	if err := r.writer().sync(ctx, req.Name, s); err != nil {
+	if err := r.Write(ctx, req.Name, s); err != nil {
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{RequeueAfter: shardResync}, nil
 }
 
-func (r *AddressSetShardReconciler) writer() shardWriter {
-	return shardWriter{c: r.Client, reader: r.APIReader, namespace: r.Namespace, concurrency: r.WriteConcurrency}
+// Write makes the shards of the set called name those of s, or none when
+// s is nil or being deleted.
+func (r *AddressSetShardReconciler) Write(ctx context.Context, name string, s *fwv1.NodeFirewallAddressSet) error {
+	l, _ := r.locks.LoadOrStore(name, &sync.Mutex{})
+	mu := l.(*sync.Mutex)
+	mu.Lock()
+	defer mu.Unlock()
+	w := shardWriter{c: r.Client, reader: r.APIReader, namespace: r.Namespace, concurrency: r.WriteConcurrency}
+	return w.sync(ctx, name, s)
 }
 
 // SetupWithManager reconciles every set on a change of its spec, its

@@ -93,6 +93,10 @@ type NodeFirewallPolicyReconciler struct {
 	// names, and the NodeFirewalls before revisions are deleted. Required
 	// with RevisionNamespace.
 	APIReader client.Reader
+	// Shards, when set, writes the shards of the managed address sets
+	// right after the sets, before a NodeFirewall names them; it is the
+	// reconciler that keeps every set's shards.
+	Shards *AddressSetShardReconciler
 }
 
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallpolicies,verbs=get;list;watch

@@ -104,13 +104,29 @@ func (d writeDelta) perNodeWrites() int64 {
 func (d writeDelta) kinds() string {
 	var parts []string
 	for k, v := range d.writes {
-		parts = append(parts, fmt.Sprintf("%s=%d:%d", strings.TrimPrefix(k, "*"), v, d.bytes[k]))
+		parts = append(parts, fmt.Sprintf("%s=%d:%d", strings.TrimPrefix(k, "*"), v, d.bytes[resourceKey(k)]))
 	}
 	if len(parts) == 0 {
 		return "none"
 	}
 	slices.Sort(parts)
 	return strings.Join(parts, ",")
+}
+
+// resourceKey is the wire key ("resource/verb", see writeKey) of a write
+// counted by kind ("*v1.Kind/verb").
+func resourceKey(kindVerb string) string {
+	kind, verb, _ := strings.Cut(kindVerb, "/")
+	if i := strings.LastIndexByte(kind, '.'); i >= 0 {
+		kind = kind[i+1:]
+	}
+	res := strings.ToLower(kind)
+	if strings.HasSuffix(res, "y") {
+		res = strings.TrimSuffix(res, "y") + "ies"
+	} else {
+		res += "s"
+	}
+	return res + "/" + verb
 }
 
 // TestSetFanOut measures what a change of a large address set and a node
@@ -314,6 +330,12 @@ func TestSetFanOut(t *testing.T) {
 	}
 	if n := joinDelta.writes["*v1alpha1.NodeFirewall/create"]; n != 1 {
 		t.Errorf("a node join made the controller create %d NodeFirewalls, want the new node's: %s", n, joinDelta.kinds())
+	}
+	// The managed set's one shard replaced, once.
+	for _, k := range []string{"*v1.ControllerRevision/create", "*v1.ControllerRevision/delete"} {
+		if n := joinDelta.writes[k]; n != 1 {
+			t.Errorf("a node join made the controller write %s × %d, want 1: %s", k, n, joinDelta.kinds())
+		}
 	}
 	joinWrites, joinBytes := joinDelta.total()
 	t.Logf("node join: %d agents' inputs after %v (%v); the node's writes %d bytes; controller %d writes, %d bytes (%s); watches delivered %d bytes; CPU until settled: %s",

@@ -115,6 +115,17 @@ func main() {
 		setupLog.Error(err, "creating manager")
 		os.Exit(1)
 	}
+	// The agents read each address set's contents from its shards.
+	shards := &controllers.AddressSetShardReconciler{
+		Client:           mgr.GetClient(),
+		APIReader:        mgr.GetAPIReader(),
+		Namespace:        revisionNS,
+		WriteConcurrency: writeConcurrency,
+	}
+	if err := shards.SetupWithManager(mgr); err != nil {
+		setupLog.Error(err, "creating the address set shard controller")
+		os.Exit(1)
+	}
 	if err := (&controllers.NodeFirewallPolicyReconciler{
 		Client:            mgr.GetClient(),
 		Recorder:          mgr.GetEventRecorder("nodefw-controller"),
@@ -123,18 +134,9 @@ func main() {
 		Config:            clusterconfig.NewTracker(bootstrap),
 		RevisionNamespace: revisionNS,
 		APIReader:         mgr.GetAPIReader(),
+		Shards:            shards,
 	}).SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "creating controller")
-		os.Exit(1)
-	}
-	// The agents read each address set's contents from its shards.
-	if err := (&controllers.AddressSetShardReconciler{
-		Client:           mgr.GetClient(),
-		APIReader:        mgr.GetAPIReader(),
-		Namespace:        revisionNS,
-		WriteConcurrency: writeConcurrency,
-	}).SetupWithManager(mgr); err != nil {
-		setupLog.Error(err, "creating the address set shard controller")
 		os.Exit(1)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
