@@ -101,9 +101,10 @@ func (r *Reconciler) assemble(ctx context.Context, name string, used shardEntrie
 	if r.ShardNamespace == "" {
 		return nil, "", nil
 	}
+	// Read only, and a set's shards are a megabyte: no deep copies.
 	var list appsv1.ControllerRevisionList
 	if err := r.Client.List(ctx, &list, client.InNamespace(r.ShardNamespace),
-		client.MatchingLabels{addressshard.LabelSet: addressshard.SetHash(name)}); err != nil {
+		client.MatchingLabels{addressshard.LabelSet: addressshard.SetHash(name)}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, "", fmt.Errorf("listing the shards of address set %s: %w", name, err)
 	}
 	byName := make(map[string]*appsv1.ControllerRevision, len(list.Items))
