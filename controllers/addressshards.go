@@ -58,6 +58,9 @@ func (r *AddressSetShardReconciler) Reconcile(ctx context.Context, req reconcile
 	if err := r.Write(ctx, req.Name, s); err != nil {
 		return reconcile.Result{}, err
 	}
+	if s == nil {
+		return reconcile.Result{}, nil
+	}
 	return reconcile.Result{RequeueAfter: shardResync}, nil
 }
 
