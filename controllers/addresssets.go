@@ -2,10 +2,12 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
@@ -16,9 +18,11 @@ import (
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewalladdresssets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewalladdresssets/status,verbs=get;update;patch
 
-// writeAddressSets creates and updates the managed sets node peers need.
-// It runs before NodeFirewalls are written, so that an agent finds a
-// rule's set with its addresses already there. Those the API server
+// writeAddressSets creates and updates the managed sets node peers need,
+// and their shards, which the agents read (the shard reconciler would
+// write them too, a moment later). It runs before NodeFirewalls are
+// written, so that an agent finds a rule's set with its addresses already
+// there. Those the API server
 // refuses as too large (its limit may be lower than the controller's) are
 // returned, for their policies to report; the others are written.
 func (r *NodeFirewallPolicyReconciler) writeAddressSets(ctx context.Context, w resolve.SetWrites) ([]resolve.SetTooLarge, error) {
@@ -38,19 +42,39 @@ func (r *NodeFirewallPolicyReconciler) writeAddressSets(ctx context.Context, w r
 	var writes []func(context.Context) error
 	for _, s := range w.Create {
 		writes = append(writes, func(ctx context.Context) error {
-			if err := r.Create(ctx, s, client.FieldOwner(FieldManager)); err != nil && !apierrors.IsAlreadyExists(err) {
+			err := r.Create(ctx, s, client.FieldOwner(FieldManager))
+			switch {
+			case apierrors.IsAlreadyExists(err):
+				return nil
+			case err != nil:
 				return refused(s, err)
 			}
-			return nil
+			return r.writeShards(ctx, s)
 		})
 	}
 	for _, s := range w.Update {
 		writes = append(writes, func(ctx context.Context) error {
-			return refused(s, client.IgnoreNotFound(r.Update(ctx, s, client.FieldOwner(FieldManager))))
+			err := r.Update(ctx, s, client.FieldOwner(FieldManager))
+			switch {
+			case apierrors.IsNotFound(err):
+				return nil
+			case err != nil:
+				return refused(s, err)
+			}
+			return r.writeShards(ctx, s)
 		})
 	}
 	err := r.parallel(ctx, writes)
 	return held, err
+}
+
+// writeShards writes the shards of s, a managed set just written as
+// stored, when there is a shard writer.
+func (r *NodeFirewallPolicyReconciler) writeShards(ctx context.Context, s *fwv1.NodeFirewallAddressSet) error {
+	if r.Shards == nil {
+		return nil
+	}
+	return r.Shards.Write(ctx, s.Name, s)
 }
 
 // deleteAddressSets deletes the managed sets no policy references any
@@ -84,9 +108,14 @@ func (r *NodeFirewallPolicyReconciler) writeAddressSetStatuses(ctx context.Conte
 			continue
 		}
 		writes = append(writes, func(ctx context.Context) error {
+			// A patch of the status alone: an update would carry the
+			// set's entries, a megabyte for a large set.
+			patch, err := statusPatch(s.ResourceVersion, s.Status, st)
+			if err != nil {
+				return fmt.Errorf("status patch of address set %s: %w", s.Name, err)
+			}
 			updated := s.DeepCopy()
-			updated.Status = st
-			return client.IgnoreNotFound(r.Status().Update(ctx, updated, client.FieldOwner(FieldManager)))
+			return client.IgnoreNotFound(r.Status().Patch(ctx, updated, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldManager)))
 		})
 	}
 	return r.parallel(ctx, writes)

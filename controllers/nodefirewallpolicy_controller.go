@@ -93,6 +93,10 @@ type NodeFirewallPolicyReconciler struct {
 	// names, and the NodeFirewalls before revisions are deleted. Required
 	// with RevisionNamespace.
 	APIReader client.Reader
+	// Shards, when set, writes the shards of the managed address sets
+	// right after the sets, before a NodeFirewall names them; it is the
+	// reconciler that keeps every set's shards.
+	Shards *AddressSetShardReconciler
 }
 
 // +kubebuilder:rbac:groups=firewall.nodefw.io,resources=nodefirewallpolicies,verbs=get;list;watch
@@ -453,9 +457,15 @@ func (r *NodeFirewallPolicyReconciler) createNodeFirewall(ctx context.Context, n
 	return nil
 }
 
-// parallel runs writes with bounded concurrency and returns the first error.
+// parallel runs writes, WriteConcurrency at a time, and returns the first
+// error.
 func (r *NodeFirewallPolicyReconciler) parallel(ctx context.Context, writes []func(context.Context) error) error {
-	n := r.WriteConcurrency
+	return parallel(ctx, r.WriteConcurrency, writes)
+}
+
+// parallel runs writes, n at a time (at least one), and returns the first
+// error.
+func parallel(ctx context.Context, n int, writes []func(context.Context) error) error {
 	if n < 1 {
 		n = 1
 	}

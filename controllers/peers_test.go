@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -34,8 +35,9 @@ func setNodeAddresses(t *testing.T, n *corev1.Node, internal ...string) {
 }
 
 // expectSet waits for the NodeFirewallAddressSet name to hold want, and,
-// for a managed set, to carry the managed-by label; with want nil, for
-// the set to be gone.
+// for a managed set, to carry the managed-by label, and then for its
+// shards, which the agents read, to hold it too; with want nil, for the
+// set and its shards to be gone.
 func expectSet(t *testing.T, name string, want []string, managed bool) {
 	t.Helper()
 	envtesting.Eventually(t, timeout, func() error {
@@ -67,6 +69,12 @@ func expectSet(t *testing.T, name string, want []string, managed bool) {
 		}
 		return nil
 	})
+	var sorted []string
+	if want != nil {
+		sorted = append([]string{}, want...)
+		slices.Sort(sorted)
+	}
+	expectAgentInput(t, name, sorted)
 }
 
 // nodeFirewallGeneration is the generation of a node's NodeFirewall: it

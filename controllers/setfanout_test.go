@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -103,7 +104,7 @@ func (d writeDelta) perNodeWrites() int64 {
 func (d writeDelta) kinds() string {
 	var parts []string
 	for k, v := range d.writes {
-		parts = append(parts, fmt.Sprintf("%s=%d:%d", strings.TrimPrefix(k, "*"), v, d.bytes[k]))
+		parts = append(parts, fmt.Sprintf("%s=%d:%d", strings.TrimPrefix(k, "*"), v, d.bytes[resourceKey(k)]))
 	}
 	if len(parts) == 0 {
 		return "none"
@@ -112,21 +113,38 @@ func (d writeDelta) kinds() string {
 	return strings.Join(parts, ",")
 }
 
+// resourceKey is the wire key ("resource/verb", see writeKey) of a write
+// counted by kind ("*v1.Kind/verb").
+func resourceKey(kindVerb string) string {
+	kind, verb, _ := strings.Cut(kindVerb, "/")
+	if i := strings.LastIndexByte(kind, '.'); i >= 0 {
+		kind = kind[i+1:]
+	}
+	res := strings.ToLower(kind)
+	if strings.HasSuffix(res, "y") {
+		res = strings.TrimSuffix(res, "y") + "ies"
+	} else {
+		res += "s"
+	}
+	return res + "/" + verb
+}
+
 // TestSetFanOut measures what a change of a large address set and a node
-// join cost the cluster, with simulated agents that watch address sets as
-// the agent does (setWatchers): a policy selecting every node drops what
-// comes from a blocklist of two NodeFirewallAddressSets and accepts etcd
-// from the control-plane nodes (a nodeSelector peer, whose managed set the
-// controller keeps).
+// join cost the cluster, with simulated agents that watch the address
+// sets' shards as the agent does (setWatchers): a policy selecting every
+// node drops what comes from a blocklist of two NodeFirewallAddressSets and
+// accepts etcd from the control-plane nodes (a nodeSelector peer, whose
+// managed set the controller keeps).
 //
 //   - One entry added to the blocklist's second set: the time until every
-//     agent's watch has delivered the new generation, and the bytes
-//     written: the user's update and whatever the controller writes, which
-//     must not be a NodeFirewall.
+//     agent's watch has delivered the shard holding it, and the bytes
+//     written: the user's update and whatever the controller writes (one
+//     shard created, the one it replaces deleted, the set's status), which
+//     must not be a NodeFirewall and must not grow with the nodes.
 //   - A control-plane node joins: the time until every agent's watch has
-//     delivered the managed set with its address, and the bytes written:
-//     the Node's and the controller's, which may create the new node's
-//     NodeFirewall and must write no other.
+//     delivered a shard of the managed set holding its address, and the
+//     bytes written: the Node's and the controller's, which may create the
+//     new node's NodeFirewall and must write no other.
 func TestSetFanOut(t *testing.T) {
 	nodes, entries := setFanOutSize()
 	ctx := context.Background()
@@ -215,11 +233,19 @@ func TestSetFanOut(t *testing.T) {
 	})
 	time.Sleep(2 * time.Second) // let the controller's last writes land
 
-	var sets fwv1.NodeFirewallAddressSetList
-	if err := k8sClient.List(ctx, &sets); err != nil {
+	// Every set's shards written.
+	for _, name := range append(slices.Clone(names), cpSet) {
+		s := &fwv1.NodeFirewallAddressSet{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, s); err != nil {
+			t.Fatal(err)
+		}
+		expectAgentInput(t, name, sortedEntries(s.Spec.Addresses))
+	}
+	var shards appsv1.ControllerRevisionList
+	if err := k8sClient.List(ctx, &shards, client.InNamespace(revisionNamespace)); err != nil {
 		t.Fatal(err)
 	}
-	watchers, err := startSetWatchers(restConfig, nodes, sets.ResourceVersion)
+	watchers, err := startSetWatchers(restConfig, nodes, revisionNamespace, shards.ResourceVersion)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +264,7 @@ func TestSetFanOut(t *testing.T) {
 	writes, written := writesSnapshot(), bytesSnapshot()
 	receivedBefore, cpuBefore := watchers.received.Load(), cpuTimes()
 	changed := second.Generation + 1
-	setArrivals, err := watchers.await(setTarget{name: names[1], gen: changed}, 2*time.Minute, func() error {
+	setArrivals, err := watchers.await(setTarget{name: names[1], contains: `"203.0.113.7"`}, 2*time.Minute, func() error {
 		return k8sClient.Update(ctx, second)
 	})
 	if err != nil {
@@ -252,6 +278,13 @@ func TestSetFanOut(t *testing.T) {
 	setTook := setArrivals.last()
 	if n := setDelta.perNodeWrites(); n != 0 {
 		t.Errorf("a set change made the controller write %d NodeFirewalls: %s", n, setDelta.kinds())
+	}
+	// Writes that do not grow with the nodes or the set: one shard
+	// replaced, and the set's status.
+	for k, want := range map[string]int64{"*v1.ControllerRevision/create": 1, "*v1.ControllerRevision/delete": 1, "*v1alpha1.NodeFirewallAddressSet/status-patch": 1} {
+		if setDelta.writes[k] != want {
+			t.Errorf("a set change made the controller write %s × %d, want %d: %s", k, setDelta.writes[k], want, setDelta.kinds())
+		}
 	}
 	setWrites, setBytes := setDelta.total()
 	t.Logf("set change: %d agents' inputs after %v (%v); user's update %d bytes; controller %d writes, %d bytes (%s); watches delivered %d bytes; CPU until settled: %s",
@@ -298,6 +331,12 @@ func TestSetFanOut(t *testing.T) {
 	if n := joinDelta.writes["*v1alpha1.NodeFirewall/create"]; n != 1 {
 		t.Errorf("a node join made the controller create %d NodeFirewalls, want the new node's: %s", n, joinDelta.kinds())
 	}
+	// The managed set's one shard replaced, once.
+	for _, k := range []string{"*v1.ControllerRevision/create", "*v1.ControllerRevision/delete"} {
+		if n := joinDelta.writes[k]; n != 1 {
+			t.Errorf("a node join made the controller write %s × %d, want 1: %s", k, n, joinDelta.kinds())
+		}
+	}
 	joinWrites, joinBytes := joinDelta.total()
 	t.Logf("node join: %d agents' inputs after %v (%v); the node's writes %d bytes; controller %d writes, %d bytes (%s); watches delivered %d bytes; CPU until settled: %s",
 		nodes, joinTook.Round(time.Millisecond), joinArrivals, nodeBytes, joinWrites, joinBytes, joinDelta.kinds(), joinReceived, joinCPU)
@@ -327,3 +366,13 @@ func expectSetGeneration(t *testing.T, name string, gen int64) {
 // bytesSnapshot is the controller's bytes on the wire by "resource/verb"
 // (wireBytes); writesSnapshot counts writes by kind.
 func bytesSnapshot() map[string]int64 { return wireSnapshot() }
+
+// sortedEntries are es as strings, sorted.
+func sortedEntries(es []fwv1.AddressSetEntry) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = string(e)
+	}
+	slices.Sort(out)
+	return out
+}

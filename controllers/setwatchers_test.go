@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,15 +18,17 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/nodefw/nodefw/internal/addressshard"
 )
 
-// setWatchers are simulated agents that watch NodeFirewallAddressSets as
-// the agent's informer does: each its own connection to the API server,
-// one watch of every set, each event the whole object. An agent's input
-// is what its watch has delivered: a watcher notes when a whole event
-// that meets the current target has arrived, reading the event's bytes
-// but decoding only its start (name and generation) or, for a small
-// event, looking for an address in it.
+// setWatchers are simulated agents that watch the address sets' shards
+// as the agent's informer does: each its own connection to the API
+// server, one watch of the ControllerRevisions of the controller's
+// namespace that carry the shard label, each event the whole shard. An
+// agent's input is what its watch has delivered: a watcher notes when a
+// whole event that meets the current target has arrived, reading the
+// event's bytes and looking in it for the set's name and an address.
 type setWatchers struct {
 	agents []*setWatcher
 	// target is what the next measurement waits for.
@@ -37,12 +39,10 @@ type setWatchers struct {
 	wg       sync.WaitGroup
 }
 
-// setTarget is a change an agent's input must reflect: the set called
-// name at generation gen or later, or, when contains is set, an event of
-// the set whose object holds that text.
+// setTarget is a change an agent's input must reflect: a shard of the
+// set called name created holding the text contains.
 type setTarget struct {
 	name     string
-	gen      int64
 	contains string
 }
 
@@ -54,19 +54,14 @@ type setWatcher struct {
 	events atomic.Int64
 }
 
-var (
-	eventName       = regexp.MustCompile(`"metadata":\{.*?"name":"([^"]+)"`)
-	eventGeneration = regexp.MustCompile(`"generation":(\d+)`)
-)
-
-// headLimit is how much of an event a watcher keeps: the metadata of an
-// address set, and the whole of a small one.
+// headLimit is how much of an event a watcher keeps: the whole of a
+// shard, which holds at most twice addressshard.PerShard entries.
 const headLimit = 64 << 10
 
-// startSetWatchers opens n watches of NodeFirewallAddressSets from
-// resourceVersion rv, each over its own HTTP/1.1 connection, as n agents'
-// informers would.
-func startSetWatchers(cfg *rest.Config, n int, rv string) (*setWatchers, error) {
+// startSetWatchers opens n watches of the address sets' shards in
+// namespace from resourceVersion rv, each over its own HTTP/1.1
+// connection, as n agents' informers would.
+func startSetWatchers(cfg *rest.Config, n int, namespace, rv string) (*setWatchers, error) {
 	c := rest.CopyConfig(cfg)
 	c.NextProtos = []string{"http/1.1"} // a connection per watch, as agents have
 	rt, err := rest.TransportFor(c)
@@ -77,13 +72,14 @@ func startSetWatchers(cfg *rest.Config, n int, rv string) (*setWatchers, error) 
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &setWatchers{cancel: cancel}
 	w.target.Store(&setTarget{})
-	url := fmt.Sprintf("%s/apis/firewall.nodefw.io/v1alpha1/nodefirewalladdresssets?watch=1&resourceVersion=%s", strings.TrimSuffix(c.Host, "/"), rv)
+	watchURL := fmt.Sprintf("%s/apis/apps/v1/namespaces/%s/controllerrevisions?watch=1&labelSelector=%s&resourceVersion=%s",
+		strings.TrimSuffix(c.Host, "/"), namespace, url.QueryEscape(addressshard.Selector().String()), rv)
 	started := make(chan error, n)
 	for range n {
 		a := &setWatcher{}
 		w.agents = append(w.agents, a)
 		w.wg.Go(func() {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, watchURL, nil)
 			if err != nil {
 				started <- err
 				return
@@ -141,24 +137,14 @@ func (w *setWatchers) read(a *setWatcher, body io.Reader) {
 }
 
 // metBy reports whether an event, of which head is the start (all of it
-// when whole), meets the target.
+// when whole), meets the target: the creation of a shard of the set that
+// holds the text.
 func (t *setTarget) metBy(head []byte, whole bool) bool {
-	if t.name == "" {
+	if t.name == "" || !whole || !bytes.HasPrefix(head, []byte(`{"type":"ADDED"`)) {
 		return false
 	}
-	m := eventName.FindSubmatch(head)
-	if m == nil || string(m[1]) != t.name {
-		return false
-	}
-	if t.contains != "" {
-		return whole && bytes.Contains(head, []byte(t.contains))
-	}
-	g := eventGeneration.FindSubmatch(head)
-	if g == nil {
-		return false
-	}
-	gen, _ := strconv.ParseInt(string(g[1]), 10, 64)
-	return gen >= t.gen
+	set := fmt.Sprintf("%q:%q", addressshard.AnnotationSet, t.name)
+	return bytes.Contains(head, []byte(set)) && bytes.Contains(head, []byte(t.contains))
 }
 
 // arrivals are when the agents' inputs met a target, after the change

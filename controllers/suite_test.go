@@ -93,6 +93,16 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "creating namespace %s: %v\n", revisionNamespace, err)
 		return 1
 	}
+	shards := &AddressSetShardReconciler{
+		Client:           countWrites(mgr.GetClient()),
+		APIReader:        mgr.GetAPIReader(),
+		Namespace:        revisionNamespace,
+		WriteConcurrency: DefaultWriteConcurrency,
+	}
+	if err := shards.SetupWithManager(mgr); err != nil {
+		fmt.Fprintf(os.Stderr, "setting up the shard controller: %v\n", err)
+		return 1
+	}
 	reconciler = &NodeFirewallPolicyReconciler{
 		Client:            countWrites(mgr.GetClient()),
 		Recorder:          mgr.GetEventRecorder("nodefw-controller"),
@@ -102,6 +112,7 @@ func runSuite(m *testing.M) int {
 		RevisionLimit:     suiteRevisionLimit,
 		RevisionNamespace: revisionNamespace,
 		APIReader:         mgr.GetAPIReader(),
+		Shards:            shards,
 		// Long, so that a missed event shows as a test failure rather than
 		// being repaired by the safety net.
 		PeriodicResolve: 10 * time.Minute,

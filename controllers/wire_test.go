@@ -90,3 +90,16 @@ func TestWriteKey(t *testing.T) {
 		}
 	}
 }
+
+func TestResourceKey(t *testing.T) {
+	for _, tc := range []struct{ kind, want string }{
+		{"*v1.ControllerRevision/create", "controllerrevisions/create"},
+		{"*v1alpha1.NodeFirewallPolicy/status-patch", "nodefirewallpolicies/status-patch"},
+		{"*v1alpha1.NodeFirewallAddressSet/update", "nodefirewalladdresssets/update"},
+		{"*v1alpha1.NodeFirewall/status-update", "nodefirewalls/status-update"},
+	} {
+		if diff := cmp.Diff(tc.want, resourceKey(tc.kind)); diff != "" {
+			t.Errorf("resourceKey(%s) (-want +got):\n%s", tc.kind, diff)
+		}
+	}
+}

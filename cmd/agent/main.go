@@ -142,6 +142,8 @@ func run() error {
 		// Revisions are read by name, uncached by any informer: the agent
 		// may only get them, and keeps those its NodeFirewall names.
 		Revisions: &agent.Revisions{Reader: mgr.GetAPIReader(), Namespace: o.revisionNS},
+		// The address sets' shards are watched, in the same namespace.
+		ShardNamespace: o.revisionNS,
 		ConfirmerFor: func(endpoint string) agent.Confirmer {
 			return &agent.TCPConfirmer{Endpoint: endpoint, NetnsPath: o.netnsPath}
 		},
@@ -200,7 +202,7 @@ func parseFlags() *options {
 		"Compile runs of simple rules into concatenated-set lookups (per-packet cost independent of the rule count); "+
 			"false programs one nftables rule per rule, evaluated in order as iptables does"+whileNoConfig)
 	flag.StringVar(&o.revisionNS, "revision-namespace", "nodefw-system",
-		"Namespace of the ControllerRevisions holding the policies' rules that the NodeFirewall names: the controller's namespace.")
+		"Namespace of the ControllerRevisions holding the policies' rules that the NodeFirewall names and the address sets' contents: the controller's namespace.")
 	o.zap.BindFlags(flag.CommandLine)
 	flag.Parse()
 	return o
@@ -223,10 +225,10 @@ func (o *options) compileOptions() (compile.Options, error) {
 }
 
 // newManager creates the manager, its cache watching only the node's
-// NodeFirewall.
+// NodeFirewall, the NodeFirewallConfig and the address sets' shards.
 func newManager(cfg *rest.Config, o *options) (ctrl.Manager, error) {
 	// Only the kinds the agent reads: its own, and the ControllerRevisions
-	// that hold the rules; not every built-in kind.
+	// that hold the rules and the address sets; not every built-in kind.
 	scheme := runtime.NewScheme()
 	utilruntime.Must(corev1.AddToScheme(scheme))
 	utilruntime.Must(appsv1.AddToScheme(scheme))
@@ -240,7 +242,7 @@ func newManager(cfg *rest.Config, o *options) (ctrl.Manager, error) {
 		Scheme:                 scheme,
 		Metrics:                metricsOpts,
 		HealthProbeBindAddress: o.probeAddr,
-		Cache:                  agent.CacheOptions(o.nodeName),
+		Cache:                  agent.CacheOptions(o.nodeName, o.revisionNS),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)

@@ -55,12 +55,16 @@ func main() {
 	flag.DurationVar(&progressDeadline, "progress-deadline", 10*time.Minute,
 		"How long a policy may stay Reconciling before it is reported Stalled (ProgressDeadlineExceeded); 0 disables.")
 	flag.StringVar(&revisionNS, "revision-namespace", defaultRevisionNamespace(),
-		"Namespace of the ControllerRevisions that hold each policy's rules once, named by the NodeFirewalls; the agents read them there (default $POD_NAMESPACE, else nodefw-system).")
+		"Namespace of the ControllerRevisions that hold each policy's rules once, named by the NodeFirewalls, and each address set's contents in shards; the agents read them there (default $POD_NAMESPACE, else nodefw-system).")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	setupLog := ctrl.Log.WithName("setup")
+	if revisionNS == "" {
+		setupLog.Error(nil, "--revision-namespace is empty: the agents read the address sets' shards there")
+		os.Exit(1)
+	}
 
 	in, err := compile.ParseFailsafes(inbound)
 	if err != nil {
@@ -111,6 +115,17 @@ func main() {
 		setupLog.Error(err, "creating manager")
 		os.Exit(1)
 	}
+	// The agents read each address set's contents from its shards.
+	shards := &controllers.AddressSetShardReconciler{
+		Client:           mgr.GetClient(),
+		APIReader:        mgr.GetAPIReader(),
+		Namespace:        revisionNS,
+		WriteConcurrency: writeConcurrency,
+	}
+	if err := shards.SetupWithManager(mgr); err != nil {
+		setupLog.Error(err, "creating the address set shard controller")
+		os.Exit(1)
+	}
 	if err := (&controllers.NodeFirewallPolicyReconciler{
 		Client:            mgr.GetClient(),
 		Recorder:          mgr.GetEventRecorder("nodefw-controller"),
@@ -119,6 +134,7 @@ func main() {
 		Config:            clusterconfig.NewTracker(bootstrap),
 		RevisionNamespace: revisionNS,
 		APIReader:         mgr.GetAPIReader(),
+		Shards:            shards,
 	}).SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "creating controller")
 		os.Exit(1)

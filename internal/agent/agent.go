@@ -81,6 +81,11 @@ type Reconciler struct {
 	// is not applied.
 	Revisions *Revisions
 
+	// ShardNamespace is the namespace of the shards holding the address
+	// sets' contents (internal/addressshard), the controller's, which the
+	// cache watches (CacheOptions); empty, every set is missing.
+	ShardNamespace string
+
 	// LogSources, when set, is given the log prefixes of every ruleset
 	// committed, for the drop-log reader to name policies and rules.
 	LogSources func(map[string]compile.LogSource)
@@ -101,8 +106,10 @@ type Reconciler struct {
 	reverted generations
 
 	// setRefs are the address sets the rules last looked up (sets.go),
-	// and parsed their contents (setcache.go).
+	// shards the entries of the shards they were made of, and parsed
+	// their contents (setcache.go).
 	setRefs addressSetRefs
+	shards  shardEntries
 	parsed  parsedSets
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -60,7 +61,11 @@ func (f *fakeFirewall) Delete() error {
 	return nil
 }
 
-const node = "worker-1"
+const (
+	node = "worker-1"
+	// shardNamespace holds the address sets' shards.
+	shardNamespace = "nodefw-system"
+)
 
 func kubelet() fwv1.NodeFirewallRule {
 	return fwv1.NodeFirewallRule{Policy: "worker", Mode: fwv1.PolicyModeEnforce, Name: "kubelet", Chain: fwv1.ChainInput,
@@ -71,11 +76,12 @@ func setup(t *testing.T, spec fwv1.NodeFirewallSpec) (*Reconciler, *fakeFirewall
 	t.Helper()
 	scheme := runtime.NewScheme()
 	utilruntime.Must(fwv1.AddToScheme(scheme))
+	utilruntime.Must(appsv1.AddToScheme(scheme))
 	nfw := &fwv1.NodeFirewall{ObjectMeta: metav1.ObjectMeta{Name: node, Generation: 1}, Spec: spec}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(nfw).WithStatusSubresource(&fwv1.NodeFirewall{}).Build()
 	fw := &fakeFirewall{}
 	return &Reconciler{
-		Client: c, Firewall: fw, Metrics: NewMetrics(nil), NodeName: node, ResyncPeriod: time.Second,
+		Client: c, Firewall: fw, Metrics: NewMetrics(nil), NodeName: node, ResyncPeriod: time.Second, ShardNamespace: shardNamespace,
 	}, fw, c
 }
 

@@ -4,16 +4,15 @@ import (
 	"net/netip"
 	"slices"
 
-	"k8s.io/apimachinery/pkg/types"
-
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
 )
 
 // A one-entry change of a set of 50,000 entries should cost the agent
 // about what it costs the kernel. parsedSets keeps each set's entries and
-// their prefixes, sorted (compile.SortAddressSet), from the generation it
-// last read: a new generation parses only the entries that changed, and
+// their prefixes, sorted (compile.SortAddressSet), from the version it
+// last read (its shards' names): a new version parses only the entries
+// that changed, and
 // Compile takes the sorted prefixes as they are (compile.AddressSets),
 // so that the programmer sees one prefix added or removed among sorted
 // ones (see nft's planPeerUpdates).
@@ -22,45 +21,44 @@ import (
 // rules look up, by name.
 type parsedSets map[string]*parsedSet
 
-// parsedSet is one NodeFirewallAddressSet's contents at a generation.
+// parsedSet is one NodeFirewallAddressSet's contents at a version.
 type parsedSet struct {
-	uid        types.UID
-	generation int64
-	// entries are the spec's addresses, as read; sorted are their
+	version string
+	// entries are the set's addresses, as read; sorted are their
 	// prefixes, sorted. sorted is never changed in place: a compiled
 	// ruleset may share it.
 	entries []fwv1.AddressSetEntry
 	sorted  []netip.Prefix
 }
 
-// maxSpliced bounds the entries a new generation may change and still be
+// maxSpliced bounds the entries a new version may change and still be
 // parsed by the change alone; a larger change is parsed whole.
 func maxSpliced(n int) int { return max(64, n/16) }
 
-// prefixes returns the sorted prefixes of s, parsed from what changed
-// since the generation last seen, and keeps them for the next one.
-func (ps parsedSets) prefixes(s *fwv1.NodeFirewallAddressSet) ([]netip.Prefix, error) {
-	cur := s.Spec.Addresses
-	old := ps[s.Name]
+// prefixes returns the sorted prefixes of cur, the entries of the set
+// called name at version, parsed from what changed since the version
+// last seen, and keeps them for the next one.
+func (ps parsedSets) prefixes(name, version string, cur []fwv1.AddressSetEntry) ([]netip.Prefix, error) {
+	old := ps[name]
 	switch {
-	case old != nil && old.uid == s.UID && old.generation == s.Generation:
+	case old != nil && old.version == version:
 		return old.sorted, nil
-	case old != nil && old.uid == s.UID:
+	case old != nil:
 		if sorted, ok, err := spliceEntries(old.entries, cur, old.sorted); err != nil {
-			delete(ps, s.Name)
+			delete(ps, name)
 			return nil, err
 		} else if ok {
-			ps[s.Name] = &parsedSet{uid: s.UID, generation: s.Generation, entries: cur, sorted: sorted}
+			ps[name] = &parsedSet{version: version, entries: cur, sorted: sorted}
 			return sorted, nil
 		}
 	}
 	sorted, err := compile.ParseAddressSet(cur)
 	if err != nil {
-		delete(ps, s.Name)
+		delete(ps, name)
 		return nil, err
 	}
 	compile.SortAddressSet(sorted)
-	ps[s.Name] = &parsedSet{uid: s.UID, generation: s.Generation, entries: cur, sorted: sorted}
+	ps[name] = &parsedSet{version: version, entries: cur, sorted: sorted}
 	return sorted, nil
 }
 

@@ -40,6 +40,12 @@ func parsedWhole(t *testing.T, entries []fwv1.AddressSetEntry) []netip.Prefix {
 	return ps
 }
 
+// prefixesOf is cache.prefixes of s's entries, its version its UID and
+// generation.
+func prefixesOf(cache parsedSets, s *fwv1.NodeFirewallAddressSet) ([]netip.Prefix, error) {
+	return cache.prefixes(s.Name, fmt.Sprintf("%s/%d", s.UID, s.Generation), s.Spec.Addresses)
+}
+
 // TestParsedSetsFollowEdits: through random edits of one set, from one
 // entry to all of them, the prefixes parsed from what changed are those of
 // the whole set parsed and sorted, and those handed out before stay as
@@ -73,7 +79,7 @@ func TestParsedSetsFollowEdits(t *testing.T) {
 		if gen%700 == 0 {
 			set.UID = types.UID(fmt.Sprintf("u%d", gen)) // deleted and created again
 		}
-		got, err := cache.prefixes(set)
+		got, err := prefixesOf(cache, set)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +87,7 @@ func TestParsedSetsFollowEdits(t *testing.T) {
 		if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 			t.Fatalf("generation %d (-whole +spliced):\n%s", gen, diff)
 		}
-		again, _ := cache.prefixes(set)
+		again, _ := prefixesOf(cache, set)
 		if len(again) > 0 && &again[0] != &got[0] {
 			t.Errorf("generation %d parsed twice", gen)
 		}
@@ -100,15 +106,15 @@ func TestParsedSetsInvalidEntry(t *testing.T) {
 	cache := parsedSets{}
 	set := &fwv1.NodeFirewallAddressSet{ObjectMeta: metav1.ObjectMeta{Name: "s", UID: "u", Generation: 1},
 		Spec: fwv1.NodeFirewallAddressSetSpec{Addresses: []fwv1.AddressSetEntry{"192.0.2.1", "198.51.100.0/24"}}}
-	if _, err := cache.prefixes(set); err != nil {
+	if _, err := prefixesOf(cache, set); err != nil {
 		t.Fatal(err)
 	}
 	set.Generation, set.Spec.Addresses = 2, []fwv1.AddressSetEntry{"192.0.2.1", "not-an-address", "198.51.100.0/24"}
-	if _, err := cache.prefixes(set); err == nil {
+	if _, err := prefixesOf(cache, set); err == nil {
 		t.Error("an entry that does not parse was taken")
 	}
 	set.Generation, set.Spec.Addresses = 3, []fwv1.AddressSetEntry{"198.51.100.0/24", "192.0.2.1", "192.0.2.2"}
-	got, err := cache.prefixes(set)
+	got, err := prefixesOf(cache, set)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
@@ -17,19 +18,26 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/addressshard"
 )
 
 // CacheOptions make an agent's informer watch only its own node's
 // NodeFirewall, filtered by the API server with a field selector, so that no
 // agent receives the updates of other nodes: 5,000 agents each watching the
 // whole cluster would turn every change into 5,000 deliveries. Of the
-// NodeFirewallConfigs it watches the one named default. The manager
-// SetupWithManager registers with is built with them.
-func CacheOptions(nodeName string) cache.Options {
+// NodeFirewallConfigs it watches the one named default; of the
+// ControllerRevisions, the address sets' shards in shardNamespace (the
+// controller's), by their label. The manager SetupWithManager registers
+// with is built with them.
+func CacheOptions(nodeName, shardNamespace string) cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			&fwv1.NodeFirewall{}:       {Field: fields.OneTermEqualSelector("metadata.name", nodeName)},
 			&fwv1.NodeFirewallConfig{}: {Field: fields.OneTermEqualSelector("metadata.name", fwv1.NodeFirewallConfigName)},
+			&appsv1.ControllerRevision{}: {
+				Namespaces: map[string]cache.Config{shardNamespace: {}},
+				Label:      addressshard.Selector(),
+			},
 		},
 	}
 }
@@ -51,8 +59,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		})
 		b = b.Watches(&fwv1.NodeFirewallConfig{}, toNode, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
 	}
-	// Peers: a change of a set the rules look up updates its elements.
-	b = b.Watches(&fwv1.NodeFirewallAddressSet{}, handler.EnqueueRequestsFromMapFunc(r.addressSetRequests),
-		builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+	// Peers: a shard created or deleted of a set the rules look up
+	// updates its elements. Shards never change.
+	if r.ShardNamespace != "" {
+		b = b.Watches(&appsv1.ControllerRevision{}, handler.EnqueueRequestsFromMapFunc(r.addressSetRequests))
+	}
 	return b.WithOptions(controller.Options{MaxConcurrentReconciles: 1, RateLimiter: limiter}).Complete(r)
 }

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodefw/nodefw/internal/envtesting"
@@ -28,7 +29,9 @@ import (
 )
 
 // TestAgentMetricsSecure runs the agent as the manifests do: with its own
-// service account bound to the shipped agent ClusterRole, and metrics on
+// service account bound to the shipped agent ClusterRole and to the
+// shipped Role on the controller's namespace (its ControllerRevisions: the
+// policies' rules, the address sets' shards), and metrics on
 // their default, HTTPS with every scrape authenticated (TokenReview) and
 // authorized (SubjectAccessReview) through the API server. A scraper bound
 // to the shipped metrics-reader ClusterRole gets the metrics; no token is
@@ -46,6 +49,7 @@ func TestAgentMetricsSecure(t *testing.T) {
 	for sa, role := range map[string]string{"agent": agentRole, "prometheus": readerRole, "stranger": ""} {
 		tokens[sa] = serviceAccountToken(t, ns, sa, role)
 	}
+	bindShippedRole(t, "config/agent/rbac/revisions_role.yaml", "metrics-secure-agent-revisions", testbed.ManagerNamespace, ns, "agent")
 
 	pair := netnstest.NewTestPair(t)
 	const node = "metrics-secure-node"
@@ -134,6 +138,39 @@ func shippedClusterRole(t *testing.T, path, name string) string {
 	}
 	t.Cleanup(func() { _ = cp.Client.Delete(context.Background(), role) })
 	return name
+}
+
+// bindShippedRole creates, under another name, the Role the repository
+// ships in path (among other documents) in namespace, and binds it to the
+// service account saNamespace/sa.
+func bindShippedRole(t *testing.T, path, name, namespace, saNamespace, sa string) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var role *rbacv1.Role
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		r := &rbacv1.Role{}
+		if err := yaml.Unmarshal([]byte(doc), r); err == nil && r.Kind == "Role" {
+			role = r
+		}
+	}
+	if role == nil {
+		t.Fatalf("%s holds no Role", path)
+	}
+	role.ObjectMeta = metav1.ObjectMeta{Name: name, Namespace: namespace}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: saNamespace, Name: sa}},
+	}
+	for _, obj := range []client.Object{role, binding} {
+		if err := cp.Client.Create(context.Background(), obj); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cp.Client.Delete(context.Background(), obj) })
+	}
 }
 
 // serviceAccountToken creates a service account bound to role (none when

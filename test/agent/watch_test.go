@@ -21,7 +21,7 @@ import (
 func TestAgentWatchesOnlyItsNode(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	opts := agent.CacheOptions("watch-node-b")
+	opts := agent.CacheOptions("watch-node-b", "nodefw-system")
 	opts.Scheme = envtesting.Scheme
 	c, err := cache.New(cp.Config, opts)
 	if err != nil {

@@ -8,16 +8,17 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/addressshard"
 	"github.com/nodefw/nodefw/internal/agent"
 	"github.com/nodefw/nodefw/internal/compile"
 	"github.com/nodefw/nodefw/internal/netnstest"
@@ -45,11 +46,12 @@ type agentTimes struct {
 }
 
 // benchBlocklistAgent times the agent's reconcile of a one-entry change of
-// the blocklist, from reading its NodeFirewall and the changed
-// NodeFirewallAddressSet to the table updated and the status written: the
-// agent's Reconciler with the Programmer, in a namespace of its own. Its
-// reads come from a cache, as the agent's informers serve them (each read
-// a deep copy); its status writes go to a fake API server.
+// the blocklist, from reading its NodeFirewall and the changed set's
+// shards to the table updated and the status written: the agent's
+// Reconciler with the Programmer, in a namespace of its own. Its reads
+// come from a fake API server, as the agent's informers serve them (each
+// read a deep copy), holding the shards the controller writes; its status
+// writes go there too.
 func benchBlocklistAgent(t *testing.T, reps int, entries []netip.Prefix, extra netip.Prefix) agentTimes {
 	half := len(entries) / 2
 	entriesOf := func(ps []netip.Prefix) []v1alpha1.AddressSetEntry {
@@ -58,6 +60,34 @@ func benchBlocklistAgent(t *testing.T, reps int, entries []netip.Prefix, extra n
 			out[i] = v1alpha1.AddressSetEntry(p.String())
 		}
 		return out
+	}
+	const nodeName, shardNS = "bench-node", "nodefw-system"
+	scheme := runtime.NewScheme()
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+	utilruntime.Must(appsv1.AddToScheme(scheme))
+	nfw := &v1alpha1.NodeFirewall{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Generation: 1}, Spec: blocklistSpec()}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(nfw).WithStatusSubresource(&v1alpha1.NodeFirewall{}).Build()
+	// writeShards does what the controller does for a set: the new shards
+	// created, then those they replace deleted.
+	shards := map[string][]*appsv1.ControllerRevision{}
+	writeShards := func(s *v1alpha1.NodeFirewallAddressSet) {
+		t.Helper()
+		desired := addressshard.For(s, shardNS, len(shards[s.Name]))
+		keep := map[string]bool{}
+		for _, cr := range desired {
+			keep[cr.Name] = true
+			if err := c.Create(context.Background(), cr.DeepCopy()); client.IgnoreAlreadyExists(err) != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, cr := range shards[s.Name] {
+			if !keep[cr.Name] {
+				if err := c.Delete(context.Background(), cr.DeepCopy()); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		shards[s.Name] = desired
 	}
 	sets := map[string]*v1alpha1.NodeFirewallAddressSet{}
 	for i, name := range blocklistNames {
@@ -69,28 +99,12 @@ func benchBlocklistAgent(t *testing.T, reps int, entries []netip.Prefix, extra n
 			ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name), Generation: 1},
 			Spec:       v1alpha1.NodeFirewallAddressSetSpec{Addresses: entriesOf(part)},
 		}
+		writeShards(sets[name])
 	}
-	const nodeName = "bench-node"
-	scheme := runtime.NewScheme()
-	utilruntime.Must(v1alpha1.AddToScheme(scheme))
-	nfw := &v1alpha1.NodeFirewall{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Generation: 1}, Spec: blocklistSpec()}
-	c := interceptor.NewClient(
-		fake.NewClientBuilder().WithScheme(scheme).WithObjects(nfw).WithStatusSubresource(&v1alpha1.NodeFirewall{}).Build(),
-		interceptor.Funcs{Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-			if s, ok := obj.(*v1alpha1.NodeFirewallAddressSet); ok {
-				stored, found := sets[key.Name]
-				if !found {
-					return c.Get(ctx, key, obj, opts...)
-				}
-				stored.DeepCopyInto(s)
-				return nil
-			}
-			return c.Get(ctx, key, obj, opts...)
-		}})
 	ns := netnstest.NewNS(t, "blocklist-agent")
 	fw := &statsFirewall{Programmer: programmer(t, ns)}
 	r := &agent.Reconciler{Client: c, Firewall: fw, Metrics: agent.NewMetrics(nil), NodeName: nodeName,
-		Compile: options(), ResyncPeriod: time.Hour}
+		Compile: options(), ResyncPeriod: time.Hour, ShardNamespace: shardNS}
 	reconcileOnce := func() {
 		t.Helper()
 		if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: types.NamespacedName{Name: nodeName}}); err != nil {
@@ -113,6 +127,7 @@ func benchBlocklistAgent(t *testing.T, reps int, entries []netip.Prefix, extra n
 			updated.Spec.Addresses = without
 		}
 		sets[second.Name], second = updated, updated
+		writeShards(updated)
 		start := time.Now()
 		reconcileOnce()
 		took := time.Since(start)

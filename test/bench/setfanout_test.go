@@ -88,7 +88,7 @@ func benchSetFanOut(t *testing.T, r *report, path string) {
 	nodes, entries := thousands(fo.nodes), thousands(fo.entries)
 	r.add(row{
 		figure: fmt.Sprintf("set fan-out: one entry added to a %s-entry blocklist (two NodeFirewallAddressSets) named by a policy "+
-			"selecting %s nodes, until every simulated agent's watch has delivered it", entries, nodes),
+			"selecting %s nodes, until every simulated agent's watch has delivered the shard holding it", entries, nodes),
 		ours: ms(fo.set), peer: "—", ratio: "—", goal: "≤ 2 s", result: verdict(fo.set <= 2*time.Second),
 	})
 	r.add(row{
@@ -109,7 +109,7 @@ func benchSetFanOut(t *testing.T, r *report, path string) {
 	})
 	r.add(row{
 		figure: fmt.Sprintf("node join: a control-plane node joins a %s-node cluster whose policy has a control-plane peer, "+
-			"until every simulated agent's watch has delivered the peer set with its address", nodes),
+			"until every simulated agent's watch has delivered a shard of the peer set with its address", nodes),
 		ours: ms(fo.join), peer: "—", ratio: "—", goal: "—", result: "—",
 	})
 	r.add(row{
@@ -126,16 +126,18 @@ func benchSetFanOut(t *testing.T, r *report, path string) {
 	r.note("Set fan-out and node join: `TestSetFanOut` of the controllers package in envtest (NODEFW_SETFANOUT_NODES=%d, "+
 		"NODEFW_SETFANOUT_ENTRIES=%d), run by `make bench` before this benchmark. A policy selecting every node drops what "+
 		"comes from a blocklist of two NodeFirewallAddressSets of %s entries each and accepts etcd from the control-plane "+
-		"nodes (a nodeSelector peer, whose NodeFirewallAddressSet the controller keeps); three nodes are control planes. Each "+
-		"simulated agent watches NodeFirewallAddressSets as the agent's informer does, over a connection of its own; its "+
-		"input reflects a change when a whole watch event with it has arrived (the set's new generation; for the join, the "+
-		"managed set holding the new node's address). The time runs from the user's update (the Node's create) to the last "+
-		"agent's event. Bytes written are the JSON bodies sent: the user's update of the set, the Node's create and status "+
-		"update, and the controller's writes, counted by the test's client. The test fails if a set change makes the "+
-		"controller write a NodeFirewall, or a join makes it update one. What is written for a set change is the user's "+
-		"update and the controller's status of the set, whatever the number of nodes: no per-node copy%s. What the "+
-		"watches deliver is the object to every agent, once per write of it (the edit and its status): nodes × set size, "+
-		"the cost of one object holding the whole set, which every agent watches.",
+		"nodes (a nodeSelector peer, whose NodeFirewallAddressSet the controller keeps); three nodes are control planes. The "+
+		"agents read each set from its shards, ControllerRevisions of the controller's namespace holding about 1,000 entries "+
+		"each, assigned by a hash of the entry (docs/revisions.md). Each simulated agent watches the shards as the agent's "+
+		"informer does, over a connection of its own; its input reflects a change when the watch event of the new shard "+
+		"holding it has arrived (for the join, a shard of the managed set holding the new node's address). The time runs "+
+		"from the user's update (the Node's create) to the last agent's event. Bytes written are the JSON bodies sent: the "+
+		"user's update of the set, the Node's create and status update, and the controller's writes, counted by the test's "+
+		"client. The test fails if a set change makes the controller write a NodeFirewall, or anything but one shard "+
+		"created, the one it replaces deleted and the set's status patched, or a join makes it update a NodeFirewall. "+
+		"What is written for a set change is the user's update and those three writes, whatever the number of nodes: no "+
+		"per-node copy%s. What the watches deliver is the new shard and the deletion of the old one to every agent: "+
+		"nodes × shard size, not nodes × set size.",
 		fo.nodes, fo.entries, thousands(fo.entries/2), wholeStatus(fo))
 }
 
@@ -143,7 +145,7 @@ func benchSetFanOut(t *testing.T, r *report, path string) {
 // about the whole object.
 func wholeStatus(fo setFanOut) string {
 	if fo.setBytes > fo.setUser/2 {
-		return " (the status is written with an update, which sends the whole object: the set's size twice in all)"
+		return " (the controller's writes sent more than half the set's size)"
 	}
 	return ""
 }

@@ -266,10 +266,6 @@ func TestAgentRBAC(t *testing.T) {
 	for _, v := range []string{"get", "list", "watch"} {
 		want[rule{fwGroup, "nodefirewallconfigs", v}] = true
 	}
-	// The address sets its rules' peers look up, read only.
-	for _, v := range []string{"get", "list", "watch"} {
-		want[rule{fwGroup, "nodefirewalladdresssets", v}] = true
-	}
 	// The metrics endpoint checks its callers through the API server.
 	want[rule{"authentication.k8s.io", "tokenreviews", "create"}] = true
 	want[rule{"authorization.k8s.io", "subjectaccessreviews", "create"}] = true
@@ -279,16 +275,23 @@ func TestAgentRBAC(t *testing.T) {
 		t.Errorf("%s grants other than exactly its own node's needs (-want +got):\n%s", agentRole, d)
 	}
 	for r := range perms {
-		if r.Resource == "secrets" || r.Resource == "nodes" || strings.HasPrefix(r.Resource, "nodefirewallpolicies") || r.Resource == "*" {
+		// The address sets' contents come from their shards (below).
+		if r.Resource == "secrets" || r.Resource == "nodes" || strings.HasPrefix(r.Resource, "nodefirewallpolicies") ||
+			strings.HasPrefix(r.Resource, "nodefirewalladdresssets") || r.Resource == "*" {
 			t.Errorf("%s grants %s", agentRole, r)
 		}
 	}
 	crb := into[rbacv1.ClusterRoleBinding](t, objs.get(t, "ClusterRoleBinding", "", "nodefw-agent-rolebinding"))
 	checkBinding(t, crb.Name, crb.RoleRef, crb.Subjects, "ClusterRole", agentRole, agentNamespace, agentName)
 
-	// The policies' revisions: get, in the controller's namespace only.
+	// The policies' revisions, by name, and the address sets' shards,
+	// watched: in the controller's namespace only.
 	revs := permissions(t, objs.get(t, "Role", managerNamespace, "nodefw-agent-revisions-role"))
-	if d := diff(sortedRules(map[rule]bool{{"apps", "controllerrevisions", "get"}: true}), sortedRules(revs)); d != "" {
+	want = map[rule]bool{}
+	for _, v := range []string{"get", "list", "watch"} {
+		want[rule{"apps", "controllerrevisions", v}] = true
+	}
+	if d := diff(sortedRules(want), sortedRules(revs)); d != "" {
 		t.Errorf("the agent's revisions Role (-want +got):\n%s", d)
 	}
 	rb := into[rbacv1.RoleBinding](t, objs.get(t, "RoleBinding", managerNamespace, "nodefw-agent-revisions-rolebinding"))

@@ -105,8 +105,10 @@ func (c *Cluster) expand(ctx context.Context, spec fwv1.NodeFirewallSpec) (fwv1.
 	return revision.Expand(spec, rules)
 }
 
-// addressSets are the contents of the address sets spec looks up; a
-// missing one is left out, as the agent leaves it out.
+// addressSets are the contents of the address sets spec looks up, read
+// from the sets themselves (the agent reads their shards, which the
+// controller keeps holding the same); a missing one is left out, as the
+// agent leaves it out.
 func (c *Cluster) addressSets(ctx context.Context, spec fwv1.NodeFirewallSpec) (compile.AddressSets, error) {
 	sets := compile.AddressSets{}
 	for _, name := range compile.AddressSetNames(spec) {
