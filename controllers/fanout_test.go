@@ -105,15 +105,11 @@ func TestFanOut(t *testing.T) {
 
 	before, beforeBytes := writesSnapshot(), wireSnapshot()
 	start := time.Now()
-	cur, _ := getPolicy(odd.Name)
-	cur.Spec.Rules = fanOutRules("v2", 20000)
-	policyBytes, err := json.Marshal(cur)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := k8sClient.Update(ctx, cur); err != nil {
-		t.Fatal(err)
-	}
+	var policyBytes []byte
+	updatePolicy(t, odd.Name, func(p *fwv1.NodeFirewallPolicy) {
+		p.Spec.Rules = fanOutRules("v2", 20000)
+		policyBytes, _ = json.Marshal(p)
+	})
 	ready(odd.Name, 120*time.Second)
 	elapsed := time.Since(start)
 	after, afterBytes := writesSnapshot(), wireSnapshot()

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
@@ -27,6 +28,26 @@ func getPolicy(name string) (*fwv1.NodeFirewallPolicy, error) {
 	p := &fwv1.NodeFirewallPolicy{}
 	err := k8sClient.Get(context.Background(), client.ObjectKey{Name: name}, p)
 	return p, err
+}
+
+// updatePolicy applies change to the stored policy called name and writes
+// it, again on a conflict: the controller's status writes move the
+// policy's resourceVersion at any time. It returns the policy as written.
+func updatePolicy(t *testing.T, name string, change func(*fwv1.NodeFirewallPolicy)) *fwv1.NodeFirewallPolicy {
+	t.Helper()
+	var cur *fwv1.NodeFirewallPolicy
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var err error
+		if cur, err = getPolicy(name); err != nil {
+			return err
+		}
+		change(cur)
+		return k8sClient.Update(context.Background(), cur)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cur
 }
 
 // ack simulates a node agent reporting its NodeFirewall's generation applied
@@ -175,11 +196,7 @@ func TestResolvesPoliciesIntoNodeFirewalls(t *testing.T) {
 	expectStatus(t, "t1-worker", wantStatus{matched: 1, applied: 1, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
 	// A spec change makes the policy progress again until the node acks the new generation.
-	p, _ := getPolicy("t1-cp")
-	p.Spec.Rules = append(p.Spec.Rules, tcpRule("etcd", 2379))
-	if err := k8sClient.Update(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
+	updatePolicy(t, "t1-cp", func(p *fwv1.NodeFirewallPolicy) { p.Spec.Rules = append(p.Spec.Rules, tcpRule("etcd", 2379)) })
 	expectRules(t, "t1-cp", []string{"t1-cp/kube-apiserver", "t1-cp/kubelet", "t1-cp/etcd"})
 	expectStatus(t, "t1-cp", wantStatus{matched: 1, ready: metav1.ConditionFalse, reason: fwv1.ReasonProgressing, reconciling: true})
 	ack(t, "t1-cp", true)
@@ -465,11 +482,7 @@ func TestStagedRolloutAdvancesAndHalts(t *testing.T) {
 	expectStatus(t, p.Name, wantStatus{matched: 3, applied: 3, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
 	// A change: the first node takes generation 2, fails, and the rollout halts.
-	cur, _ := getPolicy(p.Name)
-	cur.Spec.Rules = []fwv1.Rule{tcpRule("v2", 2222)}
-	if err := k8sClient.Update(context.Background(), cur); err != nil {
-		t.Fatal(err)
-	}
+	updatePolicy(t, p.Name, func(p *fwv1.NodeFirewallPolicy) { p.Spec.Rules = []fwv1.Rule{tcpRule("v2", 2222)} })
 	expectGens(2, 1, 1)
 	expectRules(t, "t8-b", []string{"t8-staged/v1"})
 	ack(t, "t8-a", false)

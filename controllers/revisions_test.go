@@ -164,12 +164,10 @@ func TestRevisionsAreSharedReusedAndCollected(t *testing.T) {
 
 	// Audit mode and one node less: a new generation, the same rules, the
 	// same revision.
-	cur, _ := getPolicy(p.Name)
-	cur.Spec.Mode = fwv1.PolicyModeAudit
-	cur.Spec.NodeSelector = metav1.LabelSelector{MatchLabels: map[string]string{"rv-rv-a": ""}}
-	if err := k8sClient.Update(ctx, cur); err != nil {
-		t.Fatal(err)
-	}
+	cur := updatePolicy(t, p.Name, func(p *fwv1.NodeFirewallPolicy) {
+		p.Spec.Mode = fwv1.PolicyModeAudit
+		p.Spec.NodeSelector = metav1.LabelSelector{MatchLabels: map[string]string{"rv-rv-a": ""}}
+	})
 	envtesting.Eventually(t, timeout, func() error {
 		if g := policyGeneration(t, "rv-a", p.Name); g != 2 {
 			return fmt.Errorf("rv-a has generation %d, want 2", g)
@@ -199,11 +197,7 @@ func TestRevisionsAreSharedReusedAndCollected(t *testing.T) {
 	})
 
 	// Other rules: a new revision, and the first one is collected.
-	cur, _ = getPolicy(p.Name)
-	cur.Spec.Rules = []fwv1.Rule{tcpRule("ssh", 2222)}
-	if err := k8sClient.Update(ctx, cur); err != nil {
-		t.Fatal(err)
-	}
+	cur = updatePolicy(t, p.Name, func(p *fwv1.NodeFirewallPolicy) { p.Spec.Rules = []fwv1.Rule{tcpRule("ssh", 2222)} })
 	second := revisionOf(t, p.Name)
 	if second == first {
 		t.Fatalf("new rules kept revision %s", first)
@@ -222,7 +216,6 @@ func TestRevisionsAreSharedReusedAndCollected(t *testing.T) {
 // TestStagedRolloutAcrossRevisions: nodes a rollout holds back keep the
 // older revision, which stays until the last of them has moved on.
 func TestStagedRolloutAcrossRevisions(t *testing.T) {
-	ctx := context.Background()
 	nodes := []string{"rs-a", "rs-b"}
 	for _, n := range nodes {
 		newNode(t, n, map[string]string{"rs": "yes"})
@@ -242,11 +235,7 @@ func TestStagedRolloutAcrossRevisions(t *testing.T) {
 	ack(t, "rs-b", true)
 	expectStatus(t, p.Name, wantStatus{matched: 2, applied: 2, ready: metav1.ConditionTrue, reason: fwv1.ReasonApplied})
 
-	cur, _ := getPolicy(p.Name)
-	cur.Spec.Rules = []fwv1.Rule{tcpRule("v2", 2222)}
-	if err := k8sClient.Update(ctx, cur); err != nil {
-		t.Fatal(err)
-	}
+	updatePolicy(t, p.Name, func(p *fwv1.NodeFirewallPolicy) { p.Spec.Rules = []fwv1.Rule{tcpRule("v2", 2222)} })
 	latest := revisionOf(t, p.Name)
 	expectNodeRevision(t, "rs-a", p.Name, latest)
 	expectNodeRevision(t, "rs-b", p.Name, old)

@@ -120,21 +120,15 @@ func TestOversizedRevisionIsReported(t *testing.T) {
 	// 512 rules (the most a policy has) of one port and 32 /32s each:
 	// about 320 KiB of revision.
 	before := writesSnapshot()["*v1.ControllerRevision/create"]
-	cur, err := getPolicy(p.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur.Spec.Rules = nil
+	var big []fwv1.Rule
 	for i := range 512 {
 		r := tcpRule(fmt.Sprintf("r%03d", i), int32(1000+i))
 		for j := range 32 {
 			r.Sources = append(r.Sources, fmt.Sprintf("10.%d.%d.%d/32", i/256, i%256, j))
 		}
-		cur.Spec.Rules = append(cur.Spec.Rules, r)
+		big = append(big, r)
 	}
-	if err := k8sClient.Update(context.Background(), cur); err != nil {
-		t.Fatal(err)
-	}
+	updatePolicy(t, p.Name, func(p *fwv1.NodeFirewallPolicy) { p.Spec.Rules = big })
 	envtesting.Eventually(t, timeout, func() error {
 		p, err := getPolicy(p.Name)
 		if err != nil {
