@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/envtesting"
@@ -77,6 +78,24 @@ func startAgent(t *testing.T, node string, ns *netnstest.NS, extra ...string) *t
 		}
 	})
 	return p
+}
+
+// updateNodeFirewall applies change to the stored NodeFirewall of node and
+// writes it, again on a conflict: the agent's status writes move its
+// resourceVersion at any time.
+func updateNodeFirewall(t *testing.T, node string, change func(*fwv1.NodeFirewall)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := envtesting.GetNodeFirewall(cp.Client, node)
+		if err != nil {
+			return err
+		}
+		change(cur)
+		return cp.Client.Update(context.Background(), cur)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func kubeletSpec() fwv1.NodeFirewallSpec {
@@ -222,18 +241,10 @@ func TestAgentLifecycle(t *testing.T) {
 	})
 
 	t.Run("a hand-written invalid NodeFirewall is refused and the last good ruleset kept", func(t *testing.T) {
-		cur, _ := envtesting.GetNodeFirewall(cp.Client, node)
-		cur.Spec.Rules[0].Sources = []string{"10.0.0.300/8"}
-		if err := cp.Client.Update(context.Background(), cur); err != nil {
-			t.Fatal(err)
-		}
+		updateNodeFirewall(t, node, func(nfw *fwv1.NodeFirewall) { nfw.Spec.Rules[0].Sources = []string{"10.0.0.300/8"} })
 		waitReady(t, node, metav1.ConditionFalse, "InvalidSpec")
 		expectProbes(t, pair, probes)
-		cur, _ = envtesting.GetNodeFirewall(cp.Client, node)
-		cur.Spec = kubeletSpec()
-		if err := cp.Client.Update(context.Background(), cur); err != nil {
-			t.Fatal(err)
-		}
+		updateNodeFirewall(t, node, func(nfw *fwv1.NodeFirewall) { nfw.Spec = kubeletSpec() })
 		waitReady(t, node, metav1.ConditionTrue, "Applied")
 	})
 
