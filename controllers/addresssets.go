@@ -22,9 +22,9 @@ import (
 // and their shards, which the agents read (the shard reconciler would
 // write them too, a moment later). It runs before NodeFirewalls are
 // written, so that an agent finds a rule's set with its addresses already
-// there. Those the API server
-// refuses as too large (its limit may be lower than the controller's) are
-// returned, for their policies to report; the others are written.
+// there. Those the API server refuses as too large (its limit may be lower
+// than the controller's) are returned, for their policies to report; the
+// others are written.
 func (r *NodeFirewallPolicyReconciler) writeAddressSets(ctx context.Context, w resolve.SetWrites) ([]resolve.SetTooLarge, error) {
 	var (
 		mu   sync.Mutex

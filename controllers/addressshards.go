@@ -59,6 +59,9 @@ func (r *AddressSetShardReconciler) Reconcile(ctx context.Context, req reconcile
 		return reconcile.Result{}, err
 	}
 	if s == nil {
+		// The set's shards are gone, and so is its lock: a writer that
+		// still holds it has nothing left to write.
+		r.locks.Delete(req.Name)
 		return reconcile.Result{}, nil
 	}
 	return reconcile.Result{RequeueAfter: shardResync}, nil

@@ -12,10 +12,9 @@ import (
 // about what it costs the kernel. parsedSets keeps each set's entries and
 // their prefixes, sorted (compile.SortAddressSet), from the version it
 // last read (its shards' names): a new version parses only the entries
-// that changed, and
-// Compile takes the sorted prefixes as they are (compile.AddressSets),
-// so that the programmer sees one prefix added or removed among sorted
-// ones (see nft's planPeerUpdates).
+// that changed, and Compile takes the sorted prefixes as they are
+// (compile.AddressSets), so that the programmer sees one prefix added or
+// removed among sorted ones (see nft's planPeerUpdates).
 
 // parsedSets are the parsed contents of the NodeFirewallAddressSets the
 // rules look up, by name.
