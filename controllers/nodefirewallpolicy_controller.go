@@ -81,6 +81,8 @@ type NodeFirewallPolicyReconciler struct {
 	own ownWrites
 	// progress paces the status writes that only count applied nodes.
 	progress progressWrites
+	// ownStatus are the policy statuses written and not yet in the cache.
+	ownStatus ownStatuses
 	// lastCollected is when unreferenced revisions were last deleted.
 	lastCollected time.Time
 
@@ -127,6 +129,7 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		return reconcile.Result{}, err
 	}
 	nfws.Items = r.own.overlay(nfws.Items, time.Now())
+	r.ownStatus.overlay(policies.Items, time.Now())
 	var sets fwv1.NodeFirewallAddressSetList
 	if err := r.List(ctx, &sets); err != nil {
 		return reconcile.Result{}, err
@@ -368,7 +371,6 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 			}
 		}
 		writes = append(writes, func(ctx context.Context) error {
-			r.progress.wrote(p.Name, time.Now())
 			return r.patchPolicyStatus(ctx, p, st)
 		})
 	}
@@ -388,7 +390,16 @@ func (r *NodeFirewallPolicyReconciler) patchPolicyStatus(ctx context.Context, p 
 		return fmt.Errorf("status patch of policy %s: %w", p.Name, err)
 	}
 	// p becomes the policy as stored, with its new resource version.
-	return client.IgnoreNotFound(r.Status().Patch(ctx, p, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldManager)))
+	err = r.Status().Patch(ctx, p, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(FieldManager))
+	switch {
+	case err == nil:
+		now := time.Now()
+		r.progress.wrote(p.Name, now)
+		r.ownStatus.record(p, now)
+	case apierrors.IsConflict(err):
+		r.ownStatus.forget(p.Name)
+	}
+	return client.IgnoreNotFound(err)
 }
 
 // recordTransitions records an Event when a policy becomes Ready or

@@ -46,14 +46,20 @@ func (w *progressWrites) wrote(name string, now time.Time) {
 	w.last[name] = now
 }
 
-// progressOnly tells whether st differs from stored only in how many nodes
-// applied the generation: same generation, nodes matched and failed, and
-// the same conditions with the same status and reason (their messages
-// count the nodes).
+// progressOnly tells whether st differs from stored only in how far the
+// rollout of one generation has come while it is still under way: the
+// same generation and failed nodes, the same conditions with the same
+// status and reason (their messages count the nodes), none of them Ready;
+// the counts of matched and applied nodes may move. The first status of a
+// generation, Reconciling while it resolves, and the one that counts its
+// nodes are the same rollout, so the second waits its turn as well.
 func progressOnly(stored, st fwv1.NodeFirewallPolicyStatus) bool {
-	if stored.ObservedGeneration != st.ObservedGeneration || stored.MatchedNodes != st.MatchedNodes ||
-		stored.FailedNodes != st.FailedNodes || stored.AppliedNodes == st.AppliedNodes ||
+	if stored.ObservedGeneration != st.ObservedGeneration || stored.FailedNodes != st.FailedNodes ||
 		len(stored.Conditions) != len(st.Conditions) {
+		return false
+	}
+	if stored.MatchedNodes == st.MatchedNodes && stored.AppliedNodes == st.AppliedNodes {
+		// Nothing counted moved: a change of message alone is not progress.
 		return false
 	}
 	for i, c := range st.Conditions {

@@ -24,6 +24,12 @@ func TestProgressWritesWait(t *testing.T) {
 	}}
 	failed := progressing(5)
 	failed.FailedNodes = 1
+	// The placeholder written when the generation is first seen: no node
+	// counted yet.
+	resolving := progressing(0)
+	resolving.MatchedNodes = 0
+	renamed := progressing(3)
+	renamed.Conditions[0].Message = "another message"
 	now := time.Unix(1700000000, 0)
 	for _, tc := range []struct {
 		name       string
@@ -35,11 +41,17 @@ func TestProgressWritesWait(t *testing.T) {
 		{"more nodes applied, written a while ago: now", progressing(5), 2 * progressInterval, false},
 		{"every node applied: Ready at once", ready, 200 * time.Millisecond, false},
 		{"a node failed: at once", failed, 200 * time.Millisecond, false},
+		{"the first count after the placeholder, just written: waits", progressing(0), 200 * time.Millisecond, true},
+		{"only a message changed: at once", renamed, 200 * time.Millisecond, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := &progressWrites{}
 			w.wrote("web", now.Add(-tc.wroteAgo))
-			wait := w.wait("web", progressing(3), tc.st, now)
+			stored := progressing(3)
+			if tc.st.AppliedNodes == 0 {
+				stored = resolving
+			}
+			wait := w.wait("web", stored, tc.st, now)
 			if got := wait > 0; got != tc.wantWaitOK {
 				t.Errorf("wait = %v, want waiting %v", wait, tc.wantWaitOK)
 			}
