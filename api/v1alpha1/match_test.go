@@ -96,7 +96,8 @@ func TestICMPTypeMessage(t *testing.T) {
 	}
 }
 
-// TestCELListsMatchTheTables reads the policy CRD's CEL rules: their lists
+// TestCELListsMatchTheTables reads the policy CRD's CEL rules of a rule and
+// of its protocol: their lists
 // of protocol names and numbers and of ICMP type names must be those of
 // the Go tables the compiler and the importer read.
 func TestCELListsMatchTheTables(t *testing.T) {
@@ -111,7 +112,8 @@ func TestCELListsMatchTheTables(t *testing.T) {
 	var rules []string
 	for _, v := range crd.Spec.Versions {
 		spec := v.Schema.OpenAPIV3Schema.Properties["spec"]
-		for _, r := range spec.Properties["rules"].Items.Schema.XValidations {
+		rule := spec.Properties["rules"].Items.Schema
+		for _, r := range append(rule.XValidations, rule.Properties["protocol"].XValidations...) {
 			rules = append(rules, r.Rule)
 		}
 	}
@@ -134,15 +136,15 @@ func TestCELListsMatchTheTables(t *testing.T) {
 		numbers = append(numbers, strconv.Itoa(int(n)))
 	}
 	sorted := func(s []string) []string { s = slices.Clone(s); slices.Sort(s); return s }
-	if diff := cmp.Diff(sorted(names), sorted(list(`(?m)^!has\(self\.protocol\) \|\| self\.protocol in \[([^\]]*)\]`))); diff != "" {
+	if diff := cmp.Diff(sorted(names), sorted(list(`(?m)^self in \[([^\]]*)\]`))); diff != "" {
 		t.Errorf("protocol names (-Go +CEL):\n%s", diff)
 	}
-	if diff := cmp.Diff(sorted(numbers), sorted(list(`int\(self\.protocol\) in \[([0-9, ]*)\]`))); diff != "" {
+	if diff := cmp.Diff(sorted(numbers), sorted(list(`int\(self\) in \[([0-9, ]*)\]`))); diff != "" {
 		t.Errorf("protocol numbers (-Go +CEL):\n%s", diff)
 	}
 	for p, re := range map[v1alpha1.Protocol]string{
-		v1alpha1.ProtocolICMP:   `self\.protocol != 'ICMP' \|\| self\.icmpTypes\.all\(t, t\.matches\('\^\[0-9\]'\) \|\| t in \[([^\]]*)\]`,
-		v1alpha1.ProtocolICMPv6: `self\.protocol != 'ICMPv6' \|\| self\.icmpTypes\.all\(t, t\.matches\('\^\[0-9\]'\) \|\| t in \[([^\]]*)\]`,
+		v1alpha1.ProtocolICMP:   `orValue\(''\) == 'ICMP' && self\.icmpTypes\.all\(t, t\.matches\('\^\[0-9\]'\) \|\| t in \[([^\]]*)\]`,
+		v1alpha1.ProtocolICMPv6: `orValue\(''\) == 'ICMPv6' && self\.icmpTypes\.all\(t, t\.matches\('\^\[0-9\]'\) \|\| t in \[([^\]]*)\]`,
 	} {
 		got := list(re)
 		if diff := cmp.Diff(v1alpha1.ICMPTypeNames(p), got); diff != "" {
