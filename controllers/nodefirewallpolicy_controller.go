@@ -136,8 +136,9 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	}
 	r.applied.observe(nfws.Items)
 
-	// Mark newly seen generations as Reconciling first, so a policy never
-	// reads Current before its nodes have been resolved.
+	// Mark newly seen generations of policies as Reconciling first, so a
+	// policy never reads Current, or Ready for its last generation, before
+	// its nodes have been resolved.
 	if err := r.markReconciling(ctx, policies.Items); err != nil {
 		return retryOnConflict(err)
 	}
@@ -358,7 +359,11 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 			continue
 		}
 		moving = moving || progressOnly(p.Status, st)
-		if wait := r.progress.wait(p.Name, p.Status, st, time.Now()); wait > 0 {
+		wait := r.progress.wait(p.Name, p.Status, st, time.Now())
+		if first := firstStatusWait(p, st, time.Now()); first > wait {
+			wait = first
+		}
+		if wait > 0 {
 			if requeue == 0 || wait < requeue {
 				requeue = wait
 			}
@@ -434,12 +439,14 @@ func retryOnConflict(err error) (reconcile.Result, error) {
 }
 
 // markReconciling writes Reconciling=True for policies whose current
-// generation has no status yet.
+// generation has no status yet. A new policy needs none: until its first
+// status it is served with observedGeneration 0, which reads as in
+// progress.
 func (r *NodeFirewallPolicyReconciler) markReconciling(ctx context.Context, policies []fwv1.NodeFirewallPolicy) error {
 	var writes []func(context.Context) error
 	for i := range policies {
 		p := &policies[i]
-		if p.Status.ObservedGeneration == p.Generation {
+		if p.Status.ObservedGeneration == p.Generation || neverObserved(p.Status) {
 			continue
 		}
 		writes = append(writes, func(ctx context.Context) error {

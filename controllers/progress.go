@@ -4,6 +4,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 )
 
@@ -72,4 +74,26 @@ func progressOnly(stored, st fwv1.NodeFirewallPolicyStatus) bool {
 		}
 	}
 	return true
+}
+
+// firstStatusWait is how long the first status of policy p, st, should
+// wait: a policy the controller never wrote a status for reads as in
+// progress by its default status (observedGeneration 0), so while st says
+// no more than that (Reconciling), its write waits until p is
+// progressInterval old, and a node that applies p within that time takes
+// it to Ready in one write. Each write of a policy of hundreds of rules
+// costs the API server the whole policy. 0 means write now.
+func firstStatusWait(p *fwv1.NodeFirewallPolicy, st fwv1.NodeFirewallPolicyStatus, now time.Time) time.Duration {
+	if !neverObserved(p.Status) || !meta.IsStatusConditionTrue(st.Conditions, fwv1.ConditionReconciling) {
+		return 0
+	}
+	left := p.CreationTimestamp.Add(progressInterval).Sub(now)
+	// Clocks apart: never longer than the interval.
+	return max(0, min(left, progressInterval))
+}
+
+// neverObserved tells whether st is the status of a policy the controller
+// has not written a status for: observedGeneration 0 and no conditions.
+func neverObserved(st fwv1.NodeFirewallPolicyStatus) bool {
+	return st.ObservedGeneration == 0 && len(st.Conditions) == 0
 }

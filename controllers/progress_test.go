@@ -64,3 +64,42 @@ func TestProgressWritesWait(t *testing.T) {
 		t.Errorf("a policy never written waits %v", wait)
 	}
 }
+
+func TestFirstStatusWait(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	created := func(ago time.Duration) *fwv1.NodeFirewallPolicy {
+		p := &fwv1.NodeFirewallPolicy{}
+		p.Name, p.Generation, p.CreationTimestamp = "web", 1, metav1.NewTime(now.Add(-ago))
+		return p
+	}
+	cond := func(typ string, s metav1.ConditionStatus, reason string) metav1.Condition {
+		return metav1.Condition{Type: typ, Status: s, Reason: reason, ObservedGeneration: 1}
+	}
+	reconciling := fwv1.NodeFirewallPolicyStatus{ObservedGeneration: 1, MatchedNodes: 1, Conditions: []metav1.Condition{
+		cond(fwv1.ConditionReady, metav1.ConditionFalse, fwv1.ReasonProgressing),
+		cond(fwv1.ConditionReconciling, metav1.ConditionTrue, fwv1.ReasonProgressing),
+	}}
+	ready := fwv1.NodeFirewallPolicyStatus{ObservedGeneration: 1, MatchedNodes: 1, AppliedNodes: 1, Conditions: []metav1.Condition{
+		cond(fwv1.ConditionReady, metav1.ConditionTrue, fwv1.ReasonApplied),
+	}}
+	observed := created(100 * time.Millisecond)
+	observed.Status = reconciling
+	for _, tc := range []struct {
+		name string
+		p    *fwv1.NodeFirewallPolicy
+		st   fwv1.NodeFirewallPolicyStatus
+		want time.Duration
+	}{
+		{"new, still in progress: until a second old", created(300 * time.Millisecond), reconciling, 700 * time.Millisecond},
+		{"new, older than a second: now", created(2 * time.Second), reconciling, 0},
+		{"new and already Ready: now", created(300 * time.Millisecond), ready, 0},
+		{"a status written before: not the first", observed, reconciling, 0},
+		{"created in the controller's future: at most a second", created(-time.Hour), reconciling, progressInterval},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := firstStatusWait(tc.p, tc.st, now); got != tc.want {
+				t.Errorf("firstStatusWait = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

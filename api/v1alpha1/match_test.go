@@ -143,8 +143,8 @@ func TestCELListsMatchTheTables(t *testing.T) {
 		t.Errorf("protocol numbers (-Go +CEL):\n%s", diff)
 	}
 	for p, re := range map[v1alpha1.Protocol]string{
-		v1alpha1.ProtocolICMP:   `orValue\(''\) == 'ICMP' && self\.icmpTypes\.all\(t, t\.matches\('\^\[0-9\]'\) \|\| t in \[([^\]]*)\]`,
-		v1alpha1.ProtocolICMPv6: `orValue\(''\) == 'ICMPv6' && self\.icmpTypes\.all\(t, t\.matches\('\^\[0-9\]'\) \|\| t in \[([^\]]*)\]`,
+		v1alpha1.ProtocolICMP:   `orValue\(""\) == 'ICMP' && self\.icmpTypes\.all\(t, t\.matches\('\^\[0-9\]'\) \|\| t in \[([^\]]*)\]`,
+		v1alpha1.ProtocolICMPv6: `orValue\(""\) == 'ICMPv6' && self\.icmpTypes\.all\(t, t\.matches\('\^\[0-9\]'\) \|\| t in \[([^\]]*)\]`,
 	} {
 		got := list(re)
 		if diff := cmp.Diff(v1alpha1.ICMPTypeNames(p), got); diff != "" {

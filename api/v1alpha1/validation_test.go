@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -1551,5 +1552,32 @@ func TestNodeFirewallRejectsInvalid(t *testing.T) {
 			}
 			wantInvalid(t, createRaw(t, obj), tc.field, tc.msg)
 		})
+	}
+}
+
+// TestNewPolicyReadsInProgress: a policy the controller has not written a
+// status for yet is served with observedGeneration 0, which kstatus reads
+// as InProgress, so that no status write is needed to say so.
+func TestNewPolicyReadsInProgress(t *testing.T) {
+	p := basePolicy("fresh-status")
+	if err := k8sClient.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, p)
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("NodeFirewallPolicy"))
+	if err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(p), u); err != nil {
+		t.Fatal(err)
+	}
+	observed, found, err := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
+	if err != nil || !found || observed != 0 {
+		t.Fatalf("status.observedGeneration = %d (found %v, %v); want 0 served by default", observed, found, err)
+	}
+	res, err := kstatus.Compute(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != kstatus.InProgressStatus {
+		t.Errorf("kstatus = %s (%q), want InProgress", res.Status, res.Message)
 	}
 }
