@@ -150,10 +150,13 @@ func TestKstatusPolicy(t *testing.T) {
 		{
 			// kstatus takes an object without observedGeneration and
 			// without conditions as Current: it cannot tell that a
-			// controller will act on it. That is why the controller writes
-			// status.Reconciling for every new generation before it
-			// resolves anything (markReconciling), within one reconcile of
-			// the create; the next case checks that this reads InProgress.
+			// controller will act on it. That is why the CRD serves a
+			// policy without a status with observedGeneration 0, which
+			// reads InProgress (api/v1alpha1's TestNewPolicyReadsInProgress
+			// checks it against the API server), and why the controller
+			// writes status.Reconciling for every later generation before
+			// it resolves anything (markReconciling); the cases below check
+			// that this reads InProgress.
 			name:          "fresh policy, no status at all: kstatus reads Current",
 			build:         func(*testing.T) *fwv1.NodeFirewallPolicy { return ksPolicy() },
 			withoutStatus: true,
