@@ -18,6 +18,13 @@ import (
 // the last node applying (Ready) is written at once.
 const progressInterval = time.Second
 
+// firstStatusDelay is how old a new policy gets before its first status
+// is written while that status would say no more than Reconciling: the
+// API server serves it as in progress meanwhile (observedGeneration 0),
+// and a policy whose nodes apply it within this time is written once,
+// Ready, rather than twice.
+const firstStatusDelay = 3 * time.Second
+
 // progressWrites remembers when each policy's status was last written.
 type progressWrites struct {
 	mu   sync.Mutex
@@ -80,16 +87,15 @@ func progressOnly(stored, st fwv1.NodeFirewallPolicyStatus) bool {
 // wait: a policy the controller never wrote a status for reads as in
 // progress by its default status (observedGeneration 0), so while st says
 // no more than that (Reconciling), its write waits until p is
-// progressInterval old, and a node that applies p within that time takes
-// it to Ready in one write. Each write of a policy of hundreds of rules
-// costs the API server the whole policy. 0 means write now.
+// firstStatusDelay old. Each write of a policy of hundreds of rules costs
+// the API server the whole policy. 0 means write now.
 func firstStatusWait(p *fwv1.NodeFirewallPolicy, st fwv1.NodeFirewallPolicyStatus, now time.Time) time.Duration {
 	if !neverObserved(p.Status) || !meta.IsStatusConditionTrue(st.Conditions, fwv1.ConditionReconciling) {
 		return 0
 	}
-	left := p.CreationTimestamp.Add(progressInterval).Sub(now)
-	// Clocks apart: never longer than the interval.
-	return max(0, min(left, progressInterval))
+	left := p.CreationTimestamp.Add(firstStatusDelay).Sub(now)
+	// Clocks apart: never longer than the delay.
+	return max(0, min(left, firstStatusDelay))
 }
 
 // neverObserved tells whether st is the status of a policy the controller

@@ -90,11 +90,11 @@ func TestFirstStatusWait(t *testing.T) {
 		st   fwv1.NodeFirewallPolicyStatus
 		want time.Duration
 	}{
-		{"new, still in progress: until a second old", created(300 * time.Millisecond), reconciling, 700 * time.Millisecond},
-		{"new, older than a second: now", created(2 * time.Second), reconciling, 0},
+		{"new, still in progress: until the delay", created(300 * time.Millisecond), reconciling, firstStatusDelay - 300*time.Millisecond},
+		{"new, older than the delay: now", created(firstStatusDelay + time.Second), reconciling, 0},
 		{"new and already Ready: now", created(300 * time.Millisecond), ready, 0},
 		{"a status written before: not the first", observed, reconciling, 0},
-		{"created in the controller's future: at most a second", created(-time.Hour), reconciling, progressInterval},
+		{"created in the controller's future: at most the delay", created(-time.Hour), reconciling, firstStatusDelay},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := firstStatusWait(tc.p, tc.st, now); got != tc.want {
