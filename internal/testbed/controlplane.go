@@ -106,6 +106,9 @@ func StartControlPlane(crdDir, dir string) (*ControlPlane, error) {
 	return cp, nil
 }
 
+// APIServerPID is the process ID of the running API server, or 0.
+func (cp *ControlPlane) APIServerPID() int { return cp.apiserverPID }
+
 // StopAPIServer kills the API server, as an outage would. etcd keeps running.
 func (cp *ControlPlane) StopAPIServer() error {
 	if cp.apiserverPID == 0 {

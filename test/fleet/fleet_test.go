@@ -308,12 +308,22 @@ func TestLargeCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	all.Spec.Rules = fleetRules("edit", 3, 2000)
+	// Where the change's CPU goes: the manager, the API server, etcd, and
+	// this process, whose simulated agents expand and acknowledge every
+	// NodeFirewall.
+	counted := map[string]int{"manager": manager.Pid(), "apiserver": cp.APIServerPID(), "etcd": processID(t, "etcd", workDir), "test": os.Getpid()}
+	cpuBefore := cpuSeconds(t, counted)
 	start = time.Now()
 	if err := c.Update(ctx, all); err != nil {
 		t.Fatal(err)
 	}
 	ready()
 	change := time.Since(start)
+	cpuAfter := cpuSeconds(t, counted)
+	var cpuUsed []string
+	for _, name := range []string{"manager", "apiserver", "etcd", "test"} {
+		cpuUsed = append(cpuUsed, fmt.Sprintf("%s=%.1fs", name, cpuAfter[name]-cpuBefore[name]))
+	}
 	hwm, err := vmHWM(manager.Pid())
 	if err != nil {
 		t.Fatal(err)
@@ -349,9 +359,55 @@ func TestLargeCluster(t *testing.T) {
 	}
 	t.Logf("fleet: %d nodes, %d policies (%d policy references on the nodes): all Ready %v after the manager started; first pass %+v",
 		nodes, policies, refs, initial.Round(time.Millisecond), create)
-	t.Logf("fleet: one edit touching every node: Ready after %v; its pass %+v; manager VmHWM %.1f MiB",
-		change.Round(time.Millisecond), update, float64(hwm)/1024)
+	t.Logf("fleet: one edit touching every node: Ready after %v; its pass %+v; manager VmHWM %.1f MiB; CPU used meanwhile: %s",
+		change.Round(time.Millisecond), update, float64(hwm)/1024, strings.Join(cpuUsed, " "))
 	// `make bench` reads this line into its report.
 	fmt.Printf("FLEET nodes=%d policies=%d refs=%d initial_ms=%d create_pass_ms=%d change_ready_ms=%d update_pass_ms=%d manager_hwm_kib=%d\n",
 		nodes, policies, refs, initial.Milliseconds(), int64(create.Seconds*1000), change.Milliseconds(), int64(update.Seconds*1000), hwm)
+}
+
+// cpuSeconds is the CPU time (user and system) each named process has
+// used so far.
+func cpuSeconds(t *testing.T, pids map[string]int) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for name, pid := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The fields after the command, which may hold spaces, in parentheses.
+		fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+		user, errU := strconv.ParseFloat(fields[11], 64)
+		system, errS := strconv.ParseFloat(fields[12], 64)
+		if errU != nil || errS != nil {
+			t.Fatalf("/proc/%d/stat: %q", pid, raw)
+		}
+		// Clock ticks of the kernel's USER_HZ, 100 on Linux.
+		out[name] = (user + system) / 100
+	}
+	return out
+}
+
+// processID is the process ID of the running program named name whose
+// command line mentions arg.
+func processID(t *testing.T, name, arg string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, errComm := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		cmdline, errCmd := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if errComm == nil && errCmd == nil && strings.TrimSpace(string(comm)) == name && strings.Contains(string(cmdline), arg) {
+			return pid
+		}
+	}
+	t.Fatalf("no %s running with %s", name, arg)
+	return 0
 }
