@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,8 +24,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
@@ -184,10 +187,11 @@ func createAll(t *testing.T, objs []client.Object) {
 	}
 }
 
-// notReady counts the policies not Ready for their generation and names one.
-func notReady(ctx context.Context) (int, string, error) {
+// notReady counts the policies in r not Ready for their generation and
+// names one.
+func notReady(ctx context.Context, r client.Reader) (int, string, error) {
 	var list fwv1.NodeFirewallPolicyList
-	if err := c.List(ctx, &list); err != nil {
+	if err := r.List(ctx, &list); err != nil {
 		return 0, "", err
 	}
 	n, example := 0, ""
@@ -270,6 +274,22 @@ func TestLargeCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The policies' statuses are read from a watch, as `kubectl wait`
+	// does: listing 1,000 policies every 100 ms kept the API server busy
+	// serving lists, a fifth of its CPU during the change, which the
+	// cluster under test would not spend.
+	watched, err := cache.New(cp.Config, cache.Options{Scheme: envtesting.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watched.GetInformer(ctx, &fwv1.NodeFirewallPolicy{}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = watched.Start(ctx) }()
+	if !watched.WaitForCacheSync(ctx) {
+		t.Fatal("the policies' watch did not sync")
+	}
+
 	start := time.Now()
 	manager, err := testbed.StartProcess(workDir, "manager", managerBin, "--kubeconfig", cp.Kubeconfig,
 		"--revision-namespace", testbed.ManagerNamespace, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
@@ -287,7 +307,7 @@ func TestLargeCluster(t *testing.T) {
 	ready := func() {
 		t.Helper()
 		envtesting.Eventually(t, timeout, func() error {
-			n, example, err := notReady(ctx)
+			n, example, err := notReady(ctx, watched)
 			if err != nil {
 				return err
 			}
@@ -313,13 +333,35 @@ func TestLargeCluster(t *testing.T) {
 	// NodeFirewall.
 	counted := map[string]int{"manager": manager.Pid(), "apiserver": cp.APIServerPID(), "etcd": processID(t, "etcd", workDir), "test": os.Getpid()}
 	cpuBefore := cpuSeconds(t, counted)
+	requestsBefore := apiRequests(ctx, t)
 	start = time.Now()
 	if err := c.Update(ctx, all); err != nil {
 		t.Fatal(err)
 	}
+	// The watch brings the edit first; until then the cache's copy reads
+	// Ready for the last generation.
+	envtesting.Eventually(t, time.Minute, func() error {
+		seen := &fwv1.NodeFirewallPolicy{}
+		if err := watched.Get(ctx, client.ObjectKeyFromObject(all), seen); err != nil {
+			return err
+		}
+		if seen.Generation < all.Generation {
+			return fmt.Errorf("the watch has generation %d of %s, not yet %d", seen.Generation, all.Name, all.Generation)
+		}
+		return nil
+	})
 	ready()
 	change := time.Since(start)
 	cpuAfter := cpuSeconds(t, counted)
+	requestsAfter := apiRequests(ctx, t)
+	var requests []string
+	for k, n := range requestsAfter {
+		if d := n - requestsBefore[k]; d >= 10 {
+			requests = append(requests, fmt.Sprintf("%s=%.0f", k, d))
+		}
+	}
+	slices.Sort(requests)
+	t.Logf("fleet: API requests during the change (10 or more): %s", strings.Join(requests, " "))
 	var cpuUsed []string
 	for _, name := range []string{"manager", "apiserver", "etcd", "test"} {
 		cpuUsed = append(cpuUsed, fmt.Sprintf("%s=%.1fs", name, cpuAfter[name]-cpuBefore[name]))
@@ -410,4 +452,44 @@ func processID(t *testing.T, name, arg string) int {
 	}
 	t.Fatalf("no %s running with %s", name, arg)
 	return 0
+}
+
+// apiRequests are the API server's request counts (apiserver_request_total)
+// by resource, verb and code, from its metrics.
+func apiRequests(ctx context.Context, t *testing.T) map[string]float64 {
+	t.Helper()
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+	rc, err := rest.UnversionedRESTClientFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := rc.Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	label := func(line, name string) string {
+		_, rest, ok := strings.Cut(line, name+`="`)
+		if !ok {
+			return ""
+		}
+		v, _, _ := strings.Cut(rest, `"`)
+		return v
+	}
+	out := map[string]float64{}
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		n, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			continue
+		}
+		key := label(line, "resource")
+		if sub := label(line, "subresource"); sub != "" {
+			key += "/" + sub
+		}
+		out[key+":"+label(line, "verb")+":"+label(line, "code")] += n
+	}
+	return out
 }
