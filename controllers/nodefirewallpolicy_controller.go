@@ -359,11 +359,7 @@ func (r *NodeFirewallPolicyReconciler) writePolicyStatuses(ctx context.Context, 
 			continue
 		}
 		moving = moving || progressOnly(p.Status, st)
-		wait := r.progress.wait(p.Name, p.Status, st, time.Now())
-		if first := firstStatusWait(p, st, time.Now()); first > wait {
-			wait = first
-		}
-		if wait > 0 {
+		if wait := r.progress.wait(p, st, time.Now()); wait > 0 {
 			if requeue == 0 || wait < requeue {
 				requeue = wait
 			}

@@ -31,15 +31,19 @@ type progressWrites struct {
 	last map[string]time.Time
 }
 
-// wait is how long the write of st over stored, which the policy named
-// name has, should wait: 0 to write now.
-func (w *progressWrites) wait(name string, stored, st fwv1.NodeFirewallPolicyStatus, now time.Time) time.Duration {
-	if !progressOnly(stored, st) {
+// wait is how long the write of st over p's status should wait: a new
+// policy's first status until firstStatusWait, progress until
+// progressInterval after p's last write; 0 to write now.
+func (w *progressWrites) wait(p *fwv1.NodeFirewallPolicy, st fwv1.NodeFirewallPolicyStatus, now time.Time) time.Duration {
+	if first := firstStatusWait(p, st, now); first > 0 {
+		return first
+	}
+	if !progressOnly(p.Status, st) {
 		return 0
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if left := w.last[name].Add(progressInterval).Sub(now); left > 0 {
+	if left := w.last[p.Name].Add(progressInterval).Sub(now); left > 0 {
 		return left
 	}
 	return 0

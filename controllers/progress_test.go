@@ -33,25 +33,23 @@ func TestProgressWritesWait(t *testing.T) {
 	now := time.Unix(1700000000, 0)
 	for _, tc := range []struct {
 		name       string
-		st         fwv1.NodeFirewallPolicyStatus
+		stored, st fwv1.NodeFirewallPolicyStatus
 		wroteAgo   time.Duration
 		wantWaitOK bool
 	}{
-		{"more nodes applied, just written: waits", progressing(5), 200 * time.Millisecond, true},
-		{"more nodes applied, written a while ago: now", progressing(5), 2 * progressInterval, false},
-		{"every node applied: Ready at once", ready, 200 * time.Millisecond, false},
-		{"a node failed: at once", failed, 200 * time.Millisecond, false},
-		{"the first count after the placeholder, just written: waits", progressing(0), 200 * time.Millisecond, true},
-		{"only a message changed: at once", renamed, 200 * time.Millisecond, false},
+		{"more nodes applied, just written: waits", progressing(3), progressing(5), 200 * time.Millisecond, true},
+		{"more nodes applied, written a while ago: now", progressing(3), progressing(5), 2 * progressInterval, false},
+		{"every node applied: Ready at once", progressing(3), ready, 200 * time.Millisecond, false},
+		{"a node failed: at once", progressing(3), failed, 200 * time.Millisecond, false},
+		{"the first count after the placeholder, just written: waits", resolving, progressing(0), 200 * time.Millisecond, true},
+		{"only a message changed: at once", progressing(3), renamed, 200 * time.Millisecond, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := &progressWrites{}
 			w.wrote("web", now.Add(-tc.wroteAgo))
-			stored := progressing(3)
-			if tc.st.AppliedNodes == 0 {
-				stored = resolving
-			}
-			wait := w.wait("web", stored, tc.st, now)
+			p := &fwv1.NodeFirewallPolicy{Status: tc.stored}
+			p.Name = "web"
+			wait := w.wait(p, tc.st, now)
 			if got := wait > 0; got != tc.wantWaitOK {
 				t.Errorf("wait = %v, want waiting %v", wait, tc.wantWaitOK)
 			}
@@ -60,7 +58,9 @@ func TestProgressWritesWait(t *testing.T) {
 			}
 		})
 	}
-	if wait := (&progressWrites{}).wait("new", progressing(3), progressing(4), now); wait != 0 {
+	never := &fwv1.NodeFirewallPolicy{Status: progressing(3)}
+	never.Name = "new"
+	if wait := (&progressWrites{}).wait(never, progressing(4), now); wait != 0 {
 		t.Errorf("a policy never written waits %v", wait)
 	}
 }
