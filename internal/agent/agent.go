@@ -399,8 +399,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, nfw *fwv1.NodeFirewall, st
 	if equality.Semantic.DeepEqual(stored.Status, st) {
 		return nil
 	}
-	stored.Status = st
-	return r.Client.Status().Update(ctx, stored, client.FieldOwner(fieldManager))
+	return r.Client.Status().Update(ctx, status.NodeStatusUpdate(stored, st), client.FieldOwner(fieldManager))
 }
 
 func (r *Reconciler) event(nfw *fwv1.NodeFirewall, kind, reason, note string, args ...any) {

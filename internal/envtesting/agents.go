@@ -105,9 +105,9 @@ func (a *SimulatedAgents) ack(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	nfw.Status = status.NodeApplied(nfw, rules, metav1.Now())
 	// A conflict means a newer object, whose event queues it again.
-	if err := a.c.Status().Update(ctx, nfw); err != nil && !apierrors.IsConflict(err) {
+	update := status.NodeStatusUpdate(nfw, status.NodeApplied(nfw, rules, metav1.Now()))
+	if err := a.c.Status().Update(ctx, update); err != nil && !apierrors.IsConflict(err) {
 		return client.IgnoreNotFound(err)
 	}
 	return nil
