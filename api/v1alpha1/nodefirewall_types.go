@@ -185,7 +185,8 @@ type PolicyReference struct {
 	// +required
 	Generation int64 `json:"generation"`
 
-	// mode is the policy's mode at that generation.
+	// mode is the policy's mode at that generation; empty means Enforce,
+	// the default, which the controller leaves out.
 	// +optional
 	Mode PolicyMode `json:"mode,omitempty"`
 

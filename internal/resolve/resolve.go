@@ -259,8 +259,14 @@ func nodeSpec(contribs []contribution) fwv1.NodeFirewallSpec {
 
 // reference is how a node firewall records a policy: its generation, mode
 // and default actions, enough to keep the node on it during a rollout.
+// Enforce, the default mode, is left out: a node names tens of policies,
+// and every byte of its object is decoded and checked on each of the
+// object's writes.
 func reference(p *fwv1.NodeFirewallPolicy) fwv1.PolicyReference {
-	ref := fwv1.PolicyReference{Name: p.Name, Generation: p.Generation, Mode: mode(p)}
+	ref := fwv1.PolicyReference{Name: p.Name, Generation: p.Generation}
+	if m := mode(p); m != fwv1.PolicyModeEnforce {
+		ref.Mode = m
+	}
 	if d := p.Spec.DefaultActions; d != nil && *d != (fwv1.DefaultActions{}) {
 		ref.DefaultActions = d.DeepCopy()
 	}

@@ -49,6 +49,7 @@ func resolved(policy string, r fwv1.Rule) fwv1.NodeFirewallRule {
 	return r.NodeRule(policy, fwv1.PolicyModeEnforce)
 }
 
+// ref is a reference as the resolver writes it: mode "" is Enforce.
 func ref(name string, mode fwv1.PolicyMode, d *fwv1.DefaultActions) fwv1.PolicyReference {
 	return fwv1.PolicyReference{Name: name, Generation: 1, Mode: mode, DefaultActions: d}
 }
@@ -94,10 +95,10 @@ func TestResolve(t *testing.T) {
 				"cp-1": {
 					Rules:          []fwv1.NodeFirewallRule{resolved("cp", apiserver), resolved("cp", etcd)},
 					DefaultActions: fwv1.DefaultActions{PreRouting: fwv1.ChainPolicyAccept, Input: fwv1.ChainPolicyDrop, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyAccept},
-					Policies:       []fwv1.PolicyReference{ref("cp", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop})},
+					Policies:       []fwv1.PolicyReference{ref("cp", "", &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop})},
 				},
-				"worker-1": {Rules: []fwv1.NodeFirewallRule{resolved("worker", kubelet)}, DefaultActions: allAccept, Policies: []fwv1.PolicyReference{ref("worker", fwv1.PolicyModeEnforce, nil)}},
-				"worker-2": {Rules: []fwv1.NodeFirewallRule{resolved("worker", kubelet)}, DefaultActions: allAccept, Policies: []fwv1.PolicyReference{ref("worker", fwv1.PolicyModeEnforce, nil)}},
+				"worker-1": {Rules: []fwv1.NodeFirewallRule{resolved("worker", kubelet)}, DefaultActions: allAccept, Policies: []fwv1.PolicyReference{ref("worker", "", nil)}},
+				"worker-2": {Rules: []fwv1.NodeFirewallRule{resolved("worker", kubelet)}, DefaultActions: allAccept, Policies: []fwv1.PolicyReference{ref("worker", "", nil)}},
 			},
 			Matches: map[string][]string{"cp": {"cp-1"}, "worker": {"worker-1", "worker-2"}},
 		},
@@ -114,8 +115,8 @@ func TestResolve(t *testing.T) {
 				"worker-1": {
 					Rules:          []fwv1.NodeFirewallRule{resolved("a-tie", etcd), resolved("z-first", apiserver), resolved("b-late", kubelet)},
 					DefaultActions: fwv1.DefaultActions{PreRouting: fwv1.ChainPolicyAccept, Input: fwv1.ChainPolicyDrop, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop},
-					Policies: []fwv1.PolicyReference{ref("a-tie", fwv1.PolicyModeEnforce, nil), ref("z-first", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop}),
-						ref("b-late", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop})},
+					Policies: []fwv1.PolicyReference{ref("a-tie", "", nil), ref("z-first", "", &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop}),
+						ref("b-late", "", &fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyDrop})},
 				},
 			},
 			Matches: map[string][]string{"a-tie": {"worker-1"}, "b-late": {"worker-1"}, "z-first": {"worker-1"}},
@@ -185,8 +186,8 @@ func TestResolve(t *testing.T) {
 						resolved("second", tcp("c", 3)), resolved("second", tcp("d", 4)), resolved("second", tcp("e", 5)), resolved("second", tcp("f", 6)),
 						resolved("second", tcp("g", 7)), resolved("second", tcp("h", 8)), resolved("second", tcp("i", 9)), resolved("second", dropAll)},
 					DefaultActions: fwv1.DefaultActions{PreRouting: fwv1.ChainPolicyAccept, Input: fwv1.ChainPolicyDrop, Forward: fwv1.ChainPolicyAccept, Output: fwv1.ChainPolicyAccept},
-					Policies: []fwv1.PolicyReference{ref("first", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop}),
-						ref("second", fwv1.PolicyModeEnforce, &fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept})},
+					Policies: []fwv1.PolicyReference{ref("first", "", &fwv1.DefaultActions{Input: fwv1.ChainPolicyDrop}),
+						ref("second", "", &fwv1.DefaultActions{Input: fwv1.ChainPolicyAccept})},
 				},
 			},
 			Matches: map[string][]string{"bad": {}, "first": {"worker-1"}, "second": {"worker-1"}},

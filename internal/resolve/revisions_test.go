@@ -102,8 +102,8 @@ func TestStagedRolloutKeepsTheOlderRevision(t *testing.T) {
 		got[n] = spec.Policies[0]
 	}
 	want := map[string]fwv1.PolicyReference{
-		"n1": {Name: "web", Generation: 2, Mode: fwv1.PolicyModeEnforce, Revision: latest},
-		"n2": {Name: "web", Generation: 1, Mode: fwv1.PolicyModeEnforce, Revision: old},
+		"n1": {Name: "web", Generation: 2, Revision: latest},
+		"n2": {Name: "web", Generation: 1, Revision: old},
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("references (-want +got):\n%s", d)
