@@ -83,8 +83,9 @@ type NodeFirewallPolicyReconciler struct {
 	progress progressWrites
 	// ownStatus are the policy statuses written and not yet in the cache.
 	ownStatus ownStatuses
-	// lastCollected is when unreferenced revisions were last deleted.
-	lastCollected time.Time
+	// collectionPutOff is when a pass first put off deleting unreferenced
+	// revisions, zero when none is pending.
+	collectionPutOff time.Time
 
 	// RevisionNamespace, when set, is the namespace of the
 	// ControllerRevisions that hold each policy's rules once: NodeFirewalls
@@ -210,21 +211,28 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	// Revisions no NodeFirewall names are deleted in a pass that wrote no
 	// NodeFirewall and saw no rollout move (more nodes applying a policy's
 	// generation: the pass that reports it Ready comes soon), or a minute
-	// after the last collection. It reads every NodeFirewall from the API
-	// server, which would hold up the passes that report the rollout.
-	if r.lastCollected.IsZero() {
-		r.lastCollected = time.Now()
-	}
+	// after a pass first put them off. It reads every NodeFirewall from
+	// the API server, which would hold up the passes that report the
+	// rollout. The minute counts from the end of the pass that put them
+	// off: one that took longer, writing every node of a large cluster,
+	// would otherwise make the next pass collect while the nodes report.
 	if r.RevisionNamespace != "" && mayBeUnused(revisions, desired.Revisions) {
-		if len(plan.Create)+len(plan.Update) == 0 && (!moving || time.Since(r.lastCollected) > periodicResolve) {
+		if collectNow(len(plan.Create)+len(plan.Update) > 0, moving, r.collectionPutOff, time.Now()) {
 			if err := r.collectRevisions(ctx, revisions, desired.Revisions); err != nil {
 				return reconcile.Result{}, err
 			}
-			r.lastCollected = time.Now()
-		} else if requeue == 0 || progressInterval < requeue {
-			// Look again when the rollout may have settled.
-			requeue = progressInterval
+			r.collectionPutOff = time.Time{}
+		} else {
+			if r.collectionPutOff.IsZero() {
+				r.collectionPutOff = time.Now()
+			}
+			if requeue == 0 || progressInterval < requeue {
+				// Look again when the rollout may have settled.
+				requeue = progressInterval
+			}
 		}
+	} else {
+		r.collectionPutOff = time.Time{}
 	}
 	phases.done("revisions")
 	log.FromContext(ctx).V(1).Info("resolved", "policies", len(policies.Items), "nodes", len(nodes.Items),
@@ -242,6 +250,16 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 		}
 	}
 	return reconcile.Result{RequeueAfter: requeue}, nil
+}
+
+// collectNow tells whether a pass deletes the revisions no node names:
+// when it wrote no NodeFirewall and saw no rollout move, or when a pass
+// first put the deletion off (putOff, zero if none did) over a minute ago.
+func collectNow(wrote, moving bool, putOff, now time.Time) bool {
+	if wrote {
+		return false
+	}
+	return !moving || (!putOff.IsZero() && now.Sub(putOff) > periodicResolve)
 }
 
 // requestLimit is the largest NodeFirewall the reconciler writes.
