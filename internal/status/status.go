@@ -199,9 +199,8 @@ func Reconciling(p *fwv1.NodeFirewallPolicy) fwv1.NodeFirewallPolicyStatus {
 // NodeStatusUpdate is the body of a status update that writes st on
 // stored: its metadata without the managed fields, which the API server
 // keeps when they are left out, and no spec, which a status update cannot
-// change. The API server decodes and checks every byte of a request, so a
-// node's report costs it a fraction of the whole object it would
-// otherwise send back.
+// change. The API server decodes and checks every byte of a request: a
+// report without the node's policy references costs it less.
 func NodeStatusUpdate(stored *fwv1.NodeFirewall, st fwv1.NodeFirewallStatus) *fwv1.NodeFirewall {
 	out := &fwv1.NodeFirewall{TypeMeta: stored.TypeMeta, ObjectMeta: *stored.ObjectMeta.DeepCopy(), Status: st}
 	out.ManagedFields = nil
