@@ -16,8 +16,8 @@ func TestCollectNow(t *testing.T) {
 		{name: "a quiet pass collects", want: true},
 		{name: "a pass that wrote does not", wrote: true, putOff: now.Add(-time.Hour)},
 		{name: "a moving rollout puts it off", moving: true},
-		{name: "for less than a minute", moving: true, putOff: now.Add(-50 * time.Second)},
-		{name: "then collects while it moves", moving: true, putOff: now.Add(-61 * time.Second), want: true},
+		{name: "for less than the limit", moving: true, putOff: now.Add(-collectionPutOffLimit + time.Second)},
+		{name: "then collects while it moves", moving: true, putOff: now.Add(-collectionPutOffLimit - time.Second), want: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

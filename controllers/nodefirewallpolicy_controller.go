@@ -32,6 +32,7 @@ import (
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/clusterconfig"
 	"github.com/nodefw/nodefw/internal/resolve"
+	"github.com/nodefw/nodefw/internal/revision"
 	"github.com/nodefw/nodefw/internal/status"
 )
 
@@ -86,6 +87,8 @@ type NodeFirewallPolicyReconciler struct {
 	// collectionPutOff is when a pass first put off deleting unreferenced
 	// revisions, zero when none is pending.
 	collectionPutOff time.Time
+	// pacing spaces the passes that node reports start.
+	pacing passPacing
 
 	// RevisionNamespace, when set, is the namespace of the
 	// ControllerRevisions that hold each policy's rules once: NodeFirewalls
@@ -117,6 +120,7 @@ type NodeFirewallPolicyReconciler struct {
 // policy's status.
 func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 	phases := newPhaseTimer()
+	defer func(start time.Time) { r.pacing.ended(start, time.Now()) }(time.Now())
 	var policies fwv1.NodeFirewallPolicyList
 	if err := r.List(ctx, &policies); err != nil {
 		return reconcile.Result{}, err
@@ -140,7 +144,8 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	// Mark newly seen generations of policies as Reconciling first, so a
 	// policy never reads Current, or Ready for its last generation, before
 	// its nodes have been resolved.
-	if err := r.markReconciling(ctx, policies.Items); err != nil {
+	started, err := r.markReconciling(ctx, policies.Items)
+	if err != nil {
 		return retryOnConflict(err)
 	}
 
@@ -152,20 +157,32 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	phases.done("list")
 	in := resolve.Input{Policies: policies.Items, Nodes: nodes.Items, Current: nfws.Items, Failsafes: failsafes,
 		RevisionNamespace: r.RevisionNamespace, RevisionLimit: r.revisionLimit()}
+	var listed []metav1.PartialObjectMetadata
+	if r.RevisionNamespace != "" {
+		if listed, err = r.revisionList(ctx); err != nil {
+			return reconcile.Result{}, err
+		}
+		in.CurrentRevisions = revision.Currents(listed)
+	}
 	desired := resolve.Resolve(in)
 	phases.done("resolve")
-	// Revisions first, so that no NodeFirewall names one that is not there.
-	// A revision too large for the API server is not written and its policy
-	// is held on every node, as one over the controller's own limit is.
+	// Revisions first, so that no NodeFirewall names or follows one that
+	// is not there. A revision too large for the API server is not written
+	// and its policy is held on every node, as one over the controller's
+	// own limit is.
 	var revisions map[string]bool
 	if r.RevisionNamespace != "" {
-		var refused map[string]int
-		if revisions, refused, err = r.ensureRevisions(ctx, desired.Revisions); err != nil {
+		revisions = revisionNames(listed)
+		refused, err := r.ensureRevisions(ctx, revisions, desired.Revisions)
+		if err != nil {
 			return reconcile.Result{}, err
 		}
 		if len(refused) > 0 {
 			in.RefusedRevisions = refused
 			desired = resolve.Resolve(in)
+		}
+		if err := r.markCurrent(ctx, listed, desired.Current); err != nil {
+			return reconcile.Result{}, err
 		}
 	}
 	plan := resolve.Plan(desired.Nodes, nfws.Items, nodes.Items, time.Now())
@@ -209,16 +226,18 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	}
 	phases.done("status")
 	// Revisions no NodeFirewall names are deleted in a pass that wrote no
-	// NodeFirewall and saw no rollout move (more nodes applying a policy's
-	// generation: the pass that reports it Ready comes soon), or a minute
-	// after a pass first put them off. It reads every NodeFirewall from
-	// the API server, which would hold up the passes that report the
-	// rollout. The minute counts from the end of the pass that put them
-	// off: one that took longer, writing every node of a large cluster,
+	// NodeFirewall and saw no rollout start or move (more nodes applying a
+	// policy's generation: the pass that reports it Ready comes soon), or
+	// collectionPutOffLimit after a pass first put them off. It reads every
+	// NodeFirewall from the API server, which would hold up the passes that
+	// report the rollout. The limit counts from the end of the pass that put
+	// them off: one that took longer, writing every node of a large cluster,
 	// would otherwise make the next pass collect while the nodes report.
-	if r.RevisionNamespace != "" && mayBeUnused(revisions, desired.Revisions) {
-		if collectNow(len(plan.Create)+len(plan.Update) > 0, moving, r.collectionPutOff, time.Now()) {
-			if err := r.collectRevisions(ctx, revisions, desired.Revisions); err != nil {
+	if r.RevisionNamespace != "" && mayBeUnused(revisions, inUse(desired)) {
+		// A new generation of a followed policy writes no NodeFirewall,
+		// and its nodes have yet to report: its rollout starts.
+		if collectNow(len(plan.Create)+len(plan.Update) > 0, started || moving, r.collectionPutOff, time.Now()) {
+			if err := r.collectRevisions(ctx, revisions, inUse(desired)); err != nil {
 				return reconcile.Result{}, err
 			}
 			r.collectionPutOff = time.Time{}
@@ -252,14 +271,21 @@ func (r *NodeFirewallPolicyReconciler) Reconcile(ctx context.Context, _ reconcil
 	return reconcile.Result{RequeueAfter: requeue}, nil
 }
 
+// collectionPutOffLimit is how long revision collection waits for a
+// rollout to settle: listing every NodeFirewall from the API server, in a
+// cluster of thousands of nodes, takes seconds of its CPU and would slow
+// the rollout it waits for.
+const collectionPutOffLimit = 5 * time.Minute
+
 // collectNow tells whether a pass deletes the revisions no node names:
 // when it wrote no NodeFirewall and saw no rollout move, or when a pass
-// first put the deletion off (putOff, zero if none did) over a minute ago.
+// first put the deletion off (putOff, zero if none did) over
+// collectionPutOffLimit ago.
 func collectNow(wrote, moving bool, putOff, now time.Time) bool {
 	if wrote {
 		return false
 	}
-	return !moving || (!putOff.IsZero() && now.Sub(putOff) > periodicResolve)
+	return !moving || (!putOff.IsZero() && now.Sub(putOff) > collectionPutOffLimit)
 }
 
 // requestLimit is the largest NodeFirewall the reconciler writes.
@@ -456,7 +482,7 @@ func retryOnConflict(err error) (reconcile.Result, error) {
 // generation has no status yet. A new policy needs none: until its first
 // status it is served with observedGeneration 0, which reads as in
 // progress.
-func (r *NodeFirewallPolicyReconciler) markReconciling(ctx context.Context, policies []fwv1.NodeFirewallPolicy) error {
+func (r *NodeFirewallPolicyReconciler) markReconciling(ctx context.Context, policies []fwv1.NodeFirewallPolicy) (bool, error) {
 	var writes []func(context.Context) error
 	for i := range policies {
 		p := &policies[i]
@@ -467,7 +493,7 @@ func (r *NodeFirewallPolicyReconciler) markReconciling(ctx context.Context, poli
 			return r.patchPolicyStatus(ctx, p, status.Reconciling(p))
 		})
 	}
-	return r.parallel(ctx, writes)
+	return len(writes) > 0, r.parallel(ctx, writes)
 }
 
 // createNodeFirewall creates nfw and then marks it Reconciling; on
@@ -539,7 +565,7 @@ func (r *NodeFirewallPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error 
 		// specOrStatusChanged and policyChanged).
 		Watches(&fwv1.NodeFirewallPolicy{}, toCluster, builder.WithPredicates(policyChanged{computed: &r.computed})).
 		Watches(&corev1.Node{}, toCluster, builder.WithPredicates(nodeChanged{})).
-		Watches(&fwv1.NodeFirewall{}, toCluster).
+		Watches(&fwv1.NodeFirewall{}, r.nodeFirewallEvents()).
 		Watches(&fwv1.NodeFirewallConfig{}, toCluster, builder.WithPredicates(specOrStatusChanged{})).
 		// Address sets: user sets resolve peers, managed ones are restored;
 		// their status is the controller's, so it passes like the others.

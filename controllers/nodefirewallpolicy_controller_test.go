@@ -19,6 +19,7 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/envtesting"
+	"github.com/nodefw/nodefw/internal/revision"
 	"github.com/nodefw/nodefw/internal/status"
 )
 
@@ -50,8 +51,9 @@ func updatePolicy(t *testing.T, name string, change func(*fwv1.NodeFirewallPolic
 	return cur
 }
 
-// ack simulates a node agent reporting its NodeFirewall's generation applied
-// (or failed).
+// ack simulates a node agent reporting its NodeFirewall's generation
+// applied, with the current revisions of the policies it follows (or
+// failed).
 func ack(t *testing.T, node string, ok bool) {
 	t.Helper()
 	envtesting.Eventually(t, timeout, func() error {
@@ -64,7 +66,7 @@ func ack(t *testing.T, node string, ok bool) {
 			if err != nil {
 				return err
 			}
-			nfw.Status = status.NodeApplied(nfw, len(spec.Rules), metav1.Now())
+			nfw.Status = status.NodeApplied(nfw, revision.FollowedGenerations(&spec), len(spec.Rules), metav1.Now())
 		} else {
 			nfw.Status = status.NodeFailed(nfw, fwv1.ReasonApplyFailed, fmt.Errorf("netlink: operation not permitted"))
 		}
@@ -434,7 +436,11 @@ func policyGeneration(t *testing.T, node, policy string) int64 {
 	if err != nil {
 		return -1
 	}
-	for _, ref := range nfw.Spec.Policies {
+	spec, err := pinnedSpec(nfw)
+	if err != nil {
+		return -1
+	}
+	for _, ref := range spec.Policies {
 		if ref.Name == policy {
 			return ref.Generation
 		}

@@ -34,7 +34,8 @@ func TestEnsureRevisionsReportsRefusals(t *testing.T) {
 		},
 	}).Build()
 	r := &NodeFirewallPolicyReconciler{Client: c, APIReader: c, RevisionNamespace: ns, WriteConcurrency: 2}
-	existing, refused, err := r.ensureRevisions(context.Background(), []*appsv1.ControllerRevision{big, small})
+	existing := map[string]bool{}
+	refused, err := r.ensureRevisions(context.Background(), existing, []*appsv1.ControllerRevision{big, small})
 	if err != nil {
 		t.Fatal(err)
 	}

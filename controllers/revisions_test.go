@@ -23,11 +23,26 @@ import (
 // name: revisions never change.
 var revisionRules sync.Map // name -> []fwv1.Rule
 
+// pinnedSpec is nfw's spec with the policies it follows pinned to the
+// revisions marked current, as the agent pins them.
+func pinnedSpec(nfw *fwv1.NodeFirewall) (fwv1.NodeFirewallSpec, error) {
+	marked := revision.MetadataList()
+	if err := k8sClient.List(context.Background(), marked, client.InNamespace(revisionNamespace),
+		client.MatchingLabels(revision.CurrentSelector())); err != nil {
+		return fwv1.NodeFirewallSpec{}, err
+	}
+	return revision.Pin(nfw.Spec, revision.Currents(marked.Items))
+}
+
 // expandedSpec is the spec nfw's agent compiles: the rules of the
-// revisions it names in place.
+// revisions it names or follows in place.
 func expandedSpec(nfw *fwv1.NodeFirewall) (fwv1.NodeFirewallSpec, error) {
+	spec, err := pinnedSpec(nfw)
+	if err != nil {
+		return fwv1.NodeFirewallSpec{}, err
+	}
 	rules := map[string][]fwv1.Rule{}
-	for _, name := range revision.Names(&nfw.Spec) {
+	for _, name := range revision.Names(&spec) {
 		if rs, ok := revisionRules.Load(name); ok {
 			rules[name] = rs.([]fwv1.Rule)
 			continue
@@ -43,7 +58,7 @@ func expandedSpec(nfw *fwv1.NodeFirewall) (fwv1.NodeFirewallSpec, error) {
 		revisionRules.Store(name, rs)
 		rules[name] = rs
 	}
-	return revision.Expand(nfw.Spec, rules)
+	return revision.Expand(spec, rules)
 }
 
 func getRevision(name string) (*appsv1.ControllerRevision, error) {
@@ -68,13 +83,18 @@ func policyRevisions(t *testing.T, policy string) []string {
 	return out
 }
 
-// nodeRevision is the revision a node's NodeFirewall names for a policy.
+// nodeRevision is the revision a node's NodeFirewall names for a policy,
+// or the current one of a policy it follows.
 func nodeRevision(node, policy string) (string, error) {
 	nfw, err := envtesting.GetNodeFirewall(k8sClient, node)
 	if err != nil {
 		return "", err
 	}
-	for _, ref := range nfw.Spec.Policies {
+	spec, err := pinnedSpec(nfw)
+	if err != nil {
+		return "", err
+	}
+	for _, ref := range spec.Policies {
 		if ref.Name == policy {
 			return ref.Revision, nil
 		}

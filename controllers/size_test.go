@@ -17,8 +17,8 @@ import (
 )
 
 // longPolicy is a policy with a name of 240 characters: its reference on
-// a node, with the revision named after it, takes about 0.5 KiB, so a few
-// dozen take a NodeFirewall over the suite's request limit.
+// a node, which follows it, takes about 0.25 KiB, so some dozens take a
+// NodeFirewall over the suite's request limit.
 func longPolicy(prefix string, i int, selector metav1.LabelSelector) *fwv1.NodeFirewallPolicy {
 	name := fmt.Sprintf("%s-%02d-", prefix, i)
 	name += strings.Repeat("x", 240-len(name))
@@ -54,7 +54,7 @@ func TestOversizedNodeFirewallIsReported(t *testing.T) {
 	newNode(t, "size-small", map[string]string{"size-all": ""})
 	big := metav1.LabelSelector{MatchLabels: map[string]string{"size-big": ""}}
 	all := metav1.LabelSelector{MatchLabels: map[string]string{"size-all": ""}}
-	const n = 20
+	const n = 40
 	for i := range n {
 		newPolicy(t, longPolicy("size-a", i, big))
 	}
@@ -110,10 +110,14 @@ func TestOversizedRevisionIsReported(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(nfw.Spec.Policies) != 1 || nfw.Spec.Policies[0].Revision == "" {
-			return fmt.Errorf("revsize-node lists %+v, want revsize-big with its revision", nfw.Spec.Policies)
+		spec, err := pinnedSpec(nfw)
+		if err != nil {
+			return err
 		}
-		first = nfw.Spec.Policies[0].Revision
+		if len(spec.Policies) != 1 || spec.Policies[0].Revision == "" {
+			return fmt.Errorf("revsize-node lists %+v, want revsize-big with its revision", spec.Policies)
+		}
+		first = spec.Policies[0].Revision
 		return nil
 	})
 
@@ -160,8 +164,12 @@ func TestOversizedRevisionIsReported(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		spec, err := pinnedSpec(nfw)
+		if err != nil {
+			return err
+		}
 		var got []string
-		for _, ref := range nfw.Spec.Policies {
+		for _, ref := range spec.Policies {
 			got = append(got, fmt.Sprintf("%s@%d:%s", ref.Name, ref.Generation, ref.Revision))
 		}
 		if len(got) != 2 || got[0] != "revsize-big@1:"+first || !strings.HasPrefix(got[1], "revsize-other@1:") {

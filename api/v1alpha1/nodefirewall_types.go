@@ -181,9 +181,22 @@ type PolicyReference struct {
 	// +required
 	Name string `json:"name"`
 
-	// generation is the policy's metadata.generation that was resolved.
-	// +required
-	Generation int64 `json:"generation"`
+	// generation is the policy's metadata.generation that was resolved;
+	// 0 when the node follows the policy.
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
+
+	// follow: the node applies the policy's current revision, the
+	// ControllerRevision the controller labels firewall.nodefw.io/current
+	// (its annotation firewall.nodefw.io/generation gives the policy
+	// generation), rather than a generation fixed here, and its agent
+	// reports the generation applied in status.policyGenerations. The
+	// controller sets it for every policy without a staged rollout: an edit
+	// to such a policy's rules then writes one revision and moves the
+	// label, and writes no NodeFirewall. generation and revision are empty
+	// with it.
+	// +optional
+	Follow bool `json:"follow,omitempty"`
 
 	// mode is the policy's mode at that generation; empty means Enforce,
 	// the default, which the controller leaves out.
@@ -243,6 +256,11 @@ type NodeFirewallStatus struct {
 	// lastAppliedTime is when the ruleset was last committed to the kernel.
 	// +optional
 	LastAppliedTime *metav1.Time `json:"lastAppliedTime,omitempty"`
+
+	// policyGenerations are, by policy name, the generation of each policy
+	// the node follows (spec.policies[].follow) that is in the kernel.
+	// +optional
+	PolicyGenerations map[string]int64 `json:"policyGenerations,omitempty"`
 
 	// lastError is the error of the last failed apply, empty after a success.
 	// +optional

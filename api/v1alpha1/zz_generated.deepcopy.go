@@ -637,6 +637,13 @@ func (in *NodeFirewallStatus) DeepCopyInto(out *NodeFirewallStatus) {
 		in, out := &in.LastAppliedTime, &out.LastAppliedTime
 		*out = (*in).DeepCopy()
 	}
+	if in.PolicyGenerations != nil {
+		in, out := &in.PolicyGenerations, &out.PolicyGenerations
+		*out = make(map[string]int64, len(*in))
+		for key, val := range *in {
+			(*out)[key] = val
+		}
+	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
 		*out = make([]v1.Condition, len(*in))

@@ -126,6 +126,13 @@ func run() error {
 		// The firewall works without its logs: say so and go on.
 		ctrl.Log.Error(err, "drop logs are off", "group", o.logGroup)
 	}
+	current, err := agent.CurrentRevisionsCache(cfg, mgr.GetScheme(), o.revisionNS)
+	if err != nil {
+		return fmt.Errorf("creating the current revisions' cache: %w", err)
+	}
+	if err := mgr.Add(current); err != nil {
+		return err
+	}
 	r := &agent.Reconciler{
 		Client:       mgr.GetClient(),
 		Recorder:     mgr.GetEventRecorder("nodefw-agent"),
@@ -144,6 +151,8 @@ func run() error {
 		Revisions: &agent.Revisions{Reader: mgr.GetAPIReader(), Namespace: o.revisionNS},
 		// The address sets' shards are watched, in the same namespace.
 		ShardNamespace: o.revisionNS,
+		// And the revisions marked current, metadata only.
+		CurrentRevisions: current,
 		ConfirmerFor: func(endpoint string) agent.Confirmer {
 			return &agent.TCPConfirmer{Endpoint: endpoint, NetnsPath: o.netnsPath}
 		},

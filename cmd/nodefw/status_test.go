@@ -34,7 +34,7 @@ func statusFixtures() ([]fwv1.NodeFirewallPolicy, []fwv1.NodeFirewall) {
 	refs := []fwv1.PolicyReference{{Name: "worker", Generation: 3}, {Name: "audit-egress", Generation: 1}}
 	w1 := nfw("worker-1", 5, refs...)
 	w1.Spec.DefaultActions.PreRouting = fwv1.ChainPolicyDrop
-	w1.Status = status.NodeApplied(w1, 12, metav1.NewTime(time.Now().Add(-90*time.Second)))
+	w1.Status = status.NodeApplied(w1, nil, 12, metav1.NewTime(time.Now().Add(-90*time.Second)))
 	w2 := nfw("worker-2", 4, refs...)
 	w2.Status = status.NodeFailed(w2, fwv1.ReasonApplyFailed, errors.New("netlink: operation not permitted"))
 	w3 := nfw("worker-3", 2, refs...) // no agent report yet

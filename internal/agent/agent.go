@@ -7,6 +7,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -24,6 +26,7 @@ import (
 	"github.com/nodefw/nodefw/internal/clusterconfig"
 	"github.com/nodefw/nodefw/internal/compile"
 	"github.com/nodefw/nodefw/internal/nft"
+	"github.com/nodefw/nodefw/internal/revision"
 	"github.com/nodefw/nodefw/internal/status"
 )
 
@@ -81,6 +84,12 @@ type Reconciler struct {
 	// is not applied.
 	Revisions *Revisions
 
+	// CurrentRevisions, when set, is the cache of the revisions marked
+	// current (CurrentRevisionsCache), in Revisions.Namespace, which the
+	// policies the NodeFirewall follows are pinned to; without it they are
+	// read from the API server at each reconcile.
+	CurrentRevisions cache.Cache
+
 	// ShardNamespace is the namespace of the shards holding the address
 	// sets' contents (internal/addressshard), the controller's, which the
 	// cache watches (CacheOptions); empty, every set is missing.
@@ -101,8 +110,8 @@ type Reconciler struct {
 	// differs mean a change from outside.
 	committed generations
 	// reverted are generations that cut the node off and were reverted;
-	// they are not tried again until the NodeFirewall or the
-	// NodeFirewallConfig changes.
+	// they are not tried again until the NodeFirewall, the
+	// NodeFirewallConfig or a followed policy's current revision changes.
 	reverted generations
 
 	// setRefs are the address sets the rules last looked up (sets.go),
@@ -111,6 +120,10 @@ type Reconciler struct {
 	setRefs addressSetRefs
 	shards  shardEntries
 	parsed  parsedSets
+
+	// lastPinned are the current revisions of the followed policies last
+	// pinned, kept for a policy that is gone.
+	lastPinned map[string]revision.Current
 }
 
 // The agent's RBAC. Patch on nodefirewalls is only for the agent's own
@@ -180,13 +193,17 @@ func (r *Reconciler) ensureFinalizer(ctx context.Context, nfw *fwv1.NodeFirewall
 }
 
 // expand is the NodeFirewall's spec with the rules of the revisions it
-// names in place: what the compiler takes.
+// names or follows in place: what the compiler takes.
 func (r *Reconciler) expand(ctx context.Context, nfw *fwv1.NodeFirewall) (fwv1.NodeFirewallSpec, error) {
+	pinned, err := r.pin(ctx, nfw)
+	if err != nil {
+		return fwv1.NodeFirewallSpec{}, err
+	}
 	v := r.Revisions
 	if v == nil {
 		v = &Revisions{}
 	}
-	return v.Expand(ctx, nfw.Spec)
+	return v.Expand(ctx, pinned)
 }
 
 // revisionUnavailable keeps the last good ruleset while a revision the
@@ -240,12 +257,12 @@ func (r *Reconciler) sync(ctx context.Context, nfw *fwv1.NodeFirewall, rs *compi
 
 	// In the kernel already: make sure the status says so.
 	resync := reconcile.Result{RequeueAfter: r.cur.resync}
-	if !appliedStatus(nfw, rs.RuleCount()) {
+	if !r.appliedStatus(nfw, rs.RuleCount()) {
 		at := metav1.Now()
 		if nfw.Status.LastAppliedTime != nil {
 			at = *nfw.Status.LastAppliedTime
 		}
-		return resync, r.writeStatus(ctx, nfw, status.NodeApplied(nfw, rs.RuleCount(), at))
+		return resync, r.writeStatus(ctx, nfw, status.NodeApplied(nfw, r.cur.followed, rs.RuleCount(), at))
 	}
 	return resync, nil
 }
@@ -280,20 +297,22 @@ func (r *Reconciler) applyChange(ctx context.Context, nfw *fwv1.NodeFirewall, rs
 		r.event(nfw, corev1.EventTypeNormal, fwv1.ReasonApplied, "Applied generation %d: %d rules", nfw.Generation, rs.RuleCount())
 		logger.Info("applied", "generation", nfw.Generation, "rules", rs.RuleCount(), "batch", stats)
 	}
-	nfw.Status = status.NodeApplied(nfw, rs.RuleCount(), metav1.Now())
+	nfw.Status = status.NodeApplied(nfw, r.cur.followed, rs.RuleCount(), metav1.Now())
 	return resync, r.writeStatus(ctx, nfw, nfw.Status)
 }
 
-// appliedStatus reports whether the status already says this generation is applied.
-func appliedStatus(nfw *fwv1.NodeFirewall, rules int) bool {
+// appliedStatus reports whether the status already says this generation,
+// with the followed policies' generations pinned, is applied.
+func (r *Reconciler) appliedStatus(nfw *fwv1.NodeFirewall, rules int) bool {
 	ready := meta.FindStatusCondition(nfw.Status.Conditions, fwv1.ConditionReady)
 	return ready != nil && ready.Status == metav1.ConditionTrue && ready.ObservedGeneration == nfw.Generation &&
-		nfw.Status.ObservedGeneration == nfw.Generation && nfw.Status.RuleCount == int32(rules) && nfw.Status.LastError == ""
+		nfw.Status.ObservedGeneration == nfw.Generation && nfw.Status.RuleCount == int32(rules) && nfw.Status.LastError == "" &&
+		maps.Equal(nfw.Status.PolicyGenerations, r.cur.followed)
 }
 
 // generations are the generations a ruleset compiled now comes from.
 func (r *Reconciler) generations(nfw *fwv1.NodeFirewall) generations {
-	return generations{nfw: nfw.Generation, config: r.cur.configGen, addressSets: r.cur.addressSets}
+	return generations{nfw: nfw.Generation, config: r.cur.configGen, addressSets: r.cur.addressSets, policies: r.cur.policies}
 }
 
 // confirm waits up to the confirm timeout for the control plane to be

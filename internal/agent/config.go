@@ -29,14 +29,18 @@ type settings struct {
 	// addressSets fingerprints the NodeFirewallAddressSets compiled in
 	// (see addressSets).
 	addressSets string
+	// followed are the generations of the policies the NodeFirewall
+	// follows that were pinned (see pin), and policies identifies them.
+	followed map[string]int64
+	policies string
 }
 
 // generations identify what a ruleset was compiled from: a NodeFirewall
 // generation with the NodeFirewallConfig generation of its settings and
 // the generations of the address sets its peers look up.
 type generations struct {
-	nfw, config int64
-	addressSets string
+	nfw, config           int64
+	addressSets, policies string
 }
 
 // currentSettings reads the NodeFirewallConfig from the cache and returns

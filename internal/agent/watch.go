@@ -59,6 +59,11 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		})
 		b = b.Watches(&fwv1.NodeFirewallConfig{}, toNode, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
 	}
+	// Followed policies: a revision marked current, from the metadata of
+	// the marked revisions alone (CurrentRevisionsCache).
+	if r.CurrentRevisions != nil {
+		b = b.WatchesRawSource(r.currentRevisionSource())
+	}
 	// Peers: a shard created or deleted of a set the rules look up
 	// updates its elements. Shards never change.
 	if r.ShardNamespace != "" {

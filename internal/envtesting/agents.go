@@ -3,6 +3,7 @@ package envtesting
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
@@ -22,8 +24,9 @@ import (
 )
 
 // SimulatedAgents stand in for the node agents of many nodes: they report
-// every new generation of those nodes' NodeFirewalls applied, with the
-// number of rules of the revisions it names, as an agent does once its
+// every new generation of those nodes' NodeFirewalls applied, and every
+// new current revision of the policies they follow, with the number of
+// rules of the revisions it names or follows, as an agent does once its
 // kernel has them.
 type SimulatedAgents struct {
 	// Prefix picks the nodes: those whose names start with it.
@@ -42,12 +45,17 @@ type SimulatedAgents struct {
 }
 
 // Start watches NodeFirewalls (one watch for all the simulated nodes,
-// where each agent watches its own) with cfg, writes their status with c,
-// and runs until ctx ends. It returns once the watch has synced.
+// where each agent watches its own) and the metadata of the revisions
+// marked current with cfg,
+// writes their status with c, and runs until ctx ends. It returns once the
+// watches have synced.
 func (a *SimulatedAgents) Start(ctx context.Context, cfg *rest.Config, c client.Client) error {
 	var err error
 	a.c = c
-	if a.cache, err = cache.New(cfg, cache.Options{Scheme: Scheme}); err != nil {
+	a.cache, err = cache.New(cfg, cache.Options{Scheme: Scheme, ByObject: map[client.Object]cache.ByObject{
+		revision.Metadata(): {Namespaces: map[string]cache.Config{a.RevisionNamespace: {}}, Label: labels.SelectorFromSet(revision.CurrentSelector())},
+	}})
+	if err != nil {
 		return err
 	}
 	inf, err := a.cache.GetInformer(ctx, &fwv1.NodeFirewall{})
@@ -63,6 +71,28 @@ func (a *SimulatedAgents) Start(ctx context.Context, cfg *rest.Config, c client.
 	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    enqueue,
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
+	}); err != nil {
+		return err
+	}
+	current, err := a.cache.GetInformer(ctx, revision.Metadata())
+	if err != nil {
+		return err
+	}
+	if _, err := current.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { a.enqueueFollowers(ctx, obj) },
+		UpdateFunc: func(old, obj any) {
+			// Only a new mark concerns the followers, as the agent's
+			// watch predicate has it.
+			o, ok1 := old.(*metav1.PartialObjectMetadata)
+			n, ok2 := obj.(*metav1.PartialObjectMetadata)
+			if !ok1 || !ok2 {
+				return
+			}
+			_, was, _ := revision.CurrentOf(o)
+			if _, cur, _ := revision.CurrentOf(n); cur != was {
+				a.enqueueFollowers(ctx, obj)
+			}
+		},
 	}); err != nil {
 		return err
 	}
@@ -92,34 +122,82 @@ func (a *SimulatedAgents) Start(ctx context.Context, cfg *rest.Config, c client.
 	return nil
 }
 
-// ack reports the NodeFirewall named name applied, if its generation is new.
+// enqueueFollowers queues the simulated nodes whose NodeFirewalls follow
+// the policy whose revision obj is marked current.
+func (a *SimulatedAgents) enqueueFollowers(ctx context.Context, obj any) {
+	cr, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return
+	}
+	policy, _, ok := revision.CurrentOf(cr)
+	if !ok {
+		return
+	}
+	var nfws fwv1.NodeFirewallList
+	if err := a.cache.List(ctx, &nfws, client.UnsafeDisableDeepCopy); err != nil {
+		return
+	}
+	for i := range nfws.Items {
+		nfw := &nfws.Items[i]
+		if !strings.HasPrefix(nfw.Name, a.Prefix) {
+			continue
+		}
+		for _, ref := range nfw.Spec.Policies {
+			if ref.Follow && ref.Name == policy {
+				a.queue.Add(nfw.Name)
+				break
+			}
+		}
+	}
+}
+
+// ack reports the NodeFirewall named name applied, if its generation, or
+// the current revision of a policy it follows, is new.
 func (a *SimulatedAgents) ack(ctx context.Context, name string) error {
 	nfw := &fwv1.NodeFirewall{}
 	if err := a.cache.Get(ctx, client.ObjectKey{Name: name}, nfw); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if nfw.Status.ObservedGeneration == nfw.Generation {
+	spec, err := a.pin(ctx, nfw)
+	if err != nil {
+		return err
+	}
+	followed := revision.FollowedGenerations(&spec)
+	if nfw.Status.ObservedGeneration == nfw.Generation && maps.Equal(nfw.Status.PolicyGenerations, followed) {
 		return nil
 	}
-	rules, err := a.ruleCount(ctx, nfw)
+	rules, err := a.ruleCount(ctx, &spec)
 	if err != nil {
 		return err
 	}
 	// A conflict means a newer object, whose event queues it again.
-	update := status.NodeStatusUpdate(nfw, status.NodeApplied(nfw, rules, metav1.Now()))
+	update := status.NodeStatusUpdate(nfw, status.NodeApplied(nfw, followed, rules, metav1.Now()))
 	if err := a.c.Status().Update(ctx, update); err != nil && !apierrors.IsConflict(err) {
 		return client.IgnoreNotFound(err)
 	}
 	return nil
 }
 
-// ruleCount is how many rules nfw's spec comes to with the rules of the
-// revisions it names, read once each: the count of rules an agent expands
-// the spec into, without building them, so that thousands of simulated
-// agents cost the machine they share with the API server little.
-func (a *SimulatedAgents) ruleCount(ctx context.Context, nfw *fwv1.NodeFirewall) (int, error) {
-	n := len(nfw.Spec.Rules)
-	for _, ref := range nfw.Spec.Policies {
+// pin is nfw's spec with the policies it follows pinned to their current
+// revisions, as the agent pins them (revision.Pin).
+func (a *SimulatedAgents) pin(ctx context.Context, nfw *fwv1.NodeFirewall) (fwv1.NodeFirewallSpec, error) {
+	if !revision.Follows(&nfw.Spec) {
+		return nfw.Spec, nil
+	}
+	marked := revision.MetadataList()
+	if err := a.cache.List(ctx, marked, client.InNamespace(a.RevisionNamespace), client.UnsafeDisableDeepCopy); err != nil {
+		return fwv1.NodeFirewallSpec{}, err
+	}
+	return revision.Pin(nfw.Spec, revision.Currents(marked.Items))
+}
+
+// ruleCount is how many rules a pinned spec comes to with the rules of
+// the revisions it names, read once each: the count of rules an agent
+// expands the spec into, without building them, so that thousands of
+// simulated agents cost the machine they share with the API server little.
+func (a *SimulatedAgents) ruleCount(ctx context.Context, spec *fwv1.NodeFirewallSpec) (int, error) {
+	n := len(spec.Rules)
+	for _, ref := range spec.Policies {
 		if ref.Revision == "" {
 			continue
 		}

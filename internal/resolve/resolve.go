@@ -32,10 +32,12 @@ type Input struct {
 	// Failsafes are the ports the agents accept before any rule; the Drop
 	// and Reject rules they shadow are reported.
 	Failsafes Failsafes
-	// RevisionNamespace, when set, stores each policy's rules once: every
-	// policy reference names the ControllerRevision in this namespace
-	// that holds them (Result.Revisions), and the node specs carry no
-	// rules of their own. Empty copies the rules into every node's spec,
+	// RevisionNamespace, when set, stores each policy's rules once, in a
+	// ControllerRevision in this namespace (Result.Revisions), and the
+	// node specs carry no rules of their own: a policy with a staged
+	// rollout is referenced by generation and revision, any other is
+	// followed (PolicyReference.Follow) and its current revision is named
+	// on the revision (Result.Current). Empty copies the rules into every node's spec,
 	// as `nodefw render` shows them.
 	RevisionNamespace string
 	// RevisionLimit is the largest revision, in bytes as sent, that is
@@ -45,6 +47,9 @@ type Input struct {
 	// RefusedRevisions are the revisions the API server refused as too
 	// large, by name, with their size: held as those over RevisionLimit.
 	RefusedRevisions map[string]int
+	// CurrentRevisions are, by policy name, the revisions marked current
+	// (revision.Currents): what the nodes following each policy apply.
+	CurrentRevisions map[string]revision.Current
 }
 
 // Failsafes are the agents' failsafe ports (their --failsafe-inbound and
@@ -67,6 +72,10 @@ type Result struct {
 	// Revisions are the latest revision of every policy, sorted by name,
 	// when Input.RevisionNamespace is set.
 	Revisions []*appsv1.ControllerRevision
+	// Current are, by policy name, the current revision of every followed
+	// policy, which should be marked so (revision.MarkCurrent): the
+	// latest, or the one marked already while the latest is held.
+	Current map[string]revision.Current
 }
 
 // Problem is something a policy's status should report.
@@ -82,7 +91,7 @@ type Problem struct {
 
 // Resolve resolves every policy against every node.
 func Resolve(in Input) Result {
-	policies, problems := preparePolicies(in.Policies, in.RevisionNamespace)
+	policies, problems := preparePolicies(in.Policies, in.RevisionNamespace, in.CurrentRevisions)
 	problems = append(problems, holdOversizedRevisions(policies, in.RevisionLimit, in.RefusedRevisions)...)
 	matchedBy, matches := matchNodes(in.Nodes, in.Policies, policies)
 	current := byName(in.Current)
@@ -93,7 +102,7 @@ func Resolve(in Input) Result {
 		problems = append(problems, failsafeShadows(&in.Policies[i], in.Failsafes)...)
 	}
 	sortProblems(problems)
-	return Result{Nodes: nodes, Matches: matches, Problems: problems, Revisions: revisions(policies)}
+	return Result{Nodes: nodes, Matches: matches, Problems: problems, Revisions: revisions(policies), Current: currents(policies)}
 }
 
 // contribution is what one policy puts on one node.
@@ -115,13 +124,16 @@ type preparedPolicy struct {
 	// held keeps every node on its current generation of this policy: its
 	// revision is too large to be written.
 	held bool
+	// current is the revision marked current, when hasCurrent.
+	current    revision.Current
+	hasCurrent bool
 }
 
 // preparePolicies parses every policy's selector and converts its rules
 // once (or into a revision in namespace, when it is set), and returns the
 // policies in evaluation order: lowest priority first, ties broken by
 // name. A policy whose selector does not parse is reported and left out.
-func preparePolicies(policies []fwv1.NodeFirewallPolicy, namespace string) ([]preparedPolicy, []Problem) {
+func preparePolicies(policies []fwv1.NodeFirewallPolicy, namespace string, current map[string]revision.Current) ([]preparedPolicy, []Problem) {
 	var problems []Problem
 	prepared := make([]preparedPolicy, 0, len(policies))
 	for i := range policies {
@@ -136,12 +148,17 @@ func preparePolicies(policies []fwv1.NodeFirewallPolicy, namespace string) ([]pr
 			continue
 		}
 		pp := preparedPolicy{policy: p, selector: sel, latest: contribution{ref: reference(p)}}
+		pp.current, pp.hasCurrent = current[p.Name]
 		if namespace == "" {
 			pp.latest.rules = nodeRules(p)
 		} else {
 			cr := revision.For(p, namespace)
 			pp.revision = cr
-			pp.latest.ref.Revision = cr.Name
+			if p.Spec.Rollout == nil {
+				pp.latest.ref.Follow, pp.latest.ref.Generation = true, 0
+			} else {
+				pp.latest.ref.Revision = cr.Name
+			}
 		}
 		prepared = append(prepared, pp)
 	}
@@ -230,6 +247,9 @@ func contributions(dst []contribution, node string, matched []int, policies []pr
 			if c, ok = previous(nfw, pp.policy.Name); !ok {
 				continue
 			}
+			if pp.heldBack[node] {
+				c.ref = pinFollowed(c.ref, pp)
+			}
 		}
 		dst = append(dst, c)
 	}
@@ -298,6 +318,39 @@ func previous(nfw *fwv1.NodeFirewall, policy string) (contribution, bool) {
 		return c, true
 	}
 	return contribution{}, false
+}
+
+// pinFollowed is ref, when it follows policy pp, pinned to the revision
+// marked current: a staged rollout holds a node on what it applies, while
+// the policy's nodes that are let through name its latest generation. The
+// controller leaves the mark of a policy with a staged rollout where it is.
+func pinFollowed(ref fwv1.PolicyReference, pp *preparedPolicy) fwv1.PolicyReference {
+	if ref.Follow && pp.hasCurrent {
+		ref.Follow, ref.Generation, ref.Revision = false, pp.current.Generation, pp.current.Revision
+	}
+	return ref
+}
+
+// currents are the current revisions of the followed policies: the
+// latest, or, for a policy held because its latest is too large, the one
+// marked already.
+func currents(policies []preparedPolicy) map[string]revision.Current {
+	var out map[string]revision.Current
+	for i := range policies {
+		pp := &policies[i]
+		if pp.revision == nil || !pp.latest.ref.Follow {
+			continue
+		}
+		if out == nil {
+			out = map[string]revision.Current{}
+		}
+		if !pp.held {
+			out[pp.policy.Name] = revision.Current{Revision: pp.revision.Name, Generation: pp.policy.Generation}
+		} else if pp.hasCurrent {
+			out[pp.policy.Name] = pp.current
+		}
+	}
+	return out
 }
 
 // nodeRules converts a policy's rules into the resolved form, once per policy.

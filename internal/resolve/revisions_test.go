@@ -49,18 +49,22 @@ func TestSharedRulesExpandToTheCopiedOnes(t *testing.T) {
 			t.Errorf("node %s carries %d rules of its own", node, len(spec.Rules))
 		}
 		for _, ref := range spec.Policies {
-			if ref.Revision == "" {
-				t.Errorf("node %s: policy %s names no revision", node, ref.Name)
+			if !ref.Follow || ref.Revision != "" || ref.Generation != 0 {
+				t.Errorf("node %s: policy reference %+v, want it followed", node, ref)
 			}
 		}
-		got, err := revision.Expand(spec, rules)
+		pinned, err := revision.Pin(spec, shared.Current)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The references name their revisions; all else is as copied.
+		got, err := revision.Expand(pinned, rules)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The references follow the current revisions; all else is as copied.
 		want := copied.Nodes[node]
 		for i := range got.Policies {
-			got.Policies[i].Revision = ""
+			got.Policies[i].Revision, got.Policies[i].Follow = "", false
 		}
 		if d := cmp.Diff(want, got); d != "" {
 			t.Errorf("node %s expanded (-copied +got):\n%s", node, d)
@@ -72,7 +76,7 @@ func TestSharedRulesExpandToTheCopiedOnes(t *testing.T) {
 }
 
 // TestStagedRolloutKeepsTheOlderRevision: a node a rollout holds back
-// keeps naming the revision of the generation it has.
+// keeps the revision of the generation it has, pinned from following it.
 func TestStagedRolloutKeepsTheOlderRevision(t *testing.T) {
 	const ns = "nodefw-system"
 	gen1 := policy("web", 100, metav1.LabelSelector{}, withRules(tcp("web", 80)))
@@ -80,11 +84,13 @@ func TestStagedRolloutKeepsTheOlderRevision(t *testing.T) {
 	first := Resolve(Input{Policies: []fwv1.NodeFirewallPolicy{gen1}, Nodes: nodes, RevisionNamespace: ns})
 	old := first.Revisions[0].Name
 
-	// Both nodes applied generation 1.
+	// Both nodes follow web and applied generation 1, its revision marked
+	// current.
 	var current []fwv1.NodeFirewall
 	for _, n := range []string{"n1", "n2"} {
 		nfw := fwv1.NodeFirewall{ObjectMeta: metav1.ObjectMeta{Name: n, Generation: 1}, Spec: first.Nodes[n]}
 		nfw.Status.ObservedGeneration = 1
+		nfw.Status.PolicyGenerations = map[string]int64{"web": 1}
 		nfw.Status.Conditions = []metav1.Condition{{Type: fwv1.ConditionReady, Status: metav1.ConditionTrue, ObservedGeneration: 1}}
 		current = append(current, nfw)
 	}
@@ -92,7 +98,8 @@ func TestStagedRolloutKeepsTheOlderRevision(t *testing.T) {
 	gen2.Generation = 2
 	gen2.Spec.Rules = []fwv1.Rule{tcp("web", 8080)}
 	gen2.Spec.Rollout = &fwv1.RolloutStrategy{MaxUnavailable: 1}
-	second := Resolve(Input{Policies: []fwv1.NodeFirewallPolicy{gen2}, Nodes: nodes, Current: current, RevisionNamespace: ns})
+	second := Resolve(Input{Policies: []fwv1.NodeFirewallPolicy{gen2}, Nodes: nodes, Current: current, RevisionNamespace: ns,
+		CurrentRevisions: first.Current})
 	latest := second.Revisions[0].Name
 	if latest == old {
 		t.Fatalf("generation 2 reuses revision %s of other rules", old)

@@ -35,6 +35,8 @@ func TestOversizedRevisionHoldsItsPolicy(t *testing.T) {
 	w1 := fwv1.NodeFirewall{ObjectMeta: metav1.ObjectMeta{Name: "w1"}, Spec: first.Nodes["w1"]}
 	kept := first.Nodes["w1"].Policies[0]
 	small := RevisionSize(first.Revisions[0])
+	// The nodes follow big, its generation 1 marked current.
+	held := first.Current["big"]
 
 	for _, tc := range []struct {
 		name    string
@@ -53,9 +55,9 @@ func TestOversizedRevisionHoldsItsPolicy(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := Input{Policies: []fwv1.NodeFirewallPolicy{big(2, many...), other}, Nodes: nodes, Current: []fwv1.NodeFirewall{w1},
-				RevisionNamespace: ns, RevisionLimit: tc.limit}
+				RevisionNamespace: ns, RevisionLimit: tc.limit, CurrentRevisions: first.Current}
 			if tc.refused != nil {
-				in.RefusedRevisions = tc.refused(Resolve(in).Nodes["w2"].Policies[0].Revision)
+				in.RefusedRevisions = tc.refused(Resolve(in).Revisions[0].Name)
 			}
 			got := Resolve(in)
 			var names []string
@@ -67,6 +69,9 @@ func TestOversizedRevisionHoldsItsPolicy(t *testing.T) {
 			}
 			if diff := cmp.Diff([]fwv1.PolicyReference{kept, got.Nodes["w2"].Policies[0]}, got.Nodes["w1"].Policies); diff != "" {
 				t.Errorf("w1 keeps generation 1 of big, and gets other (-want +got):\n%s", diff)
+			}
+			if cur := got.Current["big"]; cur != held {
+				t.Errorf("big's current revision %+v, want %+v, which its nodes keep following", cur, held)
 			}
 			if ps := got.Nodes["w2"].Policies; len(ps) != 1 || ps[0].Name != "other" {
 				t.Errorf("w2 lists %+v, want other alone", ps)

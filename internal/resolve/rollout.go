@@ -28,14 +28,14 @@ func PolicyOnNode(nfw *fwv1.NodeFirewall, policy string, generation int64) NodeS
 	if nfw == nil {
 		return StatePending
 	}
-	found := false
-	for _, ref := range nfw.Spec.Policies {
-		if ref.Name == policy && ref.Generation == generation {
-			found = true
+	var found *fwv1.PolicyReference
+	for i, ref := range nfw.Spec.Policies {
+		if ref.Name == policy && (ref.Follow || ref.Generation == generation) {
+			found = &nfw.Spec.Policies[i]
 			break
 		}
 	}
-	if !found || nfw.Status.ObservedGeneration != nfw.Generation {
+	if found == nil || nfw.Status.ObservedGeneration != nfw.Generation {
 		return StatePending
 	}
 	ready := meta.FindStatusCondition(nfw.Status.Conditions, fwv1.ConditionReady)
@@ -43,10 +43,38 @@ func PolicyOnNode(nfw *fwv1.NodeFirewall, policy string, generation int64) NodeS
 	case ready == nil || ready.ObservedGeneration != nfw.Generation:
 		return StatePending
 	case ready.Status == metav1.ConditionTrue:
+		if referencedGeneration(nfw, *found) != generation {
+			// A followed policy whose generation the node has yet to apply.
+			return StatePending
+		}
 		return StateApplied
 	default:
+		// A failed ruleset fails every policy on the node, the followed
+		// ones at any generation: the node applies none until it is fixed.
 		return StateFailed
 	}
+}
+
+// referencedGeneration is the generation of a policy that ref puts on
+// nfw's node: the one it names, or, for a policy the node follows, the one
+// the agent reports applied (0 before it reports one).
+func referencedGeneration(nfw *fwv1.NodeFirewall, ref fwv1.PolicyReference) int64 {
+	if ref.Follow {
+		return nfw.Status.PolicyGenerations[ref.Name]
+	}
+	return ref.Generation
+}
+
+// GenerationOn is the generation of a policy that nfw's node is given:
+// the one its reference names, or, for a policy the node follows, the one
+// its agent reports applied; 0 when nfw does not list the policy.
+func GenerationOn(nfw *fwv1.NodeFirewall, policy string) int64 {
+	for _, ref := range nfw.Spec.Policies {
+		if ref.Name == policy {
+			return referencedGeneration(nfw, ref)
+		}
+	}
+	return 0
 }
 
 // AppliedRefs are the policy references of a NodeFirewall generation whose
@@ -73,7 +101,7 @@ func AppliedRefsOf(nfw *fwv1.NodeFirewall) AppliedRefs {
 	}
 	refs := make(AppliedRefs, len(nfw.Spec.Policies))
 	for _, ref := range nfw.Spec.Policies {
-		refs[appliedKey(ref.Name, ref.Generation, ref.Revision)] = true
+		refs[appliedKey(ref.Name, referencedGeneration(nfw, ref), ref.Revision)] = true
 	}
 	return refs
 }
@@ -90,6 +118,9 @@ func PolicyOnNodeSince(nfw *fwv1.NodeFirewall, policy string, generation int64, 
 		return state
 	}
 	for _, ref := range nfw.Spec.Policies {
+		if ref.Name == policy && ref.Follow && earlier[appliedKey(ref.Name, generation, "")] {
+			return StateApplied
+		}
 		if ref.Name == policy && ref.Generation == generation && earlier[appliedKey(ref.Name, ref.Generation, ref.Revision)] {
 			return StateApplied
 		}

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -176,4 +177,148 @@ func Expand(spec fwv1.NodeFirewallSpec, rules map[string][]fwv1.Rule) (fwv1.Node
 		}
 	}
 	return out, nil
+}
+
+// The label and annotation by which the controller marks a followed
+// policy's current revision on the revision itself, as a DaemonSet's
+// history says which revision is current: the nodes that follow the
+// policy (PolicyReference.Follow) apply that revision, and report the
+// generation. Only the metadata of a revision changes; its data never does.
+const (
+	// LabelCurrent, "true", marks a policy's current revision. The agents
+	// watch the metadata of the revisions that carry it, and of no other.
+	LabelCurrent = "firewall.nodefw.io/current"
+	// AnnotationGeneration is the policy generation the current revision
+	// holds the rules of.
+	AnnotationGeneration = "firewall.nodefw.io/generation"
+)
+
+// Current is what the nodes following a policy apply: the revision
+// holding its rules and the policy generation they belong to.
+type Current struct {
+	Revision   string
+	Generation int64
+}
+
+// CurrentOf is the policy whose current revision cr's metadata marks, and
+// what it marks; false when it marks none.
+func CurrentOf(cr metav1.Object) (string, Current, bool) {
+	gen, err := strconv.ParseInt(cr.GetAnnotations()[AnnotationGeneration], 10, 64)
+	policy := cr.GetAnnotations()[AnnotationPolicy]
+	if cr.GetLabels()[LabelCurrent] != "true" || policy == "" || err != nil || gen <= 0 {
+		return "", Current{}, false
+	}
+	return policy, Current{Revision: cr.GetName(), Generation: gen}, true
+}
+
+// Currents are, by policy name, the current revisions the metadata of
+// revisions marks: of two marked for one policy (the next marked, the
+// last not yet unmarked), the one of the newer generation.
+func Currents(revisions []metav1.PartialObjectMetadata) map[string]Current {
+	out := map[string]Current{}
+	for i := range revisions {
+		policy, cur, ok := CurrentOf(&revisions[i])
+		if !ok {
+			continue
+		}
+		if prev, seen := out[policy]; !seen || cur.Generation > prev.Generation {
+			out[policy] = cur
+		}
+	}
+	return out
+}
+
+// MarkCurrent is the merge patch of a revision's metadata that marks it
+// as its policy's current revision at generation.
+func MarkCurrent(generation int64) []byte {
+	return []byte(fmt.Sprintf(`{"metadata":{"labels":{%q:"true"},"annotations":{%q:%q}}}`,
+		LabelCurrent, AnnotationGeneration, strconv.FormatInt(generation, 10)))
+}
+
+// UnmarkCurrent is the merge patch that takes the mark away.
+func UnmarkCurrent() []byte {
+	return []byte(fmt.Sprintf(`{"metadata":{"labels":{%q:null},"annotations":{%q:null}}}`, LabelCurrent, AnnotationGeneration))
+}
+
+// Metadata is an empty ControllerRevision of which only the metadata is
+// read or written.
+func Metadata() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind("ControllerRevision"))
+	return m
+}
+
+// MetadataList is an empty list of ControllerRevisions' metadata.
+func MetadataList() *metav1.PartialObjectMetadataList {
+	l := &metav1.PartialObjectMetadataList{}
+	l.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind("ControllerRevisionList"))
+	return l
+}
+
+// CurrentSelector selects the revisions marked current.
+func CurrentSelector() map[string]string {
+	return map[string]string{LabelCurrent: "true", LabelManagedBy: ManagedBy}
+}
+
+// Pin is spec with every followed policy reference pinned to the current
+// revision of its policy, from current by policy name: generation and
+// revision set, follow kept, so that Names and Expand read it and
+// FollowedGenerations reports it. A followed policy without a current
+// revision is an error.
+func Pin(spec fwv1.NodeFirewallSpec, current map[string]Current) (fwv1.NodeFirewallSpec, error) {
+	if !Follows(&spec) {
+		return spec, nil
+	}
+	out := spec
+	out.Policies = make([]fwv1.PolicyReference, len(spec.Policies))
+	for i, ref := range spec.Policies {
+		if ref.Follow {
+			if ref.Revision != "" || ref.Generation != 0 {
+				return fwv1.NodeFirewallSpec{}, fmt.Errorf("policy %s is followed and also names generation %d, revision %q", ref.Name, ref.Generation, ref.Revision)
+			}
+			c, ok := current[ref.Name]
+			if !ok {
+				return fwv1.NodeFirewallSpec{}, fmt.Errorf("followed policy %s has no current revision (none labelled %s)", ref.Name, LabelCurrent)
+			}
+			ref.Generation, ref.Revision = c.Generation, c.Revision
+		}
+		out.Policies[i] = ref
+	}
+	return out, nil
+}
+
+// Follows tells whether spec follows any policy.
+func Follows(spec *fwv1.NodeFirewallSpec) bool {
+	for _, ref := range spec.Policies {
+		if ref.Follow {
+			return true
+		}
+	}
+	return false
+}
+
+// Followed are the names of the policies spec follows, in order.
+func Followed(spec *fwv1.NodeFirewallSpec) []string {
+	var out []string
+	for _, ref := range spec.Policies {
+		if ref.Follow {
+			out = append(out, ref.Name)
+		}
+	}
+	return out
+}
+
+// FollowedGenerations are, by policy name, the generations a pinned spec
+// (see Pin) applies of the policies it follows; nil when it follows none.
+func FollowedGenerations(pinned *fwv1.NodeFirewallSpec) map[string]int64 {
+	var out map[string]int64
+	for _, ref := range pinned.Policies {
+		if ref.Follow {
+			if out == nil {
+				out = map[string]int64{}
+			}
+			out[ref.Name] = ref.Generation
+		}
+	}
+	return out
 }

@@ -1,9 +1,11 @@
 package revision
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -156,5 +158,78 @@ func TestNames(t *testing.T) {
 	spec := fwv1.NodeFirewallSpec{Policies: []fwv1.PolicyReference{{Name: "b", Revision: "b-1"}, {Name: "c"}, {Name: "a", Revision: "a-1"}}}
 	if d := cmp.Diff([]string{"b-1", "a-1"}, Names(&spec)); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
+	}
+}
+
+// TestPinFollowedReferences: Pin gives each followed reference the
+// generation and revision marked current, keeps the
+// others, and refuses a followed policy without a current revision or one
+// that also names a generation.
+func TestPinFollowedReferences(t *testing.T) {
+	cur := Current{Revision: "web-0123456789", Generation: 3}
+	staged := fwv1.PolicyReference{Name: "db", Generation: 1, Revision: "db-9876543210"}
+	spec := fwv1.NodeFirewallSpec{Policies: []fwv1.PolicyReference{staged, {Name: "web", Follow: true, Mode: fwv1.PolicyModeAudit}}}
+	got, err := Pin(spec, map[string]Current{"web": cur})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []fwv1.PolicyReference{staged, {Name: "web", Follow: true, Mode: fwv1.PolicyModeAudit, Generation: 3, Revision: "web-0123456789"}}
+	if d := cmp.Diff(want, got.Policies); d != "" {
+		t.Errorf("pinned (-want +got):\n%s", d)
+	}
+	if !spec.Policies[1].Follow || spec.Policies[1].Revision != "" {
+		t.Errorf("Pin changed the spec it was given: %+v", spec.Policies)
+	}
+	if d := cmp.Diff(map[string]int64{"web": 3}, FollowedGenerations(&got)); d != "" {
+		t.Errorf("followed generations (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"db-9876543210", "web-0123456789"}, Names(&got)); d != "" {
+		t.Errorf("names (-want +got):\n%s", d)
+	}
+	if _, err := Pin(spec, nil); err == nil || !strings.Contains(err.Error(), "web") {
+		t.Errorf("Pin without a current revision: %v, want an error naming web", err)
+	}
+	spec.Policies[1].Generation = 2
+	if _, err := Pin(spec, map[string]Current{"web": cur}); err == nil {
+		t.Errorf("Pin of a followed reference naming a generation: no error")
+	}
+}
+
+// TestCurrentsMarked: the mark and its removal, as merge patches of a
+// revision's metadata, and of two revisions marked for one policy the one
+// of the newer generation.
+func TestCurrentsMarked(t *testing.T) {
+	revisionOf := func(policy, name string, patches ...[]byte) metav1.PartialObjectMetadata {
+		cr := metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: name,
+			Labels: map[string]string{LabelManagedBy: ManagedBy}, Annotations: map[string]string{AnnotationPolicy: policy}}}
+		for _, p := range patches {
+			raw, err := json.Marshal(cr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if raw, err = jsonpatch.MergePatch(raw, p); err != nil {
+				t.Fatal(err)
+			}
+			cr = metav1.PartialObjectMetadata{}
+			if err := json.Unmarshal(raw, &cr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return cr
+	}
+	got := Currents([]metav1.PartialObjectMetadata{
+		revisionOf("web", "web-1", MarkCurrent(1)),
+		revisionOf("web", "web-2", MarkCurrent(2)),
+		revisionOf("db", "db-1", MarkCurrent(4), UnmarkCurrent()),
+		revisionOf("dns", "dns-1"),
+		revisionOf("ntp", "ntp-1", MarkCurrent(1), UnmarkCurrent(), MarkCurrent(5)),
+	})
+	want := map[string]Current{"web": {Revision: "web-2", Generation: 2}, "ntp": {Revision: "ntp-1", Generation: 5}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("currents (-want +got):\n%s", d)
+	}
+	cr := revisionOf("web", "web-2", MarkCurrent(2))
+	if d := cmp.Diff(CurrentSelector(), map[string]string{LabelCurrent: cr.Labels[LabelCurrent], LabelManagedBy: cr.Labels[LabelManagedBy]}); d != "" {
+		t.Errorf("the selector does not select a marked revision (-selector +labels):\n%s", d)
 	}
 }

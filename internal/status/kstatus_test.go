@@ -91,7 +91,7 @@ func (c *ksCluster) applied(t *testing.T, nodes ...string) {
 	t.Helper()
 	for _, n := range nodes {
 		nfw := c.nfws[n]
-		nfw.Status = status.NodeApplied(nfw, 4, ksAt)
+		nfw.Status = status.NodeApplied(nfw, nil, 4, ksAt)
 		if got := resolve.PolicyOnNode(nfw, c.policy.Name, c.policy.Generation); got != resolve.StateApplied {
 			t.Fatalf("PolicyOnNode(%s) = %v after NodeApplied, want StateApplied", n, got)
 		}
@@ -432,7 +432,7 @@ func TestKstatusNodeFirewall(t *testing.T) {
 			name: "NodeApplied",
 			build: func(t *testing.T) *fwv1.NodeFirewall {
 				n := nfw(t)
-				n.Status = status.NodeApplied(n, 7, ksAt)
+				n.Status = status.NodeApplied(n, nil, 7, ksAt)
 				return n
 			},
 			want: kstatus.CurrentStatus,
@@ -470,7 +470,7 @@ func TestKstatusNodeFirewall(t *testing.T) {
 				n := nfw(t)
 				n.Status = status.NodeFailed(n, fwv1.ReasonApplyFailed, errors.New("busy"))
 				n.Generation = 2
-				n.Status = status.NodeApplied(n, 7, ksAt)
+				n.Status = status.NodeApplied(n, nil, 7, ksAt)
 				return n
 			},
 			want: kstatus.CurrentStatus,
@@ -479,7 +479,7 @@ func TestKstatusNodeFirewall(t *testing.T) {
 			name: "stale generation after NodeApplied",
 			build: func(t *testing.T) *fwv1.NodeFirewall {
 				n := nfw(t)
-				n.Status = status.NodeApplied(n, 7, ksAt)
+				n.Status = status.NodeApplied(n, nil, 7, ksAt)
 				n.Generation = 2
 				return n
 			},
@@ -499,7 +499,7 @@ func TestKstatusNodeFirewall(t *testing.T) {
 			name: "being deleted: the agent's finalizer is removing the table",
 			build: func(t *testing.T) *fwv1.NodeFirewall {
 				n := nfw(t)
-				n.Status = status.NodeApplied(n, 7, ksAt)
+				n.Status = status.NodeApplied(n, nil, 7, ksAt)
 				now := metav1.NewTime(ksAt.Add(time.Minute))
 				n.DeletionTimestamp = &now
 				n.Finalizers = []string{fwv1.AgentFinalizer}

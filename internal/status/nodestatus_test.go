@@ -24,7 +24,7 @@ func TestNodeStatusUpdate(t *testing.T) {
 		Spec: fwv1.NodeFirewallSpec{Policies: []fwv1.PolicyReference{{Name: "web", Generation: 2, Revision: "web-1"}}},
 	}
 	before := stored.DeepCopy()
-	st := NodeApplied(stored, 7, metav1.Now())
+	st := NodeApplied(stored, nil, 7, metav1.Now())
 
 	got := NodeStatusUpdate(stored, st)
 

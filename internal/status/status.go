@@ -207,10 +207,13 @@ func NodeStatusUpdate(stored *fwv1.NodeFirewall, st fwv1.NodeFirewallStatus) *fw
 	return out
 }
 
-// NodeApplied is the status of a NodeFirewall whose generation is in the kernel.
-func NodeApplied(nfw *fwv1.NodeFirewall, rules int, at metav1.Time) fwv1.NodeFirewallStatus {
+// NodeApplied is the status of a NodeFirewall whose generation is in the
+// kernel, with followed the generations of the policies it follows
+// (revision.FollowedGenerations).
+func NodeApplied(nfw *fwv1.NodeFirewall, followed map[string]int64, rules int, at metav1.Time) fwv1.NodeFirewallStatus {
 	st := *nfw.Status.DeepCopy()
 	st.ObservedGeneration = nfw.Generation
+	st.PolicyGenerations = followed
 	st.RuleCount = int32(rules)
 	st.LastAppliedTime = &at
 	st.LastError = ""

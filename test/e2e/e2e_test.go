@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
+	"github.com/nodefw/nodefw/internal/resolve"
 	"github.com/nodefw/nodefw/internal/testbed"
 	"github.com/nodefw/nodefw/internal/testbed/suite"
 )
@@ -184,9 +185,7 @@ func TestLiveChanges(t *testing.T) {
 			if err := c.Client.Get(ctx, client.ObjectKey{Name: n}, nfw); err != nil {
 				t.Fatal(err)
 			}
-			if !testbed.NodeFirewallReady(nfw) || !slices.ContainsFunc(nfw.Spec.Policies, func(r fwv1.PolicyReference) bool {
-				return r.Name == "worker" && r.Generation == p.Generation
-			}) {
+			if !testbed.NodeFirewallReady(nfw) || resolve.GenerationOn(nfw, "worker") != p.Generation {
 				t.Fatalf("NodeFirewall %s does not report worker generation %d applied: %+v %+v", n, p.Generation, nfw.Spec.Policies, nfw.Status)
 			}
 		}

@@ -393,9 +393,7 @@ func TestManagerRestartMidRollout(t *testing.T) {
 
 // given reports whether a NodeFirewall carries the generation of a policy.
 func given(nfw *fwv1.NodeFirewall, policy string, gen int64) bool {
-	return nfw != nil && slices.ContainsFunc(nfw.Spec.Policies, func(r fwv1.PolicyReference) bool {
-		return r.Name == policy && r.Generation == gen
-	})
+	return nfw != nil && resolve.GenerationOn(nfw, policy) == gen
 }
 
 // TestForeignRuleEditsRepaired has another actor edit nodefw's table: a

@@ -233,10 +233,11 @@ func TestManagerRBAC(t *testing.T) {
 	if !permissions(t, objs.get(t, "Role", managerNamespace, "nodefw-leader-election-role"))[rule{"coordination.k8s.io", "leases", "update"}] {
 		t.Error("the leader election Role cannot update Leases")
 	}
-	// The policies' revisions, in the controller's namespace only; never updated.
+	// The policies' revisions, in the controller's namespace only; never
+	// updated, their metadata patched (the current label).
 	revs := permissions(t, objs.get(t, "Role", managerNamespace, "nodefw-revisions-role"))
 	want := map[rule]bool{}
-	for _, v := range []string{"create", "delete", "get", "list"} {
+	for _, v := range []string{"create", "delete", "get", "list", "patch"} {
 		want[rule{"apps", "controllerrevisions", v}] = true
 	}
 	if d := diff(sortedRules(want), sortedRules(revs)); d != "" {

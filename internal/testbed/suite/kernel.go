@@ -88,8 +88,17 @@ func (c *Cluster) KernelMismatches(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// expand puts the rules of the revisions a NodeFirewall names in place.
+// expand puts the rules of the revisions a NodeFirewall names or follows
+// in place.
 func (c *Cluster) expand(ctx context.Context, spec fwv1.NodeFirewallSpec) (fwv1.NodeFirewallSpec, error) {
+	marked := revision.MetadataList()
+	if err := c.Client.List(ctx, marked, client.InNamespace(testbed.ManagerNamespace), client.MatchingLabels(revision.CurrentSelector())); err != nil {
+		return fwv1.NodeFirewallSpec{}, err
+	}
+	spec, err := revision.Pin(spec, revision.Currents(marked.Items))
+	if err != nil {
+		return fwv1.NodeFirewallSpec{}, err
+	}
 	rules := map[string][]fwv1.Rule{}
 	for _, name := range revision.Names(&spec) {
 		cr := &appsv1.ControllerRevision{}
