@@ -26,12 +26,7 @@ var revisionRules sync.Map // name -> []fwv1.Rule
 // pinnedSpec is nfw's spec with the policies it follows pinned to the
 // revisions marked current, as the agent pins them.
 func pinnedSpec(nfw *fwv1.NodeFirewall) (fwv1.NodeFirewallSpec, error) {
-	marked := revision.MetadataList()
-	if err := k8sClient.List(context.Background(), marked, client.InNamespace(revisionNamespace),
-		client.MatchingLabels(revision.CurrentSelector())); err != nil {
-		return fwv1.NodeFirewallSpec{}, err
-	}
-	return revision.Pin(nfw.Spec, revision.Currents(marked.Items))
+	return envtesting.PinFollowed(context.Background(), k8sClient, revisionNamespace, nfw.Spec)
 }
 
 // expandedSpec is the spec nfw's agent compiles: the rules of the

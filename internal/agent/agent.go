@@ -312,7 +312,7 @@ func (r *Reconciler) appliedStatus(nfw *fwv1.NodeFirewall, rules int) bool {
 
 // generations are the generations a ruleset compiled now comes from.
 func (r *Reconciler) generations(nfw *fwv1.NodeFirewall) generations {
-	return generations{nfw: nfw.Generation, config: r.cur.configGen, addressSets: r.cur.addressSets, policies: r.cur.policies}
+	return generations{nfw: nfw.Generation, config: r.cur.configGen, addressSets: r.cur.addressSets, policies: generationsKey(r.cur.followed)}
 }
 
 // confirm waits up to the confirm timeout for the control plane to be

@@ -30,9 +30,8 @@ type settings struct {
 	// (see addressSets).
 	addressSets string
 	// followed are the generations of the policies the NodeFirewall
-	// follows that were pinned (see pin), and policies identifies them.
+	// follows that were pinned (see pin).
 	followed map[string]int64
-	policies string
 }
 
 // generations identify what a ruleset was compiled from: a NodeFirewall

@@ -51,7 +51,7 @@ func CurrentRevisionsCache(cfg *rest.Config, scheme *runtime.Scheme, namespace s
 // NodeFirewall without it. It also keeps the generations pinned in r.cur,
 // for the status and for telling rulesets apart.
 func (r *Reconciler) pin(ctx context.Context, nfw *fwv1.NodeFirewall) (fwv1.NodeFirewallSpec, error) {
-	r.cur.followed, r.cur.policies = nil, ""
+	r.cur.followed = nil
 	if !revision.Follows(&nfw.Spec) {
 		return nfw.Spec, nil
 	}
@@ -77,7 +77,6 @@ func (r *Reconciler) pin(ctx context.Context, nfw *fwv1.NodeFirewall) (fwv1.Node
 	}
 	r.lastPinned = current
 	r.cur.followed = revision.FollowedGenerations(&pinned)
-	r.cur.policies = generationsKey(r.cur.followed)
 	return pinned, nil
 }
 
@@ -104,8 +103,8 @@ func missing(current map[string]revision.Current, spec *fwv1.NodeFirewallSpec) b
 	return false
 }
 
-// generationsKey identifies the followed policies' generations, for
-// generations' comparison.
+// generationsKey identifies the followed policies' generations in
+// generations, which is compared with ==.
 func generationsKey(followed map[string]int64) string {
 	var b strings.Builder
 	for _, name := range slices.Sorted(maps.Keys(followed)) {

@@ -46,9 +46,8 @@ type SimulatedAgents struct {
 
 // Start watches NodeFirewalls (one watch for all the simulated nodes,
 // where each agent watches its own) and the metadata of the revisions
-// marked current with cfg,
-// writes their status with c, and runs until ctx ends. It returns once the
-// watches have synced.
+// marked current with cfg, writes their status with c, and runs until ctx
+// ends. It returns once the watches have synced.
 func (a *SimulatedAgents) Start(ctx context.Context, cfg *rest.Config, c client.Client) error {
 	var err error
 	a.c = c
@@ -158,7 +157,7 @@ func (a *SimulatedAgents) ack(ctx context.Context, name string) error {
 	if err := a.cache.Get(ctx, client.ObjectKey{Name: name}, nfw); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	spec, err := a.pin(ctx, nfw)
+	spec, err := PinFollowed(ctx, a.cache, a.RevisionNamespace, nfw.Spec)
 	if err != nil {
 		return err
 	}
@@ -178,17 +177,20 @@ func (a *SimulatedAgents) ack(ctx context.Context, name string) error {
 	return nil
 }
 
-// pin is nfw's spec with the policies it follows pinned to their current
-// revisions, as the agent pins them (revision.Pin).
-func (a *SimulatedAgents) pin(ctx context.Context, nfw *fwv1.NodeFirewall) (fwv1.NodeFirewallSpec, error) {
-	if !revision.Follows(&nfw.Spec) {
-		return nfw.Spec, nil
+// PinFollowed is spec with the policies it follows pinned to the
+// revisions marked current in namespace, as reader lists them: what the
+// agent compiles (revision.Pin). Tests and simulated agents read it so.
+func PinFollowed(ctx context.Context, reader client.Reader, namespace string, spec fwv1.NodeFirewallSpec) (fwv1.NodeFirewallSpec, error) {
+	if !revision.Follows(&spec) {
+		return spec, nil
 	}
 	marked := revision.MetadataList()
-	if err := a.cache.List(ctx, marked, client.InNamespace(a.RevisionNamespace), client.UnsafeDisableDeepCopy); err != nil {
+	// Only read: a cache need not copy the revisions' metadata.
+	if err := reader.List(ctx, marked, client.InNamespace(namespace), client.MatchingLabels(revision.CurrentSelector()),
+		client.UnsafeDisableDeepCopy); err != nil {
 		return fwv1.NodeFirewallSpec{}, err
 	}
-	return revision.Pin(nfw.Spec, revision.Currents(marked.Items))
+	return revision.Pin(spec, revision.Currents(marked.Items))
 }
 
 // ruleCount is how many rules a pinned spec comes to with the rules of

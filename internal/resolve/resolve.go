@@ -36,8 +36,8 @@ type Input struct {
 	// ControllerRevision in this namespace (Result.Revisions), and the
 	// node specs carry no rules of their own: a policy with a staged
 	// rollout is referenced by generation and revision, any other is
-	// followed (PolicyReference.Follow) and its current revision is named
-	// on the revision (Result.Current). Empty copies the rules into every node's spec,
+	// followed (PolicyReference.Follow) at the revision marked current
+	// (Result.Current). Empty copies the rules into every node's spec,
 	// as `nodefw render` shows them.
 	RevisionNamespace string
 	// RevisionLimit is the largest revision, in bytes as sent, that is

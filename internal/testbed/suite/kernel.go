@@ -12,6 +12,7 @@ import (
 
 	fwv1 "github.com/nodefw/nodefw/api/v1alpha1"
 	"github.com/nodefw/nodefw/internal/compile"
+	"github.com/nodefw/nodefw/internal/envtesting"
 	"github.com/nodefw/nodefw/internal/nft"
 	"github.com/nodefw/nodefw/internal/resolve"
 	"github.com/nodefw/nodefw/internal/revision"
@@ -91,11 +92,7 @@ func (c *Cluster) KernelMismatches(ctx context.Context) ([]string, error) {
 // expand puts the rules of the revisions a NodeFirewall names or follows
 // in place.
 func (c *Cluster) expand(ctx context.Context, spec fwv1.NodeFirewallSpec) (fwv1.NodeFirewallSpec, error) {
-	marked := revision.MetadataList()
-	if err := c.Client.List(ctx, marked, client.InNamespace(testbed.ManagerNamespace), client.MatchingLabels(revision.CurrentSelector())); err != nil {
-		return fwv1.NodeFirewallSpec{}, err
-	}
-	spec, err := revision.Pin(spec, revision.Currents(marked.Items))
+	spec, err := envtesting.PinFollowed(ctx, c.Client, testbed.ManagerNamespace, spec)
 	if err != nil {
 		return fwv1.NodeFirewallSpec{}, err
 	}
