@@ -318,9 +318,10 @@ func (c *Cluster) configureNodes(ctx context.Context) error {
 // The sync periods keep its tables steady but converging: in iptables
 // mode every sync rewrites KUBE-SERVICES and KUBE-NODEPORTS in Go map
 // order, so periodic syncs (30s by default) would reorder them with
-// nothing changed; in nftables mode a removed Service's chain is deleted
-// only by a sync at least a second later, so a periodic one removes it
-// soon.
+// nothing changed. In nftables mode the sync period is only the retry
+// interval after a failed sync (its periodic full sync is hourly), and a
+// removed Service's flushed chains are deleted by the next sync at least a
+// second later, which waits for another change.
 func kubeProxyConfig(n *Node) string {
 	return fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
